@@ -1,0 +1,6 @@
+#include "bind.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "femsr compiled kernels (private: use the femsr Python API)";
+  femsr::bind::bind_fem(m);
+}

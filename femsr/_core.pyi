@@ -1,0 +1,37 @@
+"""Typed stub of the private compiled module (see cpp/bind_*.cpp)."""
+
+import numpy as np
+import numpy.typing as npt
+
+def element_stiffness(nu: float, thickness: float, ke: npt.NDArray[np.float64]) -> None: ...
+def block_row_counts(
+    active: npt.NDArray[np.uint8], nodemap: npt.NDArray[np.int32], counts: npt.NDArray[np.int32]
+) -> None: ...
+def block_fill_indices(
+    active: npt.NDArray[np.uint8],
+    nodemap: npt.NDArray[np.int32],
+    bindptr: npt.NDArray[np.int32],
+    bindices: npt.NDArray[np.int32],
+) -> None: ...
+def csr_from_blocks(
+    bindptr: npt.NDArray[np.int32],
+    bindices: npt.NDArray[np.int32],
+    indptr: npt.NDArray[np.int32],
+    indices: npt.NDArray[np.int32],
+) -> None: ...
+def fill_values(
+    active: npt.NDArray[np.uint8],
+    modulus: npt.NDArray[np.float64],
+    ke: npt.NDArray[np.float64],
+    nodemap: npt.NDArray[np.int32],
+    fixed: npt.NDArray[np.uint8] | None,
+    bindptr: npt.NDArray[np.int32],
+    csr: bool,
+    data: npt.NDArray[np.float64],
+) -> None: ...
+def element_energies(
+    active: npt.NDArray[np.uint8],
+    ke: npt.NDArray[np.float64],
+    u: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float64],
+) -> None: ...

@@ -1,0 +1,710 @@
+"""Linear-elastic finite elements on pixel grids.
+
+One pixel is one bilinear Q4 plane-stress element of side ``h`` (mm) and thickness ``thickness``
+(mm). Images are ``(ny, nx)`` arrays with row 0 at the top. Node ``(i, j)`` is the corner at grid
+row ``i`` (from the top) and column ``j``; it has the DOFs ``2*(i*(nx+1)+j)`` (x, to the right) and
+``+1`` (y, upward). Nodal arrays are ``(ny+1, nx+1, 2)`` with the last axis (x, y), so a nodal
+array's ``ravel()`` is in DOF order.
+
+The tissue law is modified SIMP: ``E = Emin + density**penal * (E0 - Emin)``. With ``E0`` in MPa,
+lengths in mm and forces in N, displacements come out in mm and energies in N·mm.
+
+Every compiled kernel has a pure numpy twin in :mod:`femsr.reference.fem`, selected by
+``backend="python"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.ndimage as ndi
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from femsr import _core
+from femsr.reference import fem as ref
+
+__all__ = [
+    "ConvergenceError",
+    "Solver",
+    "assemble",
+    "element_energies",
+    "element_stiffness",
+    "rigid_body_modes",
+    "solve",
+    "youngs_modulus",
+]
+
+BACKENDS = ("cpp", "python")
+_INDEX_LIMIT = np.iinfo(np.int32).max
+
+
+class ConvergenceError(RuntimeError):
+    """An iterative solve did not reach its tolerance within its iteration limit."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def _check_finite_array(name: str, value: object, ndim: int) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
+    if not np.issubdtype(value.dtype, np.floating) and not np.issubdtype(value.dtype, np.integer):
+        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+    array = np.ascontiguousarray(value, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def check_density(density: object) -> np.ndarray:
+    """Validate a density image and return it as C-contiguous float64 (ny, nx)."""
+    array = _check_finite_array("density", density, 2)
+    if array.size == 0:
+        raise ValueError(f"density must not be empty, got shape {array.shape}")
+    low, high = array.min(), array.max()
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"density must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    return array
+
+
+def check_mask(mask: object, shape: tuple[int, int]) -> np.ndarray:
+    """Validate an element mask against an image shape; ``None`` means all elements."""
+    if mask is None:
+        return np.ones(shape, dtype=np.uint8)
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"mask must be a numpy array, got {type(mask).__name__}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
+    if mask.shape != shape:
+        raise ValueError(f"mask must have the image shape {shape}, got {mask.shape}")
+    if not mask.any():
+        raise ValueError("mask is empty: no element is in the model")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class _Material:
+    E0: float
+    nu: float
+    penal: float
+    Emin: float
+    h: float
+    thickness: float
+
+
+def _material(
+    E0: float, nu: float, penal: float, Emin: float | None, h: float, thickness: float
+) -> _Material:
+    Emin = 1e-9 * E0 if Emin is None else Emin
+    if not E0 > 0:
+        raise ValueError(f"E0 must be positive, got {E0}")
+    if not 0 <= Emin < E0:
+        raise ValueError(f"Emin must lie in [0, E0), got {Emin} with E0={E0}")
+    if not -1.0 < nu < 0.5:
+        raise ValueError(f"nu must lie in (-1, 0.5), got {nu}")
+    if not penal >= 1:
+        raise ValueError(f"penal must be at least 1, got {penal}")
+    if not h > 0:
+        raise ValueError(f"h must be positive, got {h}")
+    if not thickness > 0:
+        raise ValueError(f"thickness must be positive, got {thickness}")
+    return _Material(float(E0), float(nu), float(penal), float(Emin), float(h), float(thickness))
+
+
+# ---------------------------------------------------------------------------------------------
+# Element level
+
+
+def element_stiffness(nu: float = 0.3, thickness: float = 1.0, *, backend: str = "cpp") -> np.ndarray:
+    """Unit-modulus stiffness of one Q4 plane-stress pixel.
+
+    Parameters
+    ----------
+    nu : float
+        Poisson's ratio.
+    thickness : float
+        Out-of-plane thickness (mm).
+    backend : {"cpp", "python"}
+        Compiled kernel or its numpy twin.
+
+    Returns
+    -------
+    ndarray, shape (8, 8)
+        Stiffness for ``E = 1``; local nodes bottom-left, bottom-right, top-right, top-left, each
+        with its (x, y) DOFs. A square element's stiffness does not depend on its side.
+
+    Examples
+    --------
+    >>> ke = element_stiffness(0.3)
+    >>> bool(np.allclose(ke, ke.T)), bool(np.allclose(ke.sum(axis=1), 0))
+    (True, True)
+    """
+    _check_backend(backend)
+    if backend == "python":
+        return ref.element_stiffness(nu, thickness)
+    ke = np.empty((8, 8))
+    _core.element_stiffness(float(nu), float(thickness), ke)
+    return ke
+
+
+def youngs_modulus(
+    density: np.ndarray, *, E0: float = 1.0, penal: float = 3.0, Emin: float | None = None
+) -> np.ndarray:
+    """Element modulus of modified SIMP: ``Emin + density**penal * (E0 - Emin)`` (MPa)."""
+    Emin = 1e-9 * E0 if Emin is None else Emin
+    return Emin + np.power(density, penal) * (E0 - Emin)
+
+
+def rigid_body_modes(nodes: np.ndarray, nx: int, h: float = 1.0) -> np.ndarray:
+    """The three plane rigid-body modes (x, y translation, rotation) at grid nodes.
+
+    Parameters
+    ----------
+    nodes : ndarray of int
+        Grid node numbers ``i*(nx+1)+j``.
+    nx : int
+        Elements per image row.
+    h : float
+        Pixel side (mm).
+
+    Returns
+    -------
+    ndarray, shape (2*len(nodes), 3)
+        Columns in the DOF order of ``nodes``; the rotation is about the nodes' centroid, so the
+        columns are well scaled.
+    """
+    i, j = np.divmod(np.asarray(nodes), nx + 1)
+    x = (j - j.mean()) * h
+    y = -(i - i.mean()) * h
+    modes = np.zeros((2 * len(x), 3))
+    modes[0::2, 0] = 1.0
+    modes[1::2, 1] = 1.0
+    modes[0::2, 2] = -y
+    modes[1::2, 2] = x
+    return modes
+
+
+# ---------------------------------------------------------------------------------------------
+# Assembly
+
+
+def _node_mask(active: np.ndarray) -> np.ndarray:
+    """Nodes touched by at least one active element, (ny+1, nx+1)."""
+    padded = np.pad(active.astype(bool), 1)
+    return padded[:-1, :-1] | padded[:-1, 1:] | padded[1:, :-1] | padded[1:, 1:]
+
+
+@dataclass(frozen=True)
+class _BlockPattern:
+    """2x2-block sparsity of the active elements on the nodes of ``nodemap``."""
+
+    nodemap: np.ndarray  # system node of every grid node, -1 where left out
+    bindptr: np.ndarray
+    bindices: np.ndarray
+
+    @property
+    def nnodes(self) -> int:
+        return len(self.bindptr) - 1
+
+
+def _block_pattern(active: np.ndarray, nodemap: np.ndarray) -> _BlockPattern:
+    nnodes = int(nodemap.max()) + 1
+    counts = np.zeros(nnodes, dtype=np.int32)
+    _core.block_row_counts(active, nodemap, counts)
+    total = int(counts.sum(dtype=np.int64))
+    if 4 * total > _INDEX_LIMIT:
+        raise ValueError(f"the system has {4 * total} entries, over the int32 index limit")
+    bindptr = np.zeros(nnodes + 1, dtype=np.int32)
+    np.cumsum(counts, out=bindptr[1:])
+    bindices = np.empty(total, dtype=np.int32)
+    _core.block_fill_indices(active, nodemap, bindptr, bindices)
+    return _BlockPattern(nodemap, bindptr, bindices)
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_pattern(shape: tuple[int, int], mask_bytes: bytes) -> tuple[_BlockPattern, np.ndarray,
+                                                                       np.ndarray]:
+    """Pattern on every grid node, with its scalar CSR form; cached per mask."""
+    active = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(shape)
+    nodemap = np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32)
+    pattern = _block_pattern(active, nodemap)
+    indptr = np.empty(2 * pattern.nnodes + 1, dtype=np.int32)
+    indices = np.empty(4 * len(pattern.bindices), dtype=np.int32)
+    _core.csr_from_blocks(pattern.bindptr, pattern.bindices, indptr, indices)
+    return pattern, indptr, indices
+
+
+def assemble(
+    density: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    E0: float = 1.0,
+    nu: float = 0.3,
+    penal: float = 3.0,
+    Emin: float | None = None,
+    h: float = 1.0,
+    thickness: float = 1.0,
+    backend: str = "cpp",
+) -> sp.csr_matrix:
+    """Global stiffness matrix of a density image.
+
+    Parameters
+    ----------
+    density : ndarray, shape (ny, nx)
+        Element densities in [0, 1].
+    mask : ndarray of bool, shape (ny, nx), optional
+        Elements in the model; the others contribute nothing. Default: all.
+    E0, nu, penal, Emin : float
+        Tissue modulus (MPa), Poisson's ratio, SIMP exponent, void modulus (default ``1e-9*E0``).
+    h : float
+        Pixel side (mm). The stiffness of square Q4 pixels does not depend on it; it is accepted
+        so every FE call takes the same material arguments.
+    thickness : float
+        Out-of-plane thickness (mm).
+    backend : {"cpp", "python"}
+        ``"cpp"`` writes CSR straight from a pattern cached per mask, in parallel;
+        ``"python"`` is the top88-style COO assembly of :func:`femsr.reference.fem.assemble`.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (ndof, ndof)
+        ``ndof = 2*(ny+1)*(nx+1)``: rows and columns are all grid DOFs; rows of nodes that no
+        masked-in element touches are empty. Columns are sorted.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a density or mask of the wrong type, shape or range, or an empty mask.
+
+    See Also
+    --------
+    femsr.reference.fem.assemble : the numpy twin.
+
+    Examples
+    --------
+    >>> K = assemble(np.ones((2, 3)))
+    >>> K.shape
+    (24, 24)
+    >>> bool(abs(K - K.T).max() < 1e-12)
+    True
+    """
+    _check_backend(backend)
+    density = check_density(density)
+    active = check_mask(mask, density.shape)
+    material = _material(E0, nu, penal, Emin, h, thickness)
+    modulus = youngs_modulus(density, E0=material.E0, penal=material.penal, Emin=material.Emin)
+    ke = element_stiffness(material.nu, material.thickness, backend=backend)
+    ny, nx = density.shape
+    ndof = 2 * (ny + 1) * (nx + 1)
+    if backend == "python":
+        dofmap = np.arange(ndof)
+        return ref.assemble(active, modulus, ke, dofmap, ndof)
+    pattern, indptr, indices = _grid_pattern(density.shape, active.tobytes())
+    data = np.empty(len(indices))
+    _core.fill_values(active, modulus, ke, pattern.nodemap, None, pattern.bindptr, True, data)
+    return sp.csr_matrix((data, indices, indptr), shape=(ndof, ndof))
+
+
+def element_energies(
+    u: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    nu: float = 0.3,
+    thickness: float = 1.0,
+    backend: str = "cpp",
+) -> np.ndarray:
+    """Unit-modulus strain energies ``u_eᵀ k0 u_e`` of every element.
+
+    Parameters
+    ----------
+    u : ndarray, shape (ncases, ny+1, nx+1, 2)
+        Nodal displacements (mm), as :func:`solve` returns them.
+    mask : ndarray of bool, shape (ny, nx), optional
+        Elements in the model; the others get 0.
+    nu, thickness : float
+        Poisson's ratio and thickness (mm) of ``k0 = element_stiffness(nu, thickness)``.
+    backend : {"cpp", "python"}
+        Compiled kernel or its numpy twin.
+
+    Returns
+    -------
+    ndarray, shape (ncases, ny, nx)
+        Twice the strain energy of each element at ``E = 1``: the compliance of a case is
+        ``(youngs_modulus(density) * energies).sum()``, and ``-penal * density**(penal-1) *
+        (E0 - Emin) * energies`` its density sensitivity.
+
+    Examples
+    --------
+    >>> u = np.zeros((1, 3, 3, 2)); u[0, :, :, 0] = 0.1  # a rigid shift stores no energy
+    >>> float(abs(element_energies(u)).max())
+    0.0
+    """
+    _check_backend(backend)
+    u = _check_finite_array("u", u, 4)
+    ncases, ny1, nx1, two = u.shape
+    if two != 2 or ny1 < 2 or nx1 < 2:
+        raise ValueError(f"u must have shape (ncases, ny+1, nx+1, 2), got {u.shape}")
+    active = check_mask(mask, (ny1 - 1, nx1 - 1))
+    ke = element_stiffness(nu, thickness, backend=backend)
+    flat = u.reshape(ncases, -1)
+    if backend == "python":
+        energies = ref.element_energies(active, ke, flat)
+    else:
+        energies = np.empty((ncases, (ny1 - 1) * (nx1 - 1)))
+        _core.element_energies(active, ke, flat, energies)
+    return energies.reshape(ncases, ny1 - 1, nx1 - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Solving
+
+
+def _check_fixed(fixed: object) -> np.ndarray:
+    if not isinstance(fixed, np.ndarray):
+        raise TypeError(f"fixed must be a numpy array, got {type(fixed).__name__}")
+    if fixed.dtype != np.bool_:
+        raise TypeError(f"fixed must be a bool array, got dtype {fixed.dtype}")
+    if fixed.ndim != 3 or fixed.shape[2] != 2 or fixed.shape[0] < 2 or fixed.shape[1] < 2:
+        raise ValueError(f"fixed must have shape (ny+1, nx+1, 2), got {fixed.shape}")
+    return fixed
+
+
+def _check_held(active: np.ndarray, fixed: np.ndarray) -> None:
+    """Raise if a connected part of the model is free to move as a rigid body.
+
+    Parts are elements joined through shared nodes. A part is held when the rigid-body modes
+    restricted to its fixed DOFs have rank 3: an x or y constraint and one that stops rotation.
+    """
+    labels, nparts = ndi.label(active, structure=np.ones((3, 3), dtype=bool))
+    padded = np.pad(labels, 1)
+    node_part = np.maximum.reduce(
+        [padded[:-1, :-1], padded[:-1, 1:], padded[1:, :-1], padded[1:, 1:]]
+    )
+    gram = np.zeros((nparts + 1, 3, 3))
+    for axis in (0, 1):
+        i, j = np.nonzero(fixed[:, :, axis] & (node_part > 0))
+        part = node_part[i, j]
+        # Rows of the rigid-body modes at these DOFs, coordinates about the grid centre.
+        x = (j - fixed.shape[1] / 2.0) / fixed.shape[1]
+        y = -(i - fixed.shape[0] / 2.0) / fixed.shape[0]
+        rows = np.zeros((len(part), 3))
+        rows[:, axis] = 1.0
+        rows[:, 2] = -y if axis == 0 else x
+        np.add.at(gram, part, rows[:, :, None] * rows[:, None, :])
+    smallest = np.linalg.eigvalsh(gram[1:])[:, 0]
+    floating = np.flatnonzero(smallest <= 1e-12 * np.maximum(1.0, np.abs(gram[1:]).max()))
+    if len(floating):
+        r, c = np.argwhere(labels == floating[0] + 1)[0]
+        raise ValueError(
+            f"the structure is not held: {len(floating)} of {nparts} connected part(s) can move "
+            f"as a rigid body under the fixed DOFs (one contains element ({r}, {c})); fix at least "
+            f"two nodes of every part, or one node and a DOF that stops rotation"
+        )
+
+
+@dataclass
+class SolveStats:
+    """What one call of :meth:`Solver.solve` did."""
+
+    method: str
+    iterations: list[int] = field(default_factory=list)
+    setup_seconds: float = 0.0
+    assembly_seconds: float = 0.0
+    solve_seconds: float = 0.0
+    rebuilt: bool = False
+
+
+class Solver:
+    """Reusable linear-elastic solver for one mask and one set of fixed DOFs.
+
+    It keeps the sparsity pattern, the AMG hierarchy and the last displacements between calls,
+    which is what topology optimization needs: each :meth:`solve` refills the values for the new
+    density, warm-starts CG from the previous displacements, and reuses the hierarchy while it
+    still works (see ``rebuild_ratio``).
+
+    Parameters
+    ----------
+    fixed : ndarray of bool, shape (ny+1, nx+1, 2)
+        Prescribed-zero DOFs.
+    mask : ndarray of bool, shape (ny, nx), optional
+        Elements in the model. Nodes that no masked-in element touches are not unknowns.
+    E0, nu, penal, Emin, h, thickness : float
+        Material and geometry, as in :func:`assemble`.
+    backend : {"cpp", "python"}
+        Assembly path: compiled BSR fill, or the numpy twin's COO assembly.
+    tol : float
+        Relative residual ``||K u - f|| / ||f||`` that CG must reach.
+    maxiter : int
+        CG iteration limit per load case.
+    direct_below : int
+        Systems with at most this many unknowns are factorized (SuperLU) instead of AMG-CG.
+    method : {"auto", "amg", "direct"}
+        Force one solver; ``"auto"`` picks by ``direct_below``.
+    rebuild_ratio : float
+        The AMG hierarchy built for an earlier density is kept as preconditioner until a solve
+        needs more than ``rebuild_ratio`` times the CG iterations seen right after the last
+        build; then it is rebuilt for the next call.
+
+    Raises
+    ------
+    ValueError
+        On bad shapes or values, or a structure that is not held by ``fixed``.
+    """
+
+    def __init__(
+        self,
+        fixed: np.ndarray,
+        *,
+        mask: np.ndarray | None = None,
+        E0: float = 1.0,
+        nu: float = 0.3,
+        penal: float = 3.0,
+        Emin: float | None = None,
+        h: float = 1.0,
+        thickness: float = 1.0,
+        backend: str = "cpp",
+        tol: float = 1e-8,
+        maxiter: int = 5000,
+        direct_below: int = 20_000,
+        method: str = "auto",
+        rebuild_ratio: float = 1.5,
+    ) -> None:
+        _check_backend(backend)
+        if method not in ("auto", "amg", "direct"):
+            raise ValueError(f"method must be 'auto', 'amg' or 'direct', got {method!r}")
+        if not 0 < tol < 1:
+            raise ValueError(f"tol must lie in (0, 1), got {tol}")
+        fixed = _check_fixed(fixed)
+        self.shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
+        self.active = check_mask(mask, self.shape)
+        self.material = _material(E0, nu, penal, Emin, h, thickness)
+        self.backend = backend
+        self.tol = tol
+        self.maxiter = maxiter
+        self.rebuild_ratio = rebuild_ratio
+
+        node_in = _node_mask(self.active)
+        _check_held(self.active, fixed)
+        self.nodes = np.flatnonzero(node_in.ravel())
+        self.nodemap = np.full(node_in.size, -1, dtype=np.int32)
+        self.nodemap[self.nodes] = np.arange(len(self.nodes), dtype=np.int32)
+        self.grid_fixed = np.ascontiguousarray(fixed & node_in[:, :, None], dtype=np.uint8)
+        self.fixed = self.grid_fixed.reshape(-1, 2)[self.nodes].ravel().astype(bool)
+        self.nunknowns = 2 * len(self.nodes) - int(self.fixed.sum())
+        if method == "auto":
+            method = "direct" if self.nunknowns <= direct_below else "amg"
+        self.method = method
+
+        self.ke = element_stiffness(self.material.nu, self.material.thickness, backend=backend)
+        self._pattern = _block_pattern(self.active, self.nodemap) if backend == "cpp" else None
+        self._modes = rigid_body_modes(self.nodes, self.shape[1], self.material.h)
+        self._modes[self.fixed] = 0.0
+        self._hierarchy = None
+        self._fresh_iterations = 0
+        self._rebuild = True
+        self._last: np.ndarray | None = None
+        self.matrix: sp.bsr_matrix | None = None
+
+    def _assemble(self, density: np.ndarray) -> sp.bsr_matrix:
+        m = self.material
+        modulus = youngs_modulus(density, E0=m.E0, penal=m.penal, Emin=m.Emin)
+        n = 2 * len(self.nodes)
+        if self._pattern is None:
+            dofmap = np.stack([2 * self.nodemap, 2 * self.nodemap + 1], axis=1).ravel()
+            dofmap[np.repeat(self.nodemap < 0, 2)] = -1
+            matrix = ref.assemble(self.active, modulus, self.ke, dofmap, n)
+            matrix = ref.decouple(matrix, self.fixed)
+            return matrix.tobsr(blocksize=(2, 2))
+        p = self._pattern
+        data = np.empty((len(p.bindices), 2, 2))
+        _core.fill_values(self.active, modulus, self.ke, self.nodemap, self.grid_fixed.ravel(),
+                          p.bindptr, False, data)
+        return sp.bsr_matrix((data, p.bindices, p.bindptr), shape=(n, n))
+
+    def _loads(self, forces: np.ndarray) -> np.ndarray:
+        forces = _check_finite_array("forces", forces, 4)
+        if forces.shape[1:] != (*np.add(self.shape, 1), 2) or forces.shape[0] < 1:
+            raise ValueError(
+                f"forces must have shape (ncases, {self.shape[0] + 1}, {self.shape[1] + 1}, 2), "
+                f"got {forces.shape}"
+            )
+        flat = forces.reshape(len(forces), -1, 2)
+        outside = self.nodemap < 0
+        if np.any(flat[:, outside]):
+            raise ValueError("forces act on nodes that no element of the mask touches")
+        loads = flat[:, self.nodes].reshape(len(forces), -1)
+        loads[:, self.fixed] = 0.0
+        return loads
+
+    def solve(self, density: np.ndarray, forces: np.ndarray) -> np.ndarray:
+        """Displacements of every load case for a density image.
+
+        Parameters
+        ----------
+        density : ndarray, shape (ny, nx)
+            Element densities in [0, 1].
+        forces : ndarray, shape (ncases, ny+1, nx+1, 2)
+            Nodal forces (N); forces on fixed DOFs go into the supports.
+
+        Returns
+        -------
+        ndarray, shape (ncases, ny+1, nx+1, 2)
+            Nodal displacements (mm), zero at nodes outside the model and at fixed DOFs.
+
+        Raises
+        ------
+        ValueError
+            On bad input, or forces on nodes outside the model.
+        ConvergenceError
+            When CG does not reach ``tol`` in ``maxiter`` iterations.
+        """
+        density = check_density(density)
+        if density.shape != self.shape:
+            raise ValueError(f"density must have shape {self.shape}, got {density.shape}")
+        loads = self._loads(forces)
+        stats = SolveStats(self.method)
+        start = time.perf_counter()
+        matrix = self._assemble(density)
+        self.matrix = matrix
+        stats.assembly_seconds = time.perf_counter() - start
+        if self._last is None or len(self._last) != len(loads):
+            self._last = np.zeros_like(loads)
+        solution = np.zeros_like(loads)
+        start = time.perf_counter()
+        if self.method == "direct":
+            solution = self._solve_direct(matrix, loads, stats)
+        else:
+            solution = self._solve_amg(matrix, loads, stats)
+        stats.solve_seconds = time.perf_counter() - start - stats.setup_seconds
+        self._last = solution
+        self.stats = stats
+        u = np.zeros((len(loads), (self.shape[0] + 1) * (self.shape[1] + 1), 2))
+        u[:, self.nodes] = solution.reshape(len(loads), -1, 2)
+        return u.reshape(len(loads), self.shape[0] + 1, self.shape[1] + 1, 2)
+
+    def _solve_direct(self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            factor = spla.splu(matrix.tocsc())
+        except RuntimeError as error:  # SuperLU reports a singular matrix this way
+            raise ValueError(f"the stiffness matrix is singular: {error}") from error
+        stats.setup_seconds = time.perf_counter() - start
+        return np.stack([factor.solve(b) for b in loads])
+
+    def _solve_amg(self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
+        import pyamg
+
+        if self._rebuild or self._hierarchy is None:
+            start = time.perf_counter()
+            self._hierarchy = pyamg.smoothed_aggregation_solver(
+                matrix, B=self._modes, max_coarse=500, keep=False
+            )
+            stats.setup_seconds = time.perf_counter() - start
+            stats.rebuilt = True
+            self._rebuild = False
+        preconditioner = self._hierarchy.aspreconditioner(cycle="V")
+        assert self._last is not None
+        solution = np.empty_like(loads)
+        for case, b in enumerate(loads):
+            count = [0]
+
+            def step(_: np.ndarray, count: list[int] = count) -> None:
+                count[0] += 1
+
+            if not b.any():
+                solution[case] = 0.0
+                stats.iterations.append(0)
+                continue
+            x, info = spla.cg(matrix, b, x0=self._last[case], rtol=self.tol, atol=0.0,
+                              maxiter=self.maxiter, M=preconditioner, callback=step)
+            residual = np.linalg.norm(b - matrix @ x) / np.linalg.norm(b)
+            if info != 0 or residual > 10 * self.tol:
+                raise ConvergenceError(
+                    f"AMG-CG reached a relative residual of {residual:.2e} after {count[0]} "
+                    f"iterations, short of tol={self.tol:g} (load case {case}); the structure "
+                    f"may be nearly floating, or raise maxiter"
+                )
+            solution[case] = x
+            stats.iterations.append(count[0])
+        worst = max(stats.iterations)
+        if stats.rebuilt:
+            self._fresh_iterations = max(worst, 1)
+        elif worst > self.rebuild_ratio * self._fresh_iterations:
+            self._rebuild = True
+        return solution
+
+
+def solve(
+    density: np.ndarray,
+    forces: np.ndarray,
+    fixed: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    E0: float = 1.0,
+    nu: float = 0.3,
+    penal: float = 3.0,
+    Emin: float | None = None,
+    h: float = 1.0,
+    thickness: float = 1.0,
+    backend: str = "cpp",
+    tol: float = 1e-8,
+    maxiter: int = 5000,
+    direct_below: int = 20_000,
+    method: str = "auto",
+) -> np.ndarray:
+    """Nodal displacements of a density image under one or more load cases.
+
+    A one-shot :class:`Solver`: AMG-CG (pyamg smoothed aggregation on 2x2 node blocks, the
+    three rigid-body modes as near-null space, one hierarchy for all load cases), or a sparse
+    direct solve for systems of at most ``direct_below`` unknowns.
+
+    Parameters
+    ----------
+    density : ndarray, shape (ny, nx)
+        Element densities in [0, 1].
+    forces : ndarray, shape (ncases, ny+1, nx+1, 2)
+        Nodal forces (N), (x right, y up).
+    fixed : ndarray of bool, shape (ny+1, nx+1, 2)
+        Prescribed-zero DOFs.
+    mask, E0, nu, penal, Emin, h, thickness, backend, tol, maxiter, direct_below, method
+        As for :class:`Solver`.
+
+    Returns
+    -------
+    ndarray, shape (ncases, ny+1, nx+1, 2)
+        Displacements (mm): ux to the right, uy upward.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On bad input, or a structure that ``fixed`` does not hold.
+    ConvergenceError
+        When CG does not converge.
+
+    Examples
+    --------
+    A 1 mm steel-like bar, clamped on its left edge, pulled by 1 N on its right edge:
+
+    >>> ny, nx = 2, 8
+    >>> fixed = np.zeros((ny + 1, nx + 1, 2), bool); fixed[:, 0] = True
+    >>> forces = np.zeros((1, ny + 1, nx + 1, 2)); forces[0, :, -1, 0] = [0.25, 0.5, 0.25]
+    >>> u = solve(np.ones((ny, nx)), forces, fixed, E0=200e3, nu=0.0)
+    >>> float(round(u[0, 1, -1, 0] / (1 * 8 / (200e3 * 2)), 6))  # F L / (E A)
+    1.0
+    """
+    solver = Solver(fixed, mask=mask, E0=E0, nu=nu, penal=penal, Emin=Emin, h=h,
+                    thickness=thickness, backend=backend, tol=tol, maxiter=maxiter,
+                    direct_below=direct_below, method=method)
+    return solver.solve(density, forces)
