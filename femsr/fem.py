@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -127,7 +128,9 @@ def _material(
 # Element level
 
 
-def element_stiffness(nu: float = 0.3, thickness: float = 1.0, *, backend: str = "cpp") -> np.ndarray:
+def element_stiffness(
+    nu: float = 0.3, thickness: float = 1.0, *, backend: str = "cpp"
+) -> np.ndarray:
     """Unit-modulus stiffness of one Q4 plane-stress pixel.
 
     Parameters
@@ -234,8 +237,9 @@ def _block_pattern(active: np.ndarray, nodemap: np.ndarray) -> _BlockPattern:
 
 
 @functools.lru_cache(maxsize=4)
-def _grid_pattern(shape: tuple[int, int], mask_bytes: bytes) -> tuple[_BlockPattern, np.ndarray,
-                                                                       np.ndarray]:
+def _grid_pattern(
+    shape: tuple[int, int], mask_bytes: bytes
+) -> tuple[_BlockPattern, np.ndarray, np.ndarray]:
     """Pattern on every grid node, with its scalar CSR form; cached per mask."""
     active = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(shape)
     nodemap = np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32)
@@ -381,36 +385,69 @@ def _check_fixed(fixed: object) -> np.ndarray:
     return fixed
 
 
-def _check_held(active: np.ndarray, fixed: np.ndarray) -> None:
-    """Raise if a connected part of the model is free to move as a rigid body.
+def _rigid_rows(i: np.ndarray, j: np.ndarray, axis: int, shape: tuple[int, int]) -> np.ndarray:
+    """Rows of the rigid-body modes at DOFs ``axis`` of nodes (i, j), scaled to the grid."""
+    x = (j - shape[1] / 2.0) / shape[1]
+    y = -(i - shape[0] / 2.0) / shape[0]
+    rows = np.zeros((len(i), 3))
+    rows[:, axis] = 1.0
+    rows[:, 2] = -y if axis == 0 else x
+    return rows
 
-    Parts are elements joined through shared nodes. A part is held when the rigid-body modes
-    restricted to its fixed DOFs have rank 3: an x or y constraint and one that stops rotation.
+
+def _check_held(active: np.ndarray, fixed: np.ndarray) -> None:
+    """Raise if part of the model can move as a rigid body.
+
+    Parts are elements joined through shared edges; two parts can only touch at corner nodes,
+    which act as hinges. A part is held when the rigid-body modes restricted to its constraints
+    have rank 3, its constraints being its own fixed DOFs and both DOFs of every node it shares
+    with a part already held. Held parts are found by growing from the self-supported ones.
     """
-    labels, nparts = ndi.label(active, structure=np.ones((3, 3), dtype=bool))
-    padded = np.pad(labels, 1)
-    node_part = np.maximum.reduce(
-        [padded[:-1, :-1], padded[:-1, 1:], padded[1:, :-1], padded[1:, 1:]]
-    )
+    shape = fixed.shape[:2]
+    labels, nparts = ndi.label(active)
     gram = np.zeros((nparts + 1, 3, 3))
+    padded = np.pad(labels, 1)
+    corners = np.stack([padded[:-1, :-1], padded[:-1, 1:], padded[1:, :-1], padded[1:, 1:]])
+    node_part = corners.max(axis=0)
+    # Hinge nodes: a node whose elements belong to two parts (at most two in a pixel grid).
+    low = np.where(corners > 0, corners, nparts + 1).min(axis=0)
+    hinge = (node_part > 0) & (low != node_part)
     for axis in (0, 1):
         i, j = np.nonzero(fixed[:, :, axis] & (node_part > 0))
-        part = node_part[i, j]
-        # Rows of the rigid-body modes at these DOFs, coordinates about the grid centre.
-        x = (j - fixed.shape[1] / 2.0) / fixed.shape[1]
-        y = -(i - fixed.shape[0] / 2.0) / fixed.shape[0]
-        rows = np.zeros((len(part), 3))
-        rows[:, axis] = 1.0
-        rows[:, 2] = -y if axis == 0 else x
-        np.add.at(gram, part, rows[:, :, None] * rows[:, None, :])
-    smallest = np.linalg.eigvalsh(gram[1:])[:, 0]
-    floating = np.flatnonzero(smallest <= 1e-12 * np.maximum(1.0, np.abs(gram[1:]).max()))
+        rows = _rigid_rows(i, j, axis, shape)
+        outer = rows[:, :, None] * rows[:, None, :]
+        np.add.at(gram, node_part[i, j], outer)
+        at_hinge = hinge[i, j]  # a support at a hinge holds both parts
+        np.add.at(gram, low[i, j][at_hinge], outer[at_hinge])
+    hinge_i, hinge_j = np.nonzero(hinge)
+    hinge_x = _rigid_rows(hinge_i, hinge_j, 0, shape)
+    hinge_y = _rigid_rows(hinge_i, hinge_j, 1, shape)
+    hinge_gram = (
+        hinge_x[:, :, None] * hinge_x[:, None, :] + hinge_y[:, :, None] * hinge_y[:, None, :]
+    )
+    pairs = np.stack([low[hinge_i, hinge_j], node_part[hinge_i, hinge_j]], axis=1)
+
+    def rank3(matrix: np.ndarray) -> bool:
+        return bool(np.linalg.eigvalsh(matrix)[0] > 1e-12 * max(1.0, np.abs(matrix).max()))
+
+    held = np.zeros(nparts + 1, dtype=bool)
+    held[1:] = [rank3(g) for g in gram[1:]]
+    changed = True
+    while changed:
+        changed = False
+        for part in np.flatnonzero(~held[1:]) + 1:
+            touching = ((pairs[:, 0] == part) & held[pairs[:, 1]]) | (
+                (pairs[:, 1] == part) & held[pairs[:, 0]]
+            )
+            if touching.any() and rank3(gram[part] + hinge_gram[touching].sum(axis=0)):
+                held[part] = changed = True
+    floating = np.flatnonzero(~held[1:]) + 1
     if len(floating):
-        r, c = np.argwhere(labels == floating[0] + 1)[0]
+        r, c = np.argwhere(labels == floating[0])[0]
         raise ValueError(
-            f"the structure is not held: {len(floating)} of {nparts} connected part(s) can move "
-            f"as a rigid body under the fixed DOFs (one contains element ({r}, {c})); fix at least "
-            f"two nodes of every part, or one node and a DOF that stops rotation"
+            f"the structure is not held: {len(floating)} of {nparts} part(s) can move as a rigid "
+            f"body or turn about a corner hinge under the fixed DOFs (one contains element "
+            f"({r}, {c})); fix at least two nodes of every part, or join the parts along an edge"
         )
 
 
@@ -511,10 +548,10 @@ class Solver:
         self._pattern = _block_pattern(self.active, self.nodemap) if backend == "cpp" else None
         self._modes = rigid_body_modes(self.nodes, self.shape[1], self.material.h)
         self._modes[self.fixed] = 0.0
-        self._hierarchy = None
+        self._hierarchy: Any = None
         self._fresh_iterations = 0
         self._rebuild = True
-        self._last: np.ndarray | None = None
+        self._last = np.zeros((0, 0))
         self.matrix: sp.bsr_matrix | None = None
 
     def _assemble(self, density: np.ndarray) -> sp.bsr_matrix:
@@ -529,8 +566,16 @@ class Solver:
             return matrix.tobsr(blocksize=(2, 2))
         p = self._pattern
         data = np.empty((len(p.bindices), 2, 2))
-        _core.fill_values(self.active, modulus, self.ke, self.nodemap, self.grid_fixed.ravel(),
-                          p.bindptr, False, data)
+        _core.fill_values(
+            self.active,
+            modulus,
+            self.ke,
+            self.nodemap,
+            self.grid_fixed.ravel(),
+            p.bindptr,
+            False,
+            data,
+        )
         return sp.bsr_matrix((data, p.bindices, p.bindptr), shape=(n, n))
 
     def _loads(self, forces: np.ndarray) -> np.ndarray:
@@ -579,7 +624,7 @@ class Solver:
         matrix = self._assemble(density)
         self.matrix = matrix
         stats.assembly_seconds = time.perf_counter() - start
-        if self._last is None or len(self._last) != len(loads):
+        if self._last.shape != loads.shape:
             self._last = np.zeros_like(loads)
         solution = np.zeros_like(loads)
         start = time.perf_counter()
@@ -594,7 +639,9 @@ class Solver:
         u[:, self.nodes] = solution.reshape(len(loads), -1, 2)
         return u.reshape(len(loads), self.shape[0] + 1, self.shape[1] + 1, 2)
 
-    def _solve_direct(self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
+    def _solve_direct(
+        self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats
+    ) -> np.ndarray:
         start = time.perf_counter()
         try:
             factor = spla.splu(matrix.tocsc())
@@ -615,7 +662,6 @@ class Solver:
             stats.rebuilt = True
             self._rebuild = False
         preconditioner = self._hierarchy.aspreconditioner(cycle="V")
-        assert self._last is not None
         solution = np.empty_like(loads)
         for case, b in enumerate(loads):
             count = [0]
@@ -627,8 +673,16 @@ class Solver:
                 solution[case] = 0.0
                 stats.iterations.append(0)
                 continue
-            x, info = spla.cg(matrix, b, x0=self._last[case], rtol=self.tol, atol=0.0,
-                              maxiter=self.maxiter, M=preconditioner, callback=step)
+            x, info = spla.cg(
+                matrix,
+                b,
+                x0=self._last[case],
+                rtol=self.tol,
+                atol=0.0,
+                maxiter=self.maxiter,
+                M=preconditioner,
+                callback=step,
+            )
             residual = np.linalg.norm(b - matrix @ x) / np.linalg.norm(b)
             if info != 0 or residual > 10 * self.tol:
                 raise ConvergenceError(
@@ -704,7 +758,19 @@ def solve(
     >>> float(round(u[0, 1, -1, 0] / (1 * 8 / (200e3 * 2)), 6))  # F L / (E A)
     1.0
     """
-    solver = Solver(fixed, mask=mask, E0=E0, nu=nu, penal=penal, Emin=Emin, h=h,
-                    thickness=thickness, backend=backend, tol=tol, maxiter=maxiter,
-                    direct_below=direct_below, method=method)
+    solver = Solver(
+        fixed,
+        mask=mask,
+        E0=E0,
+        nu=nu,
+        penal=penal,
+        Emin=Emin,
+        h=h,
+        thickness=thickness,
+        backend=backend,
+        tol=tol,
+        maxiter=maxiter,
+        direct_below=direct_below,
+        method=method,
+    )
     return solver.solve(density, forces)
