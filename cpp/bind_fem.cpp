@@ -69,8 +69,7 @@ void bind_fem(py::module_& m) {
   m.def(
       "fill_values",
       [](Array<uint8_t> active, Array<double> modulus, Array<double> ke, Array<int32_t> nodemap,
-         std::optional<Array<uint8_t>> fixed, Array<int32_t> bindptr, bool csr,
-         Array<double> data) {
+         std::optional<Array<uint8_t>> fixed, Array<int32_t> bindptr, Array<double> data) {
         const auto g = grid_of(active, nodemap);
         require_size(modulus, g.ny * g.nx, "modulus");
         require_size(ke, 64, "ke");
@@ -81,13 +80,12 @@ void bind_fem(py::module_& m) {
         const uint8_t* fixed_ptr = fixed ? fixed->data() : nullptr;
         py::gil_scoped_release release;
         fem::fill_values(g.ny, g.nx, active.data(), modulus.data(), ke.data(), nodemap.data(),
-                         fixed_ptr, bindptr.data(), csr ? fem::Layout::csr : fem::Layout::bsr,
-                         data.mutable_data());
+                         fixed_ptr, bindptr.data(), data.mutable_data());
       },
       py::arg("active").noconvert(), py::arg("modulus").noconvert(), py::arg("ke").noconvert(),
       py::arg("nodemap").noconvert(), py::arg("fixed").noconvert().none(true),
-      py::arg("bindptr").noconvert(), py::arg("csr"), py::arg("data").noconvert(),
-      "Fill the stiffness values of a block pattern, in BSR or CSR order.");
+      py::arg("bindptr").noconvert(), py::arg("data").noconvert(),
+      "Fill the CSR stiffness values of a block pattern.");
 
   m.def(
       "element_energies",

@@ -121,7 +121,7 @@ void csr_from_blocks(int64_t nnodes, const int32_t* bindptr, const int32_t* bind
 
 void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* modulus,
                  const double* ke, const int32_t* nodemap, const uint8_t* fixed,
-                 const int32_t* bindptr, Layout layout, double* data) {
+                 const int32_t* bindptr, double* data) {
   const Grid g{ny, nx, active};
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i <= ny; ++i)
@@ -152,9 +152,7 @@ void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* mo
                                const bool decoupled =
                                    fixed && (fixed[2 * node + a] || fixed[2 * other + b]) &&
                                    !(m == n && a == b);
-                               const int64_t at = layout == Layout::bsr
-                                                      ? 4 * (begin + k) + 2 * a + b
-                                                      : 4 * begin + 2 * a * count + 2 * k + b;
+                               const int64_t at = 4 * begin + 2 * a * count + 2 * k + b;
                                data[at] = decoupled ? 0.0 : block[a][b];
                              }
                            ++k;

@@ -7,9 +7,9 @@
 //   an element's local nodes are 0 = bottom-left (r+1, c), 1 = bottom-right (r+1, c+1),
 //   2 = top-right (r, c+1), 3 = top-left (r, c): counter-clockwise with y up.
 // A nodemap gives the system node of every grid node, or -1 for a node left out; it must increase
-// over the nodes it keeps so that block rows come out with sorted block columns. Every kept node
-// keeps both DOFs, so the matrix is made of 2x2 node blocks (BSR), which smoothed aggregation
-// needs to aggregate nodes rather than single DOFs; the CSR layout holds the same values row by row.
+// over the nodes it keeps so that rows come out with sorted columns. Every kept node keeps both
+// DOFs, so the sparsity is built once per node pair (a 2x2 block pattern, four times smaller than
+// the scalar one) and expanded to CSR.
 #pragma once
 #include <cstdint>
 
@@ -33,15 +33,13 @@ void block_fill_indices(int64_t ny, int64_t nx, const uint8_t* active, const int
 void csr_from_blocks(int64_t nnodes, const int32_t* bindptr, const int32_t* bindices,
                      int32_t* indptr, int32_t* indices);
 
-enum class Layout { bsr = 0, csr = 1 };
-
-// Values of the pattern: sum over the active elements shared by the two nodes of
+// CSR values of the pattern (rows as csr_from_blocks lays them out): sum over the active elements shared by the two nodes of
 // modulus[e] * ke[a][b]. fixed (per grid DOF, may be null) decouples prescribed DOFs: their rows
 // and columns are zero except the diagonal, which keeps its value so the scaling stays that of
 // the free DOFs. Block rows are independent, so they are filled in parallel.
 void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* modulus,
                  const double* ke, const int32_t* nodemap, const uint8_t* fixed,
-                 const int32_t* bindptr, Layout layout, double* data);
+                 const int32_t* bindptr, double* data);
 
 // u_e^T ke u_e of every active element for each of ncases grid displacement fields
 // u[case][2*(ny+1)*(nx+1)]; inactive elements get 0. out: ncases*ny*nx.

@@ -26,7 +26,6 @@ def fill_values(
     nodemap: npt.NDArray[np.int32],
     fixed: npt.NDArray[np.uint8] | None,
     bindptr: npt.NDArray[np.int32],
-    csr: bool,
     data: npt.NDArray[np.float64],
 ) -> None: ...
 def element_energies(

@@ -236,18 +236,24 @@ def _block_pattern(active: np.ndarray, nodemap: np.ndarray) -> _BlockPattern:
     return _BlockPattern(nodemap, bindptr, bindices)
 
 
-@functools.lru_cache(maxsize=4)
-def _grid_pattern(
-    shape: tuple[int, int], mask_bytes: bytes
+def _csr_pattern(
+    active: np.ndarray, nodemap: np.ndarray
 ) -> tuple[_BlockPattern, np.ndarray, np.ndarray]:
-    """Pattern on every grid node, with its scalar CSR form; cached per mask."""
-    active = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(shape)
-    nodemap = np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32)
+    """Block pattern with its scalar CSR form (indptr, indices)."""
     pattern = _block_pattern(active, nodemap)
     indptr = np.empty(2 * pattern.nnodes + 1, dtype=np.int32)
     indices = np.empty(4 * len(pattern.bindices), dtype=np.int32)
     _core.csr_from_blocks(pattern.bindptr, pattern.bindices, indptr, indices)
     return pattern, indptr, indices
+
+
+@functools.lru_cache(maxsize=4)
+def _grid_pattern(
+    shape: tuple[int, int], mask_bytes: bytes
+) -> tuple[_BlockPattern, np.ndarray, np.ndarray]:
+    """CSR pattern on every grid node; cached per mask."""
+    active = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(shape)
+    return _csr_pattern(active, np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32))
 
 
 def assemble(
@@ -317,7 +323,7 @@ def assemble(
         return ref.assemble(active, modulus, ke, dofmap, ndof)
     pattern, indptr, indices = _grid_pattern(density.shape, active.tobytes())
     data = np.empty(len(indices))
-    _core.fill_values(active, modulus, ke, pattern.nodemap, None, pattern.bindptr, True, data)
+    _core.fill_values(active, modulus, ke, pattern.nodemap, None, pattern.bindptr, data)
     return sp.csr_matrix((data, indices, indptr), shape=(ndof, ndof))
 
 
@@ -480,7 +486,7 @@ class Solver:
     E0, nu, penal, Emin, h, thickness : float
         Material and geometry, as in :func:`assemble`.
     backend : {"cpp", "python"}
-        Assembly path: compiled BSR fill, or the numpy twin's COO assembly.
+        Assembly path: compiled CSR fill into a cached pattern, or the numpy twin's COO assembly.
     tol : float
         Relative residual ``||K u - f|| / ||f||`` that CG must reach.
     maxiter : int
@@ -545,16 +551,16 @@ class Solver:
         self.method = method
 
         self.ke = element_stiffness(self.material.nu, self.material.thickness, backend=backend)
-        self._pattern = _block_pattern(self.active, self.nodemap) if backend == "cpp" else None
+        self._pattern = _csr_pattern(self.active, self.nodemap) if backend == "cpp" else None
         self._modes = rigid_body_modes(self.nodes, self.shape[1], self.material.h)
         self._modes[self.fixed] = 0.0
         self._hierarchy: Any = None
         self._fresh_iterations = 0
         self._rebuild = True
         self._last = np.zeros((0, 0))
-        self.matrix: sp.bsr_matrix | None = None
+        self.matrix: sp.csr_matrix | None = None
 
-    def _assemble(self, density: np.ndarray) -> sp.bsr_matrix:
+    def _assemble(self, density: np.ndarray) -> sp.csr_matrix:
         m = self.material
         modulus = youngs_modulus(density, E0=m.E0, penal=m.penal, Emin=m.Emin)
         n = 2 * len(self.nodes)
@@ -562,21 +568,12 @@ class Solver:
             dofmap = np.stack([2 * self.nodemap, 2 * self.nodemap + 1], axis=1).ravel()
             dofmap[np.repeat(self.nodemap < 0, 2)] = -1
             matrix = ref.assemble(self.active, modulus, self.ke, dofmap, n)
-            matrix = ref.decouple(matrix, self.fixed)
-            return matrix.tobsr(blocksize=(2, 2))
-        p = self._pattern
-        data = np.empty((len(p.bindices), 2, 2))
-        _core.fill_values(
-            self.active,
-            modulus,
-            self.ke,
-            self.nodemap,
-            self.grid_fixed.ravel(),
-            p.bindptr,
-            False,
-            data,
-        )
-        return sp.bsr_matrix((data, p.bindices, p.bindptr), shape=(n, n))
+            return ref.decouple(matrix, self.fixed)
+        pattern, indptr, indices = self._pattern
+        data = np.empty(len(indices))
+        fixed = self.grid_fixed.ravel()
+        _core.fill_values(self.active, modulus, self.ke, self.nodemap, fixed, pattern.bindptr, data)
+        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
     def _loads(self, forces: np.ndarray) -> np.ndarray:
         forces = _check_finite_array("forces", forces, 4)
@@ -640,7 +637,7 @@ class Solver:
         return u.reshape(len(loads), self.shape[0] + 1, self.shape[1] + 1, 2)
 
     def _solve_direct(
-        self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats
+        self, matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats
     ) -> np.ndarray:
         start = time.perf_counter()
         try:
@@ -650,7 +647,7 @@ class Solver:
         stats.setup_seconds = time.perf_counter() - start
         return np.stack([factor.solve(b) for b in loads])
 
-    def _solve_amg(self, matrix: sp.bsr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
+    def _solve_amg(self, matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
         import pyamg
 
         if self._rebuild or self._hierarchy is None:
@@ -720,7 +717,7 @@ def solve(
 ) -> np.ndarray:
     """Nodal displacements of a density image under one or more load cases.
 
-    A one-shot :class:`Solver`: AMG-CG (pyamg smoothed aggregation on 2x2 node blocks, the
+    A one-shot :class:`Solver`: AMG-CG (pyamg smoothed aggregation with the
     three rigid-body modes as near-null space, one hierarchy for all load cases), or a sparse
     direct solve for systems of at most ``direct_below`` unknowns.
 
