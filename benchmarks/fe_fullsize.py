@@ -80,12 +80,21 @@ def main() -> None:
             rows,
         )
     else:
-        timed("cpp assembly, cold (pattern + values)",
-              lambda: fem.assemble(density, mask=mask, **material), rows)
-        matrix = timed("cpp assembly, warm (values)",
-                       lambda: fem.assemble(density, mask=mask, **material), rows)
-        solver = timed("solver setup (mask, supports, pattern)",
-                       lambda: fem.Solver(fixed, mask=mask, tol=args.tol, **material), rows)
+        timed(
+            "cpp assembly, cold (pattern + values)",
+            lambda: fem.assemble(density, mask=mask, **material),
+            rows,
+        )
+        matrix = timed(
+            "cpp assembly, warm (values)",
+            lambda: fem.assemble(density, mask=mask, **material),
+            rows,
+        )
+        solver = timed(
+            "solver setup (mask, supports, pattern)",
+            lambda: fem.Solver(fixed, mask=mask, tol=args.tol, **material),
+            rows,
+        )
         timed("solve, 3 load cases (AMG setup + CG)", lambda: solver.solve(density, forces), rows)
         stats = solver.stats
         rows.append(("  of which AMG setup", f"{stats.setup_seconds:.2f} s"))
