@@ -5,9 +5,9 @@ Topology optimization grows 50 µm femurs, finite elements give the displacement
 patches into one femur.
 """
 
-from femsr import fem
+from femsr import fem, femur
 from femsr.fem import ConvergenceError, Solver, assemble, solve
 
-__all__ = ["ConvergenceError", "Solver", "__version__", "assemble", "fem", "solve"]
+__all__ = ["ConvergenceError", "Solver", "__version__", "assemble", "fem", "femur", "solve"]
 
 __version__ = "0.1.0"
