@@ -31,7 +31,7 @@ def gray_density(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.clip(0.5 + noise / (4 * noise.std()), 0.05, 1.0)
 
 
-def box_problem(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def box_problem(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     ny, nx = shape
     mask = np.ones(shape, dtype=bool)
     fixed = np.zeros((ny + 1, nx + 1, 2), dtype=bool)
@@ -40,16 +40,16 @@ def box_problem(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndar
     forces[0, 0, :, 1] = -1000.0 / (nx + 1)  # compression
     forces[1, 0, :, 0] = 300.0 / (nx + 1)  # shear
     forces[2, 0, : nx // 3, 1] = -1000.0 / (nx // 3)  # off-centre compression
-    return mask, forces, fixed
+    return mask, forces, fixed, 1.0
 
 
-def femur_problem(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def femur_problem(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     from femsr import femur
 
-    grid = femur.proximal_femur().grid(PIXEL_MM)
-    if grid.mask.shape != shape:
-        raise SystemExit(f"the femur grid is {grid.mask.shape}, not {shape}")
-    return grid.mask, grid.forces, grid.fixed
+    problem = femur.Femur().problem(PIXEL_MM)
+    if problem.mask.shape != shape:
+        raise SystemExit(f"the femur grid is {problem.mask.shape}, not {shape}")
+    return problem.mask, problem.forces, problem.fixed, problem.thickness
 
 
 def timed(label: str, call, rows: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
@@ -67,9 +67,9 @@ def main() -> None:
     parser.add_argument("--tol", type=float, default=1e-8)
     args = parser.parse_args()
     shape = tuple(args.shape)
-    mask, forces, fixed = (box_problem if args.mask == "box" else femur_problem)(shape)
-    density = gray_density(shape)
-    material = dict(E0=15e3, nu=0.3, h=PIXEL_MM)
+    mask, forces, fixed, thickness = (box_problem if args.mask == "box" else femur_problem)(shape)
+    density = np.where(mask, gray_density(shape), 0.0)
+    material = dict(E0=15e3, nu=0.3, h=PIXEL_MM, thickness=thickness)
     rows: list[tuple[str, str]] = []
     rows.append(("active elements", f"{int(mask.sum()):,} of {mask.size:,}"))
 

@@ -1,0 +1,5 @@
+import sys
+
+from femsr.cli import main
+
+sys.exit(main())
