@@ -34,3 +34,35 @@ def element_energies(
     u: npt.NDArray[np.float64],
     out: npt.NDArray[np.float64],
 ) -> None: ...
+def filter_weight_sums(
+    mask: npt.NDArray[np.uint8], rmin: float, wsum: npt.NDArray[np.float64]
+) -> None: ...
+def density_filter(
+    mask: npt.NDArray[np.uint8],
+    rmin: float,
+    wsum: npt.NDArray[np.float64],
+    values: npt.NDArray[np.float64],
+    out: npt.NDArray[np.float64],
+    transpose: bool,
+) -> None: ...
+def project(
+    values: npt.NDArray[np.float64],
+    beta: float,
+    eta: float,
+    out: npt.NDArray[np.float64],
+    derivative: npt.NDArray[np.float64] | None,
+) -> None: ...
+def oc_update(
+    mask: npt.NDArray[np.uint8],
+    x: npt.NDArray[np.float64],
+    dc: npt.NDArray[np.float64],
+    dv: npt.NDArray[np.float64],
+    target: float,
+    move: float,
+    damping: float,
+    rmin: float,
+    wsum: npt.NDArray[np.float64] | None,
+    beta: float,
+    eta: float,
+    xnew: npt.NDArray[np.float64],
+) -> tuple[float, float, int]: ...

@@ -1,0 +1,297 @@
+#include "seam.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+
+namespace femsr::seam {
+
+namespace {
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Neighbour order of the relaxation, (row, column) steps; the Python twin uses the same.
+constexpr int kOffsets[8][2] = {{-1, -1}, {-1, 0}, {-1, 1}, {0, -1},
+                                {0, 1},   {1, -1},  {1, 0},  {1, 1}};
+
+inline double lerp(double old_value, double new_value, double t) {
+  return old_value + t * (new_value - old_value);
+}
+
+}  // namespace
+
+// --- Dijkstra ---------------------------------------------------------------------------------
+
+void SeamFinder::resize(int64_t ny, int64_t nx) {
+  ny_ = ny;
+  nx_ = nx;
+  width_ = nx + 2;
+  const auto size = static_cast<size_t>((ny + 2) * width_);
+  if (cost_.size() < size) {
+    cost_.resize(size);
+    dist_.resize(size);
+    pred_.resize(size);
+  }
+  // The interior is overwritten by load; the border of this shape is set here.
+  std::fill(cost_.begin(), cost_.begin() + width_, kInf);
+  std::fill(cost_.begin() + (ny + 1) * width_, cost_.begin() + (ny + 2) * width_, kInf);
+  for (int64_t i = 1; i <= ny; ++i) {
+    cost_[i * width_] = kInf;
+    cost_[i * width_ + nx + 1] = kInf;
+  }
+}
+
+// A binary min-heap ordered by (dist, node): the total order makes the pop sequence, and so the
+// seam, independent of how the heap is implemented.
+void SeamFinder::push(Entry e) {
+  heap_.push_back(e);
+  size_t i = heap_.size() - 1;
+  while (i > 0) {
+    const size_t parent = (i - 1) / 2;
+    const Entry& p = heap_[parent];
+    if (p.dist < e.dist || (p.dist == e.dist && p.node < e.node)) break;
+    heap_[i] = p;
+    i = parent;
+  }
+  heap_[i] = e;
+}
+
+SeamFinder::Entry SeamFinder::pop() {
+  const Entry top = heap_.front();
+  const Entry last = heap_.back();
+  heap_.pop_back();
+  const size_t n = heap_.size();
+  if (n > 0) {
+    size_t i = 0;
+    for (;;) {
+      size_t child = 2 * i + 1;
+      if (child >= n) break;
+      const Entry& a = heap_[child];
+      if (child + 1 < n) {
+        const Entry& b = heap_[child + 1];
+        if (b.dist < a.dist || (b.dist == a.dist && b.node < a.node)) ++child;
+      }
+      const Entry& c = heap_[child];
+      if (last.dist < c.dist || (last.dist == c.dist && last.node < c.node)) break;
+      heap_[i] = c;
+      i = child;
+    }
+    heap_[i] = last;
+  }
+  return top;
+}
+
+int64_t SeamFinder::solve(int64_t* path) {
+  const int64_t w = width_;
+  const int64_t size = (ny_ + 2) * w;
+  std::fill(dist_.begin(), dist_.begin() + size, kInf);
+  heap_.clear();
+  for (int64_t j = 1; j <= nx_; ++j) {
+    const auto v = static_cast<int32_t>(w + j);
+    if (cost_[v] < kInf) {
+      dist_[v] = cost_[v];
+      pred_[v] = -1;
+      push({cost_[v], v});
+    }
+  }
+  int64_t offsets[8];
+  for (int k = 0; k < 8; ++k) offsets[k] = kOffsets[k][0] * w + kOffsets[k][1];
+  const int64_t bottom = ny_ * w;  // first node of the last image row
+  const double* cost = cost_.data();
+  double* dist = dist_.data();
+  int32_t* pred = pred_.data();
+  while (!heap_.empty()) {
+    const Entry e = pop();
+    const int32_t u = e.node;
+    if (e.dist > dist[u]) continue;  // stale: u was reached more cheaply after this push
+    if (u >= bottom) {
+      // With non-negative costs the first bottom pixel popped ends a cheapest path.
+      int64_t length = 0;
+      for (int32_t v = u; v >= 0; v = pred[v]) ++length;
+      int64_t k = length;
+      for (int32_t v = u; v >= 0; v = pred[v]) {
+        --k;
+        path[2 * k] = v / w - 1;
+        path[2 * k + 1] = v % w - 1;
+      }
+      return length;
+    }
+    // A finished pixel never improves (its distance is at most e.dist), so it needs no flag.
+    for (const int64_t offset : offsets) {
+      const auto v = static_cast<int32_t>(u + offset);
+      const double nd = e.dist + cost[v];
+      if (nd < dist[v]) {
+        dist[v] = nd;
+        pred[v] = u;
+        push({nd, v});
+      }
+    }
+  }
+  return 0;
+}
+
+// --- Seam masks ---------------------------------------------------------------------------------
+
+void seam_mask(int64_t ny, int64_t nx, const int64_t* seam, int64_t length, uint8_t* mask) {
+  constexpr uint8_t kOpen = 2;
+  const int64_t n = ny * nx;
+  std::fill(mask, mask + n, kOpen);
+  for (int64_t k = 0; k < length; ++k) mask[seam[2 * k] * nx + seam[2 * k + 1]] = 1;
+  // Flood fill (4-connected) from the open pixels of the left column.
+  std::vector<int64_t> stack;
+  for (int64_t i = 0; i < ny; ++i) {
+    if (mask[i * nx] != kOpen) continue;
+    mask[i * nx] = 0;
+    stack.push_back(i * nx);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      const int64_t r = p / nx, c = p % nx;
+      const int64_t next[4] = {r > 0 ? p - nx : -1, r + 1 < ny ? p + nx : -1, c > 0 ? p - 1 : -1,
+                               c + 1 < nx ? p + 1 : -1};
+      for (const int64_t q : next) {
+        if (q >= 0 && mask[q] == kOpen) {
+          mask[q] = 0;
+          stack.push_back(q);
+        }
+      }
+    }
+  }
+  std::replace(mask, mask + n, kOpen, uint8_t{1});
+}
+
+void vertical_seam_masks(int64_t nr, int64_t nc, int64_t patch, int64_t stride,
+                         const double* patches, uint8_t* masks) {
+  const int64_t overlap = patch - stride;
+  const int64_t count = nr * (nc - 1);
+  const int64_t area = patch * overlap;
+  int64_t failed = 0;
+#pragma omp parallel reduction(+ : failed)
+  {
+    SeamFinder finder;
+    std::vector<int64_t> path(2 * area);
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t r = k / (nc - 1), c = k % (nc - 1);
+      const double* a = patches + (r * nc + c) * patch * patch + stride;
+      const double* b = patches + (r * nc + c + 1) * patch * patch;
+      finder.load(patch, overlap, [&](int64_t i, int64_t j) {
+        const double d = a[i * patch + j] - b[i * patch + j];
+        return d * d;
+      });
+      const int64_t length = finder.solve(path.data());
+      if (length == 0) {
+        ++failed;
+        continue;
+      }
+      seam_mask(patch, overlap, path.data(), length, masks + k * area);
+    }
+  }
+  if (failed > 0) throw std::invalid_argument(kOverflow);
+}
+
+void horizontal_seam_masks(int64_t nr, int64_t patch, int64_t width, int64_t stride,
+                           const double* strips, uint8_t* masks) {
+  const int64_t overlap = patch - stride;
+  const int64_t area = width * overlap;
+  int64_t failed = 0;
+#pragma omp parallel reduction(+ : failed)
+  {
+    SeamFinder finder;
+    std::vector<int64_t> path(2 * area);
+    std::vector<uint8_t> transposed(area);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t r = 0; r < nr - 1; ++r) {
+      const double* a = strips + (r * patch + stride) * width;
+      const double* b = strips + (r + 1) * patch * width;
+      // Transposed surface: row x, column i, so the seam runs down from column 0 of the strips.
+      finder.load(width, overlap, [&](int64_t x, int64_t i) {
+        const double d = a[i * width + x] - b[i * width + x];
+        return d * d;
+      });
+      const int64_t length = finder.solve(path.data());
+      if (length == 0) {
+        ++failed;
+        continue;
+      }
+      seam_mask(width, overlap, path.data(), length, transposed.data());
+      uint8_t* m = masks + r * area;
+      for (int64_t i = 0; i < overlap; ++i)
+        for (int64_t x = 0; x < width; ++x) m[i * width + x] = transposed[x * overlap + i];
+    }
+  }
+  if (failed > 0) throw std::invalid_argument(kOverflow);
+}
+
+// --- Composition ----------------------------------------------------------------------------------
+
+void compose_columns(int64_t nr, int64_t nc, int64_t patch, int64_t stride, const double* patches,
+                     Blend blend, double* strips, int32_t* owner) {
+  const int64_t overlap = patch - stride;
+  const int64_t width = (nc - 1) * stride + patch;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < nr * patch; ++row) {
+    const int64_t r = row / patch, y = row % patch;
+    double* out = strips + row * width;
+    int32_t* own = owner ? owner + row * width : nullptr;
+    for (int64_t c = 0; c < nc; ++c) {
+      const double* p = patches + ((r * nc + c) * patch + y) * patch;
+      double* dst = out + c * stride;
+      int32_t* dst_own = own ? own + c * stride : nullptr;
+      int64_t x = 0;
+      if (c > 0 && blend.masks) {
+        const uint8_t* m = blend.masks + ((r * (nc - 1) + c - 1) * patch + y) * overlap;
+        for (; x < overlap; ++x) {
+          if (m[x]) {
+            dst[x] = p[x];
+            if (dst_own) dst_own[x] = static_cast<int32_t>(c);
+          }
+        }
+      } else if (c > 0) {
+        for (; x < overlap; ++x) dst[x] = lerp(dst[x], p[x], blend.ramp[x]);
+      }
+      const int64_t beyond = x;  // first pixel past the left overlap (0 for the first patch)
+      for (; x < patch; ++x) dst[x] = p[x];
+      if (dst_own) std::fill(dst_own + beyond, dst_own + patch, static_cast<int32_t>(c));
+    }
+  }
+}
+
+void compose_rows(int64_t nr, int64_t nc, int64_t patch, int64_t width, int64_t stride,
+                  const double* strips, const int32_t* strip_owner, Blend blend, int64_t height,
+                  int64_t out_width, double* out, int32_t* owner) {
+  const int64_t overlap = patch - stride;
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < height; ++row) {
+    // The strips covering this row, top to bottom; the first is copied, each later one enters
+    // at offset y < overlap into its top overlap (it covers the row together with the one above).
+    const int64_t first = row < patch ? 0 : (row - patch) / stride + 1;
+    const int64_t last = std::min(nr - 1, row / stride);
+    double* dst = out + row * out_width;
+    int32_t* dst_own = owner ? owner + row * out_width : nullptr;
+    for (int64_t r = first; r <= last; ++r) {
+      const int64_t y = row - r * stride;
+      const double* src = strips + (r * patch + y) * width;
+      const int32_t* src_own = strip_owner ? strip_owner + (r * patch + y) * width : nullptr;
+      const auto base = static_cast<int32_t>(r * nc);
+      if (r == first) {
+        std::copy(src, src + out_width, dst);
+        if (dst_own)
+          for (int64_t x = 0; x < out_width; ++x) dst_own[x] = base + src_own[x];
+      } else if (blend.masks) {
+        const uint8_t* m = blend.masks + ((r - 1) * overlap + y) * width;
+        for (int64_t x = 0; x < out_width; ++x) {
+          if (m[x]) {
+            dst[x] = src[x];
+            if (dst_own) dst_own[x] = base + src_own[x];
+          }
+        }
+      } else {
+        const double t = blend.ramp[y];
+        for (int64_t x = 0; x < out_width; ++x) dst[x] = lerp(dst[x], src[x], t);
+      }
+    }
+  }
+}
+
+}  // namespace femsr::seam

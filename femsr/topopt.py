@@ -1,0 +1,1006 @@
+"""Topology optimization of pixel-grid structures: SIMP, cone filters, Heaviside projection, OC.
+
+:func:`optimize` minimizes the weighted sum of compliances ``Σ wᵢ cᵢ`` of one or more load cases
+over the element densities of a mask, under a total-mass constraint, as in Andreassen et al.
+(2011), "Efficient topology optimization in MATLAB using 88 lines of code" (top88):
+
+* **Material**: modified SIMP, ``E = Emin + rho^penal (E0 - Emin)`` (:mod:`femsr.fem`).
+* **Design variables** ``x``: one per mask pixel, in [0, 1]; pixels outside the mask are not
+  design variables and keep density 0.
+* **Filter** (radius ``rmin`` in pixels, cone weights ``max(0, rmin - d)``, neighbourhoods cut
+  to the mask and renormalized): ``"density"`` filters the design, ``rho~ = F x`` (Bruns &
+  Tortorelli 2001), with sensitivities carried back by ``Fᵀ``; ``"sensitivity"`` is top88's
+  heuristic ``dc <- F(x·dc) / max(1e-3, x)`` with ``rho~ = x`` (Sigmund 1997).
+* **Projection** (optional, ``beta`` given): the smoothed Heaviside of Wang, Lazarov & Sigmund
+  (2011), ``rho = P(rho~)`` with threshold ``η`` (default 0.5), for crisp 0/1 designs; ``β``
+  doubles every ``beta_every`` iterations, or as soon as the design settles, up to
+  ``beta_max`` (top88's continuation rule).
+* **Mass constraint**: ``Σ rho`` over the mask = ``volfrac * (number of mask pixels)``, for
+  the physical density ``rho`` the FE model sees, met to round-off at every update.
+* **Update**: optimality criteria, ``x <- clamp(x (-∂c/∂x / (λ ∂m/∂x))^damping)`` within the
+  move limit, the multiplier ``λ`` found by a bracketed root search on the mass.
+* **Stop**: when no variable changed by more than ``tol`` in an update (at the final ``β``),
+  or after ``max_iter`` iterations, or when the callback says so.
+
+Long runs print progress, call a callback every iteration, and write checkpoints from which
+:func:`optimize` resumes exactly where it stopped.
+
+Every compiled kernel (filter, projection, OC update) has a numpy twin in
+:mod:`femsr.reference.topopt`, selected by ``backend="python"``, which also selects the numpy
+paths of the FE assembly and element energies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from femsr import _core, fem
+from femsr.io import atomic_write
+from femsr.reference import topopt as ref
+
+__all__ = [
+    "FILTERS",
+    "OptimizeResult",
+    "Record",
+    "State",
+    "density_filter",
+    "oc_update",
+    "optimize",
+    "project",
+]
+
+FILTERS = ("density", "sensitivity")
+_CHECKPOINT_FORMAT = "femsr.topopt.checkpoint/1"
+_SOLVER_OPTIONS = ("tol", "maxiter", "direct_below", "method", "rebuild_ratio")
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+def _check_image(name: str, value: object, shape: tuple[int, int] | None = None) -> np.ndarray:
+    array = fem._check_finite_array(name, value, 2)
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    return array
+
+
+def _check_unit(name: str, array: np.ndarray) -> np.ndarray:
+    if array.size and (array.min() < 0.0 or array.max() > 1.0):
+        raise ValueError(
+            f"{name} must lie in [0, 1], got values in [{array.min():g}, {array.max():g}]"
+        )
+    return array
+
+
+def _check_rmin(rmin: float) -> float:
+    if not rmin > 0:
+        raise ValueError(f"rmin must be positive (pixels), got {rmin}")
+    return float(rmin)
+
+
+def _check_projection(beta: float, threshold: float) -> None:
+    if not beta > 0:
+        raise ValueError(f"beta must be positive, got {beta}")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+
+
+class _Filter:
+    """The masked cone filter of one mask and radius, its weight sums computed once."""
+
+    def __init__(self, mask: np.ndarray, rmin: float, backend: str) -> None:
+        self.mask = mask
+        self.rmin = rmin
+        self.backend = backend
+        if backend == "python":
+            self.wsum = ref.filter_weight_sums(mask, rmin)
+        else:
+            self.wsum = np.empty(mask.shape)
+            _core.filter_weight_sums(mask, rmin, self.wsum)
+
+    def __call__(self, values: np.ndarray, transpose: bool = False) -> np.ndarray:
+        if self.backend == "python":
+            return ref.density_filter(self.mask, self.rmin, self.wsum, values, transpose)
+        out = np.empty(self.mask.shape)
+        _core.density_filter(self.mask, self.rmin, self.wsum, values, out, transpose)
+        return out
+
+
+def density_filter(
+    values: np.ndarray,
+    rmin: float,
+    *,
+    mask: np.ndarray | None = None,
+    transpose: bool = False,
+    backend: str = "cpp",
+) -> np.ndarray:
+    """Cone-weighted average of a pixel field over the mask, or its transpose.
+
+    ``F(x)_e = Σ_j w_ej x_j / Σ_j w_ej`` over the mask pixels ``j`` near a mask pixel ``e``,
+    with ``w_ej = max(0, rmin - d_ej)`` and ``d_ej`` the distance between pixel centres; pixels
+    outside the mask get 0 and do not contribute. The transpose ``Fᵀ`` carries a sensitivity
+    with respect to the filtered field back to the unfiltered one.
+
+    Parameters
+    ----------
+    values : ndarray, shape (ny, nx)
+        Pixel field (e.g. design variables, or a sensitivity for ``transpose``).
+    rmin : float
+        Filter radius (pixels); ``rmin <= 1`` leaves ``values`` unchanged on the mask.
+    mask : ndarray of bool, shape (ny, nx), optional
+        Pixels of the design domain. Default: all.
+    transpose : bool
+        Apply ``Fᵀ`` instead of ``F``.
+    backend : {"cpp", "python"}
+        Compiled direct cone sum (OpenMP), or its twin
+        :func:`femsr.reference.topopt.density_filter` (``scipy.ndimage.correlate``).
+
+    Returns
+    -------
+    ndarray, shape (ny, nx)
+
+    Raises
+    ------
+    TypeError, ValueError
+        On arrays of the wrong type or shape, non-finite values, or ``rmin <= 0``.
+
+    See Also
+    --------
+    femsr.reference.topopt.density_filter : the numpy twin.
+
+    Examples
+    --------
+    >>> x = np.zeros((5, 5)); x[2, 2] = 1.0
+    >>> y = density_filter(x, 1.5)
+    >>> float(round(y[2, 2], 4)), float(round(y[2, 3], 4))
+    (0.3903, 0.1301)
+    >>> bool(np.array_equal(density_filter(np.ones((5, 5)), 2.5), np.ones((5, 5))))
+    True
+    """
+    fem._check_backend(backend)
+    values = _check_image("values", values)
+    rmin = _check_rmin(rmin)
+    active = fem.check_mask(mask, values.shape)
+    return _Filter(active, rmin, backend)(values, transpose)
+
+
+def project(
+    values: np.ndarray, beta: float, threshold: float = 0.5, *, backend: str = "cpp"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed Heaviside projection and its derivative (Wang, Lazarov & Sigmund 2011, eq. 6).
+
+    ``P(x) = (tanh(βη) + tanh(β(x - η))) / (tanh(βη) + tanh(β(1 - η)))``: ``P(0) = 0``,
+    ``P(1) = 1``, ``P(η)`` is the midpoint, and ``β → ∞`` turns it into a 0/1 step at ``η``.
+
+    Parameters
+    ----------
+    values : ndarray
+        Filtered densities, any shape.
+    beta : float
+        Sharpness ``β > 0``.
+    threshold : float
+        ``η`` in [0, 1].
+    backend : {"cpp", "python"}
+        Compiled kernel or its numpy twin.
+
+    Returns
+    -------
+    projected, derivative : ndarray
+        ``P(values)`` and ``dP/dx`` at ``values``, both of the shape of ``values``.
+
+    Raises
+    ------
+    ValueError
+        On non-finite values, ``beta <= 0`` or ``threshold`` outside [0, 1].
+
+    See Also
+    --------
+    femsr.reference.topopt.project : the numpy twin.
+
+    Examples
+    --------
+    >>> p, dp = project(np.array([0.0, 0.5, 1.0]), beta=8.0)
+    >>> p.round(6).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    fem._check_backend(backend)
+    _check_projection(beta, threshold)
+    array = np.asarray(values)
+    flat = fem._check_finite_array("values", array.reshape(1, -1), 2)
+    if backend == "python":
+        projected, derivative = ref.project(flat, float(beta), float(threshold))
+    else:
+        projected, derivative = np.empty_like(flat), np.empty_like(flat)
+        _core.project(flat, float(beta), float(threshold), projected, derivative)
+    return projected.reshape(array.shape), derivative.reshape(array.shape)
+
+
+def _inverse_projection(density: float, beta: float, threshold: float) -> float:
+    """The filtered density that :func:`project` maps to ``density``."""
+    low = math.tanh(beta * threshold)
+    value = density * (low + math.tanh(beta * (1.0 - threshold))) - low
+    return min(1.0, max(0.0, threshold + math.atanh(max(-1.0, min(1.0, value))) / beta))
+
+
+def oc_update(
+    design: np.ndarray,
+    dc: np.ndarray,
+    dv: np.ndarray,
+    mass: float,
+    *,
+    mask: np.ndarray | None = None,
+    move: float = 0.2,
+    damping: float = 0.5,
+    rmin: float | None = None,
+    beta: float | None = None,
+    threshold: float = 0.5,
+    backend: str = "cpp",
+) -> tuple[np.ndarray, float, float]:
+    """One optimality-criteria update of the design variables, meeting a mass exactly.
+
+    ``x_new = clamp(x (max(0, -dc) / (λ dv))^damping, max(0, x - move), min(1, x + move))`` on
+    the mask (0 elsewhere), as in top88's ``OC``, with the multiplier ``λ`` found so that the
+    mass of ``x_new`` equals ``mass`` to round-off (relative 1e-12), by a bracketed Illinois
+    (regula falsi) search on ``log λ``.
+
+    Parameters
+    ----------
+    design : ndarray, shape (ny, nx)
+        Current design variables ``x`` in [0, 1].
+    dc : ndarray, shape (ny, nx)
+        Objective sensitivity ``∂c/∂x`` (non-positive for compliance).
+    dv : ndarray, shape (ny, nx)
+        Mass sensitivity ``∂m/∂x`` (positive on the mask).
+    mass : float
+        Target mass (pixels): ``Σ dv·x_new`` without projection, where the mass is linear in
+        ``x`` with gradient ``dv``; with ``beta``, ``Σ P(F(x_new))`` over the mask.
+    mask : ndarray of bool, shape (ny, nx), optional
+        Design pixels. Default: all.
+    move : float
+        Move limit in (0, 1].
+    damping : float
+        Damping exponent in (0, 1]; top88 uses 0.5.
+    rmin, beta, threshold : float, optional
+        Density filter radius (pixels) and projection of a projected mass; ``rmin`` is needed
+        with ``beta``.
+    backend : {"cpp", "python"}
+        Compiled kernel or its numpy twin.
+
+    Returns
+    -------
+    design : ndarray, shape (ny, nx)
+        Updated design variables.
+    multiplier : float
+        The Lagrange multiplier ``λ``.
+    mass : float
+        The mass of the new design; equal to the target unless the move limits cannot reach it,
+        in which case the design is the nearest extreme.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On arrays of the wrong type, shape or range, or bad scalars.
+
+    See Also
+    --------
+    femsr.reference.topopt.oc_update : the numpy twin.
+
+    Examples
+    --------
+    >>> x = np.full((4, 4), 0.5); dc = -np.linspace(1.0, 2.0, 16).reshape(4, 4)
+    >>> new, _, m = oc_update(x, dc, np.ones((4, 4)), mass=8.0)
+    >>> float(round(m, 12)), float(round(new.sum(), 12))
+    (8.0, 8.0)
+    """
+    fem._check_backend(backend)
+    design = _check_unit("design", _check_image("design", design))
+    dc = _check_image("dc", dc, design.shape)
+    dv = _check_image("dv", dv, design.shape)
+    active = fem.check_mask(mask, design.shape)
+    _check_step(move, damping)
+    if not mass > 0:
+        raise ValueError(f"mass must be positive, got {mass}")
+    wsum = None
+    if beta is not None:
+        _check_projection(beta, threshold)
+        if rmin is None:
+            raise ValueError("rmin is needed with beta: the projected mass filters the design")
+        wsum = _Filter(active, _check_rmin(rmin), backend).wsum
+    return _oc(
+        active,
+        design,
+        dc,
+        dv,
+        float(mass),
+        move,
+        damping,
+        rmin or 1.0,
+        wsum,
+        beta,
+        threshold,
+        backend,
+    )
+
+
+def _check_step(move: float, damping: float) -> None:
+    if not 0 < move <= 1:
+        raise ValueError(f"move must lie in (0, 1], got {move}")
+    if not 0 < damping <= 1:
+        raise ValueError(f"damping must lie in (0, 1], got {damping}")
+
+
+def _oc(
+    active: np.ndarray,
+    x: np.ndarray,
+    dc: np.ndarray,
+    dv: np.ndarray,
+    mass: float,
+    move: float,
+    damping: float,
+    rmin: float,
+    wsum: np.ndarray | None,
+    beta: float | None,
+    threshold: float,
+    backend: str,
+) -> tuple[np.ndarray, float, float]:
+    b = 1.0 if beta is None else float(beta)
+    if backend == "python":
+        new, multiplier, met, _ = ref.oc_update(
+            active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold
+        )
+        return new, multiplier, met
+    new = np.empty(x.shape)
+    multiplier, met, _ = _core.oc_update(
+        active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold, new
+    )
+    return new, multiplier, met
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class Record:
+    """One iteration of :func:`optimize`.
+
+    Attributes
+    ----------
+    iteration : int
+        1 for the first update.
+    objective : float
+        ``Σ wᵢ cᵢ`` of the density analysed in this iteration (N·mm).
+    compliance : tuple of float
+        Compliance ``fᵀu`` of each load case (N·mm).
+    mass : float
+        ``Σ rho / (number of mask pixels)`` of the analysed density: ``volfrac`` once the
+        constraint holds (it drifts for one iteration after ``β`` changes).
+    change : float
+        Largest change of a design variable in this iteration's update.
+    beta : float
+        Projection sharpness used (0 without projection).
+    cg_iterations : tuple of int
+        CG iterations of each load case's solve (0 for a direct solve).
+    fe_seconds, seconds : float
+        Wall time of the FE solve and of the whole iteration (s).
+    """
+
+    iteration: int
+    objective: float
+    compliance: tuple[float, ...]
+    mass: float
+    change: float
+    beta: float
+    cg_iterations: tuple[int, ...]
+    fe_seconds: float
+    seconds: float
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(Record))
+
+
+@dataclass(frozen=True)
+class State:
+    """What the callback of :func:`optimize` sees after each iteration.
+
+    Attributes
+    ----------
+    record : Record
+        The iteration's numbers.
+    density : ndarray, shape (ny, nx)
+        The physical density analysed in this iteration (the one ``record`` describes).
+    design : ndarray, shape (ny, nx)
+        The design variables after this iteration's update (where the next iteration, or a
+        resumed run, starts).
+    """
+
+    record: Record
+    density: np.ndarray
+    design: np.ndarray
+
+
+@dataclass
+class OptimizeResult:
+    """Outcome of :func:`optimize`.
+
+    Attributes
+    ----------
+    density : ndarray, shape (ny, nx)
+        Final physical density (filtered and projected design; 0 outside the mask).
+    design : ndarray, shape (ny, nx)
+        Final design variables.
+    compliance : float
+        ``Σ wᵢ cᵢ`` of ``density`` (N·mm), from a last FE solve.
+    case_compliance : ndarray, shape (ncases,)
+        Compliance of each load case for ``density`` (N·mm).
+    mass : float
+        ``Σ density / (number of mask pixels)``.
+    iterations : int
+        Updates made (including those before a resume).
+    converged : bool
+        Whether the change criterion stopped the run.
+    reason : str
+        ``"converged"``, ``"max_iter"`` or ``"callback"``.
+    beta : float
+        Final projection sharpness (0 without projection).
+    history : list of Record
+        One record per iteration.
+    """
+
+    density: np.ndarray
+    design: np.ndarray
+    compliance: float
+    case_compliance: np.ndarray
+    mass: float
+    iterations: int
+    converged: bool
+    reason: str
+    beta: float
+    history: list[Record]
+
+    def series(self, name: str) -> np.ndarray:
+        """One field of the history as an array, e.g. ``series("objective")``."""
+        if name not in _RECORD_FIELDS:
+            raise ValueError(f"name must be one of {_RECORD_FIELDS}, got {name!r}")
+        return np.array([getattr(record, name) for record in self.history])
+
+
+# ---------------------------------------------------------------------------------------------
+# The problem
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Everything that defines the optimization problem, saved with every checkpoint."""
+
+    volfrac: float
+    penal: float
+    rmin: float
+    filter: str
+    weights: tuple[float, ...]
+    move: float
+    damping: float
+    beta: float | None
+    beta_max: float
+    beta_every: int
+    threshold: float
+    E0: float
+    nu: float
+    Emin: float | None
+    h: float
+    thickness: float
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _check_weights(weights: object, ncases: int) -> tuple[float, ...]:
+    if weights is None:
+        return (1.0,) * ncases
+    array = np.asarray(weights, dtype=float)
+    if array.shape != (ncases,):
+        raise ValueError(
+            f"weights must have one entry per load case ({ncases}), got shape {array.shape}"
+        )
+    if not np.isfinite(array).all() or (array < 0).any() or not array.any():
+        raise ValueError(
+            f"weights must be finite, non-negative and not all zero, got {array.tolist()}"
+        )
+    return tuple(float(w) for w in array)
+
+
+class _Problem:
+    """Solver, filter and the chain rule from physical density to design variables."""
+
+    def __init__(
+        self,
+        forces: np.ndarray,
+        fixed: np.ndarray,
+        active: np.ndarray,
+        options: _Options,
+        solver_options: Mapping[str, Any],
+        backend: str,
+    ) -> None:
+        self.forces = forces
+        self.active = active
+        self.inside = active.astype(bool)
+        self.count = int(self.inside.sum())
+        self.target = options.volfrac * self.count
+        self.options = options
+        self.weights = np.array(options.weights)
+        self.backend = backend
+        self.solver = fem.Solver(
+            fixed,
+            mask=self.inside,
+            E0=options.E0,
+            nu=options.nu,
+            penal=options.penal,
+            Emin=options.Emin,
+            h=options.h,
+            thickness=options.thickness,
+            backend=backend,
+            **solver_options,
+        )
+        self.filter = _Filter(active, options.rmin, backend)
+
+    def physical(self, x: np.ndarray, beta: float | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Physical density of the design and ``drho/drho~`` (None without projection)."""
+        filtered = self.filter(x) if self.options.filter == "density" else x
+        if beta is None:
+            return filtered, None
+        density, slope = project(filtered, beta, self.options.threshold, backend=self.backend)
+        # Rounding may put P(0) or P(1) an ulp outside [0, 1], which the FE model rejects.
+        np.clip(density, 0.0, 1.0, out=density)
+        density[~self.inside] = 0.0
+        return density, slope
+
+    def analyse(self, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Compliance of each case and the weighted unit-modulus element energies."""
+        u = self.solver.solve(density, self.forces)
+        m = self.solver.material
+        energies = fem.element_energies(
+            u, mask=self.inside, nu=m.nu, thickness=m.thickness, backend=self.backend
+        )
+        modulus = fem.youngs_modulus(density, E0=m.E0, penal=m.penal, Emin=m.Emin)
+        compliance = np.einsum("kij,ij->k", energies, modulus)
+        return compliance, np.tensordot(self.weights, energies, axes=1)
+
+    def sensitivities(
+        self, x: np.ndarray, density: np.ndarray, slope: np.ndarray | None, energy: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``∂(Σ wᵢcᵢ)/∂x`` and ``∂(Σrho)/∂x`` through projection and filter."""
+        m = self.solver.material
+        dc = -m.penal * (m.E0 - m.Emin) * density ** (m.penal - 1.0) * energy
+        dv = self.active.astype(float)
+        if self.options.filter == "sensitivity":
+            # top88, ft=1: a heuristic that leaves the mass gradient alone.
+            return self.filter(x * dc) / np.maximum(1e-3, x), dv
+        if slope is not None:
+            dc, dv = dc * slope, dv * slope
+        return self.filter(dc, transpose=True), self.filter(dv, transpose=True)
+
+    def update(
+        self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None
+    ) -> np.ndarray:
+        o = self.options
+        wsum = self.filter.wsum if beta is not None else None
+        new, _, _ = _oc(
+            self.active,
+            x,
+            dc,
+            dv,
+            self.target,
+            o.move,
+            o.damping,
+            o.rmin,
+            wsum,
+            beta,
+            o.threshold,
+            self.backend,
+        )
+        return new
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _fingerprint(forces: np.ndarray, fixed: np.ndarray, active: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in (forces, fixed, active):
+        digest.update(repr(array.shape).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class _Progress:
+    """The optimizer's whole state between iterations: what a checkpoint holds."""
+
+    design: np.ndarray
+    iteration: int
+    beta: float | None
+    beta_iterations: int  # iterations made at the current beta
+    history: list[Record]
+    reason: str = ""
+
+
+def _write_checkpoint(
+    path: str | os.PathLike[str],
+    progress: _Progress,
+    density: np.ndarray,
+    options: _Options,
+    fingerprint: str,
+) -> None:
+    arrays: dict[str, Any] = {
+        "format": np.array(_CHECKPOINT_FORMAT),
+        "design": progress.design,
+        "density": density,
+        "iteration": np.array(progress.iteration),
+        "beta": np.array(np.nan if progress.beta is None else progress.beta),
+        "beta_iterations": np.array(progress.beta_iterations),
+        "reason": np.array(progress.reason),
+        "options": np.array(options.to_json()),
+        "fingerprint": np.array(fingerprint),
+    }
+    ncases = len(options.weights)
+    for name in _RECORD_FIELDS:
+        values = [getattr(record, name) for record in progress.history]
+        if name in ("compliance", "cg_iterations"):
+            arrays[f"history_{name}"] = np.array(values).reshape(len(values), ncases)
+        else:
+            arrays[f"history_{name}"] = np.array(values)
+    # Atomic, so an interrupted write never clobbers the previous checkpoint.
+    with atomic_write(path) as stream:
+        np.savez(stream, **arrays)
+
+
+def _read_checkpoint(
+    path: str | os.PathLike[str], options: _Options, fingerprint: str, shape: tuple[int, int]
+) -> _Progress:
+    with np.load(os.fspath(path), allow_pickle=False) as data:
+        if "format" not in data.files or str(data["format"]) != _CHECKPOINT_FORMAT:
+            raise ValueError(f"resume: {os.fspath(path)!r} is not a femsr topopt checkpoint")
+        saved = json.loads(str(data["options"]))
+        current = json.loads(options.to_json())
+        differ = [
+            f"{k}={saved.get(k)!r} there, {v!r} here"
+            for k, v in current.items()
+            if saved.get(k) != v
+        ]
+        if differ:
+            raise ValueError(
+                f"resume: the checkpoint was written with other options: {'; '.join(differ)}"
+            )
+        if str(data["fingerprint"]) != fingerprint:
+            raise ValueError(
+                "resume: the checkpoint was written for other forces, fixed DOFs or mask"
+            )
+        design = np.array(data["design"], dtype=np.float64)
+        if design.shape != shape:
+            raise ValueError(f"resume: the checkpoint design has shape {design.shape}, not {shape}")
+        columns = {name: data[f"history_{name}"] for name in _RECORD_FIELDS}
+        history = [
+            Record(
+                iteration=int(columns["iteration"][k]),
+                objective=float(columns["objective"][k]),
+                compliance=tuple(float(c) for c in columns["compliance"][k]),
+                mass=float(columns["mass"][k]),
+                change=float(columns["change"][k]),
+                beta=float(columns["beta"][k]),
+                cg_iterations=tuple(int(c) for c in columns["cg_iterations"][k]),
+                fe_seconds=float(columns["fe_seconds"][k]),
+                seconds=float(columns["seconds"][k]),
+            )
+            for k in range(len(columns["iteration"]))
+        ]
+        beta = float(data["beta"])
+        return _Progress(
+            design=design,
+            iteration=int(data["iteration"]),
+            beta=None if math.isnan(beta) else beta,
+            beta_iterations=int(data["beta_iterations"]),
+            history=history,
+            reason=str(data["reason"]),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer
+
+
+def optimize(
+    forces: np.ndarray,
+    fixed: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    volfrac: float = 0.5,
+    penal: float = 3.0,
+    rmin: float = 1.5,
+    filter: str = "density",
+    weights: np.ndarray | list[float] | tuple[float, ...] | None = None,
+    max_iter: int = 200,
+    tol: float = 0.01,
+    move: float = 0.2,
+    damping: float = 0.5,
+    beta: float | None = None,
+    beta_max: float = 32.0,
+    beta_every: int = 50,
+    threshold: float = 0.5,
+    initial: np.ndarray | None = None,
+    E0: float = 1.0,
+    nu: float = 0.3,
+    Emin: float | None = None,
+    h: float = 1.0,
+    thickness: float = 1.0,
+    solver_options: Mapping[str, Any] | None = None,
+    callback: Callable[[State], bool | None] | None = None,
+    progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = 10,
+    resume: str | os.PathLike[str] | None = None,
+    backend: str = "cpp",
+) -> OptimizeResult:
+    """Minimum weighted compliance under a mass constraint, by SIMP and optimality criteria.
+
+    See the module docstring for the formulation. Defaults follow top88 (Andreassen et al.
+    2011): ``volfrac=0.5, penal=3, rmin=1.5, move=0.2``, damping 0.5, stop at change 0.01.
+
+    Parameters
+    ----------
+    forces : ndarray, shape (ncases, ny+1, nx+1, 2)
+        Nodal forces of each load case (N), x right and y up (:mod:`femsr.fem`).
+    fixed : ndarray of bool, shape (ny+1, nx+1, 2)
+        Prescribed-zero DOFs.
+    mask : ndarray of bool, shape (ny, nx), optional
+        Design domain. Pixels outside are not design variables: density 0, out of the FE
+        model and of every filter neighbourhood. Default: all pixels.
+    volfrac : float
+        Mass fraction in (0, 1]: ``Σ rho = volfrac * (number of mask pixels)``.
+    penal : float
+        SIMP exponent.
+    rmin : float
+        Filter radius (pixels); weights ``max(0, rmin - d)``.
+    filter : {"density", "sensitivity"}
+        top88's ``ft=2`` (density filter) or ``ft=1`` (sensitivity filter).
+    weights : array_like, shape (ncases,), optional
+        Non-negative weight of each load case in the objective (e.g. daily cycles). Default:
+        all 1.
+    max_iter : int
+        Iteration limit (counting the iterations before a resume).
+    tol : float
+        Stop once no design variable changes by more than ``tol`` in an update (top88 stops at
+        0.01). With projection, only at ``beta_max``.
+    move, damping : float
+        OC move limit and damping exponent.
+    beta : float, optional
+        Start the Heaviside projection at this sharpness (needs ``filter="density"``). Default:
+        no projection.
+    beta_max : float
+        Cap of the continuation; ``β`` doubles up to it.
+    beta_every : int
+        Iterations at one ``β`` before it doubles (sooner if the design has settled).
+    threshold : float
+        Projection threshold ``η`` in [0, 1].
+    initial : ndarray, shape (ny, nx), optional
+        Starting design variables in [0, 1] (e.g. a coarse solution, upsampled). Default: the
+        uniform design whose physical density meets the mass exactly.
+    E0, nu, Emin, h, thickness : float
+        Material and geometry of :class:`femsr.fem.Solver`: tissue modulus (MPa), Poisson's
+        ratio, void modulus (default ``1e-9*E0``), pixel side (mm), thickness (mm).
+    solver_options : mapping, optional
+        Options of :class:`femsr.fem.Solver`: ``tol``, ``maxiter``, ``direct_below``,
+        ``method``, ``rebuild_ratio``.
+    callback : callable, optional
+        ``callback(state)`` after every iteration with a :class:`State`; returning ``True``
+        stops the run (the result is then that of the current design).
+    progress : bool
+        Print one line per iteration to stderr: iteration, objective, mass, change, ``β``,
+        CG iterations and seconds.
+    checkpoint : path, optional
+        File (``.npz``) to write every ``checkpoint_every`` iterations and when the run stops,
+        atomically (temporary file, then rename). It holds the design, the density, the
+        iteration, ``β``, the history and the options.
+    checkpoint_every : int
+        Iterations between checkpoints.
+    resume : path, optional
+        A checkpoint to continue from; the problem (options, forces, fixed, mask) must be the
+        one it was written for, while ``max_iter``, ``tol``, ``solver_options``, the callback
+        and the checkpointing may change; ``initial`` is ignored. The continued run makes the
+        same updates as an uninterrupted one (bit for bit with a direct solver; with AMG-CG,
+        up to the CG tolerance, since CG restarts from zero rather than from the last
+        displacements).
+    backend : {"cpp", "python"}
+        Compiled kernels, or the numpy twins for filter, projection, OC update, assembly and
+        element energies.
+
+    Returns
+    -------
+    OptimizeResult
+        Final density, its compliance, and the per-iteration history.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On bad shapes, types or values, a structure that ``fixed`` does not hold, or a
+        checkpoint that does not fit the problem.
+    femsr.fem.ConvergenceError
+        When an FE solve does not converge.
+
+    See Also
+    --------
+    femsr.fem.Solver : the FE solver reused across iterations.
+    density_filter, project, oc_update : the kernels.
+
+    Examples
+    --------
+    top88's half MBB beam, coarse: load down at the top-left node, rollers on the left edge
+    (symmetry) and at the bottom-right node.
+
+    >>> ny, nx = 10, 30
+    >>> forces = np.zeros((1, ny + 1, nx + 1, 2)); forces[0, 0, 0, 1] = -1.0
+    >>> fixed = np.zeros((ny + 1, nx + 1, 2), bool)
+    >>> fixed[:, 0, 0] = True; fixed[ny, nx, 1] = True
+    >>> result = optimize(forces, fixed, volfrac=0.5, rmin=1.5, max_iter=30)
+    >>> bool(abs(result.mass - 0.5) < 1e-9), result.compliance < result.history[0].objective
+    (True, True)
+    """
+    fem._check_backend(backend)
+    fixed = fem._check_fixed(fixed)
+    shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
+    forces = fem._check_finite_array("forces", forces, 4)
+    if forces.shape[0] < 1 or forces.shape[1:] != (shape[0] + 1, shape[1] + 1, 2):
+        raise ValueError(
+            f"forces must have shape (ncases, {shape[0] + 1}, {shape[1] + 1}, 2) to match "
+            f"fixed, got {forces.shape}"
+        )
+    if not forces.any():
+        raise ValueError("forces are all zero: there is nothing to optimize for")
+    active = fem.check_mask(mask, shape)
+    if not 0 < volfrac <= 1:
+        raise ValueError(f"volfrac must lie in (0, 1], got {volfrac}")
+    rmin = _check_rmin(rmin)
+    if filter not in FILTERS:
+        raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
+    _check_step(move, damping)
+    if not (isinstance(max_iter, int) and max_iter >= 0):
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be non-negative, got {tol}")
+    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
+        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
+    if beta is not None:
+        _check_projection(beta, threshold)
+        if filter != "density":
+            raise ValueError(f"beta (projection) needs filter='density', got filter={filter!r}")
+        if not beta_max >= beta:
+            raise ValueError(f"beta_max must be at least beta={beta}, got {beta_max}")
+        if not (isinstance(beta_every, int) and beta_every >= 1):
+            raise ValueError(f"beta_every must be a positive integer, got {beta_every!r}")
+    unknown = set(solver_options or {}) - set(_SOLVER_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"solver_options has unknown keys {sorted(unknown)}; allowed: {_SOLVER_OPTIONS}"
+        )
+    options = _Options(
+        volfrac=float(volfrac),
+        penal=float(penal),
+        rmin=rmin,
+        filter=filter,
+        weights=_check_weights(weights, forces.shape[0]),
+        move=float(move),
+        damping=float(damping),
+        beta=None if beta is None else float(beta),
+        beta_max=float(beta_max),
+        beta_every=int(beta_every),
+        threshold=float(threshold),
+        E0=float(E0),
+        nu=float(nu),
+        Emin=None if Emin is None else float(Emin),
+        h=float(h),
+        thickness=float(thickness),
+    )
+    problem = _Problem(forces, fixed, active, options, solver_options or {}, backend)
+    inside = problem.inside
+
+    fingerprint = (
+        _fingerprint(forces, fixed, active) if checkpoint is not None or resume is not None else ""
+    )
+    if resume is not None:
+        run = _read_checkpoint(resume, options, fingerprint, shape)
+    else:
+        if initial is None:
+            start = volfrac if beta is None else _inverse_projection(volfrac, beta, threshold)
+            design = np.full(shape, start)
+        else:
+            design = _check_unit("initial", _check_image("initial", initial, shape)).copy()
+        design[~inside] = 0.0
+        run = _Progress(design, 0, options.beta, 0, [])
+
+    def save(density: np.ndarray) -> None:
+        if checkpoint is not None:
+            _write_checkpoint(checkpoint, run, density, options, fingerprint)
+
+    reason = "converged" if run.reason == "converged" else ""
+    while not reason and run.iteration < max_iter:
+        started = time.perf_counter()
+        x = run.design
+        density, slope = problem.physical(x, run.beta)
+        compliance, energy = problem.analyse(density)
+        stats = problem.solver.stats
+        fe_seconds = stats.assembly_seconds + stats.setup_seconds + stats.solve_seconds
+        dc, dv = problem.sensitivities(x, density, slope, energy)
+        new = problem.update(x, dc, dv, run.beta)
+        change = float(np.abs(new - x).max())
+        run.iteration += 1
+        record = Record(
+            iteration=run.iteration,
+            objective=float(problem.weights @ compliance),
+            compliance=tuple(float(c) for c in compliance),
+            mass=float(density[inside].sum() / problem.count),
+            change=change,
+            beta=0.0 if run.beta is None else run.beta,
+            cg_iterations=tuple(stats.iterations) or (0,) * len(compliance),
+            fe_seconds=fe_seconds,
+            seconds=time.perf_counter() - started,
+        )
+        run.design = new
+        run.history.append(record)
+        run.beta_iterations += 1
+        settled = change <= tol
+        if run.beta is not None and run.beta < options.beta_max:
+            # top88's continuation (ft=3): sharpen after beta_every iterations or once settled.
+            if settled or run.beta_iterations >= options.beta_every:
+                run.beta = min(2.0 * run.beta, options.beta_max)
+                run.beta_iterations = 0
+            settled = False
+        if progress:
+            _print_progress(record)
+        stop = callback is not None and bool(callback(State(record, density, new)))
+        if settled:
+            reason = "converged"
+        elif stop:
+            reason = "callback"
+        if checkpoint is not None and run.iteration % checkpoint_every == 0 and not reason:
+            save(problem.physical(new, run.beta)[0])
+    reason = reason or "max_iter"
+    run.reason = reason
+
+    density = problem.physical(run.design, run.beta)[0]
+    compliance, _ = problem.analyse(density)
+    save(density)
+    return OptimizeResult(
+        density=density,
+        design=run.design,
+        compliance=float(problem.weights @ compliance),
+        case_compliance=compliance,
+        mass=float(density[inside].sum() / problem.count),
+        iterations=run.iteration,
+        converged=reason == "converged",
+        reason=reason,
+        beta=0.0 if run.beta is None else run.beta,
+        history=run.history,
+    )
+
+
+def _print_progress(record: Record) -> None:
+    cg = "/".join(str(n) for n in record.cg_iterations)
+    print(
+        f"it {record.iteration:4d}  obj {record.objective:.6e}  mass {record.mass:.6f}  "
+        f"change {record.change:.4f}  beta {record.beta:g}  cg {cg}  "
+        f"{record.seconds:.2f} s",
+        file=sys.stderr,
+        flush=True,
+    )

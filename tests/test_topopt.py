@@ -1,0 +1,640 @@
+"""Topology optimization: kernels against their twins and oracles, top88's MBB beam, gradients,
+checkpoint/resume, callbacks and bad input."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from femsr import topopt
+from femsr.reference import topopt as ref
+
+# --- Problems -------------------------------------------------------------------------------
+
+
+def half_mbb(ny, nx):
+    """top88's half MBB beam: unit load down at the top-left node, x fixed on the left edge
+    (symmetry), y fixed at the bottom-right node."""
+    forces = np.zeros((1, ny + 1, nx + 1, 2))
+    forces[0, 0, 0, 1] = -1.0
+    fixed = np.zeros((ny + 1, nx + 1, 2), dtype=bool)
+    fixed[:, 0, 0] = True
+    fixed[ny, nx, 1] = True
+    return forces, fixed
+
+
+def l_bracket(ny=12, nx=14):
+    """An L-shaped mask clamped at the top, two load cases at the tip of the arm."""
+    mask = np.ones((ny, nx), dtype=bool)
+    mask[: ny // 2, nx // 2 :] = False
+    fixed = np.zeros((ny + 1, nx + 1, 2), dtype=bool)
+    fixed[0, : nx // 2 + 1] = True
+    forces = np.zeros((2, ny + 1, nx + 1, 2))
+    forces[0, ny // 2 : ny // 2 + 3, nx, 1] = -1.0
+    forces[1, ny - 2 : ny + 1, nx, 0] = 1.0
+    return mask, forces, fixed
+
+
+def random_mask(rng, shape, fill=0.75):
+    mask = rng.random(shape) < fill
+    mask[0, 0] = True
+    return mask
+
+
+# --- top88 oracle ----------------------------------------------------------------------------
+
+
+def top88(nelx, nely, volfrac, penal, rmin, ft):
+    """A line-by-line numpy port of top88.m (Andreassen et al. 2011): returns (xPhys, c)."""
+    E0, Emin, nu = 1.0, 1e-9, 0.3
+    A11 = np.array([[12, 3, -6, -3], [3, 12, 3, 0], [-6, 3, 12, -3], [-3, 0, -3, 12]])
+    A12 = np.array([[-6, -3, 0, 3], [-3, -6, -3, -6], [0, -3, -6, 3], [3, -6, 3, -6]])
+    B11 = np.array([[-4, 3, -2, 9], [3, -4, -9, 4], [-2, -9, -4, -3], [9, 4, -3, -4]])
+    B12 = np.array([[2, -3, 4, -9], [-3, 2, 9, -2], [4, 9, 2, 3], [-9, -2, 3, 2]])
+    KE = (
+        1
+        / (1 - nu**2)
+        / 24
+        * (np.block([[A11, A12], [A12.T, A11]]) + nu * np.block([[B11, B12], [B12.T, B11]]))
+    )
+    # MATLAB numbering: nodes column by column from the top-left, 1-based.
+    nodenrs = np.arange(1, (1 + nelx) * (1 + nely) + 1).reshape(1 + nely, 1 + nelx, order="F")
+    edofVec = (2 * nodenrs[:-1, :-1] + 1).ravel(order="F")
+    edofMat = edofVec[:, None] + np.array(
+        [0, 1, 2 * nely + 2, 2 * nely + 3, 2 * nely, 2 * nely + 1, -2, -1]
+    )
+    iK = np.kron(edofMat, np.ones((8, 1))).T.ravel(order="F").astype(int) - 1
+    jK = np.kron(edofMat, np.ones((1, 8))).T.ravel(order="F").astype(int) - 1
+    ndof = 2 * (nely + 1) * (nelx + 1)
+    F = np.zeros(ndof)
+    F[1] = -1.0
+    U = np.zeros(ndof)
+    fixeddofs = np.union1d(np.arange(1, 2 * (nely + 1) + 1, 2), [ndof]) - 1
+    freedofs = np.setdiff1d(np.arange(ndof), fixeddofs)
+    # Filter.
+    reach = math.ceil(rmin) - 1
+    iH, jH, sH = [], [], []
+    for i1 in range(1, nelx + 1):
+        for j1 in range(1, nely + 1):
+            e1 = (i1 - 1) * nely + j1
+            for i2 in range(max(i1 - reach, 1), min(i1 + reach, nelx) + 1):
+                for j2 in range(max(j1 - reach, 1), min(j1 + reach, nely) + 1):
+                    e2 = (i2 - 1) * nely + j2
+                    iH.append(e1 - 1)
+                    jH.append(e2 - 1)
+                    sH.append(max(0.0, rmin - math.sqrt((i1 - i2) ** 2 + (j1 - j2) ** 2)))
+    H = sp.csr_matrix((sH, (iH, jH)), shape=(nelx * nely, nelx * nely))
+    Hs = np.asarray(H.sum(axis=1)).ravel()
+    # Iterations.
+    x = np.full((nely, nelx), volfrac)
+    xPhys = x.copy()
+    change = 1.0
+    c = math.nan
+    while change > 0.01:
+        sK = (
+            KE.ravel(order="F")[:, None] * (Emin + xPhys.ravel(order="F") ** penal * (E0 - Emin))
+        ).ravel(order="F")
+        K = sp.csc_matrix((sK, (iK, jK)), shape=(ndof, ndof))
+        K = (K + K.T) / 2
+        U[freedofs] = spla.spsolve(K[freedofs][:, freedofs].tocsc(), F[freedofs])
+        Ue = U[edofMat - 1]
+        ce = np.sum((Ue @ KE) * Ue, axis=1).reshape(nely, nelx, order="F")
+        c = float(np.sum((Emin + xPhys**penal * (E0 - Emin)) * ce))
+        dc = -penal * (E0 - Emin) * xPhys ** (penal - 1) * ce
+        dv = np.ones((nely, nelx))
+        if ft == 1:
+            dc = (
+                H
+                @ (x.ravel(order="F") * dc.ravel(order="F"))
+                / Hs
+                / np.maximum(1e-3, x.ravel(order="F"))
+            ).reshape(nely, nelx, order="F")
+        else:
+            dc = (H @ (dc.ravel(order="F") / Hs)).reshape(nely, nelx, order="F")
+            dv = (H @ (dv.ravel(order="F") / Hs)).reshape(nely, nelx, order="F")
+        l1, l2, move = 0.0, 1e9, 0.2
+        while (l2 - l1) / (l1 + l2) > 1e-3:
+            lmid = 0.5 * (l2 + l1)
+            xnew = np.maximum(
+                0,
+                np.maximum(
+                    x - move, np.minimum(1, np.minimum(x + move, x * np.sqrt(-dc / dv / lmid)))
+                ),
+            )
+            if ft == 1:
+                xPhys = xnew
+            else:
+                xPhys = (H @ xnew.ravel(order="F") / Hs).reshape(nely, nelx, order="F")
+            if xPhys.sum() > volfrac * nelx * nely:
+                l1 = lmid
+            else:
+                l2 = lmid
+        change = float(np.abs(xnew - x).max())
+        x = xnew
+    return xPhys, c
+
+
+@pytest.mark.parametrize(("ft", "name"), [(1, "sensitivity"), (2, "density")])
+def test_half_mbb_reproduces_top88(ft, name):
+    nely, nelx = 20, 60
+    oracle_density, oracle_compliance = top88(nelx, nely, 0.5, 3.0, 1.5, ft)
+    forces, fixed = half_mbb(nely, nelx)
+    result = topopt.optimize(
+        forces,
+        fixed,
+        volfrac=0.5,
+        penal=3.0,
+        rmin=1.5,
+        filter=name,
+        E0=1.0,
+        Emin=1e-9,
+        nu=0.3,
+        max_iter=1000,
+    )
+    assert result.converged
+    # top88 prints the compliance of the last design it analysed.
+    assert result.history[-1].objective == pytest.approx(oracle_compliance, rel=0.01)
+    assert result.compliance == pytest.approx(oracle_compliance, rel=0.01)
+    assert np.abs(result.density - oracle_density).mean() < 0.02
+    assert result.mass == pytest.approx(0.5, abs=1e-12)
+
+
+# --- Filter ----------------------------------------------------------------------------------
+
+
+def dense_filter(mask, rmin):
+    """F as a dense matrix from pairwise centre distances, cut to the mask and renormalized."""
+    rows, cols = np.indices(mask.shape)
+    centres = np.stack([rows.ravel(), cols.ravel()], axis=1).astype(float)
+    distance = np.linalg.norm(centres[:, None] - centres[None, :], axis=2)
+    m = mask.ravel().astype(float)
+    weights = np.maximum(0.0, rmin - distance) * m[None, :] * m[:, None]
+    sums = weights.sum(axis=1)
+    return np.divide(weights, sums[:, None], out=np.zeros_like(weights), where=sums[:, None] > 0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("rmin", [0.7, 1.5, 2.0, 2.6, 3.7])
+def test_filter_matches_dense_oracle_and_twin(seed, rmin):
+    rng = np.random.default_rng(seed)
+    shape = (9, 13)
+    mask = random_mask(rng, shape)
+    values = rng.standard_normal(shape)
+    dense = dense_filter(mask, rmin)
+    for transpose, matrix in ((False, dense), (True, dense.T)):
+        expected = (matrix @ values.ravel()).reshape(shape)
+        cpp = topopt.density_filter(values, rmin, mask=mask, transpose=transpose)
+        python = topopt.density_filter(
+            values, rmin, mask=mask, transpose=transpose, backend="python"
+        )
+        np.testing.assert_allclose(cpp, expected, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(python, expected, rtol=0, atol=1e-13)
+
+
+def test_filter_is_restricted_to_the_mask():
+    rng = np.random.default_rng(3)
+    mask = random_mask(rng, (15, 11), fill=0.6)
+    values = rng.random((15, 11))
+    noisy = values.copy()
+    noisy[~mask] = 1e6  # values outside the mask must not leak in
+    for backend in ("cpp", "python"):
+        filtered = topopt.density_filter(noisy, 2.5, mask=mask, backend=backend)
+        np.testing.assert_array_equal(
+            filtered, topopt.density_filter(values, 2.5, mask=mask, backend=backend)
+        )
+        assert not filtered[~mask].any()
+        ones = topopt.density_filter(np.ones((15, 11)), 2.5, mask=mask, backend=backend)
+        np.testing.assert_array_equal(ones, mask.astype(float))
+
+
+def test_filter_transpose_is_the_adjoint():
+    rng = np.random.default_rng(4)
+    mask = random_mask(rng, (40, 31))
+    x, y = rng.standard_normal((2, 40, 31))
+    fx = topopt.density_filter(x, 3.2, mask=mask)
+    fty = topopt.density_filter(y, 3.2, mask=mask, transpose=True)
+    assert np.vdot(fx, y) == pytest.approx(np.vdot(x, fty), rel=1e-12)
+
+
+def test_filter_twins_agree_on_a_large_image():
+    rng = np.random.default_rng(5)
+    values = rng.random((300, 257))
+    mask = random_mask(rng, values.shape, fill=0.9)
+    for transpose in (False, True):
+        np.testing.assert_allclose(
+            topopt.density_filter(values, 4.5, mask=mask, transpose=transpose),
+            topopt.density_filter(values, 4.5, mask=mask, transpose=transpose, backend="python"),
+            rtol=1e-12,
+            atol=1e-14,
+        )
+
+
+# --- Projection ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("beta", "threshold"), [(1.0, 0.5), (8.0, 0.5), (32.0, 0.3), (4.0, 0.0)])
+def test_projection_twins_endpoints_and_derivative(beta, threshold):
+    values = np.linspace(0.0, 1.0, 101)
+    cpp, dcpp = topopt.project(values, beta, threshold)
+    python, dpython = topopt.project(values, beta, threshold, backend="python")
+    np.testing.assert_allclose(cpp, python, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(dcpp, dpython, rtol=1e-13, atol=1e-14)
+    assert abs(cpp[0]) < 1e-15 and abs(cpp[-1] - 1.0) < 1e-15
+    assert np.all(np.diff(cpp) >= 0)
+    step = 1e-6
+    inner = values[1:-1]
+    fd = (
+        topopt.project(inner + step, beta, threshold)[0]
+        - topopt.project(inner - step, beta, threshold)[0]
+    ) / (2 * step)
+    np.testing.assert_allclose(dcpp[1:-1], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_projection_inverse_starts_at_the_mass():
+    for beta in (1.0, 4.0, 16.0):
+        for volfrac in (0.2, 0.5, 0.9):
+            start = topopt._inverse_projection(volfrac, beta, 0.5)
+            assert topopt.project(np.array([start]), beta)[0][0] == pytest.approx(
+                volfrac, abs=1e-12
+            )
+
+
+# --- OC update -------------------------------------------------------------------------------
+
+
+def oc_inputs(seed, shape=(30, 40)):
+    rng = np.random.default_rng(seed)
+    mask = random_mask(rng, shape)
+    x = np.where(mask, rng.uniform(0.05, 0.95, shape), 0.0)
+    dc = -rng.lognormal(0.0, 1.5, shape)
+    dc[rng.random(shape) < 0.05] = 0.0  # zero sensitivities: those variables go to their bound
+    return mask, x, dc
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_oc_update_meets_mass_and_matches_twin(seed):
+    mask, x, dc = oc_inputs(seed)
+    dv = np.where(mask, 1.0, 0.0)
+    target = x[mask].sum() * 1.03
+    for move, damping in ((0.2, 0.5), (0.05, 1.0)):
+        cpp, lam, mass = topopt.oc_update(x, dc, dv, target, mask=mask, move=move, damping=damping)
+        python, lam_py, mass_py = topopt.oc_update(
+            x, dc, dv, target, mask=mask, move=move, damping=damping, backend="python"
+        )
+        np.testing.assert_allclose(cpp, python, rtol=0, atol=1e-12)
+        assert lam == pytest.approx(lam_py, rel=1e-10)
+        for new, met in ((cpp, mass), (python, mass_py)):
+            assert abs(new[mask].sum() - target) <= 1e-12 * target
+            assert met == pytest.approx(target, rel=1e-12)
+            assert not new[~mask].any()
+            assert np.all(new >= np.maximum(0, x - move) - 1e-15)
+            assert np.all(new <= np.minimum(1, x + move) + 1e-15)
+        # The OC formula for the multiplier found, off the bounds.
+        low, high = np.maximum(0, x - move), np.minimum(1, x + move)
+        free = mask & (cpp > low + 1e-9) & (cpp < high - 1e-9)
+        assert free.sum() > 10
+        formula = x[free] * (-dc[free] / lam) ** damping
+        np.testing.assert_allclose(cpp[free], formula, rtol=1e-9)
+
+
+def test_oc_update_agrees_with_top88_bisection():
+    mask, x, dc = oc_inputs(7)
+    mask[:] = True
+    x = np.full(x.shape, 0.5)
+    dv = np.ones(x.shape)
+    l1, l2 = 0.0, 1e9
+    while (l2 - l1) / (l1 + l2) > 1e-14:
+        lmid = 0.5 * (l1 + l2)
+        xnew = np.maximum(
+            0, np.maximum(x - 0.2, np.minimum(1, np.minimum(x + 0.2, x * np.sqrt(-dc / dv / lmid))))
+        )
+        if xnew.sum() > 0.5 * x.size:
+            l1 = lmid
+        else:
+            l2 = lmid
+    new, lam, _ = topopt.oc_update(x, dc, dv, 0.5 * x.size)
+    assert lam == pytest.approx(lmid, rel=1e-9)
+    np.testing.assert_allclose(new, xnew, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_projected_oc_update_meets_projected_mass(seed):
+    mask, x, dc = oc_inputs(seed, shape=(25, 33))
+    rmin, beta = 2.2, 6.0
+    wsum = ref.filter_weight_sums(mask.astype(np.uint8), rmin)
+    filtered = ref.density_filter(mask.astype(np.uint8), rmin, wsum, x, False)
+    _, slope = topopt.project(filtered, beta)
+    dv = topopt.density_filter(np.where(mask, slope, 0.0), rmin, mask=mask, transpose=True)
+    target = 0.45 * mask.sum()
+    results = [
+        topopt.oc_update(x, dc, dv, target, mask=mask, rmin=rmin, beta=beta, backend=backend)
+        for backend in ("cpp", "python")
+    ]
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=0, atol=1e-10)
+    for new, _, met in results:
+        density, _ = topopt.project(topopt.density_filter(new, rmin, mask=mask), beta)
+        assert abs(density[mask].sum() - target) <= 1e-11 * target
+        assert met == pytest.approx(target, rel=1e-12)
+
+
+def test_oc_update_out_of_reach_takes_the_nearest_extreme():
+    x = np.full((6, 7), 0.5)
+    dc = -np.ones((6, 7))
+    new, _, mass = topopt.oc_update(x, dc, np.ones((6, 7)), 0.9 * 42, move=0.1)
+    np.testing.assert_allclose(new, 0.6)
+    assert mass == pytest.approx(0.6 * 42)
+
+
+# --- Gradients -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [None, 3.0])
+def test_sensitivities_match_finite_differences(beta):
+    mask, forces, fixed = l_bracket(8, 9)
+    options = topopt._Options(
+        volfrac=0.4,
+        penal=3.0,
+        rmin=1.8,
+        filter="density",
+        weights=(1.0, 2.5),
+        move=0.2,
+        damping=0.5,
+        beta=beta,
+        beta_max=32.0,
+        beta_every=50,
+        threshold=0.5,
+        E0=3.0,
+        nu=0.3,
+        Emin=None,
+        h=1.0,
+        thickness=1.0,
+    )
+    problem = topopt._Problem(forces, fixed, mask.astype(np.uint8), options, {}, "cpp")
+    x = np.where(mask, np.random.default_rng(0).uniform(0.2, 0.9, mask.shape), 0.0)
+
+    def objective_and_mass(design):
+        density, _ = problem.physical(design, beta)
+        compliance, _ = problem.analyse(density)
+        return problem.weights @ compliance, density.sum()
+
+    density, slope = problem.physical(x, beta)
+    _, energy = problem.analyse(density)
+    dc, dv = problem.sensitivities(x, density, slope, energy)
+    step = 1e-6
+    for e in np.flatnonzero(mask)[::5]:
+        plus, minus = x.copy(), x.copy()
+        plus.flat[e] += step
+        minus.flat[e] -= step
+        (cp, mp), (cm, mm) = objective_and_mass(plus), objective_and_mass(minus)
+        assert dc.flat[e] == pytest.approx((cp - cm) / (2 * step), rel=1e-5, abs=1e-9)
+        assert dv.flat[e] == pytest.approx((mp - mm) / (2 * step), rel=1e-6, abs=1e-9)
+
+
+# --- The optimizer ---------------------------------------------------------------------------
+
+
+def test_cpp_and_python_paths_give_the_same_design():
+    mask, forces, fixed = l_bracket()
+    kwargs = dict(
+        mask=mask, volfrac=0.4, rmin=2.0, weights=[1.0, 0.5], beta=1.0, beta_every=5, max_iter=12
+    )
+    cpp = topopt.optimize(forces, fixed, **kwargs)
+    python = topopt.optimize(forces, fixed, backend="python", **kwargs)
+    assert cpp.iterations == python.iterations == 12
+    np.testing.assert_allclose(cpp.density, python.density, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(cpp.series("objective"), python.series("objective"), rtol=1e-10)
+    assert cpp.series("beta").tolist() == python.series("beta").tolist()
+
+
+def test_mask_weights_and_history():
+    mask, forces, fixed = l_bracket()
+    weights = np.array([2.0, 0.5])
+    result = topopt.optimize(
+        forces, fixed, mask=mask, volfrac=0.35, rmin=1.6, weights=weights, max_iter=15
+    )
+    assert not result.density[~mask].any() and not result.design[~mask].any()
+    assert result.mass == pytest.approx(0.35, abs=1e-12)
+    assert result.density[mask].sum() == pytest.approx(0.35 * mask.sum(), rel=1e-12)
+    assert result.compliance == pytest.approx(weights @ result.case_compliance, rel=1e-14)
+    history = result.history
+    assert [r.iteration for r in history] == list(range(1, 16))
+    for record in history:
+        assert record.objective == pytest.approx(weights @ np.array(record.compliance), rel=1e-14)
+        assert record.mass == pytest.approx(0.35, abs=1e-12)
+        assert len(record.cg_iterations) == 2 and record.seconds >= record.fe_seconds > 0
+    objective = result.series("objective")
+    assert objective[-1] < 0.5 * objective[0]  # the design improves a lot from uniform
+
+
+def test_zero_weight_case_is_ignored():
+    mask, forces, fixed = l_bracket()
+    kwargs = dict(mask=mask, volfrac=0.4, max_iter=8)
+    both = topopt.optimize(forces, fixed, weights=[3.0, 0.0], **kwargs)
+    single = topopt.optimize(forces[:1], fixed, **kwargs)
+    np.testing.assert_allclose(both.density, single.density, atol=1e-9)
+    assert both.compliance == pytest.approx(3.0 * single.compliance, rel=1e-9)
+
+
+def test_projection_continuation_and_stop():
+    forces, fixed = half_mbb(10, 30)
+    result = topopt.optimize(
+        forces, fixed, volfrac=0.5, rmin=2.0, beta=1.0, beta_max=8.0, beta_every=10, max_iter=300
+    )
+    betas = result.series("beta")
+    assert betas[0] == 1.0 and result.beta == 8.0
+    assert set(betas.tolist()) == {1.0, 2.0, 4.0, 8.0}
+    assert np.all(np.diff(betas) >= 0)
+    runs = np.diff(np.flatnonzero(np.diff(betas)))
+    assert np.all(runs <= 10)  # doubled at least every beta_every iterations
+    assert result.converged and result.history[-1].change <= 0.01
+    assert result.mass == pytest.approx(0.5, abs=1e-12)
+    gray = np.mean((result.density > 0.1) & (result.density < 0.9))
+    assert gray < 0.1  # crisper than without projection
+
+
+def test_callback_stops_and_progress_prints(capsys):
+    forces, fixed = half_mbb(6, 12)
+    seen = []
+
+    def callback(state):
+        seen.append(state)
+        return state.record.iteration == 3
+
+    result = topopt.optimize(forces, fixed, callback=callback, progress=True, max_iter=50)
+    assert result.reason == "callback" and result.iterations == 3 and not result.converged
+    assert [s.record.iteration for s in seen] == [1, 2, 3]
+    np.testing.assert_array_equal(seen[-1].design, result.design)
+    assert seen[0].density.shape == (6, 12)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("it    1  obj ")
+    assert "mass 0.500000" in lines[0] and "change" in lines[0] and "beta" in lines[0]
+
+
+def test_max_iter_zero_analyses_the_start():
+    forces, fixed = half_mbb(6, 12)
+    result = topopt.optimize(forces, fixed, max_iter=0, volfrac=0.3)
+    assert result.iterations == 0 and result.reason == "max_iter" and not result.history
+    np.testing.assert_allclose(result.density, 0.3)
+
+
+def test_initial_design_is_used():
+    forces, fixed = half_mbb(6, 12)
+    initial = np.full((6, 12), 0.3)
+    initial[:, :6] = 0.7
+    result = topopt.optimize(forces, fixed, initial=initial, filter="sensitivity", max_iter=0)
+    np.testing.assert_array_equal(result.design, initial)
+
+
+# --- Checkpoints -----------------------------------------------------------------------------
+
+
+def comparable(history):
+    return [(r.iteration, r.objective, r.compliance, r.mass, r.change, r.beta) for r in history]
+
+
+def test_resume_after_interruption_gives_the_same_result(tmp_path):
+    mask, forces, fixed = l_bracket()
+    kwargs = dict(mask=mask, volfrac=0.4, rmin=2.0, beta=1.0, beta_every=4, weights=[1, 2])
+    straight = topopt.optimize(forces, fixed, max_iter=12, **kwargs)
+    path = tmp_path / "run.npz"
+
+    def interrupt(state):
+        if state.record.iteration == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        topopt.optimize(
+            forces,
+            fixed,
+            max_iter=12,
+            checkpoint=path,
+            checkpoint_every=6,
+            callback=interrupt,
+            **kwargs,
+        )
+    with np.load(path) as data:
+        assert int(data["iteration"]) == 6 and len(data["history_objective"]) == 6
+        assert {"design", "density", "beta", "options", "history_cg_iterations"} <= set(data.files)
+    assert os.listdir(tmp_path) == ["run.npz"]  # no temporary file left behind
+    resumed = topopt.optimize(forces, fixed, max_iter=12, resume=path, checkpoint=path, **kwargs)
+    np.testing.assert_array_equal(resumed.design, straight.design)
+    np.testing.assert_array_equal(resumed.density, straight.density)
+    assert comparable(resumed.history) == comparable(straight.history)
+    assert resumed.beta == straight.beta and resumed.compliance == straight.compliance
+    with np.load(path) as data:  # the final checkpoint
+        assert int(data["iteration"]) == 12 and str(data["reason"]) == "max_iter"
+
+
+def test_resume_continues_a_stopped_run_and_keeps_a_converged_one(tmp_path):
+    forces, fixed = half_mbb(8, 16)
+    path = tmp_path / "run.npz"
+    first = topopt.optimize(forces, fixed, max_iter=5, checkpoint=path)
+    assert first.reason == "max_iter"
+    more = topopt.optimize(forces, fixed, max_iter=500, resume=path, checkpoint=path)
+    straight = topopt.optimize(forces, fixed, max_iter=500)
+    assert more.converged and more.iterations == straight.iterations
+    np.testing.assert_array_equal(more.design, straight.design)
+    again = topopt.optimize(forces, fixed, max_iter=1000, resume=path)
+    assert again.iterations == more.iterations and again.reason == "converged"
+
+
+def test_resume_rejects_another_problem(tmp_path):
+    forces, fixed = half_mbb(6, 12)
+    path = tmp_path / "run.npz"
+    topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
+    with pytest.raises(ValueError, match=r"other options: volfrac=0\.5 there, 0\.4 here"):
+        topopt.optimize(forces, fixed, volfrac=0.4, resume=path)
+    with pytest.raises(ValueError, match="other forces, fixed DOFs or mask"):
+        topopt.optimize(2 * forces, fixed, resume=path)
+    other = tmp_path / "other.npz"
+    np.savez(other, design=np.zeros((6, 12)))
+    with pytest.raises(ValueError, match="not a femsr topopt checkpoint"):
+        topopt.optimize(forces, fixed, resume=other)
+
+
+# --- Bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(volfrac=0.0), r"volfrac must lie in \(0, 1\], got 0.0"),
+        (dict(volfrac=1.5), r"volfrac must lie in \(0, 1\], got 1.5"),
+        (dict(rmin=0.0), "rmin must be positive"),
+        (dict(rmin=-1.0), "rmin must be positive"),
+        (dict(filter="gauss"), "filter must be one of .* got 'gauss'"),
+        (dict(weights=[1.0, 2.0]), r"one entry per load case \(1\), got shape \(2,\)"),
+        (dict(weights=[-1.0]), "non-negative"),
+        (dict(weights=[0.0]), "not all zero"),
+        (dict(weights=[np.nan]), "finite"),
+        (dict(move=0.0), r"move must lie in \(0, 1\]"),
+        (dict(damping=1.5), r"damping must lie in \(0, 1\]"),
+        (dict(max_iter=-1), "max_iter must be a non-negative integer"),
+        (dict(max_iter=2.5), "max_iter must be a non-negative integer"),
+        (dict(tol=-0.1), "tol must be non-negative"),
+        (dict(checkpoint_every=0), "checkpoint_every must be a positive integer"),
+        (dict(beta=1.0, filter="sensitivity"), "needs filter='density'"),
+        (dict(beta=0.0), "beta must be positive"),
+        (dict(beta=4.0, beta_max=2.0), "beta_max must be at least beta=4.0"),
+        (dict(beta=1.0, beta_every=0), "beta_every must be a positive integer"),
+        (dict(beta=1.0, threshold=1.5), r"threshold must lie in \[0, 1\]"),
+        (dict(solver_options={"tolerance": 1e-6}), r"unknown keys \['tolerance'\]"),
+        (dict(solver_options={"tol": 2.0}), r"tol must lie in \(0, 1\)"),
+        (dict(initial=np.ones((3, 3))), r"initial must have shape \(6, 12\)"),
+        (dict(initial=np.full((6, 12), 1.5)), r"initial must lie in \[0, 1\]"),
+        (dict(mask=np.ones((6, 11), bool)), "mask must have the image shape"),
+        (dict(E0=-1.0), "E0 must be positive"),
+        (dict(backend="gpu"), "backend must be one of"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, match):
+    forces, fixed = half_mbb(6, 12)
+    with pytest.raises(ValueError, match=match):
+        topopt.optimize(forces, fixed, **kwargs)
+
+
+def test_bad_forces_and_fixed_are_rejected():
+    forces, fixed = half_mbb(6, 12)
+    with pytest.raises(ValueError, match=r"forces must have shape \(ncases, 7, 13, 2\)"):
+        topopt.optimize(forces[:, :-1], fixed)
+    with pytest.raises(ValueError, match="forces must be 4-D"):
+        topopt.optimize(forces[0], fixed)
+    with pytest.raises(ValueError, match="nothing to optimize"):
+        topopt.optimize(np.zeros_like(forces), fixed)
+    with pytest.raises(ValueError, match="forces contains NaN"):
+        topopt.optimize(np.full_like(forces, np.nan), fixed)
+    with pytest.raises(TypeError, match="fixed must be a bool array"):
+        topopt.optimize(forces, fixed.astype(int))
+    with pytest.raises(ValueError, match="not held"):
+        topopt.optimize(forces, np.zeros_like(fixed))
+
+
+def test_bad_kernel_input_is_rejected():
+    x = np.full((4, 5), 0.5)
+    with pytest.raises(ValueError, match="values must be 2-D"):
+        topopt.density_filter(np.ones(5), 1.5)
+    with pytest.raises(ValueError, match="values contains NaN"):
+        topopt.density_filter(np.full((4, 5), np.nan), 1.5)
+    with pytest.raises(ValueError, match="rmin must be positive"):
+        topopt.density_filter(x, 0.0)
+    with pytest.raises(TypeError, match="values must be a numpy array"):
+        topopt.density_filter([[1.0]], 1.5)
+    with pytest.raises(ValueError, match="beta must be positive"):
+        topopt.project(x, -1.0)
+    with pytest.raises(ValueError, match="values contains NaN"):
+        topopt.project(np.array([np.inf]), 2.0)
+    with pytest.raises(ValueError, match=r"design must lie in \[0, 1\]"):
+        topopt.oc_update(x + 1, -x, x, 5.0)
+    with pytest.raises(ValueError, match=r"dc must have shape \(4, 5\)"):
+        topopt.oc_update(x, -x[:3], x, 5.0)
+    with pytest.raises(ValueError, match="mass must be positive"):
+        topopt.oc_update(x, -x, x, 0.0)
+    with pytest.raises(ValueError, match="rmin is needed with beta"):
+        topopt.oc_update(x, -x, x, 5.0, beta=2.0)
+    forces, fixed = half_mbb(4, 5)
+    result = topopt.optimize(forces, fixed, max_iter=1)
+    with pytest.raises(ValueError, match="name must be one of"):
+        result.series("compliances")
