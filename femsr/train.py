@@ -1,0 +1,649 @@
+"""Training of the super-resolution network: losses, metrics, and a resumable training loop.
+
+Datasets are any ``torch.utils.data.Dataset`` whose items are ``(lr, hr)`` pairs of float32
+tensors, ``lr`` of shape ``(in_channels, P, P)`` (channel 0 the LR density in [0, 1]) and ``hr``
+of shape ``(1, P * scale, P * scale)`` in [0, 1].
+
+The losses are the paper's (Kim, Nam & Jang, eqs. 1-2): the mean absolute error (L1; the
+paper's eq. 1 prints a square by mistake, its name and text say MAE) and the mean squared error
+(L2) over the HR patch. An optional mass-consistency term asks the mean of every ``scale`` x
+``scale`` block of the output to equal its LR density pixel, since the LR image is the block
+mean of the HR one.
+
+:func:`train` writes into ``out_dir``:
+
+``checkpoint.pt``
+    Everything needed to resume: model, optimizer, scheduler, gradient scaler, epoch, RNG states,
+    settings, history. Written after every epoch.
+``best.pt``
+    The weights with the lowest validation loss, with their config, in the plain state format of
+    :mod:`femsr.export` (``femsr.export.load_model`` reads it).
+``train_log.jsonl``
+    One JSON object per epoch (epoch, lr, train_loss, val_loss, val_psnr, val_ssim, seconds,
+    patches_per_s), for plots: ``pandas.read_json(path, lines=True)``.
+
+All three are written atomically (temporary file, then ``os.replace``), checkpoint first, so an
+interruption at any point leaves a consistent set that :func:`train` resumes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from femsr.export import load_model, save_state
+from femsr.io import atomic_write
+from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, resolve_device
+
+__all__ = ["TrainResult", "block_mean", "objective", "psnr", "ssim", "train"]
+
+LOSSES = ("l1", "l2")
+SCHEDULES = ("cosine", "step", "constant")
+CHECKPOINT_FORMAT = "femsr-checkpoint"
+CHECKPOINT_VERSION = 1
+# PSNR of a perfect prediction is infinite; capping the MSE keeps logs finite JSON (100 dB).
+_MIN_MSE = 1e-10
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics
+
+
+def block_mean(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mean over each ``scale`` x ``scale`` block: HR ``(N, 1, H, W)`` → LR ``(N, 1, H/s, W/s)``.
+
+    This is the downscaling that makes the LR density from the HR one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> block_mean(torch.arange(16.0).reshape(1, 1, 4, 4), 2).flatten().tolist()
+    [2.5, 4.5, 10.5, 12.5]
+    """
+    return F.avg_pool2d(image, kernel_size=scale, stride=scale)
+
+
+def objective(
+    prediction: torch.Tensor,
+    hr: torch.Tensor,
+    lr: torch.Tensor,
+    *,
+    loss: str = "l1",
+    mass_weight: float = 0.0,
+    scale: int = 10,
+) -> torch.Tensor:
+    """The training loss of a batch: L1 or L2 against ``hr``, plus the mass-consistency term.
+
+    Parameters
+    ----------
+    prediction, hr : torch.Tensor
+        Network output and target, ``(N, 1, P*scale, P*scale)``.
+    lr : torch.Tensor
+        Network input ``(N, C, P, P)``; channel 0 is the LR density.
+    loss : {"l1", "l2"}
+        Mean absolute or mean squared error per pixel (paper eqs. 1-2).
+    mass_weight : float
+        Weight of the mass term: the same error (absolute or squared) between the block means
+        of ``prediction`` and the LR density. 0 leaves it out.
+    scale : int
+        HR pixels per LR pixel along a side.
+
+    Returns
+    -------
+    torch.Tensor
+        A scalar.
+
+    Examples
+    --------
+    >>> import torch
+    >>> hr = torch.ones(1, 1, 20, 20)
+    >>> lr = torch.ones(1, 3, 2, 2)
+    >>> float(objective(hr * 0.5, hr, lr, loss="l2", mass_weight=1.0, scale=10))
+    0.5
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    distance = F.l1_loss if loss == "l1" else F.mse_loss
+    value = distance(prediction, hr)
+    if mass_weight:
+        value = value + mass_weight * distance(block_mean(prediction, scale), lr[:, :1])
+    return value
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio (dB) of each image of a batch ``(N, C, H, W)`` → ``(N,)``.
+
+    ``10 log10(data_range² / MSE)``, with the MSE floored at 1e-10 so identical images give a
+    finite 100 dB (for ``data_range=1``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(1, 1, 8, 8)
+    >>> round(float(psnr(x + 0.1, x)), 6)
+    20.0
+    """
+    mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(_MIN_MSE))
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
+    coordinates = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    weights = torch.exp(-(coordinates**2) / (2 * sigma**2))
+    return (weights / weights.sum()).to(dtype)
+
+
+def ssim(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    data_range: float = 1.0,
+    window: int = 11,
+    sigma: float = 1.5,
+) -> torch.Tensor:
+    """Structural similarity of each image of a batch ``(N, C, H, W)`` → ``(N,)``.
+
+    Wang et al. (2004): local means, variances and covariance under a normalized Gaussian
+    window (``window`` pixels, standard deviation ``sigma`` pixels), ``K1 = 0.01``,
+    ``K2 = 0.03``, evaluated where the window fits inside the image ("valid") and averaged over
+    those positions and the channels.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or an image is smaller than the window.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    >>> ssim(x, x).tolist()
+    [1.0, 1.0]
+    """
+    if prediction.shape != target.shape or prediction.ndim != 4:
+        raise ValueError(
+            f"prediction and target must be (N, C, H, W) of one shape, got "
+            f"{tuple(prediction.shape)} and {tuple(target.shape)}"
+        )
+    if min(prediction.shape[-2:]) < window:
+        raise ValueError(f"images {tuple(prediction.shape[-2:])} are smaller than window={window}")
+    channels = prediction.shape[1]
+    line = _gaussian_window(window, sigma, prediction.dtype).to(prediction.device)
+    kernel = torch.outer(line, line).expand(channels, 1, window, window)
+
+    def local_mean(image: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(image, kernel, groups=channels)
+
+    mu_x, mu_y = local_mean(prediction), local_mean(target)
+    var_x = local_mean(prediction * prediction) - mu_x**2
+    var_y = local_mean(target * target) - mu_y**2
+    cov = local_mean(prediction * target) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return index.flatten(1).mean(dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress
+
+
+class _Progress:
+    """A tqdm bar when tqdm is installed, else one status line on stderr (no hard dependency)."""
+
+    def __init__(self, total: int, description: str, enabled: bool) -> None:
+        self.total, self.description, self.enabled = total, description, enabled
+        self.count, self.postfix, self.last = 0, "", 0.0
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
+
+    def update(self, count: int, postfix: str) -> None:
+        self.count += count
+        self.postfix = postfix
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(count)
+            self.bar.set_postfix_str(postfix, refresh=False)
+        elif sys.stderr.isatty() and time.monotonic() - self.last > 0.5:
+            self.last = time.monotonic()
+            sys.stderr.write(f"\r{self.description} {self.count}/{self.total} {postfix}\033[K")
+            sys.stderr.flush()
+
+    def close(self, summary: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.close()
+        line = f"{self.description} {summary}"
+        sys.stderr.write(f"\r{line}\033[K\n" if sys.stderr.isatty() else f"{line}\n")
+        sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : torch.nn.Module
+        The network with the best validation weights, in eval mode, on the training device.
+    history : list of dict
+        One record per epoch, as in the log file.
+    best_epoch : int
+        Epoch (1-based) of the best validation loss.
+    best_path, checkpoint_path, log_path : pathlib.Path
+        The files in ``out_dir``.
+    """
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_path: Path
+    checkpoint_path: Path
+    log_path: Path
+
+
+def _check_dataset(name: str, dataset: object, cfg: ModelConfig) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"{name} must be a torch Dataset, got {type(dataset).__name__}")
+    try:
+        length = len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must have a length (a map-style Dataset)") from None
+    if length == 0:
+        raise ValueError(f"{name} is empty")
+    item = dataset[0]
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise ValueError(f"{name}[0] must be an (lr, hr) pair, got {type(item).__name__}")
+    expected = {
+        "lr": (cfg.in_channels, cfg.patch_size, cfg.patch_size),
+        "hr": (1, cfg.hr_size, cfg.hr_size),
+    }
+    for label, tensor in zip(("lr", "hr"), item, strict=True):
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"{name}[0] {label} must be a torch.Tensor, got {type(tensor).__name__}"
+            )
+        if tuple(tensor.shape) != expected[label]:
+            raise ValueError(
+                f"{name}[0] {label} has shape {tuple(tensor.shape)}, the config needs "
+                f"{expected[label]}"
+            )
+        if tensor.dtype != torch.float32:
+            raise TypeError(f"{name}[0] {label} must be float32, got {tensor.dtype}")
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    # Halving four times over the run, as EDSR halves its rate at fixed epochs.
+    step = max(1, epochs // 4)
+    gamma = 0.5 if schedule == "step" else 1.0
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=gamma)
+
+
+# Datasets that augment with numpy's or Python's global generator (the usual idiom) must see
+# the same draws after a resume, so those legacy global states are seeded and saved too.
+
+
+def _rng_state(loader_generator: torch.Generator) -> dict[str, Any]:
+    name, key, position, has_gauss, cached = np.random.get_state(legacy=True)  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # weights_only loading accepts tensors and plain values, not numpy arrays.
+        "numpy": [name, torch.from_numpy(np.asarray(key, np.int64)), position, has_gauss, cached],
+        "python": random.getstate(),
+        "loader": loader_generator.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], loader_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, key, position, has_gauss, cached = state["numpy"]
+    legacy = (name, key.numpy().astype(np.uint32), position, has_gauss, cached)
+    np.random.set_state(legacy)  # noqa: NPY002
+    random.setstate(state["python"])
+    loader_generator.set_state(state["loader"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    torch.manual_seed(seed)
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    with atomic_write(path, "w") as stream:
+        for record in history:
+            stream.write(json.dumps(record) + "\n")
+
+
+def _load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"checkpoint {path} cannot be read ({error}); delete it or pass resume=False"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a femsr training checkpoint")
+    stored = checkpoint["settings"]
+    changed = sorted(key for key in settings if stored.get(key) != settings[key])
+    if changed:
+        details = ", ".join(f"{key}: {stored.get(key)!r} → {settings[key]!r}" for key in changed)
+        raise ValueError(
+            f"checkpoint {path} was written with other settings ({details}); "
+            f"use another out_dir or resume=False"
+        )
+    return checkpoint
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    if dtype is None:
+        yield
+    else:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            yield
+
+
+def _amp_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def _evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    loss: str,
+    mass_weight: float,
+    scale: int,
+) -> dict[str, float]:
+    model.eval()
+    totals = {"val_loss": 0.0, "val_psnr": 0.0, "val_ssim": 0.0}
+    count = 0
+    with torch.inference_mode():
+        for lr_batch, hr_batch in loader:
+            lr_batch = lr_batch.to(device, memory_format=FAST_LAYOUT)
+            hr_batch = hr_batch.to(device)
+            with _autocast(device, amp_dtype):
+                prediction = model(lr_batch)
+            prediction = prediction.float()
+            size = lr_batch.shape[0]
+            value = objective(
+                prediction, hr_batch, lr_batch, loss=loss, mass_weight=mass_weight, scale=scale
+            )
+            totals["val_loss"] += float(value) * size
+            totals["val_psnr"] += float(psnr(prediction, hr_batch).sum())
+            totals["val_ssim"] += float(ssim(prediction, hr_batch).sum())
+            count += size
+    return {key: total / count for key, total in totals.items()}
+
+
+def train(
+    cfg: ModelConfig,
+    train_dataset: Dataset,
+    val_dataset: Dataset,
+    *,
+    out_dir: str | os.PathLike[str],
+    loss: str = "l1",
+    mass_weight: float = 0.0,
+    epochs: int = 50,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    schedule: str = "cosine",
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    amp: bool | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    num_workers: int = 0,
+    log_file: str = "train_log.jsonl",
+) -> TrainResult:
+    """Train the network of ``cfg`` with Adam, validating and checkpointing every epoch.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        The network to build (:func:`femsr.model.build_model`).
+    train_dataset, val_dataset : torch.utils.data.Dataset
+        Map-style datasets of ``(lr, hr)`` float32 pairs, shapes
+        ``(cfg.in_channels, P, P)`` and ``(1, P*scale, P*scale)``, ``P = cfg.patch_size``.
+    out_dir : path
+        Where the checkpoint, the best weights and the log go (created if missing).
+    loss : {"l1", "l2"}
+        Pixel loss (the paper trains one network per loss).
+    mass_weight : float
+        Weight of the mass-consistency term (see :func:`objective`); 0 turns it off.
+    epochs : int
+        Total epochs, counting those of a resumed run.
+    batch_size : int
+        Patch pairs per step.
+    lr : float
+        Initial learning rate of Adam (betas 0.9, 0.999).
+    schedule : {"cosine", "step", "constant"}
+        Learning rate per epoch: cosine decay to 0 over ``epochs``, halving every
+        ``max(1, epochs // 4)`` epochs, or constant.
+    seed : int
+        Seeds Python's, numpy's and torch's global generators, the weights and the shuffling;
+        the same seed gives the same weights (bit for bit on the CPU; cuDNN may differ in the
+        last bits between CUDA runs).
+    device : str or torch.device
+        ``"auto"``: CUDA when present, else the CPU.
+    amp : bool or None
+        Mixed precision (bfloat16 where supported, else float16 with a gradient scaler).
+        ``None``: on for CUDA, off on the CPU.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when it exists (settings must match);
+        ``False`` starts over and overwrites the files.
+    progress : bool
+        Show a progress bar (tqdm when installed, else a status line on stderr).
+    num_workers : int
+        DataLoader worker processes.
+    log_file : str
+        Name of the JSON-lines log in ``out_dir``.
+
+    Returns
+    -------
+    TrainResult
+        The best model and the run's history and files.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument or dataset item (named), or a checkpoint that does not match.
+    FloatingPointError
+        If the training loss becomes NaN or infinite.
+
+    See Also
+    --------
+    femsr.model.build_model, femsr.export.export_model, femsr.export.load_model
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from femsr.model import ModelConfig
+    >>> cfg = ModelConfig(in_channels=3, width=4, n_blocks=1, up_width=2, patch_size=2)
+    >>> hr = torch.rand(4, 1, 20, 20)
+    >>> lr = torch.cat([block_mean(hr, 10), torch.zeros(4, 2, 2, 2)], dim=1)
+    >>> data = TensorDataset(lr, hr)
+    >>> result = train(cfg, data, data, out_dir=tempfile.mkdtemp(), epochs=2, batch_size=2,
+    ...                progress=False)
+    >>> [record["epoch"] for record in result.history]
+    [1, 2]
+    """
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {lr!r}")
+    if not (isinstance(mass_weight, (int, float)) and math.isfinite(mass_weight)):
+        raise ValueError(f"mass_weight must be a finite number, got {mass_weight!r}")
+    if mass_weight < 0:
+        raise ValueError(f"mass_weight must be >= 0, got {mass_weight!r}")
+    _check_dataset("train_dataset", train_dataset, cfg)
+    _check_dataset("val_dataset", val_dataset, cfg)
+    device = resolve_device(device)
+    amp_dtype = _amp_dtype(device, amp)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path, best_path, log_path = out / "checkpoint.pt", out / "best.pt", out / log_file
+    # A resumed run must continue the same run: these must match the checkpoint's.
+    settings = {
+        "config": cfg.to_dict(),
+        "loss": loss,
+        "mass_weight": float(mass_weight),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": float(lr),
+        "schedule": schedule,
+        "seed": seed,
+    }
+
+    _seed_everything(seed)
+    model = channels_last(build_model(cfg).to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = _scheduler(optimizer, schedule, epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    loader_generator = torch.Generator().manual_seed(seed)
+    start, history = 0, []
+    best_epoch, best_loss = 0, math.inf
+    if resume and checkpoint_path.exists():
+        checkpoint = _load_checkpoint(checkpoint_path, settings)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        _set_rng_state(checkpoint["rng"], loader_generator)
+        start, history = checkpoint["epoch"], checkpoint["history"]
+        best_epoch, best_loss = checkpoint["best_epoch"], checkpoint["best_loss"]
+        _write_log(log_path, history)
+
+    pin = device.type == "cuda"
+    train_loader = DataLoader(
+        train_dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=loader_generator,
+        num_workers=num_workers,
+        pin_memory=pin,
+    )
+    val_loader = DataLoader(
+        val_dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin
+    )
+    for epoch in range(start + 1, epochs + 1):
+        model.train()
+        started = time.perf_counter()
+        rate = optimizer.param_groups[0]["lr"]
+        bar = _Progress(len(train_dataset), f"epoch {epoch}/{epochs}", progress)  # type: ignore[arg-type]
+        total, count = 0.0, 0
+        for step, (lr_batch, hr_batch) in enumerate(train_loader, start=1):
+            lr_batch = lr_batch.to(device, memory_format=FAST_LAYOUT, non_blocking=pin)
+            hr_batch = hr_batch.to(device, non_blocking=pin)
+            with _autocast(device, amp_dtype):
+                prediction = model(lr_batch)
+            batch_loss = objective(
+                prediction.float(),
+                hr_batch,
+                lr_batch,
+                loss=loss,
+                mass_weight=mass_weight,
+                scale=cfg.scale,
+            )
+            loss_value = float(batch_loss.detach())
+            if not math.isfinite(loss_value):
+                raise FloatingPointError(
+                    f"training loss became {loss_value} at epoch {epoch}, step {step}; "
+                    f"lower lr (now {rate:g}) or check the data for NaN"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(batch_loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            size = lr_batch.shape[0]
+            total, count = total + loss_value * size, count + size
+            bar.update(size, f"loss {total / count:.4g}")
+        scheduler.step()
+        seconds = time.perf_counter() - started
+        metrics = _evaluate(model, val_loader, device, amp_dtype, loss, mass_weight, cfg.scale)
+        record = {
+            "epoch": epoch,
+            "lr": rate,
+            "train_loss": total / count,
+            **metrics,
+            "seconds": time.perf_counter() - started,
+            "patches_per_s": count / seconds,
+        }
+        history.append(record)
+        bar.close(
+            f"train {record['train_loss']:.4g}  val {metrics['val_loss']:.4g}  "
+            f"PSNR {metrics['val_psnr']:.2f} dB  SSIM {metrics['val_ssim']:.4f}"
+        )
+        if metrics["val_loss"] < best_loss:
+            best_epoch, best_loss = epoch, metrics["val_loss"]
+            save_state(model, best_path)
+        checkpoint = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "settings": settings,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(loader_generator),
+            "best_epoch": best_epoch,
+            "best_loss": best_loss,
+            "history": history,
+        }
+        with atomic_write(checkpoint_path) as stream:
+            torch.save(checkpoint, stream)
+        _write_log(log_path, history)
+
+    best = load_model(best_path, device=device).module
+    return TrainResult(best, history, best_epoch, best_path, checkpoint_path, log_path)

@@ -1,0 +1,345 @@
+"""Training: metrics against numpy, losses, learning, seeding, resuming, logs, bad input."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from scipy import ndimage  # noqa: E402
+from torch.utils.data import Dataset, TensorDataset  # noqa: E402
+
+from femsr.export import load_model  # noqa: E402
+from femsr.model import ModelConfig  # noqa: E402
+from femsr.train import block_mean, objective, psnr, ssim, train  # noqa: E402
+
+CFG = ModelConfig(in_channels=3, width=8, n_blocks=1, up_width=4, patch_size=4)
+
+
+def blobs(n, seed):
+    """Synthetic pairs: HR = smoothed noise thresholded into blobs, LR = block mean + ramps."""
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.standard_normal((n, 40, 40)), sigma=(0, 3, 3))
+    hr = (noise > 0).astype(np.float32)[:, None]
+    hr = ndimage.gaussian_filter(hr, sigma=(0, 0, 1, 1))
+    density = hr.reshape(n, 1, 4, 10, 4, 10).mean(axis=(3, 5))
+    ramp = np.linspace(-1, 1, 4, dtype=np.float32)
+    displacement = np.stack([np.broadcast_to(ramp, (4, 4)), np.broadcast_to(ramp[:, None], (4, 4))])
+    lr = np.concatenate([density, np.broadcast_to(displacement, (n, 2, 4, 4))], axis=1)
+    return TensorDataset(torch.from_numpy(lr.astype(np.float32)), torch.from_numpy(hr))
+
+
+TRAIN, VAL = blobs(12, 0), blobs(4, 1)
+
+
+def run(tmp_path, name="run", **options):
+    settings = {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False, **options}
+    return train(CFG, TRAIN, VAL, out_dir=tmp_path / name, **settings)
+
+
+def same_weights(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[key], sb[key]) for key in sa)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and losses
+
+
+def ssim_numpy(x, y, window=11, sigma=1.5):
+    """SSIM by its definition: weighted moments of each window position, no convolution."""
+    line = np.exp(-((np.arange(window) - (window - 1) / 2) ** 2) / (2 * sigma**2))
+    weights = np.outer(line, line) / np.outer(line, line).sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for i in range(x.shape[0] - window + 1):
+        for j in range(x.shape[1] - window + 1):
+            a, b = x[i : i + window, j : j + window], y[i : i + window, j : j + window]
+            mx, my = (weights * a).sum(), (weights * b).sum()
+            vx, vy = (weights * (a - mx) ** 2).sum(), (weights * (b - my) ** 2).sum()
+            cov = (weights * (a - mx) * (b - my)).sum()
+            values.append(
+                ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+            )
+    return float(np.mean(values))
+
+
+def test_ssim_against_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 1, 16, 19))
+    y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
+    y[1] = 1 - x[1]  # anti-correlated: SSIM < 0
+    got = ssim(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    expected = [ssim_numpy(x[k, 0], y[k, 0]) for k in range(3)]
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+    assert got[1] < 0 < got[0] < 1
+
+
+def test_ssim_other_window_and_channels_mean():
+    rng = np.random.default_rng(4)
+    x, y = rng.random((1, 2, 12, 12)), rng.random((1, 2, 12, 12))
+    got = float(ssim(torch.from_numpy(x), torch.from_numpy(y), window=7, sigma=1.0)[0])
+    expected = np.mean([ssim_numpy(x[0, c], y[0, c], window=7, sigma=1.0) for c in range(2)])
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_ssim_errors():
+    with pytest.raises(ValueError, match=r"must be \(N, C, H, W\) of one shape"):
+        ssim(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 15))
+    with pytest.raises(ValueError, match=r"images \(8, 16\) are smaller than window=11"):
+        ssim(torch.zeros(1, 1, 8, 16), torch.zeros(1, 1, 8, 16))
+
+
+def test_psnr_against_numpy():
+    rng = np.random.default_rng(5)
+    x, y = rng.random((4, 1, 10, 10)), rng.random((4, 1, 10, 10))
+    expected = [10 * np.log10(1 / np.mean((x[k] - y[k]) ** 2)) for k in range(4)]
+    np.testing.assert_allclose(psnr(torch.from_numpy(x), torch.from_numpy(y)).numpy(), expected)
+    assert float(psnr(torch.from_numpy(x), torch.from_numpy(x))[0]) == pytest.approx(100.0)
+
+
+def test_block_mean_against_numpy():
+    image = np.random.default_rng(6).random((2, 1, 20, 30))
+    expected = image.reshape(2, 1, 2, 10, 3, 10).mean(axis=(3, 5))
+    np.testing.assert_allclose(block_mean(torch.from_numpy(image), 10).numpy(), expected)
+
+
+def test_objective_values():
+    hr = torch.zeros(1, 1, 20, 20)
+    prediction = hr.clone()
+    prediction[..., :10, :10] = 0.4  # one block off by 0.4: the block mean is off by 0.4 too
+    lr = torch.zeros(1, 3, 2, 2)
+    l1 = 0.4 / 4
+    assert float(objective(prediction, hr, lr, loss="l1")) == pytest.approx(l1)
+    assert float(objective(prediction, hr, lr, loss="l2")) == pytest.approx(0.16 / 4)
+    mass = float(objective(prediction, hr, lr, loss="l1", mass_weight=2.0))
+    assert mass == pytest.approx(l1 + 2.0 * 0.4 / 4)
+    # A prediction whose block means match the LR density has no mass penalty.
+    consistent = torch.rand(1, 1, 20, 20)
+    lr_consistent = torch.cat([block_mean(consistent, 10), torch.zeros(1, 2, 2, 2)], dim=1)
+    plain = objective(consistent, hr, lr_consistent, loss="l2")
+    with_mass = objective(consistent, hr, lr_consistent, loss="l2", mass_weight=5.0)
+    assert float(with_mass) == pytest.approx(float(plain), abs=1e-7)
+    with pytest.raises(ValueError, match=r"loss must be one of .*'huber'"):
+        objective(prediction, hr, lr, loss="huber")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def test_loss_decreases_on_a_tiny_overfit_task(tmp_path):
+    data = blobs(4, 0)
+    result = train(
+        CFG, data, data, out_dir=tmp_path, epochs=25, lr=2e-2, schedule="constant", progress=False
+    )
+    losses = [record["train_loss"] for record in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    assert result.history[-1]["val_psnr"] > result.history[0]["val_psnr"] + 3.0
+    assert result.history[-1]["val_ssim"] > result.history[0]["val_ssim"]
+    best = min(range(25), key=lambda k: result.history[k]["val_loss"])
+    assert result.best_epoch == best + 1
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+def test_mass_term_improves_mass_consistency(tmp_path, loss):
+    lr, _ = TRAIN.tensors
+    errors = []
+    for weight in (0.0, 10.0):
+        result = run(tmp_path, f"{loss}{weight}", loss=loss, mass_weight=weight, epochs=3)
+        with torch.no_grad():
+            errors.append(float((block_mean(result.model(lr), 10) - lr[:, :1]).abs().mean()))
+    assert errors[1] < errors[0]
+
+
+def test_same_seed_same_weights(tmp_path):
+    first = run(tmp_path, "a", seed=7)
+    second = run(tmp_path, "b", seed=7)
+    other = run(tmp_path, "c", seed=8)
+    assert same_weights(first.model, second.model)
+    assert not same_weights(first.model, other.model)
+    strip = ("seconds", "patches_per_s")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in first.history] == [
+        {k: v for k, v in r.items() if k not in strip} for r in second.history
+    ]
+
+
+class Interrupting(Dataset):
+    """Raises KeyboardInterrupt at the n-th item read, like Ctrl-C during training."""
+
+    def __init__(self, data, after):
+        self.data, self.after, self.reads = data, after, 0
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        self.reads += 1
+        if self.reads > self.after:
+            raise KeyboardInterrupt
+        return self.data[index]
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    # Global RNG draws inside the dataset (augmentation) must continue identically too.
+    class Augmenting(Dataset):
+        def __len__(self):
+            return len(TRAIN)
+
+        def __getitem__(self, index):
+            lr, hr = TRAIN[index]
+            if np.random.random() < 0.5:  # noqa: NPY002  (the legacy idiom datasets use)
+                lr, hr = lr.flip(-1), hr.flip(-1)
+            return lr, hr
+
+    options = {"epochs": 3, "schedule": "step", "batch_size": 5}
+    whole = train(CFG, Augmenting(), VAL, out_dir=tmp_path / "whole", progress=False, **options)
+    # 1 read for the check, 12 per epoch: stop in the middle of epoch 2.
+    interrupted = Interrupting(Augmenting(), after=1 + 12 + 7)
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, interrupted, VAL, out_dir=tmp_path / "part", progress=False, **options)
+    log = (tmp_path / "part" / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [1]
+    resumed = train(CFG, Augmenting(), VAL, out_dir=tmp_path / "part", progress=False, **options)
+    assert same_weights(whole.model, resumed.model)
+    assert [r["val_loss"] for r in resumed.history] == [r["val_loss"] for r in whole.history]
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in whole.history]
+    # Running again after completion trains nothing and returns the same result.
+    again = train(CFG, Augmenting(), VAL, out_dir=tmp_path / "part", progress=False, **options)
+    assert same_weights(again.model, resumed.model) and again.history == resumed.history
+
+
+def test_resume_false_starts_over(tmp_path):
+    run(tmp_path, "x", epochs=1, seed=1)
+    fresh = run(tmp_path, "x", epochs=2, seed=2, resume=False)
+    assert [r["epoch"] for r in fresh.history] == [1, 2]
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run(tmp_path, "x", epochs=1)
+    with pytest.raises(ValueError, match=r"other settings \(lr: 0.002 → 0.001\)"):
+        run(tmp_path, "x", epochs=1, lr=1e-3)
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    run(tmp_path, "x", epochs=1)
+    checkpoint = tmp_path / "x" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint .* cannot be read .* resume=False"):
+        run(tmp_path, "x", epochs=1)
+    torch.save({"weights": 1}, checkpoint)
+    with pytest.raises(ValueError, match="is not a femsr training checkpoint"):
+        run(tmp_path, "x", epochs=1)
+
+
+def test_files_and_log(tmp_path):
+    result = run(tmp_path, epochs=3, schedule="cosine")
+    records = [json.loads(line) for line in result.log_path.read_text().splitlines()]
+    assert records == result.history
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    keys = {"epoch", "lr", "train_loss", "val_loss", "val_psnr", "val_ssim", "seconds"}
+    assert keys <= set(records[0])
+    assert all(math.isfinite(r[key]) for r in records for key in keys)
+    # Cosine over 3 epochs: lr · (1 + cos(π k / 3)) / 2 at the start of epoch k + 1.
+    assert [r["lr"] for r in records] == pytest.approx([2e-3, 1.5e-3, 0.5e-3])
+    best = load_model(result.best_path, device="cpu")
+    assert best.config == CFG
+    lr, _ = VAL.tensors
+    with torch.no_grad():
+        torch.testing.assert_close(best(lr), result.model(lr))
+    assert not list(result.best_path.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(("schedule", "rates"), [("step", [2e-3, 1e-3]), ("constant", [2e-3] * 2)])
+def test_schedules(tmp_path, schedule, rates):
+    result = run(tmp_path, schedule=schedule)
+    assert [r["lr"] for r in result.history] == pytest.approx(rates)
+
+
+def test_mixed_precision_on_cpu(tmp_path):
+    result = run(tmp_path, amp=True, epochs=1)
+    assert math.isfinite(result.history[0]["train_loss"])
+
+
+def test_progress_line_without_tqdm(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    run(tmp_path, epochs=1, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "PSNR" in err and "SSIM" in err
+
+
+def test_non_finite_loss_stops_training(tmp_path):
+    lr, hr = TRAIN.tensors
+    bad = hr.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="training loss became nan at epoch 1, step 1"):
+        train(CFG, TensorDataset(lr, bad), VAL, out_dir=tmp_path, batch_size=12, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"loss": "l3"}, ValueError, "loss must be one of .*'l3'"),
+        ({"schedule": "linear"}, ValueError, "schedule must be one of .*'linear'"),
+        ({"epochs": 0}, ValueError, "epochs must be a positive int, got 0"),
+        ({"batch_size": 2.0}, ValueError, "batch_size must be a positive int, got 2.0"),
+        ({"lr": -1.0}, ValueError, "lr must be positive and finite, got -1.0"),
+        ({"mass_weight": float("inf")}, ValueError, "mass_weight must be a finite number"),
+        ({"mass_weight": -1.0}, ValueError, "mass_weight must be >= 0, got -1.0"),
+        ({"device": "gpu"}, ValueError, "device 'gpu' is not a torch device"),
+    ],
+)
+def test_argument_errors(tmp_path, options, error, match):
+    with pytest.raises(error, match=match):
+        run(tmp_path, **options)
+
+
+def test_config_type_error(tmp_path):
+    with pytest.raises(TypeError, match="cfg must be a ModelConfig, got dict"):
+        train({}, TRAIN, VAL, out_dir=tmp_path)
+
+
+class Listed(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return self.items[index]
+
+
+class Unsized(Dataset):
+    def __getitem__(self, index):
+        return TRAIN[index]
+
+
+LR0, HR0 = TRAIN[0]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "error", "match"),
+    [
+        ([(LR0, HR0)], TypeError, "train_dataset must be a torch Dataset, got list"),
+        (Unsized(), TypeError, "train_dataset must have a length"),
+        (Listed([]), ValueError, "train_dataset is empty"),
+        (Listed([LR0]), ValueError, r"train_dataset\[0\] must be an \(lr, hr\) pair, got Tensor"),
+        (Listed([(LR0.numpy(), HR0)]), TypeError, r"lr must be a torch.Tensor, got ndarray"),
+        (Listed([(LR0[:2], HR0)]), ValueError, r"lr has shape \(2, 4, 4\), the config needs"),
+        (Listed([(LR0, HR0[:, :20])]), ValueError, r"hr has shape \(1, 20, 40\)"),
+        (Listed([(LR0.double(), HR0)]), TypeError, "lr must be float32, got torch.float64"),
+    ],
+)
+def test_dataset_errors(tmp_path, dataset, error, match):
+    with pytest.raises(error, match=match):
+        train(CFG, dataset, VAL, out_dir=tmp_path)
+
+
+def test_validation_dataset_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="val_dataset is empty"):
+        train(CFG, TRAIN, Listed([]), out_dir=tmp_path)
