@@ -34,7 +34,15 @@ void require_surface(py::ssize_t ny, py::ssize_t nx) {
     throw std::invalid_argument("the seam surface has too many pixels for int32 numbering");
 }
 
-// A regular patch grid: patches (nr, nc, P, P) with 0 < stride < P.
+// 0 < overlap = P - stride <= stride (see seam.hpp): a pixel lies in at most two patches of a row.
+void require_stride(py::ssize_t stride, py::ssize_t patch, const char* what) {
+  if (stride < 1 || stride >= patch || 2 * stride < patch)
+    throw std::invalid_argument("stride must lie in [ceil(P/2), P) so that " + std::string(what) +
+                                " overlap by at most the stride, got stride " +
+                                std::to_string(stride) + " for P = " + std::to_string(patch));
+}
+
+// A regular patch grid: patches (nr, nc, P, P) with P/2 <= stride < P.
 struct Grid {
   py::ssize_t nr, nc, patch, stride, overlap, width;
 };
@@ -44,8 +52,7 @@ Grid grid_of(const Array<double>& patches, py::ssize_t stride) {
   const auto nr = patches.shape(0), nc = patches.shape(1), patch = patches.shape(2);
   if (nr < 1 || nc < 1) throw std::invalid_argument("patches holds no patch");
   if (patches.shape(3) != patch) throw std::invalid_argument("patches must be square");
-  if (stride < 1 || stride >= patch)
-    throw std::invalid_argument("stride must lie in [1, P): patches must overlap");
+  require_stride(stride, patch, "patches");
   return {nr, nc, patch, stride, patch - stride, (nc - 1) * stride + patch};
 }
 
@@ -68,6 +75,9 @@ void bind_seam(py::module_& m) {
         require_surface(ny, nx);
         require_shape(path, {ny * nx, 2}, "path");
         const double* c = cost.data();
+        // Dijkstra needs costs >= 0: a negative pair of neighbours would relax forever.
+        for (py::ssize_t k = 0; k < ny * nx; ++k)
+          if (!(c[k] >= 0.0)) throw std::invalid_argument("cost must be >= 0 and not NaN");
         int64_t length;
         {
           py::gil_scoped_release release;
@@ -118,8 +128,7 @@ void bind_seam(py::module_& m) {
       [](Array<double> strips, py::ssize_t stride, Array<uint8_t> masks) {
         require_ndim(strips, 3, "strips");
         const auto nr = strips.shape(0), patch = strips.shape(1), width = strips.shape(2);
-        if (stride < 1 || stride >= patch)
-          throw std::invalid_argument("stride must lie in [1, P): strips must overlap");
+        require_stride(stride, patch, "strips");
         require_surface(width, patch - stride);
         require_shape(masks, {nr > 0 ? nr - 1 : 0, patch - stride, width}, "masks");
         py::gil_scoped_release release;
@@ -162,8 +171,7 @@ void bind_seam(py::module_& m) {
         require_ndim(strips, 3, "strips");
         const auto nr = strips.shape(0), patch = strips.shape(1), width = strips.shape(2);
         if (nr < 1) throw std::invalid_argument("strips holds no strip");
-        if (stride < 1 || stride >= patch)
-          throw std::invalid_argument("stride must lie in [1, P): strips must overlap");
+        require_stride(stride, patch, "strips");
         const auto overlap = patch - stride;
         const auto blend = blend_of(masks, ramp, overlap);
         if (masks) require_shape(*masks, {nr - 1, overlap, width}, "masks");

@@ -13,7 +13,9 @@
 //   the bottom edge blocks every 4-connected path from the left edge to the right edge, so the
 //   two sides never meet.
 // Patches are nr*nc*P*P row-major (patch (r, c) at the top left corner (r*stride, c*stride) of the
-// canvas of (nr-1)*stride+P rows and (nc-1)*stride+P columns); overlap = P - stride > 0. Quilting
+// canvas of (nr-1)*stride+P rows and (nc-1)*stride+P columns); 0 < overlap = P - stride <= stride,
+// so a pixel lies in at most two patches of a grid row (four of the grid) and every overlap is
+// shared by exactly the two patches whose error surface its seam splits. Quilting
 // goes in two passes: the patches of each grid row are joined left to right into a strip (P rows,
 // the canvas width) across vertical seams, then the strips are joined top to bottom across
 // horizontal seams cut on the strips' overlaps. Each pixel ends up taken from one patch.

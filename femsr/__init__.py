@@ -7,7 +7,7 @@ patches into one femur.
 
 import importlib
 
-from femsr import fem, femur, topopt
+from femsr import fem, femur, quilt, topopt
 from femsr.fem import ConvergenceError, Solver, assemble, solve
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "assemble",
     "fem",
     "femur",
+    "quilt",
     "solve",
     "topopt",
 ]

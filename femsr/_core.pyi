@@ -66,3 +66,29 @@ def oc_update(
     eta: float,
     xnew: npt.NDArray[np.float64],
 ) -> tuple[float, float, int]: ...
+def min_error_seam(cost: npt.NDArray[np.float64], path: npt.NDArray[np.int64]) -> int: ...
+def seam_mask(seam: npt.NDArray[np.int64], mask: npt.NDArray[np.uint8]) -> None: ...
+def vertical_seam_masks(
+    patches: npt.NDArray[np.float64], stride: int, masks: npt.NDArray[np.uint8]
+) -> None: ...
+def horizontal_seam_masks(
+    strips: npt.NDArray[np.float64], stride: int, masks: npt.NDArray[np.uint8]
+) -> None: ...
+def compose_columns(
+    patches: npt.NDArray[np.float64],
+    stride: int,
+    masks: npt.NDArray[np.uint8] | None,
+    ramp: npt.NDArray[np.float64] | None,
+    strips: npt.NDArray[np.float64],
+    owner: npt.NDArray[np.int32] | None,
+) -> None: ...
+def compose_rows(
+    strips: npt.NDArray[np.float64],
+    ncols: int,
+    stride: int,
+    masks: npt.NDArray[np.uint8] | None,
+    ramp: npt.NDArray[np.float64] | None,
+    strip_owner: npt.NDArray[np.int32] | None,
+    out: npt.NDArray[np.float64],
+    owner: npt.NDArray[np.int32] | None,
+) -> None: ...
