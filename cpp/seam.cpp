@@ -1,6 +1,7 @@
 #include "seam.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -41,43 +42,69 @@ void SeamFinder::resize(int64_t ny, int64_t nx) {
   }
 }
 
-// A binary min-heap ordered by (dist, node): the total order makes the pop sequence, and so the
-// seam, independent of how the heap is implemented.
-void SeamFinder::push(Entry e) {
-  heap_.push_back(e);
-  size_t i = heap_.size() - 1;
-  while (i > 0) {
-    const size_t parent = (i - 1) / 2;
-    const Entry& p = heap_[parent];
-    if (p.dist < e.dist || (p.dist == e.dist && p.node < e.node)) break;
-    heap_[i] = p;
-    i = parent;
-  }
-  heap_[i] = e;
+// A radix heap (Ahuja, Mehlhorn, Orlin & Tarjan 1990) on the bit patterns of the distances, which
+// order like the non-negative doubles they encode. Dijkstra pops keys that never decrease, so an
+// entry waits in the bucket of the highest bit in which its key differs from the last key popped;
+// bucket 0 holds the keys equal to it, kept as a heap on the node so that ties pop in node order.
+// The pops come in the order (distance, node), whatever the implementation.
+namespace {
+
+inline uint64_t key_of(double dist) {
+  uint64_t key;
+  std::memcpy(&key, &dist, sizeof key);
+  return key;
+}
+
+inline double dist_of(uint64_t key) {
+  double dist;
+  std::memcpy(&dist, &key, sizeof dist);
+  return dist;
+}
+
+inline int bucket_of(uint64_t key, uint64_t last) {
+  return key == last ? 0 : 64 - __builtin_clzll(key ^ last);
+}
+
+// std heaps are max-heaps: the node order reversed makes bucket 0 a min-heap on the node.
+inline bool later_node(const SeamFinder::Entry& a, const SeamFinder::Entry& b) {
+  return a.node > b.node;
+}
+
+}  // namespace
+
+void SeamFinder::push(double dist, int32_t node) {
+  const uint64_t key = key_of(dist);
+  const int b = bucket_of(key, last_);
+  buckets_[b].push_back({key, node});
+  if (b == 0)
+    std::push_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
+  else
+    occupied_ |= uint64_t{1} << (b - 1);
+  ++size_;
 }
 
 SeamFinder::Entry SeamFinder::pop() {
-  const Entry top = heap_.front();
-  const Entry last = heap_.back();
-  heap_.pop_back();
-  const size_t n = heap_.size();
-  if (n > 0) {
-    size_t i = 0;
-    for (;;) {
-      size_t child = 2 * i + 1;
-      if (child >= n) break;
-      const Entry& a = heap_[child];
-      if (child + 1 < n) {
-        const Entry& b = heap_[child + 1];
-        if (b.dist < a.dist || (b.dist == a.dist && b.node < a.node)) ++child;
-      }
-      const Entry& c = heap_[child];
-      if (last.dist < c.dist || (last.dist == c.dist && last.node < c.node)) break;
-      heap_[i] = c;
-      i = child;
+  if (buckets_[0].empty()) {
+    // The lowest occupied bucket holds the next key: make it the last key and spread the
+    // bucket over the lower ones, by their highest bit of difference from it.
+    const int b = __builtin_ctzll(occupied_) + 1;
+    std::vector<Entry>& from = buckets_[b];
+    uint64_t least = from.front().key;
+    for (const Entry& e : from) least = std::min(least, e.key);
+    last_ = least;
+    occupied_ &= ~(uint64_t{1} << (b - 1));
+    for (const Entry& e : from) {
+      const int to = bucket_of(e.key, last_);
+      buckets_[to].push_back(e);
+      if (to > 0) occupied_ |= uint64_t{1} << (to - 1);
     }
-    heap_[i] = last;
+    from.clear();
+    std::make_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
   }
+  std::pop_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
+  const Entry top = buckets_[0].back();
+  buckets_[0].pop_back();
+  --size_;
   return top;
 }
 
@@ -85,13 +112,16 @@ int64_t SeamFinder::solve(int64_t* path) {
   const int64_t w = width_;
   const int64_t size = (ny_ + 2) * w;
   std::fill(dist_.begin(), dist_.begin() + size, kInf);
-  heap_.clear();
+  for (auto& bucket : buckets_) bucket.clear();
+  occupied_ = 0;
+  size_ = 0;
+  last_ = 0;
   for (int64_t j = 1; j <= nx_; ++j) {
     const auto v = static_cast<int32_t>(w + j);
     if (cost_[v] < kInf) {
       dist_[v] = cost_[v];
       pred_[v] = -1;
-      push({cost_[v], v});
+      push(cost_[v], v);
     }
   }
   int64_t offsets[8];
@@ -100,10 +130,11 @@ int64_t SeamFinder::solve(int64_t* path) {
   const double* cost = cost_.data();
   double* dist = dist_.data();
   int32_t* pred = pred_.data();
-  while (!heap_.empty()) {
+  while (size_ > 0) {
     const Entry e = pop();
     const int32_t u = e.node;
-    if (e.dist > dist[u]) continue;  // stale: u was reached more cheaply after this push
+    const double du = dist_of(e.key);
+    if (du > dist[u]) continue;  // stale: u was reached more cheaply after this push
     if (u >= bottom) {
       // With non-negative costs the first bottom pixel popped ends a cheapest path.
       int64_t length = 0;
@@ -119,11 +150,11 @@ int64_t SeamFinder::solve(int64_t* path) {
     // A finished pixel never improves (its distance is at most e.dist), so it needs no flag.
     for (const int64_t offset : offsets) {
       const auto v = static_cast<int32_t>(u + offset);
-      const double nd = e.dist + cost[v];
+      const double nd = du + cost[v];
       if (nd < dist[v]) {
         dist[v] = nd;
         pred[v] = u;
-        push({nd, v});
+        push(nd, v);
       }
     }
   }

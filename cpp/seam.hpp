@@ -4,7 +4,7 @@
 //   a cost surface is ny*nx row-major, pixel (i, j) = row i from the top, column j;
 //   a seam is the 8-connected path of pixels from a pixel of row 0 to a pixel of row ny-1 whose
 //   sum of pixel costs is least. Paths may run sideways and back up: the graph is the whole pixel
-//   grid, not one pixel per row. Ties are broken by the order (distance, i*nx+j) of the heap and
+//   grid, not one pixel per row. Ties are broken by the order (distance, i*nx+j) of the pops and
 //   by relaxing the neighbours in the fixed order of kOffsets, so the Python twin, which uses the
 //   same order, finds the same path;
 //   a seam mask marks the side of a seam each pixel is on: 0 for the pixels 4-connected to
@@ -20,6 +20,7 @@
 // the canvas width) across vertical seams, then the strips are joined top to bottom across
 // horizontal seams cut on the strips' overlaps. Each pixel ends up taken from one patch.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,7 +30,7 @@ namespace femsr::seam {
 inline constexpr const char* kOverflow =
     "the seam cost overflows: every path sums to infinity (scale the cost down)";
 
-// Dijkstra's algorithm on a pixel grid with a reusable binary heap: one object serves many
+// Dijkstra's algorithm on a pixel grid with a reusable radix heap: one object serves many
 // seams on one thread, allocating only when a surface is larger than all before it.
 class SeamFinder {
  public:
@@ -39,7 +40,8 @@ class SeamFinder {
     resize(ny, nx);
     for (int64_t i = 0; i < ny; ++i) {
       double* row = cost_.data() + (i + 1) * width_ + 1;
-      for (int64_t j = 0; j < nx; ++j) row[j] = cost(i, j);
+      // + 0.0 turns -0.0 into +0.0, whose bit pattern orders like the value (see pop).
+      for (int64_t j = 0; j < nx; ++j) row[j] = cost(i, j) + 0.0;
     }
   }
 
@@ -48,14 +50,15 @@ class SeamFinder {
   // to infinity.
   int64_t solve(int64_t* path);
 
- private:
+  // A heap entry: the bit pattern of a distance and a padded node index.
   struct Entry {
-    double dist;
+    uint64_t key;
     int32_t node;
   };
 
+ private:
   void resize(int64_t ny, int64_t nx);
-  void push(Entry e);
+  void push(double dist, int32_t node);
   Entry pop();
 
   // The grid is padded with a border of +inf pixels, so neighbours need no bounds checks: a
@@ -64,7 +67,10 @@ class SeamFinder {
   int64_t ny_ = 0, nx_ = 0, width_ = 2;
   std::vector<double> cost_, dist_;
   std::vector<int32_t> pred_;
-  std::vector<Entry> heap_;
+  std::vector<Entry> buckets_[65];
+  uint64_t occupied_ = 0;  // bit b-1 set when bucket b (1..64) holds entries
+  uint64_t last_ = 0;
+  size_t size_ = 0;
 };
 
 // Fills mask (ny*nx) with the side of the seam (length pixels as (row, column) pairs, an

@@ -147,9 +147,10 @@ def test_seam_cost_matches_csgraph(shape):
         lambda rng, s: rng.uniform(0, 1, s),
         lambda rng, s: rng.integers(0, 3, s).astype(float),  # ties everywhere
         lambda rng, s: np.zeros(s),  # all ties
+        lambda rng, s: np.where(rng.random(s) < 0.5, -0.0, rng.integers(0, 2, s)),  # -0.0 == 0.0
         lambda rng, s: (rng.standard_normal(s) - rng.standard_normal(s)) ** 2,  # (A - B)²
     ],
-    ids=["uniform", "integers", "zeros", "error"],
+    ids=["uniform", "integers", "zeros", "signed-zeros", "error"],
 )
 def test_seam_cpp_equals_python(make):
     rng = np.random.default_rng(7)
