@@ -27,5 +27,6 @@ void require_size(const Array<T>& a, py::ssize_t size, const char* name) {
 void bind_fem(py::module_& m);
 void bind_topopt(py::module_& m);
 void bind_seam(py::module_& m);
+void bind_mg(py::module_& m);
 
 }  // namespace femsr::bind

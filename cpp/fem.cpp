@@ -119,9 +119,14 @@ void csr_from_blocks(int64_t nnodes, const int32_t* bindptr, const int32_t* bind
   }
 }
 
-void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* modulus,
-                 const double* ke, const int32_t* nodemap, const uint8_t* fixed,
-                 const int32_t* bindptr, double* data) {
+namespace {
+
+// CSR values of a block pattern: for each pair of coupled nodes, the sum over the active elements
+// holding both of their 2x2 block of element_matrix(e) (8x8 row-major) scaled by scale(e).
+template <class Matrix, class Scale>
+void fill_pattern(int64_t ny, int64_t nx, const uint8_t* active, Matrix&& element_matrix,
+                  Scale&& scale, const int32_t* nodemap, const uint8_t* fixed,
+                  const int32_t* bindptr, double* data) {
   const Grid g{ny, nx, active};
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i <= ny; ++i)
@@ -139,13 +144,14 @@ void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* mo
                            for (int64_t r = r0; r <= r1; ++r)
                              for (int64_t c = c0; c <= c1; ++c) {
                                if (!g.element(r, c)) continue;
-                               const double* row = ke + 16 * local_node(i, j, r, c);
+                               const int64_t e = r * nx + c;
+                               const double* row = element_matrix(e) + 16 * local_node(i, j, r, c);
                                const int q = 2 * local_node(ni, nj, r, c);
-                               const double e = modulus[r * nx + c];
-                               block[0][0] += e * row[q];
-                               block[0][1] += e * row[q + 1];
-                               block[1][0] += e * row[8 + q];
-                               block[1][1] += e * row[8 + q + 1];
+                               const double s = scale(e);
+                               block[0][0] += s * row[q];
+                               block[0][1] += s * row[q + 1];
+                               block[1][0] += s * row[8 + q];
+                               block[1][1] += s * row[8 + q + 1];
                              }
                            for (int a = 0; a < 2; ++a)
                              for (int b = 0; b < 2; ++b) {
@@ -158,6 +164,23 @@ void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* mo
                            ++k;
                          });
     }
+}
+
+}  // namespace
+
+void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* modulus,
+                 const double* ke, const int32_t* nodemap, const uint8_t* fixed,
+                 const int32_t* bindptr, double* data) {
+  fill_pattern(
+      ny, nx, active, [ke](int64_t) { return ke; }, [modulus](int64_t e) { return modulus[e]; },
+      nodemap, fixed, bindptr, data);
+}
+
+void fill_values_elementwise(int64_t ny, int64_t nx, const uint8_t* active, const double* kes,
+                             const int32_t* nodemap, const int32_t* bindptr, double* data) {
+  fill_pattern(
+      ny, nx, active, [kes](int64_t e) { return kes + 64 * e; }, [](int64_t) { return 1.0; },
+      nodemap, nullptr, bindptr, data);
 }
 
 void element_energies(int64_t ny, int64_t nx, int64_t ncases, const uint8_t* active,

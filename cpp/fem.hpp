@@ -33,13 +33,17 @@ void block_fill_indices(int64_t ny, int64_t nx, const uint8_t* active, const int
 void csr_from_blocks(int64_t nnodes, const int32_t* bindptr, const int32_t* bindices,
                      int32_t* indptr, int32_t* indices);
 
-// CSR values of the pattern (rows as csr_from_blocks lays them out): sum over the active elements shared by the two nodes of
-// modulus[e] * ke[a][b]. fixed (per grid DOF, may be null) decouples prescribed DOFs: their rows
-// and columns are zero except the diagonal, which keeps its value so the scaling stays that of
-// the free DOFs. Block rows are independent, so they are filled in parallel.
+// CSR values of the pattern (rows as csr_from_blocks lays them out): sum over the active
+// elements shared by the two nodes of modulus[e] * ke[a][b]. fixed (per grid DOF, may be null)
+// decouples prescribed DOFs: their rows and columns are zero except the diagonal, which keeps its
+// value so the scaling stays that of the free DOFs. Block rows are filled in parallel.
 void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* modulus,
                  const double* ke, const int32_t* nodemap, const uint8_t* fixed,
                  const int32_t* bindptr, double* data);
+
+// As fill_values without fixed DOFs, element e contributing its own 8x8 matrix kes[64 e ..].
+void fill_values_elementwise(int64_t ny, int64_t nx, const uint8_t* active, const double* kes,
+                             const int32_t* nodemap, const int32_t* bindptr, double* data);
 
 // u_e^T ke u_e of every active element for each of ncases grid displacement fields
 // u[case][2*(ny+1)*(nx+1)]; inactive elements get 0. out: ncases*ny*nx.

@@ -92,3 +92,37 @@ def compose_rows(
     out: npt.NDArray[np.float64],
     owner: npt.NDArray[np.int32] | None,
 ) -> None: ...
+
+class Multigrid:
+    def __init__(
+        self,
+        active: npt.NDArray[np.uint8],
+        modulus: npt.NDArray[np.float64],
+        ke: npt.NDArray[np.float64],
+        nodemap: npt.NDArray[np.int32],
+        fixed: npt.NDArray[np.uint8] | None,
+        indptr: npt.NDArray[np.int32],
+        indices: npt.NDArray[np.int32],
+        data: npt.NDArray[np.float64],
+        degree: int,
+        ratio: float,
+        power_steps: int,
+        power_safety: float,
+        coarse_nodes: int,
+    ) -> None: ...
+    @property
+    def depth(self) -> int: ...
+    def level(
+        self, l: int
+    ) -> tuple[
+        int,
+        int,
+        float,
+        npt.NDArray[np.int32],
+        npt.NDArray[np.int32],
+        npt.NDArray[np.float64],
+    ]: ...
+    def apply(self, r: npt.NDArray[np.float64], z: npt.NDArray[np.float64]) -> None: ...
+    def cg(
+        self, b: npt.NDArray[np.float64], x: npt.NDArray[np.float64], tol: float, maxiter: int
+    ) -> tuple[int, float]: ...
