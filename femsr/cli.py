@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -49,6 +50,44 @@ def _fe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stages(text: str) -> list[object]:
+    """``"0.2:60,0.1:20"`` -> stages of (pixel size mm, iterations), projection as the default."""
+    from femsr.generate import STAGES, Stage
+
+    stages: list[object] = []
+    for k, part in enumerate(text.split(",")):
+        try:
+            pixel, iterations = part.split(":")
+            default = STAGES[min(k, len(STAGES) - 1)]
+            stages.append(
+                Stage(float(pixel), int(iterations), default.rmin, default.beta, default.beta_max)
+            )
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"stages must look like 0.2:60,0.1:20,0.05:10, got {text!r}"
+            ) from None
+    return stages
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Grow the dataset's femurs by coarse-to-fine topology optimization."""
+    from femsr import generate
+
+    options = {} if args.stages is None else {"stages": args.stages}
+    entries = generate.generate(
+        args.output,
+        count=args.count,
+        test=args.test,
+        seed=args.seed,
+        only=args.only,
+        progress=not args.quiet,
+        **options,
+    )
+    done = sum((args.output / entry["file"]).exists() for entry in entries)
+    print(f"{done} of {len(entries)} femurs in {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="femsr",
@@ -65,6 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fe.add_argument("--output", help="write the displacements to this .npz file")
     fe.set_defaults(run=_fe)
+
+    gen = commands.add_parser(
+        "generate",
+        help="grow the dataset's femurs by topology optimization (resumes)",
+        description="Grow seeded femurs (geometry, loads, bone mass) by coarse-to-fine topology "
+        "optimization into OUTPUT: manifest.json, <name>.npz, <name>.png. Rerun to resume.",
+    )
+    gen.add_argument("output", type=Path, help="dataset folder")
+    gen.add_argument("--count", type=int, default=11, help="femurs in the dataset")
+    gen.add_argument("--test", type=int, default=4, help="femurs held out for testing")
+    gen.add_argument("--seed", type=int, default=0, help="seed of the manifest")
+    gen.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
+    gen.add_argument(
+        "--stages",
+        type=_stages,
+        help="pixel:iterations per stage, coarse to fine (default 0.2:60,0.1:20,0.05:10)",
+    )
+    gen.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    gen.set_defaults(run=_generate)
     return parser
 
 

@@ -1,0 +1,80 @@
+"""Dataset growth: coarse-to-fine stages, mass, manifest, resume, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+
+from femsr import cli, generate, io
+from femsr.femur import Femur, grid_shape
+
+TINY = [generate.Stage(4.0, 4), generate.Stage(2.0, 3, beta=1.0, beta_max=2.0)]
+
+
+def test_grow_meets_the_mass_at_every_stage_and_improves_the_design():
+    femur = Femur()
+    density, records = generate.grow(femur, 0.35, stages=TINY)
+    mask = femur.problem(2.0).mask
+    assert density.shape == grid_shape(2.0)
+    assert density[~mask].max() == 0
+    assert [r["mass"] for r in records] == pytest.approx([0.35, 0.35], abs=1e-6)
+    uniform = generate.grow(femur, 0.35, stages=[generate.Stage(2.0, 0)])[1][0]["compliance"]
+    assert records[-1]["compliance"] < uniform
+
+
+def test_upsample_covers_the_finer_grid():
+    coarse = np.arange(6.0).reshape(2, 3)
+    fine = generate._upsample(coarse, (5, 5))
+    assert fine.shape == (5, 5)
+    assert fine[0, 0] == 0 and fine[0, 2] == 1 and fine[4, 4] == 5
+
+
+def test_manifest_is_seeded_and_split_by_femur():
+    entries = generate.manifest(11, 4, seed=3)
+    assert entries == generate.manifest(11, 4, seed=3)
+    assert [e["split"] for e in entries].count("test") == 4
+    assert all(0.30 <= e["volfrac"] <= 0.45 for e in entries)
+    assert len({e["seed"] for e in entries}) == 11
+    with pytest.raises(ValueError, match="0 <= test <= count"):
+        generate.manifest(3, 4)
+
+
+def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
+    entries = generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], progress=False)
+    listing = json.loads((tmp_path / "manifest.json").read_text())
+    assert listing["femurs"] == entries
+    image = io.load_femur(tmp_path / "femur_01.npz")
+    assert image.meta["split"] == "test" and image.pixel_size == 4.0
+    assert image.density.shape == grid_shape(4.0)
+    assert (tmp_path / "femur_00.png").stat().st_size > 0
+    # A rerun finds everything written and leaves the files alone.
+    stamp = (tmp_path / "femur_00.npz").stat().st_mtime_ns
+    generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], progress=False)
+    assert (tmp_path / "femur_00.npz").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="other settings"):
+        generate.generate(tmp_path, count=3, test=1, stages=TINY[:1], progress=False)
+    with pytest.raises(ValueError, match="unknown femur name"):
+        generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], only=["femur_09"])
+
+
+def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
+    femur = Femur()
+    stages = [generate.Stage(4.0, 6)]
+    full, _ = generate.grow(femur, 0.4, stages=stages)
+    # Run 3 iterations into the checkpoint folder, as a run stopped half-way would leave it.
+    generate.grow(femur, 0.4, stages=[generate.Stage(4.0, 3)], checkpoint_dir=tmp_path)
+    (tmp_path / "stage0.done.npz").unlink()
+    resumed, records = generate.grow(femur, 0.4, stages=stages, checkpoint_dir=tmp_path)
+    assert records[0]["iterations"] == 6
+    np.testing.assert_allclose(resumed, full, atol=1e-10)
+
+
+def test_cli_generate(tmp_path, capsys):
+    out = tmp_path / "femurs"
+    argv = ["generate", str(out), "--count", "1", "--test", "0", "--stages", "4:2", "--quiet"]
+    assert cli.main(argv) == 0
+    assert "1 of 1 femurs" in capsys.readouterr().out
+    assert io.load_femur(out / "femur_00.npz").density.shape == grid_shape(4.0)
+    with pytest.raises(SystemExit):
+        cli.main(["generate", str(out), "--stages", "fine"])
+    assert "stages must look like" in capsys.readouterr().err
