@@ -94,7 +94,8 @@ def grow(
     progress : bool
         Print one line per iteration to stderr.
     solver_options : dict, optional
-        Passed to :func:`femsr.topopt.optimize` (e.g. the CG ``tol``).
+        Passed to :func:`femsr.topopt.optimize`; default ``{"tol": 1e-6}``: CG to a relative
+        residual of 1e-6, ample for the sensitivities (the OC step moves by up to ``move``).
 
     Returns
     -------
@@ -147,7 +148,7 @@ def grow(
             E0=E0,
             h=problem.pixel_size,
             thickness=problem.thickness,
-            solver_options=solver_options,
+            solver_options={"tol": 1e-6} if solver_options is None else solver_options,
             progress=progress,
             checkpoint=checkpoint,
             resume=checkpoint if checkpoint is not None and checkpoint.exists() else None,
