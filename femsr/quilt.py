@@ -60,7 +60,7 @@ def min_error_seam(cost: np.ndarray, backend: str = "cpp") -> np.ndarray:
     cost : ndarray, shape (ny, nx)
         Finite cost of every pixel, >= 0 (e.g. the overlap error ``(A - B)**2``).
     backend : {"cpp", "python"}
-        Compiled binary-heap Dijkstra, or its :mod:`heapq` twin
+        Compiled Dijkstra (C++, radix heap), or its :mod:`heapq` twin
         :func:`femsr.reference.quilt.min_error_seam`.
 
     Returns
