@@ -49,7 +49,7 @@ GMG_OPTIONS = {
     "degree": 2,
     "ratio": 10.0,
     "power_steps": 12,
-    "power_safety": 1.1,
+    "power_safety": 1.3,
     "coarse_nodes": 800,
 }
 

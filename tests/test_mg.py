@@ -134,3 +134,34 @@ def test_gmg_options_are_checked():
         forces = np.zeros((1, 5, 5, 2))
         forces[0, 0, :, 1] = -1.0
         fem.Solver(fixed, method="gmg", gmg_options={"degree": 0}).solve(np.ones((4, 4)), forces)
+
+
+def test_smoothing_interval_covers_the_spectrum_of_every_level():
+    # A Chebyshev smoother amplifies eigenvalues above its interval: the lmax estimate (power
+    # iteration times a safety factor, capped by Gershgorin) must not fall below the truth.
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    ny, nx = 130, 118
+    y, x = np.mgrid[0:ny, 0:nx]
+    density = 0.55 + 0.4 * np.sin(x / 9.0) * np.cos(y / 13.0)
+    fixed = np.zeros((ny + 1, nx + 1, 2), bool)
+    fixed[-1] = True
+    solver = fem.Solver(fixed, method="gmg")
+    matrix = solver._assemble(solver._modulus(density))
+    options = fem.GMG_OPTIONS
+    levels = ref.hierarchy(
+        matrix,
+        (ny, nx),
+        solver.nodemap,
+        solver.grid_fixed,
+        power_steps=options["power_steps"],
+        power_safety=options["power_safety"],
+        coarse_nodes=options["coarse_nodes"],
+    )
+    for level in levels[:-1]:
+        keep = level.inv_diag > 0
+        scale = sp.diags(np.sqrt(level.inv_diag[keep]))
+        scaled = scale @ level.matrix[keep][:, keep] @ scale
+        top = spla.eigsh(scaled, k=1, which="LA", return_eigenvectors=False, tol=1e-8)[0]
+        assert level.lmax >= top
