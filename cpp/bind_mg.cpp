@@ -32,7 +32,7 @@ void bind_mg(py::module_& m) {
       .def(py::init([](Array<uint8_t> active, Array<double> modulus, Array<double> ke,
                        Array<int32_t> nodemap, std::optional<Array<uint8_t>> fixed,
                        Array<int32_t> indptr, Array<int32_t> indices, Array<double> data,
-                       int degree, double ratio, int power_steps, double power_safety,
+                       int degree, double ratio, int lanczos_steps, double lmax_safety,
                        int64_t coarse_nodes) {
              if (active.ndim() != 2) throw std::invalid_argument("active must be 2-D");
              const auto ny = active.shape(0), nx = active.shape(1);
@@ -42,7 +42,7 @@ void bind_mg(py::module_& m) {
              if (fixed) require_size(*fixed, 2 * (ny + 1) * (nx + 1), "fixed");
              const auto fine = view_of(indptr, indices, data);
              auto holder = std::make_unique<Hierarchy>(Hierarchy{indptr, indices, nodemap, data, {}});
-             const mg::Options options{degree, ratio, power_steps, power_safety, coarse_nodes};
+             const mg::Options options{degree, ratio, lanczos_steps, lmax_safety, coarse_nodes};
              const uint8_t* fixed_ptr = fixed ? fixed->data() : nullptr;
              py::gil_scoped_release release;
              holder->multigrid = std::make_unique<mg::Multigrid>(
@@ -54,7 +54,7 @@ void bind_mg(py::module_& m) {
            py::arg("ke").noconvert(), py::arg("nodemap").noconvert(),
            py::arg("fixed").noconvert().none(true), py::arg("indptr").noconvert(),
            py::arg("indices").noconvert(), py::arg("data").noconvert(), py::arg("degree"),
-           py::arg("ratio"), py::arg("power_steps"), py::arg("power_safety"),
+           py::arg("ratio"), py::arg("lanczos_steps"), py::arg("lmax_safety"),
            py::arg("coarse_nodes"))
       .def_property_readonly("depth",
                              [](const Hierarchy& h) { return h.multigrid->depth(); })

@@ -10,7 +10,7 @@
 // is sum over its (up to four) child elements of Pc^T K_child Pc, with Pc the 8x8 local
 // interpolation of child c. This is exact, costs O(elements), and never forms a sparse product.
 // Smoother: Chebyshev polynomial of the Jacobi-scaled operator on [lmax / ratio, lmax], with lmax
-// from Gershgorin's bound and a power iteration (the same polynomial before and after the coarse
+// from Gershgorin's bound and a Lanczos estimate (the same polynomial before and after the coarse
 // correction, so the V-cycle is symmetric and CG may use it). Coarsest level: dense Cholesky.
 #pragma once
 #include <cstdint>
@@ -32,8 +32,8 @@ void matvec(const CsrView& a, const double* x, double* y);
 struct Options {
   int degree = 2;             // Chebyshev steps per smoothing
   double ratio = 10.0;        // smoothing interval [lmax / ratio, lmax]
-  int power_steps = 12;       // power iterations for lmax
-  double power_safety = 1.1;  // lmax = min(Gershgorin, power_safety * power estimate)
+  int lanczos_steps = 20;     // Lanczos steps for lmax
+  double lmax_safety = 1.1;   // lmax = min(Gershgorin, lmax_safety * Lanczos estimate)
   int64_t coarse_nodes = 800; // coarsen until a level has at most this many grid nodes
 };
 

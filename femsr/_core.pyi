@@ -106,8 +106,8 @@ class Multigrid:
         data: npt.NDArray[np.float64],
         degree: int,
         ratio: float,
-        power_steps: int,
-        power_safety: float,
+        lanczos_steps: int,
+        lmax_safety: float,
         coarse_nodes: int,
     ) -> None: ...
     @property

@@ -43,13 +43,13 @@ __all__ = [
 BACKENDS = ("cpp", "python")
 _INDEX_LIMIT = np.iinfo(np.int32).max
 METHODS = ("auto", "gmg", "amg", "direct")
-# Geometric multigrid (cpp/mg.hpp): Chebyshev degree and interval [lmax / ratio, lmax], power
+# Geometric multigrid (cpp/mg.hpp): Chebyshev degree and interval [lmax / ratio, lmax], Lanczos
 # steps and safety factor for lmax, and the size (grid nodes) of the level solved densely.
 GMG_OPTIONS = {
     "degree": 2,
     "ratio": 10.0,
-    "power_steps": 12,
-    "power_safety": 1.3,
+    "lanczos_steps": 20,
+    "lmax_safety": 1.1,
     "coarse_nodes": 800,
 }
 

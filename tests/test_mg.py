@@ -6,7 +6,7 @@ import pytest
 from femsr import _core, fem
 from femsr.reference import mg as ref
 
-OPTIONS = {"degree": 2, "ratio": 10.0, "power_steps": 12, "power_safety": 1.1, "coarse_nodes": 40}
+OPTIONS = {"degree": 2, "ratio": 10.0, "lanczos_steps": 20, "lmax_safety": 1.1, "coarse_nodes": 40}
 
 
 def system(seed, shape=(21, 18), fill=0.8, contrast=1e-3):
@@ -38,8 +38,8 @@ def system(seed, shape=(21, 18), fill=0.8, contrast=1e-3):
         shape,
         solver.nodemap,
         solver.grid_fixed,
-        power_steps=OPTIONS["power_steps"],
-        power_safety=OPTIONS["power_safety"],
+        lanczos_steps=OPTIONS["lanczos_steps"],
+        lmax_safety=OPTIONS["lmax_safety"],
         coarse_nodes=OPTIONS["coarse_nodes"],
     )
     return solver, matrix, multigrid, levels
@@ -137,8 +137,8 @@ def test_gmg_options_are_checked():
 
 
 def test_smoothing_interval_covers_the_spectrum_of_every_level():
-    # A Chebyshev smoother amplifies eigenvalues above its interval: the lmax estimate (power
-    # iteration times a safety factor, capped by Gershgorin) must not fall below the truth.
+    # A Chebyshev smoother amplifies eigenvalues above its interval: the lmax estimate (Lanczos
+    # times a safety factor, capped by Gershgorin) must not fall below the truth.
     import scipy.sparse as sp
     import scipy.sparse.linalg as spla
 
@@ -155,8 +155,8 @@ def test_smoothing_interval_covers_the_spectrum_of_every_level():
         (ny, nx),
         solver.nodemap,
         solver.grid_fixed,
-        power_steps=options["power_steps"],
-        power_safety=options["power_safety"],
+        lanczos_steps=options["lanczos_steps"],
+        lmax_safety=options["lmax_safety"],
         coarse_nodes=options["coarse_nodes"],
     )
     for level in levels[:-1]:
