@@ -88,6 +88,42 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace) -> int:
+    """Cut the femurs of FEMUR_DIR into LR/HR patch pairs in OUT_DIR."""
+    import json
+
+    from femsr import dataset
+
+    manifest = args.femurs / "manifest.json"
+    if manifest.is_file():
+        entries = json.loads(manifest.read_text()).get("femurs", [])
+        files = [args.femurs / entry["file"] for entry in entries]
+    else:
+        files = sorted(args.femurs.glob("*.npz"))
+    missing = [path.name for path in files if not path.is_file()]
+    if missing:
+        print(f"not grown yet, skipped: {', '.join(missing)}", file=sys.stderr)
+    files = [path for path in files if path.is_file()]
+    if not files:
+        raise ValueError(f"no femur files in {str(args.femurs)!r}")
+    index = dataset.build_dataset(
+        files,
+        args.output,
+        patch=args.patch,
+        stride=args.stride,
+        factor=args.factor,
+        lr_dtype=args.lr_dtype,
+        hr_dtype=args.hr_dtype,
+        progress=not args.quiet,
+    )
+    counts = index["counts"]
+    print(
+        f"{len(index['femurs'])} femurs, {counts['train']:,} train and {counts['test']:,} test "
+        f"pairs in {args.output}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="femsr",
@@ -123,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     gen.set_defaults(run=_generate)
+
+    data = commands.add_parser(
+        "dataset",
+        help="cut grown femurs into LR/HR patch pairs for training (resumes)",
+        description="Downscale each femur of FEMUR_DIR (its manifest.json, else every .npz) x10, "
+        "solve the LR image's load cases, and write the overlapping LR window + displacement -> "
+        "HR window pairs to OUT_DIR (memory-mapped .npy per femur, index.json). Rerun to resume.",
+    )
+    data.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of femur images")
+    data.add_argument("output", type=Path, metavar="OUT_DIR", help="dataset folder")
+    data.add_argument("--patch", type=int, default=12, help="LR window side in pixels")
+    data.add_argument("--stride", type=int, default=8, help="LR window offset in pixels")
+    data.add_argument("--factor", type=int, default=10, help="HR pixels per LR pixel")
+    data.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
+    data.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
+    data.add_argument("--quiet", action="store_true", help="no per-femur progress")
+    data.set_defaults(run=_dataset)
     return parser
 
 

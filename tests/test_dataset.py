@@ -1,0 +1,477 @@
+"""Training data: downscaling, displacement channels, normalization, patch grid, augmentation
+against the FE, storage with resume, the torch Dataset and a tiny training run on it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from femsr import dataset, fem
+from femsr.femur import Femur
+from femsr.io import FemurImage, save_femur
+
+HR_PIXEL, FACTOR, PATCH, STRIDE = 0.4, 5, 4, 3  # LR 2 mm: the femur on a 52 x 48 grid
+
+
+def femur_density(seed, pixel=HR_PIXEL):
+    """Struts-like HR density inside the phantom: smoothed noise, thresholded softly."""
+    mask = Femur().mask(pixel)
+    rng = np.random.default_rng(seed)
+    noise = ndimage.gaussian_filter(rng.standard_normal(mask.shape), 2.0)
+    return np.where(mask, np.clip(0.5 + 4 * noise, 0.05, 1.0), 0.0)
+
+
+def femur_image(name, seed, split="train"):
+    meta = {"name": name, "split": split, "volfrac": 0.4}
+    return FemurImage(femur_density(seed), HR_PIXEL, Femur(), meta)
+
+
+def build(out, images, **options):
+    settings = {"patch": PATCH, "stride": STRIDE, "factor": FACTOR, "progress": False}
+    return dataset.build_dataset(images, out, **{**settings, **options})
+
+
+# ---------------------------------------------------------------------------------------------
+# Downscaling and channels
+
+
+def test_downscale_conserves_mass_and_pads_bottom_right_with_void():
+    rng = np.random.default_rng(0)
+    hr = rng.random((23, 17))
+    lr = dataset.downscale(hr, factor=5)
+    assert lr.shape == (5, 4)
+    assert lr.sum() * 25 == pytest.approx(hr.sum(), rel=1e-13)
+    np.testing.assert_allclose(lr[:4, :3], hr[:20, :15].reshape(4, 5, 3, 5).mean(axis=(1, 3)))
+    # The last LR row holds 3 HR rows and 2 void rows; the last column 2 HR columns.
+    assert lr[4, 0] == pytest.approx(hr[20:, :5].sum() / 25)
+    assert lr[0, 3] == pytest.approx(hr[:5, 15:].sum() / 25)
+    assert dataset.downscale(np.ones((10, 10)), 10).tolist() == [[1.0]]
+
+
+def test_displacement_channels_of_a_linear_field_are_its_values_at_pixel_centres():
+    ny, nx, h = 4, 6, 0.5
+    i, j = np.mgrid[0 : ny + 1, 0 : nx + 1]
+    x, y = j * h, -i * h
+    u = np.zeros((2, ny + 1, nx + 1, 2))
+    u[0, ..., 0], u[0, ..., 1] = 1 + 2 * x - y, 3 * y
+    u[1, ..., 0], u[1, ..., 1] = -x, 0.5 + x + y
+    r, c = np.mgrid[0:ny, 0:nx]
+    xc, yc = (c + 0.5) * h, -(r + 0.5) * h
+    expected = [1 + 2 * xc - yc, 3 * yc, -xc, 0.5 + xc + yc]
+    np.testing.assert_allclose(dataset.displacement_channels(u), expected, atol=1e-14)
+    mask = np.zeros((ny, nx), bool)
+    mask[1:3, 2:5] = True
+    masked = dataset.displacement_channels(u, mask)
+    np.testing.assert_allclose(masked, np.array(expected) * mask, atol=1e-14)
+    inputs = dataset.lr_inputs(np.full((ny, nx), 0.25), u, mask)
+    assert inputs.dtype == np.float32 and inputs.shape == (5, ny, nx)
+    assert (inputs[0] == 0.25).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization
+
+
+@pytest.fixture(scope="module")
+def lr_problem():
+    """The phantom's LR problem, its density and displacements (direct solve, tight)."""
+    lr = dataset.downscale(femur_density(1), FACTOR)
+    problem = Femur().problem(HR_PIXEL * FACTOR)
+    options = {"mask": problem.mask, "h": problem.pixel_size, "thickness": problem.thickness}
+    u = fem.solve(lr, problem.forces, problem.fixed, E0=15e3, method="direct", **options)
+    return lr, problem, u, options
+
+
+def test_normalized_patches_are_centred_and_scaled_to_one(lr_problem):
+    lr, problem, u, _ = lr_problem
+    grid = dataset.patch_grid(lr.shape, PATCH, STRIDE)
+    corners = grid[dataset.window_mask(problem.mask, grid, PATCH)]
+    x = dataset.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
+    inside = dataset.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
+    assert x.dtype == np.float32 and x.shape == (len(corners), 7, PATCH, PATCH)
+    lr_windows = dataset.extract_patches(lr[None].astype(np.float32), corners, PATCH)
+    np.testing.assert_array_equal(x[:, 0], lr_windows[:, 0])
+    assert not x[:, 1:][np.broadcast_to(~inside[:, None], x[:, 1:].shape)].any()
+    sums = (x[:, 1:] * inside[:, None]).sum(axis=(2, 3))
+    np.testing.assert_allclose(sums, 0.0, atol=1e-5)
+    lengths = np.sqrt(x[:, 1::2] ** 2 + x[:, 2::2] ** 2).max(axis=(1, 2, 3))
+    moving = inside.sum(axis=(1, 2)) > 1
+    np.testing.assert_allclose(lengths[moving], 1.0, rtol=1e-6)
+
+
+def test_normalization_ignores_rigid_translation_and_load_level(lr_problem):
+    lr, problem, u, options = lr_problem
+    corners = dataset.patch_grid(lr.shape, PATCH, STRIDE)
+    corners = corners[dataset.window_mask(problem.mask, corners, PATCH)]
+
+    def inputs(displacement):
+        return dataset.lr_patches(lr, displacement, corners, patch=PATCH, mask=problem.mask)
+
+    reference = inputs(u)
+    nodes = fem._node_mask(problem.mask)[None, :, :, None]
+    shifted = u + nodes * np.array([[3.0, -2.0], [0.1, 5.0], [-7.0, 0.0]])[:, None, None, :]
+    np.testing.assert_allclose(inputs(shifted), reference, atol=2e-5)
+    # Loads 4x larger on a tissue 3x stiffer: another displacement level, the same input.
+    heavier = fem.solve(lr, 4 * problem.forces, problem.fixed, E0=45e3, method="direct", **options)
+    assert np.abs(heavier).max() == pytest.approx(4 / 3 * np.abs(u).max())
+    np.testing.assert_allclose(inputs(heavier), reference, atol=1e-5)
+
+
+def test_translation_only_patch_gets_zero_displacement():
+    p = np.zeros((1, 3, 2, 2))
+    p[0, 1], p[0, 2] = 0.1, 0.3  # one and the same vector at every pixel
+    assert not dataset.normalize_displacement(p)[0, 1:].any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch grid
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "stride"),
+    [((208, 189), 12, 8), ((7, 30), 4, 3), ((3, 5), 12, 8), ((12, 13), 12, 12)],
+)
+def test_patch_grid_covers_every_pixel_on_the_quilting_canvas(shape, patch, stride):
+    grid = dataset.patch_grid(shape, patch, stride)
+    nr, nc, _ = grid.shape
+    covered = np.zeros(((nr - 1) * stride + patch, (nc - 1) * stride + patch), int)
+    for r, c in grid.reshape(-1, 2):
+        covered[r : r + patch, c : c + patch] += 1
+    assert covered.min() >= 1
+    assert covered.shape[0] >= shape[0] and covered.shape[1] >= shape[1]
+    # No window is wasted: dropping the last row or column of windows would leave pixels out.
+    assert (nr - 2) * stride + patch < shape[0] or nr == 1
+    assert (nc - 2) * stride + patch < shape[1] or nc == 1
+    assert np.array_equal(grid[:, 0, 0], np.arange(nr) * stride)
+
+
+def test_windows_outside_the_mask_are_skipped_as_brute_force_says():
+    rng = np.random.default_rng(3)
+    mask = ndimage.gaussian_filter(rng.random((30, 25)), 3) > 0.52
+    grid = dataset.patch_grid(mask.shape, 6, 4)
+    keep = dataset.window_mask(mask, grid, 6)
+    brute = np.array([[mask[r : r + 6, c : c + 6].any() for r, c in row] for row in grid])
+    assert np.array_equal(keep, brute) and 0 < keep.sum() < keep.size
+
+
+def test_hr_windows_sit_under_their_lr_windows():
+    hr = femur_density(2)
+    lr = dataset.downscale(hr, FACTOR)
+    corners = dataset.patch_grid(lr.shape, PATCH, STRIDE).reshape(-1, 2)
+    lr_windows = dataset.extract_patches(lr[None], corners, PATCH)
+    hr_windows = dataset.extract_patches(hr[None], corners * FACTOR, PATCH * FACTOR)
+    means = hr_windows.reshape(-1, 1, PATCH, FACTOR, PATCH, FACTOR).mean(axis=(3, 5))
+    np.testing.assert_allclose(means, lr_windows, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation against the FE
+
+
+def nodal(u, k, flip):
+    """Transform nodal vectors (..., ny+1, nx+1, 2) as dataset.transform does pixel channels."""
+    cases = u.reshape(-1, *u.shape[-3:])
+    channels = np.concatenate(
+        [np.zeros((1, *u.shape[-3:-1])), cases.transpose(0, 3, 1, 2).reshape(-1, *u.shape[-3:-1])]
+    )
+    out = dataset.transform(channels, k, flip)[1:]
+    return out.reshape(len(cases), 2, *out.shape[1:]).transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("k", range(4))
+@pytest.mark.parametrize("flip", [False, True])
+def test_augmented_displacement_is_the_fe_solution_of_the_augmented_problem(k, flip):
+    """An asymmetric plate, clamped on its left edge, loaded obliquely at two corners."""
+    rng = np.random.default_rng(4)
+    ny, nx = 5, 8
+    density = rng.uniform(0.3, 1.0, (ny, nx))
+    fixed = np.zeros((ny + 1, nx + 1, 2), bool)
+    fixed[:, 0] = True
+    fixed[2, 1, 0] = True
+    forces = np.zeros((2, ny + 1, nx + 1, 2))
+    forces[0, 0, -1] = [1.0, -2.0]
+    forces[1, -1, -1] = [-0.5, 0.7]
+    forces[1, 2, 4] = [0.3, 0.2]
+    u = fem.solve(density, forces, fixed, E0=100.0, method="direct")
+
+    turned_density = dataset.transform(density[None], k, flip)[0]
+    turned_fixed = nodal(fixed.astype(float), k, flip)[0] != 0
+    u_turned = fem.solve(
+        turned_density, nodal(forces, k, flip), turned_fixed, E0=100.0, method="direct"
+    )
+    np.testing.assert_allclose(u_turned, nodal(u, k, flip), atol=1e-12 * np.abs(u).max())
+    # ... and so on the pixel channels the network sees.
+    np.testing.assert_allclose(
+        dataset.transform(dataset.lr_inputs(density, u), k, flip),
+        dataset.lr_inputs(turned_density, u_turned),
+        atol=1e-6 * np.abs(u).max(),
+    )
+
+
+def test_flips_negate_one_component_and_turns_swap_them():
+    x = np.zeros((3, 2, 2))
+    x[0] = [[0.1, 0.2], [0.3, 0.4]]
+    x[1], x[2] = 1.0, 2.0  # a uniform vector (1, 2)
+    mirrored = dataset.transform(x, 0, flip=True)  # left-right
+    assert mirrored[0].tolist() == [[0.2, 0.1], [0.4, 0.3]]
+    assert (mirrored[1] == -1).all() and (mirrored[2] == 2).all()
+    upside_down = dataset.transform(x, 2, flip=True)
+    assert upside_down[0].tolist() == [[0.3, 0.4], [0.1, 0.2]]
+    assert (upside_down[1] == 1).all() and (upside_down[2] == -2).all()
+    turned = dataset.transform(x, 1)  # counter-clockwise: the top-right pixel goes top-left
+    assert turned[0].tolist() == [[0.2, 0.4], [0.1, 0.3]]
+    assert (turned[1] == -2).all() and (turned[2] == 1).all()
+    for k in range(4):
+        for flip in (False, True):  # each symmetry has its inverse among the eight
+            back = [
+                dataset.transform(dataset.transform(x, k, flip), m, f)
+                for m in range(4)
+                for f in (0, 1)
+            ]
+            assert any(np.array_equal(b, x) for b in back)
+
+
+def test_augmentation_commutes_with_normalization(lr_problem):
+    lr, problem, u, _ = lr_problem
+    channels = dataset.lr_inputs(lr, u, problem.mask)
+    corners = np.array([[20, 20], [30, 10]])
+    windows = dataset.extract_patches(channels, corners, PATCH)
+    inside = dataset.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
+    for k, flip in ((1, False), (3, True)):
+        after = dataset.transform(dataset.normalize_displacement(windows, inside), k, flip)
+        turned_mask = dataset.transform(inside[:, None].astype(float), k, flip)[:, 0] > 0
+        before = dataset.normalize_displacement(dataset.transform(windows, k, flip), turned_mask)
+        np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+
+
+@pytest.fixture(scope="module")
+def femur_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("femurs")
+    paths = []
+    for k, split in enumerate(("train", "train", "test")):
+        path = folder / f"femur_{k:02d}.npz"
+        save_femur(path, femur_image(f"femur_{k:02d}", 10 + k, split))
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def built(femur_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("patches")
+    return out, build(out, femur_files)
+
+
+def test_stored_pairs_round_trip(built, femur_files):
+    out, index = built
+    assert index == json.loads((out / "index.json").read_text())
+    assert [e["name"] for e in index["femurs"]] == ["femur_00", "femur_01", "femur_02"]
+    assert index["counts"]["train"] == index["femurs"][0]["count"] + index["femurs"][1]["count"]
+    assert index["counts"]["test"] == index["femurs"][2]["count"] > 0
+    assert index["channels"] == ["density", "ux_0", "uy_0", "ux_1", "uy_1", "ux_2", "uy_2"]
+    assert index["normalization"] == dataset.NORMALIZATION
+    entry = index["femurs"][0]
+    lr_stored = np.load(out / entry["lr"])
+    hr_stored = np.load(out / entry["hr"])
+    corners = np.load(out / entry["corners"])
+    assert lr_stored.dtype == np.float16 and hr_stored.dtype == np.uint8
+    assert lr_stored.shape == (entry["count"], 7, PATCH, PATCH)
+    assert hr_stored.shape == (entry["count"], 1, PATCH * FACTOR, PATCH * FACTOR)
+    # Recompute from the file (16-bit density) and compare within the stated quantization.
+    from femsr.io import load_femur
+
+    image = load_femur(femur_files[0])
+    lr = dataset.downscale(image.density, FACTOR)
+    problem = image.femur.problem(HR_PIXEL * FACTOR)
+    u = fem.solve(lr, problem.forces, problem.fixed, mask=problem.mask, E0=15e3, h=2.0,
+                  thickness=problem.thickness, method="direct")  # fmt: skip
+    grid = dataset.patch_grid(lr.shape, PATCH, STRIDE)
+    expected = grid[dataset.window_mask(problem.mask | (lr > 0), grid, PATCH)]
+    assert np.array_equal(corners, expected)
+    x = dataset.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
+    np.testing.assert_allclose(lr_stored[:, 0], x[:, 0], atol=2.5e-4)
+    np.testing.assert_allclose(lr_stored[:, 1:], x[:, 1:], atol=5e-4)
+    hr = dataset.extract_patches(image.density[None], corners * FACTOR, PATCH * FACTOR)
+    np.testing.assert_allclose(hr_stored / 255, hr, atol=1 / 510 + 1e-9)
+
+
+def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, capsys):
+    out, index = built
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    again = build(out, femur_files, progress=True)
+    assert again["femurs"] == index["femurs"]
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")} == stamps
+    assert capsys.readouterr().err == ""  # nothing redone
+    (out / "femur_01.hr.npy").unlink()  # as if interrupted while writing femur_01
+    again = build(out, femur_files, progress=True)
+    assert "femur_01 (train)" in capsys.readouterr().err
+    assert {e["name"]: e["count"] for e in again["femurs"]} == {
+        e["name"]: e["count"] for e in index["femurs"]
+    }
+    assert (out / "femur_00.lr.npy").stat().st_mtime_ns == stamps["femur_00.lr.npy"]
+    with pytest.raises(ValueError, match=r"other settings \(stride\)"):
+        build(out, femur_files, stride=2)
+
+
+def test_float32_storage_is_exact(tmp_path):
+    image = femur_image("solo", 5)
+    index = build(tmp_path, [image], lr_dtype="float32", hr_dtype="float32")
+    hr = np.load(tmp_path / "solo.hr.npy")
+    corners = np.load(tmp_path / "solo.corners.npy")
+    assert index["counts"] == {"train": len(corners), "test": 0}
+    expected = dataset.extract_patches(
+        image.density[None].astype(np.float32), corners * FACTOR, PATCH * FACTOR
+    )
+    assert np.array_equal(hr, expected)
+
+
+def test_bad_input_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"density must lie in \[0, 1\]"):
+        dataset.downscale(np.full((4, 4), 1.5))
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        dataset.downscale(np.ones((4, 4)), 0)
+    with pytest.raises(ValueError, match="u must have shape"):
+        dataset.displacement_channels(np.zeros((1, 3, 3, 3)))
+    with pytest.raises(ValueError, match="NaN"):
+        dataset.displacement_channels(np.full((1, 3, 3, 2), np.nan))
+    with pytest.raises(ValueError, match="nodal on the density's grid"):
+        dataset.lr_inputs(np.ones((3, 3)), np.zeros((1, 3, 3, 2)))
+    with pytest.raises(ValueError, match="stride must be <= patch"):
+        dataset.patch_grid((20, 20), 4, 5)
+    with pytest.raises(TypeError, match="patch must be an int"):
+        dataset.patch_grid((20, 20), 4.0, 2)
+    with pytest.raises(ValueError, match="corners must be >= 0"):
+        dataset.extract_patches(np.ones((1, 4, 4)), np.array([[-1, 0]]), 2)
+    with pytest.raises(TypeError, match="integer numpy array"):
+        dataset.extract_patches(np.ones((1, 4, 4)), np.array([[0.5, 0]]), 2)
+    with pytest.raises(ValueError, match="density then"):
+        dataset.transform(np.ones((2, 3, 3)))
+    with pytest.raises(ValueError, match="mask must have shape"):
+        dataset.normalize_displacement(np.ones((2, 3, 4, 4)), np.ones((2, 4, 3), bool))
+    with pytest.raises(ValueError, match="lr_dtype must be one of"):
+        build(tmp_path, [], lr_dtype="int8")
+    with pytest.raises(ValueError, match="split must be one of"):
+        build(tmp_path / "a", [femur_image("odd", 1, split="validation")])
+    with pytest.raises(ValueError, match="two femurs are named 'twin'"):
+        build(tmp_path / "b", [femur_image("twin", 1), femur_image("twin", 2)])
+    with pytest.raises(ValueError, match=r"grid at 2\.0 mm"):
+        build(tmp_path / "c", [FemurImage(np.zeros((30, 30)), HR_PIXEL, Femur(), {"name": "x"})])
+    with pytest.raises(FileNotFoundError, match="not a femsr patch dataset"):
+        dataset.load_index(tmp_path / "nowhere")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "index.json").write_text("{broken")
+    with pytest.raises(ValueError, match="cannot be read"):
+        dataset.load_index(tmp_path / "d")
+
+
+def test_import_femsr_and_dataset_does_not_import_torch():
+    code = (
+        "import sys, femsr, femsr.dataset; femsr.dataset.downscale; print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+# ---------------------------------------------------------------------------------------------
+# torch Dataset and training
+
+
+def test_patch_dataset_yields_what_train_expects(built):
+    torch = pytest.importorskip("torch")
+    out, index = built
+    train_data = dataset.PatchDataset(out, "train")
+    assert len(train_data) == index["counts"]["train"]
+    lr, hr = train_data[len(train_data) - 1]  # the last pair of the second femur
+    assert lr.dtype == hr.dtype == torch.float32
+    assert tuple(lr.shape) == (7, PATCH, PATCH) and tuple(hr.shape) == (1, 20, 20)
+    last = np.load(out / "femur_01.lr.npy")[-1]
+    np.testing.assert_array_equal(lr.numpy(), last.astype(np.float32))
+    assert float(hr.min()) >= 0 and float(hr.max()) <= 1
+    assert (
+        len(dataset.PatchDataset(out, "train", femurs=["femur_01"])) == index["femurs"][1]["count"]
+    )
+    assert torch.equal(train_data[-1][0], lr)
+    with pytest.raises(IndexError, match="out of range"):
+        train_data[len(train_data)]
+    with pytest.raises(ValueError, match=r"unknown femur\(s\) \['femur_99'\]"):
+        dataset.PatchDataset(out, "train", femurs=["femur_99"])
+    with pytest.raises(ValueError, match="no patch pairs of split 'test'"):
+        dataset.PatchDataset(out, "test", femurs=["femur_00"])
+    with pytest.raises(ValueError, match="split must be one of"):
+        dataset.PatchDataset(out, "val")
+
+
+def test_augmented_items_are_symmetries_of_the_stored_pair(built):
+    torch = pytest.importorskip("torch")
+    out, _ = built
+    plain = dataset.PatchDataset(out, "test")
+    augmented = dataset.PatchDataset(out, "test", augment=True)
+    torch.manual_seed(0)
+    lr, hr = plain[3]
+    seen = set()
+    for _ in range(40):
+        a_lr, a_hr = augmented[3]
+        matches = [
+            (k, f)
+            for k in range(4)
+            for f in (False, True)
+            if np.array_equal(dataset.transform(lr.numpy(), k, f), a_lr.numpy())
+            and np.array_equal(dataset.transform(hr.numpy(), k, f), a_hr.numpy())
+        ]
+        assert matches
+        seen.add(matches[0])
+    assert len(seen) > 4
+
+
+def test_tiny_training_run_on_the_dataset(built, tmp_path):
+    pytest.importorskip("torch")
+    from femsr.model import ModelConfig
+    from femsr.train import train
+
+    out, _ = built
+    cfg = ModelConfig(
+        in_channels=7,
+        width=4,
+        n_blocks=1,
+        up_width=2,
+        patch_size=PATCH,
+        scale=FACTOR,
+        upsampling="5",
+    )
+    result = train(
+        cfg,
+        dataset.PatchDataset(out, "train", augment=True, femurs=["femur_00"]),
+        dataset.PatchDataset(out, "train", femurs=["femur_01"]),
+        out_dir=tmp_path,
+        epochs=1,
+        batch_size=32,
+        progress=False,
+    )
+    record = result.history[0]
+    assert np.isfinite(record["train_loss"]) and 0 < record["val_ssim"] <= 1
+
+
+def test_cli_builds_the_dataset_of_a_manifest(femur_files, tmp_path, capsys):
+    from femsr import cli
+
+    folder = femur_files[0].parent
+    listing = [{"name": p.stem, "file": p.name} for p in femur_files]
+    listing.append({"name": "femur_09", "file": "femur_09.npz"})  # not grown yet
+    (folder / "manifest.json").write_text(json.dumps({"femurs": listing}))
+    options = ["--patch", "4", "--stride", "3", "--factor", "5", "--quiet"]
+    assert cli.main(["dataset", str(folder), str(tmp_path / "out"), *options]) == 0
+    report = capsys.readouterr()
+    assert "skipped: femur_09.npz" in report.err
+    assert "3 femurs" in report.out and "test pairs" in report.out
+    assert dataset.load_index(tmp_path / "out")["settings"]["stride"] == 3
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["dataset", str(tmp_path / "empty"), str(tmp_path / "o2")]) == 2
+    assert "no femur files" in capsys.readouterr().err
