@@ -100,6 +100,9 @@ NORMALIZATION = (
 # rounding noise (a patch that only translates), which scaling would blow up to 1.
 _NOISE = 1e-9
 _CHUNK = 512  # windows extracted and written at once: bounds memory for any stride
+# A full-size LR femur has ~37k unknowns; SuperLU solves it in 0.7 s, GMG-CG needs 1.6 s
+# (and 17 s with Emin = 1e-9 E0), so LR images are factorized up to this size.
+_DIRECT_BELOW = 200_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -613,9 +616,10 @@ def _pairs(
         E0=settings["E0"],
         nu=settings["nu"],
         penal=settings["penal"],
+        Emin=settings["void_modulus"] * settings["E0"],
         h=pixel_size,
         thickness=problem.thickness,
-        tol=settings["tol"],
+        direct_below=_DIRECT_BELOW,
     )
     u = solver.solve(lr, problem.forces)
     fe_seconds = time.perf_counter() - started
@@ -678,15 +682,17 @@ def build_dataset(
     E0: float = 15e3,
     nu: float = 0.3,
     penal: float = 3.0,
-    tol: float = 1e-8,
+    void_modulus: float = 1e-3,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the patch pairs of femur images into a dataset folder, femur by femur.
 
     Per femur: LR density by :func:`downscale`; FE of the LR image under the femur's load cases
     (``femur.problem(pixel_size * factor)``: its mask, forces and fixed edge; modified SIMP with
-    ``E0``, ``nu``, ``penal``); the windows of :func:`patch_grid` that touch the femur (its FE
-    mask or a positive LR pixel); their normalized inputs (:func:`lr_patches`) and HR targets.
+    ``E0``, ``nu``, ``penal``, ``Emin = void_modulus * E0``; SuperLU up to 200k unknowns, which
+    a full-size LR femur's 37k are); the windows of :func:`patch_grid` that touch the femur (its
+    FE mask or a positive LR pixel); their normalized inputs (:func:`lr_patches`) and HR
+    targets.
     Arrays are streamed to ``.npy`` files (memory stays bounded by a chunk of windows, whatever
     the stride), then ``index.json`` is rewritten (atomically). A femur already in the index is
     skipped, so a rerun resumes an interrupted build; settings must match the folder's.
@@ -710,8 +716,11 @@ def build_dataset(
     E0, nu, penal : float
         Tissue modulus (MPa; :data:`femsr.generate.E0`), Poisson's ratio, SIMP exponent. The
         normalization makes the inputs independent of ``E0``.
-    tol : float
-        Relative residual of the iterative FE solve.
+    void_modulus : float
+        Modulus of a void pixel as a fraction of ``E0`` (the SIMP ``Emin``). LR pixels inside
+        the femur can be all marrow; at the TO's 1e-9 a region hanging on such pixels moves
+        by metres and dominates its patches' normalized field, at 1e-3 the field stays that of
+        the bone (``benchmarks/RESULTS.md``).
     progress : bool
         One line per femur on stderr.
 
@@ -745,9 +754,11 @@ def build_dataset(
         raise ValueError(f"lr_dtype must be one of {LR_DTYPES}, got {lr_dtype!r}")
     if hr_dtype not in HR_DTYPES:
         raise ValueError(f"hr_dtype must be one of {HR_DTYPES}, got {hr_dtype!r}")
-    for label, value in (("E0", E0), ("nu", nu), ("penal", penal), ("tol", tol)):
+    for label, value in (("E0", E0), ("nu", nu), ("penal", penal)):
         if not (isinstance(value, (int, float)) and math.isfinite(value)):
             raise ValueError(f"{label} must be a finite number, got {value!r}")
+    if not (isinstance(void_modulus, (int, float)) and 0 <= void_modulus < 1):
+        raise ValueError(f"void_modulus must lie in [0, 1), got {void_modulus!r}")
     settings = {
         "patch": patch,
         "stride": stride,
@@ -757,7 +768,7 @@ def build_dataset(
         "E0": float(E0),
         "nu": float(nu),
         "penal": float(penal),
-        "tol": float(tol),
+        "void_modulus": float(void_modulus),
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -937,6 +948,8 @@ def _patch_dataset_class() -> type:
                 np.ascontiguousarray(hr)
             )
 
+    # Pickle (spawned DataLoader workers) finds the class as femsr.dataset.PatchDataset.
+    PatchDataset.__qualname__ = "PatchDataset"
     return PatchDataset
 
 

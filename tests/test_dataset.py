@@ -2,6 +2,7 @@
 against the FE, storage with resume, the torch Dataset and a tiny training run on it."""
 
 import json
+import pickle
 import subprocess
 import sys
 
@@ -81,7 +82,7 @@ def lr_problem():
     lr = dataset.downscale(femur_density(1), FACTOR)
     problem = Femur().problem(HR_PIXEL * FACTOR)
     options = {"mask": problem.mask, "h": problem.pixel_size, "thickness": problem.thickness}
-    u = fem.solve(lr, problem.forces, problem.fixed, E0=15e3, method="direct", **options)
+    u = fem.solve(lr, problem.forces, problem.fixed, E0=15e3, Emin=15.0, method="direct", **options)
     return lr, problem, u, options
 
 
@@ -115,7 +116,9 @@ def test_normalization_ignores_rigid_translation_and_load_level(lr_problem):
     shifted = u + nodes * np.array([[3.0, -2.0], [0.1, 5.0], [-7.0, 0.0]])[:, None, None, :]
     np.testing.assert_allclose(inputs(shifted), reference, atol=2e-5)
     # Loads 4x larger on a tissue 3x stiffer: another displacement level, the same input.
-    heavier = fem.solve(lr, 4 * problem.forces, problem.fixed, E0=45e3, method="direct", **options)
+    heavier = fem.solve(
+        lr, 4 * problem.forces, problem.fixed, E0=45e3, Emin=45.0, method="direct", **options
+    )
     assert np.abs(heavier).max() == pytest.approx(4 / 3 * np.abs(u).max())
     np.testing.assert_allclose(inputs(heavier), reference, atol=1e-5)
 
@@ -289,8 +292,9 @@ def test_stored_pairs_round_trip(built, femur_files):
     image = load_femur(femur_files[0])
     lr = dataset.downscale(image.density, FACTOR)
     problem = image.femur.problem(HR_PIXEL * FACTOR)
-    u = fem.solve(lr, problem.forces, problem.fixed, mask=problem.mask, E0=15e3, h=2.0,
-                  thickness=problem.thickness, method="direct")  # fmt: skip
+    options = {"mask": problem.mask, "h": 2.0, "thickness": problem.thickness}
+    assert index["settings"]["void_modulus"] == 1e-3  # Emin = 15 MPa
+    u = fem.solve(lr, problem.forces, problem.fixed, E0=15e3, Emin=15.0, method="direct", **options)
     grid = dataset.patch_grid(lr.shape, PATCH, STRIDE)
     expected = grid[dataset.window_mask(problem.mask | (lr > 0), grid, PATCH)]
     assert np.array_equal(corners, expected)
@@ -354,6 +358,8 @@ def test_bad_input_is_named(tmp_path):
         dataset.transform(np.ones((2, 3, 3)))
     with pytest.raises(ValueError, match="mask must have shape"):
         dataset.normalize_displacement(np.ones((2, 3, 4, 4)), np.ones((2, 4, 3), bool))
+    with pytest.raises(ValueError, match=r"void_modulus must lie in \[0, 1\)"):
+        build(tmp_path, [], void_modulus=1.5)
     with pytest.raises(ValueError, match="lr_dtype must be one of"):
         build(tmp_path, [], lr_dtype="int8")
     with pytest.raises(ValueError, match="split must be one of"):
@@ -399,6 +405,9 @@ def test_patch_dataset_yields_what_train_expects(built):
         len(dataset.PatchDataset(out, "train", femurs=["femur_01"])) == index["femurs"][1]["count"]
     )
     assert torch.equal(train_data[-1][0], lr)
+    # Spawned DataLoader workers get a pickled copy: it maps the files itself.
+    copy = pickle.loads(pickle.dumps(train_data))
+    assert copy._maps is None and torch.equal(copy[-1][1], hr)
     with pytest.raises(IndexError, match="out of range"):
         train_data[len(train_data)]
     with pytest.raises(ValueError, match=r"unknown femur\(s\) \['femur_99'\]"):
