@@ -7,7 +7,7 @@ patches into one femur.
 
 import importlib
 
-from femsr import fem, femur, quilt, topopt
+from femsr import evaluate, fem, femur, quilt, topopt
 from femsr.fem import ConvergenceError, Solver, assemble, solve
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "Solver",
     "__version__",
     "assemble",
+    "evaluate",
     "fem",
     "femur",
     "quilt",
