@@ -183,9 +183,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         with atomic_write(args.output / name, "w") as stream:
             stream.write(text)
     evaluate.roi_figure(args.output / "rois.png", density, recon, rois, without_quilting=without)
-    evaluate.femur_figure(
-        args.output / "femur.png", density, rois, pixel_size=pixel, title=args.reference.name
-    )
+    for name, image, path in (
+        ("femur.png", density, args.reference),
+        ("femur_reconstruction.png", recon, args.reconstruction),
+    ):
+        evaluate.femur_figure(args.output / name, image, rois, pixel_size=pixel, title=path.name)
     print(markdown)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
@@ -250,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compare RECONSTRUCTION with REFERENCE: apparent stiffness (E_x, E_y, E_xy) "
         "of the femoral head, neck and intertrochanteric ROIs by FE homogenization with the "
         "error % (the paper's Table 1), SSIM, PSNR, BV/TV and Dice; writes table.md, table.csv, "
-        "images.csv, rois.png and femur.png to OUTPUT. Femur files (.npz) carry their pixel "
-        "size and ROIs; a bare .npy needs --pixel-size and takes the default femur's ROIs.",
+        "images.csv, rois.png, femur.png and femur_reconstruction.png to OUTPUT. Femur files "
+        "(.npz) carry their pixel size and ROIs; a bare .npy needs --pixel-size and takes the "
+        "default femur's ROIs.",
     )
     ev.add_argument("reference", type=Path, metavar="REFERENCE", help="reference density file")
     ev.add_argument(

@@ -126,8 +126,9 @@ def _dissection_order(ny: int, nx: int, leaf: int = 64) -> np.ndarray:
     """Nested-dissection order of the nodes of an ``ny x nx`` grid (numbered row by row).
 
     Each block is split by its middle row or column into two halves, ordered first, and the
-    separator, ordered last. On the 199x199 inner nodes of a 200 px ROI it lets SuperLU factorize
-    2.6x faster than its own COLAMD ordering (0.65 s vs 1.7 s), with less fill.
+    separator, ordered last. On the 199x199 inner nodes of a crisp 200 px ROI, SuperLU factorizes
+    in this order with diagonal pivots in 0.65 s and 13.9 M entries of L+U, against 1.8 s and
+    24.5 M in its own COLAMD order.
     """
     grid = np.arange(ny * nx).reshape(ny, nx)
 
@@ -236,7 +237,13 @@ def apparent_stiffness(
         dofs = inner[np.stack([2 * nodes, 2 * nodes + 1], axis=1).ravel()]
         rows = stiffness[dofs]
         try:
-            factor = spla.splu(rows[:, dofs].tocsc(), permc_spec="NATURAL")
+            # The block is symmetric positive definite: diagonal pivots keep the dissection
+            # order's sparsity (partial pivoting added 25 % fill on crisp designs).
+            factor = spla.splu(
+                rows[:, dofs].tocsc(),
+                permc_spec="NATURAL",
+                options={"SymmetricMode": True, "DiagPivotThresh": 0.01},
+            )
         except RuntimeError as error:  # SuperLU reports a singular matrix this way
             raise ValueError(f"the region's stiffness matrix is singular: {error}") from error
         u[dofs] = factor.solve(-np.asarray(rows[:, prescribed] @ u[prescribed]))
@@ -731,12 +738,13 @@ def femur_figure(
         ax.add_patch(Rectangle(corner, width, height, fill=False, edgecolor="tab:red", lw=1.5))
         ax.annotate(
             REGION_NAMES.get(name, name),
-            (corner[0] + width, corner[1]),
-            xytext=(4, 0),
+            (corner[0], corner[1]),
+            xytext=(0, 3),
             textcoords="offset points",
             color="tab:red",
             fontsize=8,
-            va="top",
+            va="bottom",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0},
         )
     ax.set_xlabel("mm")
     ax.set_ylabel("mm")

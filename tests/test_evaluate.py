@@ -350,7 +350,8 @@ def test_cli_evaluate_writes_tables_and_figures(femur_files, tmp_path, capsys):
     assert cli.main(["evaluate", *arguments, "--output", str(out)]) == 0
     assert "Femoral neck" in capsys.readouterr().out
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["femur.png", "images.csv", "rois.png", "table.csv", "table.md"]
+    expected = ["femur.png", "femur_reconstruction.png", "images.csv", "rois.png", "table.csv"]
+    assert names == [*expected, "table.md"]
     rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
     assert len(rows) == 9 and {row["region"] for row in rows} == {
         "Femoral head",
