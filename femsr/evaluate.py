@@ -671,6 +671,15 @@ def roi_figure(
     ------
     TypeError, ValueError
         On images of different shapes or bad values, or an ROI outside the image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "rois.png"
+    >>> image = np.random.default_rng(0).random((40, 40))
+    >>> roi_figure(path, image, image, {"head": np.s_[0:20, 0:20]}, dpi=30)
+    >>> path.read_bytes()[:4]
+    b'\\x89PNG'
     """
     from matplotlib.figure import Figure
 
@@ -720,6 +729,14 @@ def femur_figure(
         Figure title.
     dpi : float
         Resolution of the PNG.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "femur.png"
+    >>> femur_figure(path, np.zeros((40, 30)), {"neck": np.s_[10:20, 5:15]}, pixel_size=0.5)
+    >>> path.stat().st_size > 0
+    True
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle

@@ -218,6 +218,28 @@ def test_ssim_of_identical_images_is_one_and_of_constants_is_the_luminance_term(
     assert ssim(255 * a, 255 * noisy, data_range=255) == pytest.approx(ssim(a, noisy))
 
 
+def test_ssim_matches_a_brute_force_gaussian_window():
+    # 15x15 images: the 5x5 pixels at least 5 px from the border have whole 11x11 windows.
+    rng = np.random.default_rng(9)
+    a, b = rng.random((15, 15)), rng.random((15, 15))
+    offsets = np.arange(-5, 6)
+    window = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
+    window /= window.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    values = []
+    for i in range(5, 10):
+        for j in range(5, 10):
+            pa, pb = a[i - 5 : i + 6, j - 5 : j + 6], b[i - 5 : i + 6, j - 5 : j + 6]
+            ma, mb = (window * pa).sum(), (window * pb).sum()
+            va = (window * (pa - ma) ** 2).sum()
+            vb = (window * (pb - mb) ** 2).sum()
+            cov = (window * (pa - ma) * (pb - mb)).sum()
+            values.append(
+                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
+            )
+    assert ssim(a, b) == pytest.approx(np.mean(values), rel=1e-10)
+
+
 def test_psnr_known_values():
     zeros = np.zeros((5, 5))
     assert psnr(zeros, np.full((5, 5), 0.1)) == pytest.approx(20.0)
