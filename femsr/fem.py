@@ -779,9 +779,10 @@ def solve(
 ) -> np.ndarray:
     """Nodal displacements of a density image under one or more load cases.
 
-    A one-shot :class:`Solver`: AMG-CG (pyamg smoothed aggregation with the
-    three rigid-body modes as near-null space, one hierarchy for all load cases), or a sparse
-    direct solve for systems of at most ``direct_below`` unknowns.
+    A one-shot :class:`Solver`: a sparse direct solve for systems of at most ``direct_below``
+    unknowns, else CG preconditioned by the geometric multigrid V-cycle (``method="gmg"``) or by
+    pyamg smoothed aggregation with the rigid-body modes (``method="amg"``, the default with
+    ``backend="python"``); one preconditioner serves all load cases.
 
     Parameters
     ----------
