@@ -10,6 +10,10 @@ import importlib
 from femsr import evaluate, fem, femur, quilt, topopt
 from femsr.fem import ConvergenceError, Solver, assemble, solve
 
+# The function shadows its submodule's name on the package (the submodule stays importable as
+# femsr.reconstruct through sys.modules); it loads torch only when called.
+from femsr.reconstruct import reconstruct
+
 __all__ = [
     "ConvergenceError",
     "Solver",
@@ -19,6 +23,7 @@ __all__ = [
     "fem",
     "femur",
     "quilt",
+    "reconstruct",
     "solve",
     "topopt",
 ]

@@ -67,6 +67,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from femsr import fem
+from femsr.femur import Problem
 from femsr.io import FemurImage, atomic_write, load_femur
 
 # PatchDataset (torch) is created on first access and stays out of __all__, so that a star
@@ -78,6 +79,7 @@ __all__ = [
     "downscale",
     "extract_patches",
     "load_index",
+    "lr_displacement",
     "lr_inputs",
     "lr_patches",
     "normalize_displacement",
@@ -103,6 +105,12 @@ _CHUNK = 512  # windows extracted and written at once: bounds memory for any str
 # A full-size LR femur has ~37k unknowns; SuperLU solves it in 0.7 s, GMG-CG needs 1.6 s
 # (and 17 s with Emin = 1e-9 E0), so LR images are factorized up to this size.
 _DIRECT_BELOW = 200_000
+# LR FE material of the training data (build_dataset's defaults; reconstruct must use the same):
+# tissue modulus (MPa; femsr.generate.E0), Poisson's ratio, SIMP exponent, void modulus / E0.
+_E0 = 15e3
+_NU = 0.3
+_PENAL = 3.0
+_VOID_MODULUS = 1e-3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -256,6 +264,68 @@ def lr_inputs(
             f"{density.shape[1] + 1}, 2), got {np.shape(displacement)}"
         )
     return np.concatenate([density[None], channels]).astype(np.float32)
+
+
+def lr_displacement(
+    lr_density: np.ndarray,
+    problem: Problem,
+    *,
+    E0: float = _E0,
+    nu: float = _NU,
+    penal: float = _PENAL,
+    void_modulus: float = _VOID_MODULUS,
+) -> tuple[np.ndarray, fem.SolveStats]:
+    """Nodal displacements of an LR image under its load cases: the FE of the training data.
+
+    Modified SIMP with ``Emin = void_modulus * E0`` on the elements of ``problem.mask``,
+    ``h = problem.pixel_size``, ``thickness = problem.thickness``; SuperLU up to 200k unknowns
+    (a full-size LR femur has 37k), else GMG-CG. :func:`build_dataset` and
+    :func:`femsr.reconstruct.reconstruct` both call it, so inference sees the field training saw.
+
+    Parameters
+    ----------
+    lr_density : ndarray, shape (ny, nx)
+        LR density in [0, 1].
+    problem : femsr.femur.Problem
+        Mask, forces and fixed DOFs on the LR grid (``femur.problem(lr_pixel_size)``); only
+        ``mask``, ``forces``, ``fixed``, ``pixel_size`` and ``thickness`` are read.
+    E0, nu, penal, void_modulus : float
+        Material, as in :func:`build_dataset` (whose defaults these are).
+
+    Returns
+    -------
+    u : ndarray, shape (ncases, ny+1, nx+1, 2)
+        Nodal displacements (mm), x right, y up.
+    stats : femsr.fem.SolveStats
+        Which solver ran, and how long.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On shapes or values :class:`femsr.fem.Solver` rejects (a density outside [0, 1], an
+        empty mask, forces off the grid, a floating region).
+
+    Examples
+    --------
+    >>> from femsr.femur import Femur
+    >>> problem = Femur().problem(4.0)
+    >>> u, stats = lr_displacement(0.5 * problem.mask, problem)
+    >>> u.shape == (3, *[n + 1 for n in problem.mask.shape], 2), stats.method
+    (True, 'direct')
+    """
+    solver = fem.Solver(
+        problem.fixed,
+        mask=problem.mask,
+        E0=E0,
+        nu=nu,
+        penal=penal,
+        Emin=void_modulus * E0,
+        h=problem.pixel_size,
+        thickness=problem.thickness,
+        direct_below=_DIRECT_BELOW,
+    )
+    u = solver.solve(lr_density, problem.forces)
+    return u, solver.stats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -610,18 +680,14 @@ def _pairs(
             f"is {problem.mask.shape}; the density must be on the femur's grid at "
             f"{image.pixel_size} mm"
         )
-    solver = fem.Solver(
-        problem.fixed,
-        mask=problem.mask,
+    u, stats = lr_displacement(
+        lr,
+        problem,
         E0=settings["E0"],
         nu=settings["nu"],
         penal=settings["penal"],
-        Emin=settings["void_modulus"] * settings["E0"],
-        h=pixel_size,
-        thickness=problem.thickness,
-        direct_below=_DIRECT_BELOW,
+        void_modulus=settings["void_modulus"],
     )
-    u = solver.solve(lr, problem.forces)
     fe_seconds = time.perf_counter() - started
     channels = lr_inputs(lr, u, problem.mask)
     grid = patch_grid(lr.shape, patch, stride)
@@ -651,7 +717,6 @@ def _pairs(
         out / files["hr"], (n, 1, hr_size, hr_size), np.dtype(settings["hr_dtype"]), hr_chunks()
     )
     _write_npy(out / files["corners"], corners.shape, np.dtype(np.int32), [corners])
-    stats = solver.stats
     return {
         "name": name,
         "split": image.meta.get("split", "train"),
@@ -679,10 +744,10 @@ def build_dataset(
     factor: int = 10,
     lr_dtype: str = "float16",
     hr_dtype: str = "uint8",
-    E0: float = 15e3,
-    nu: float = 0.3,
-    penal: float = 3.0,
-    void_modulus: float = 1e-3,
+    E0: float = _E0,
+    nu: float = _NU,
+    penal: float = _PENAL,
+    void_modulus: float = _VOID_MODULUS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write the patch pairs of femur images into a dataset folder, femur by femur.

@@ -1,5 +1,6 @@
-"""Files: atomic writes, so an interrupted run never leaves a half-written file behind, and the
-femur image file (a density with its pixel size, femur geometry and load spec)."""
+"""Files: atomic writes, so an interrupted run never leaves a half-written file behind, the
+femur image file (a density with its pixel size, femur geometry and load spec), and density
+images (.npy, .npz, PNG, TIFF)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +19,15 @@ import numpy as np
 
 from femsr.femur import Femur
 
-__all__ = ["FemurImage", "atomic_write", "load_femur", "save_femur", "save_npz"]
+__all__ = [
+    "FemurImage",
+    "atomic_write",
+    "load_femur",
+    "read_image",
+    "save_femur",
+    "save_npz",
+    "write_image",
+]
 
 FEMUR_FORMAT = "femsr.femur-image/1"
 # Densities are stored as 16-bit fractions: an error of at most 1/131070, far below anything an
@@ -127,3 +137,173 @@ def load_femur(path: str | os.PathLike[str]) -> FemurImage:
     femur = Femur.from_dict(json.loads(str(arrays["femur"])))
     meta = json.loads(str(arrays["meta"]))
     return FemurImage(density, pixel_size, femur, meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Density images
+
+_PILLOW_FORMATS = {".png": "PNG", ".tif": "TIFF", ".tiff": "TIFF"}
+IMAGE_SUFFIXES = (".npy", ".npz", *_PILLOW_FORMATS)
+# Integer pixel modes of Pillow and the value that stands for density 1.
+_FULL_SCALE = {"1": 1, "L": 255, "I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535}
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES:
+        raise ValueError(
+            f"{str(path)!r}: unknown image type {path.suffix!r}; use one of {IMAGE_SUFFIXES}"
+        )
+    return suffix
+
+
+def _plain_array(path: Path, array: np.ndarray) -> np.ndarray:
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"{str(path)!r} holds {array.dtype} values, not real numbers")
+    if array.ndim != 2:
+        raise ValueError(f"{str(path)!r} holds an array of shape {array.shape}, not a 2-D image")
+    return array.astype(np.float64)
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, Femur | None]:
+    """Read a 2-D density image from .npy, .npz, PNG or TIFF.
+
+    * ``.npy``: a 2-D array of real numbers, values as stored.
+    * ``.npz``: a femur image (:func:`save_femur`: density, pixel size and femur), else an
+      archive holding a ``density`` array or exactly one array.
+    * PNG, TIFF (Pillow): one grayscale frame; 8-bit values are divided by 255, 16-bit by
+      65535, 32-bit float taken as stored. Colour images are refused (a density has one
+      channel). Only femur files carry a pixel size: the resolution tags of PNG/TIFF files
+      are mostly nominal (72 dpi), so they are not read as one.
+
+    Parameters
+    ----------
+    path : path
+        The file; its suffix says the format.
+
+    Returns
+    -------
+    density : ndarray of float64, shape (ny, nx)
+        Not range-checked (the caller knows what it expects).
+    pixel_size : float or None
+        Pixel side in mm, from a femur file.
+    femur : Femur or None
+        The femur (geometry, load cases), from a femur file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For an unknown suffix, or a file that cannot be read as a 2-D grayscale image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.png"
+    >>> write_image(path, np.array([[0.0, 0.5], [1.0, 0.25]]))
+    >>> density, pixel_size, femur = read_image(path)
+    >>> np.round(density, 4).tolist(), pixel_size, femur
+    ([[0.0, 0.5], [1.0, 0.25]], None, None)
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    if suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable .npy array: {error}") from None
+        return _plain_array(path, array), None, None
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
+            raise ValueError(f"{str(path)!r} is not a readable .npz archive: {error}") from None
+        if "format" in arrays and str(arrays["format"]) == FEMUR_FORMAT:
+            image = load_femur(path)
+            return image.density, image.pixel_size, image.femur
+        if "density" not in arrays and len(arrays) != 1:
+            raise ValueError(
+                f"{str(path)!r} holds arrays {sorted(arrays)}: name the density 'density' or "
+                f"store only one array"
+            )
+        array = arrays["density"] if "density" in arrays else next(iter(arrays.values()))
+        return _plain_array(path, array), None, None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        # A damaged file may only make Pillow warn (corrupt EXIF, truncated data): refuse it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with Image.open(path) as picture:
+                frames = getattr(picture, "n_frames", 1)
+                mode = picture.mode
+                array = np.array(picture)
+    except (UnidentifiedImageError, OSError, SyntaxError, Warning) as error:
+        raise ValueError(f"{str(path)!r} is not a readable image: {error}") from None
+    if frames > 1:
+        raise ValueError(f"{str(path)!r} has {frames} frames; a density image has one")
+    if mode == "F":
+        return _plain_array(path, array), None, None
+    if mode not in _FULL_SCALE:
+        raise ValueError(
+            f"{str(path)!r} is a {mode} image; a density needs one grayscale channel "
+            f"(8- or 16-bit, or float)"
+        )
+    return _plain_array(path, array) / _FULL_SCALE[mode], None, None
+
+
+def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int = 16) -> None:
+    """Write a density in [0, 1] as a PNG or TIFF (grayscale), ``.npy`` or ``.npz``, atomically.
+
+    PNG and TIFF store ``round(density * (2**bits - 1))`` (16-bit: an error of at most
+    1/131070, what femur files keep; 8-bit for previews). ``.npy`` stores float32 and ``.npz``
+    a compressed float32 ``density`` array, both as given.
+
+    Parameters
+    ----------
+    path : path
+        Target file; its suffix (.png, .tif, .tiff, .npy, .npz) says the format.
+    density : ndarray, shape (ny, nx)
+        Finite values in [0, 1].
+    bits : {16, 8}
+        Depth of PNG and TIFF files.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On an unknown suffix, a bad ``bits``, or a density that is not a finite 2-D array in
+        [0, 1].
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "d.npy"
+    >>> write_image(path, np.full((2, 3), 0.5))
+    >>> read_image(path)[0].shape
+    (2, 3)
+    """
+    from femsr.fem import check_density
+
+    path = Path(path)
+    suffix = _suffix(path)
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    array = check_density(density)
+    if suffix == ".npy":
+        with atomic_write(path) as stream:
+            np.save(stream, array.astype(np.float32))
+        return
+    if suffix == ".npz":
+        save_npz(path, density=array.astype(np.float32))
+        return
+    from PIL import Image
+
+    # uint8 becomes an "L" image, uint16 an "I;16" one.
+    levels = np.round(array * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
+    picture = Image.fromarray(levels)
+    with atomic_write(path) as stream:
+        picture.save(stream, format=_PILLOW_FORMATS[suffix])

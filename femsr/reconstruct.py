@@ -1,0 +1,352 @@
+"""Reconstruction: a 500 µm femur density in, a 50 µm one out.
+
+:func:`reconstruct` runs the pipeline the network was trained on, in the same order and with the
+same code as the training data (:mod:`femsr.dataset`):
+
+1. **LR FE** (:func:`femsr.dataset.lr_displacement`, the material of the training data) gives
+   the displacement field of the LR image under its load cases, unless the caller passes the
+   field.
+2. **Windows**: the :func:`~femsr.dataset.patch_grid` (the model's patch, stride 2/3 of it:
+   12 px at 8), the ones touching the femur (FE mask or a positive LR pixel,
+   :func:`~femsr.dataset.window_mask`) normalized per patch by
+   :func:`~femsr.dataset.lr_patches`. Windows wholly outside the femur are not run: they are
+   void.
+3. **Inference** (:func:`femsr.export.predict`) in batches of ``batch_size`` windows, each
+   written straight into the grid of HR patches, so memory holds one batch of network
+   activations plus the HR grid, whatever the image size.
+4. **Quilting** (:func:`femsr.quilt.quilt`) joins the HR patches along minimum-error seams (or
+   by averaging, or a straight cut), and the HR pixels of void LR pixels are set to 0: the LR
+   image is the block mean of a density >= 0, so a 0 LR pixel has a void 10 x 10 block (this
+   also removes the sigmoid's small floor in the background).
+
+torch is imported when :func:`reconstruct` runs, never by ``import femsr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from femsr import dataset, fem
+from femsr.femur import Femur, Problem
+from femsr.io import FemurImage
+from femsr.quilt import METHODS, quilt
+
+if TYPE_CHECKING:
+    from femsr.export import LoadedModel
+    from femsr.model import SRNet
+
+__all__ = ["BUNDLED_MODEL", "reconstruct"]
+
+BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt2"
+STAGES = ("model", "lr_fe", "inference", "quilting", "total")
+
+
+def _load(model: object, device: str) -> LoadedModel | SRNet:
+    from femsr.export import LoadedModel, load_model
+    from femsr.model import SRNet
+
+    if isinstance(model, (LoadedModel, SRNet)):
+        return model
+    if model is None:
+        if not BUNDLED_MODEL.is_file():
+            raise FileNotFoundError(
+                f"no bundled model is installed yet ({BUNDLED_MODEL}); pass model= the path of "
+                f"an exported model (femsr.export.export_model) or a loaded one"
+            )
+        model = BUNDLED_MODEL
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"model must be a path, a LoadedModel or an SRNet, got {type(model).__name__}"
+        )
+    return load_model(model, device=device)
+
+
+def _check_lr(lr: object) -> np.ndarray:
+    if not isinstance(lr, np.ndarray):
+        raise TypeError(f"lr must be a numpy array or a FemurImage, got {type(lr).__name__}")
+    if lr.dtype == np.bool_ or not (
+        np.issubdtype(lr.dtype, np.floating) or np.issubdtype(lr.dtype, np.integer)
+    ):
+        raise TypeError(f"lr must hold real numbers (a density in [0, 1]), got dtype {lr.dtype}")
+    if lr.ndim != 2 or lr.size == 0:
+        raise ValueError(f"lr must be a non-empty 2-D density image (H, W), got shape {lr.shape}")
+    array = np.asarray(lr, dtype=np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("lr contains NaN or infinite values")
+    low, high = float(array.min()), float(array.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"lr must lie in [0, 1], got values in [{low:g}, {high:g}]")
+    return array
+
+
+def _check_batch_size(batch_size: object) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return int(batch_size)
+
+
+def _load_problem(
+    density: np.ndarray,
+    femur: Femur | None,
+    pixel_size: float | None,
+    forces: np.ndarray | None,
+    fixed: np.ndarray | None,
+    mask: np.ndarray | None,
+) -> Problem:
+    """The LR FE problem from a femur record or from the caller's forces, fixed DOFs and mask."""
+    shape = density.shape
+    region = None if mask is None else fem.check_mask(mask, shape).astype(bool)
+    if femur is not None:
+        if forces is not None or fixed is not None:
+            raise ValueError("give either femur= or forces= and fixed=, not both")
+        if not isinstance(femur, Femur):
+            raise TypeError(f"femur must be a femsr.femur.Femur, got {type(femur).__name__}")
+        if pixel_size is None:
+            raise ValueError(
+                "pixel_size (mm) of the LR image is needed to place the femur's loads "
+                "(or pass a FemurImage, which carries it)"
+            )
+        problem = femur.problem(pixel_size)
+        if problem.mask.shape != shape:
+            raise ValueError(
+                f"lr has shape {shape}, but the femur's grid at {pixel_size} mm is "
+                f"{problem.mask.shape}; the LR image must be on the femur's grid"
+            )
+        return problem if region is None else dataclasses.replace(problem, mask=region)
+    if forces is None or fixed is None:
+        raise ValueError(
+            "reconstruct needs the displacement channels: pass displacement=, or a load spec "
+            "to compute them (femur= with pixel_size=, a FemurImage, or forces= and fixed=)"
+        )
+    loads = fem._check_finite_array("forces", forces, 4)
+    ncases = loads.shape[0]
+    return Problem(
+        mask=fem.check_mask(density > 0, shape).astype(bool) if region is None else region,
+        forces=loads,
+        fixed=fixed,
+        weights=np.full(ncases, 1.0 / max(ncases, 1)),
+        names=tuple(f"case {k}" for k in range(ncases)),
+        # Square Q4 stiffness does not depend on h, and thickness only scales u, which the
+        # per-patch normalization removes: any values do.
+        pixel_size=0.5 if pixel_size is None else float(pixel_size),
+        thickness=1.0,
+    )
+
+
+def reconstruct(
+    lr: np.ndarray | FemurImage,
+    *,
+    displacement: np.ndarray | None = None,
+    femur: Femur | None = None,
+    pixel_size: float | None = None,
+    forces: np.ndarray | None = None,
+    fixed: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    model: str | os.PathLike[str] | LoadedModel | SRNet | None = None,
+    device: str = "auto",
+    batch_size: int = 64,
+    method: str = "seam",
+    dtype: str | None = None,
+    progress: bool = False,
+    stats: dict[str, Any] | None = None,
+) -> np.ndarray:
+    """Super-resolve an LR femur density (500 µm) by the network, ``scale`` times (50 µm).
+
+    The network needs the displacement channels of the LR image: pass them
+    (``displacement=``), or a load spec to compute them by LR FE exactly as the training data
+    did (:func:`femsr.dataset.lr_displacement`): a femur record (``femur=`` with
+    ``pixel_size=``, or ``lr`` as a :class:`~femsr.io.FemurImage`, which carries both), or
+    your own ``forces=`` and ``fixed=`` (with ``mask=``). Loads of any magnitude do: each
+    patch's field is normalized (:data:`femsr.dataset.NORMALIZATION`).
+
+    Parameters
+    ----------
+    lr : ndarray, shape (H, W), or FemurImage
+        LR density in [0, 1] (any real dtype), row 0 at the top. A FemurImage gives its
+        density, ``pixel_size`` and ``femur``.
+    displacement : ndarray, shape (ncases, H+1, W+1, 2), optional
+        Nodal displacements of the LR image (x right, y up), e.g. from
+        :func:`femsr.dataset.lr_displacement`; ``2 * ncases + 1`` must be the model's input
+        channels. Excludes a load spec.
+    femur : femsr.femur.Femur, optional
+        Load spec: the femur's load cases, fixed edge and mask on the LR grid
+        (``femur.problem(pixel_size)``, whose shape must be ``(H, W)``).
+    pixel_size : float, optional
+        LR pixel side (mm), needed with ``femur``.
+    forces : ndarray, shape (ncases, H+1, W+1, 2), optional
+        Load spec of your own: nodal forces per case (any unit; only the pattern counts).
+    fixed : ndarray of bool, shape (H+1, W+1, 2), optional
+        Fixed DOFs, with ``forces``.
+    mask : ndarray of bool, shape (H, W), optional
+        The femur (FE mask): elements in the FE model, zero displacement channels outside it,
+        and windows that touch it (or a positive LR pixel) are run. Default: the femur's mask
+        with ``femur``, else ``lr > 0``.
+    model : path, LoadedModel or SRNet, optional
+        An exported model file (:func:`femsr.export.export_model`, any format), a loaded one,
+        or an eager network. Default: the bundled model (``femsr/data/model.pt2``).
+    device : str
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
+        moved there.
+    batch_size : int
+        Windows per forward pass; bounds the memory of the activations. The result does not
+        depend on it.
+    method : {"seam", "average", "cut"}
+        Quilting of the overlaps (:func:`femsr.quilt.quilt`).
+    dtype : {"float16", "bfloat16"}, optional
+        Mixed-precision inference (:func:`femsr.export.predict`); default float32.
+    progress : bool
+        Report the stages and a count of the batches on stderr.
+    stats : dict, optional
+        Filled with the seconds of each stage, ``"model"`` (loading), ``"lr_fe"``,
+        ``"inference"``, ``"quilting"`` and ``"total"``, and the counts ``"windows"`` (of the
+        grid) and ``"inferred"`` (run through the network), ``"device"`` and ``"fe_method"``.
+
+    Returns
+    -------
+    ndarray of float32, shape (scale * H, scale * W)
+        HR density in [0, 1].
+
+    Raises
+    ------
+    TypeError
+        On an input of the wrong type or dtype.
+    ValueError
+        On a wrong shape, NaN/inf, a density outside [0, 1], a displacement of another grid,
+        a model whose input channels do not match ``1 + 2 * ncases``, missing or conflicting
+        load specs, an empty mask, a floating region in the FE, or a bad option.
+    FileNotFoundError
+        If the model file (or, by default, the bundled model) does not exist.
+
+    Examples
+    --------
+    A uniform image through an untrained network with the density skip (its tail starts at
+    zero, so it returns the upsampled density):
+
+    >>> from femsr.model import ModelConfig, build_model
+    >>> net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
+    >>> lr = np.full((20, 28), 0.5)
+    >>> hr = reconstruct(lr, displacement=np.zeros((3, 21, 29, 2)), model=net, device="cpu")
+    >>> hr.shape, hr.dtype, bool(np.allclose(hr, 0.5, atol=1e-5))
+    ((200, 280), dtype('float32'), True)
+    """
+    started = time.perf_counter()
+    seconds = dict.fromkeys(STAGES, 0.0)
+    if isinstance(lr, FemurImage):
+        if femur is None and displacement is None and forces is None:
+            femur = lr.femur
+        if pixel_size is None:
+            pixel_size = lr.pixel_size
+        lr = lr.density
+    density = _check_lr(lr)
+    shape = (int(density.shape[0]), int(density.shape[1]))
+    batch_size = _check_batch_size(batch_size)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if pixel_size is not None and not (
+        isinstance(pixel_size, (int, float)) and np.isfinite(pixel_size) and pixel_size > 0
+    ):
+        raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
+
+    tick = time.perf_counter()
+    network = _load(model, device)
+    seconds["model"] = time.perf_counter() - tick
+    config = network.config
+    ncases = (config.in_channels - 1) // 2
+    if config.in_channels % 2 != 1:
+        raise ValueError(
+            f"the model takes {config.in_channels} input channels; reconstruct feeds density "
+            f"plus (ux, uy) per load case, an odd number"
+        )
+
+    fe_method = "given"
+    if displacement is not None:
+        if femur is not None or forces is not None or fixed is not None:
+            raise ValueError("give either displacement= or a load spec (femur=, forces=), not both")
+        u = fem._check_finite_array("displacement", displacement, 4)
+        expected = (ncases, shape[0] + 1, shape[1] + 1, 2)
+        if u.shape[1:] != expected[1:]:
+            raise ValueError(
+                f"displacement must be nodal on lr's grid, (ncases, {shape[0] + 1}, "
+                f"{shape[1] + 1}, 2), got shape {u.shape}"
+            )
+        region = density > 0 if mask is None else fem.check_mask(mask, shape).astype(bool)
+    else:
+        problem = _load_problem(density, femur, pixel_size, forces, fixed, mask)
+        if progress:
+            print("reconstruct: LR FE of the load cases", file=sys.stderr)
+        tick = time.perf_counter()
+        u, solve_stats = dataset.lr_displacement(density, problem)
+        seconds["lr_fe"] = time.perf_counter() - tick
+        fe_method = solve_stats.method
+        region = problem.mask
+    if u.shape[0] != ncases:
+        raise ValueError(
+            f"the model takes {config.in_channels} input channels (density + {ncases} load "
+            f"cases), but the displacement has {u.shape[0]} load case(s)"
+        )
+
+    patch, scale = config.patch_size, config.scale
+    stride = max(-(-patch // 2), round(2 * patch / 3))
+    grid = dataset.patch_grid(shape, patch, stride)
+    run = dataset.window_mask(region | (density > 0), grid, patch)
+    corners = grid[run]
+    hr_size = patch * scale
+    tiles = np.zeros((*grid.shape[:2], hr_size, hr_size), dtype=np.float32)
+    rows, cols = np.nonzero(run)
+    inputs = dataset.lr_patches(density, u, corners, patch=patch, mask=region)
+
+    from femsr.export import predict
+
+    tick = time.perf_counter()
+    for start in range(0, len(corners), batch_size):
+        chunk = slice(start, start + batch_size)
+        out = predict(network, inputs[chunk], batch_size=batch_size, device=device, dtype=dtype)
+        tiles[rows[chunk], cols[chunk]] = out[:, 0]
+        if progress:
+            done = min(start + batch_size, len(corners))
+            print(f"\rreconstruct: {done}/{len(corners)} windows", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    seconds["inference"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    hr_shape = (shape[0] * scale, shape[1] * scale)
+    image = quilt(tiles, stride * scale, method=method, shape=hr_shape)
+    void = np.repeat(np.repeat(density == 0, scale, axis=0), scale, axis=1)
+    image[void] = 0.0
+    result = np.clip(image, 0.0, 1.0).astype(np.float32)
+    seconds["quilting"] = time.perf_counter() - tick
+
+    seconds["total"] = time.perf_counter() - started
+    if stats is not None:
+        stats.update(seconds)
+        stats.update(
+            windows=int(run.size),
+            inferred=len(corners),
+            device=str(_device_of(network)),
+            fe_method=fe_method,
+        )
+    if progress:
+        print(
+            f"reconstruct: {len(corners)} of {run.size} windows, LR FE {seconds['lr_fe']:.2f} s, "
+            f"inference {seconds['inference']:.2f} s, quilting {seconds['quilting']:.2f} s",
+            file=sys.stderr,
+        )
+    return result
+
+
+def _device_of(network: LoadedModel | SRNet) -> object:
+    from femsr.export import LoadedModel
+
+    if isinstance(network, LoadedModel):
+        return network.device
+    return next(network.parameters()).device

@@ -1,0 +1,335 @@
+"""femsr.reconstruct: LR femur in, HR femur out; image files; the CLI."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+import femsr
+from femsr import dataset
+from femsr.cli import main
+from femsr.femur import Femur
+from femsr.io import FemurImage, read_image, save_femur, write_image
+
+torch = pytest.importorskip("torch")
+from femsr.export import export_model, load_model  # noqa: E402
+from femsr.model import ModelConfig, build_model  # noqa: E402
+
+module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
+reconstruct = femsr.reconstruct
+
+PIXEL = 4.0  # a coarse LR grid of the mean femur: 26 x 24 pixels, 3 x 3 windows
+
+
+def tiny(density_skip="none", seed=0):
+    torch.manual_seed(seed)
+    return build_model(
+        ModelConfig(width=4, n_blocks=1, up_width=2, density_skip=density_skip)
+    ).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An untrained network (no density skip, so the displacement matters) and its .pt2."""
+    net = tiny()
+    path = export_model(net, tmp_path_factory.mktemp("model") / "tiny.pt2")
+    return net, path
+
+
+@pytest.fixture(scope="module")
+def femur_lr():
+    bone = Femur()
+    problem = bone.problem(PIXEL)
+    rng = np.random.default_rng(0)
+    lr = np.where(problem.mask, rng.uniform(0.2, 0.9, problem.mask.shape), 0.0)
+    return bone, problem, lr
+
+
+def test_shape_range_and_void_windows(exported, femur_lr):
+    _, path = exported
+    bone, problem, lr = femur_lr
+    stats = {}
+    hr = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=path, device="cpu", stats=stats)
+    assert hr.shape == (10 * lr.shape[0], 10 * lr.shape[1]) and hr.dtype == np.float32
+    assert hr.min() >= 0.0 and hr.max() <= 1.0
+    assert hr[np.kron(lr > 0, np.ones((10, 10), bool))].min() > 0  # sigmoid: never exactly 0
+    grid = dataset.patch_grid(lr.shape, 12, 8)
+    run = dataset.window_mask(problem.mask | (lr > 0), grid, 12)
+    assert stats["windows"] == run.size and stats["inferred"] == run.sum() < run.size
+    assert set(stats) >= {"model", "lr_fe", "inference", "quilting", "total", "device"}
+    assert stats["fe_method"] == "direct"
+    # Windows wholly outside the femur are void, and so is every block of a void LR pixel.
+    for r, c in grid[~run]:
+        assert not hr[r * 10 : (r + 12) * 10, c * 10 : (c + 12) * 10].any()
+    assert not hr[np.kron(lr == 0, np.ones((10, 10), bool))].any()
+
+
+def test_windows_outside_are_not_run(exported, femur_lr):
+    bone, _, lr = femur_lr
+    calls = []
+
+    net = tiny()
+    original = net.forward
+    net.forward = lambda x: (calls.append(x.shape[0]), original(x))[1]
+    stats = {}
+    reconstruct(
+        lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu", batch_size=3, stats=stats
+    )
+    assert sum(calls) == stats["inferred"] < stats["windows"]
+    assert max(calls) <= 3
+
+
+def test_uniform_image_through_density_skip():
+    lr = np.full((20, 28), 0.37)  # 2 x 3 windows of 12 at stride 8, none overhanging
+    u = np.random.default_rng(1).normal(size=(3, 21, 29, 2))
+    for method in ("seam", "average", "cut"):
+        hr = reconstruct(lr, displacement=u, model=tiny("bilinear"), device="cpu", method=method)
+        np.testing.assert_allclose(hr, 0.37, atol=1e-5)
+
+
+def test_displacement_given_or_computed(exported, femur_lr):
+    net, _ = exported
+    bone, problem, lr = femur_lr
+    computed = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
+    u, _ = dataset.lr_displacement(lr, problem)
+    given = reconstruct(lr, displacement=u, mask=problem.mask, model=net, device="cpu")
+    np.testing.assert_array_equal(computed, given)
+    own = reconstruct(
+        lr, forces=3.0 * problem.forces, fixed=problem.fixed, mask=problem.mask, model=net,
+        device="cpu",
+    )  # fmt: skip
+    np.testing.assert_allclose(own, given, atol=1e-5)  # loads of any magnitude: same input
+    image = FemurImage(lr, PIXEL, bone)
+    np.testing.assert_array_equal(reconstruct(image, model=net, device="cpu"), computed)
+    # The displacement matters: another field gives another image.
+    other = reconstruct(lr, displacement=u[::-1].copy(), mask=problem.mask, model=net, device="cpu")
+    assert np.abs(other - given).max() > 1e-4
+
+
+def test_eager_and_exported_agree(exported, femur_lr):
+    net, path = exported
+    bone, _, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "device": "cpu"}
+    eager = reconstruct(lr, model=net, **options)
+    loaded = load_model(path, device="cpu")
+    np.testing.assert_allclose(reconstruct(lr, model=path, **options), eager, atol=1e-5)
+    np.testing.assert_allclose(reconstruct(lr, model=loaded, **options), eager, atol=1e-5)
+
+
+def test_methods_differ_only_in_overlaps(exported, femur_lr):
+    net, _ = exported
+    bone, _, lr = femur_lr
+    images = {
+        method: reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu",
+                            method=method)
+        for method in ("seam", "average", "cut")
+    }  # fmt: skip
+    # Rows and columns 80..119 of each 80-px step are overlaps; elsewhere one patch owns a pixel.
+    inside = np.ones(images["seam"].shape, bool)
+    for start in range(80, max(inside.shape), 80):
+        inside[start : start + 40] = False
+        inside[:, start : start + 40] = False
+    for method in ("average", "cut"):
+        np.testing.assert_array_equal(images[method][inside], images["seam"][inside])
+        assert np.abs(images[method] - images["seam"]).max() > 1e-4
+
+
+def test_batch_size_does_not_matter(exported, femur_lr):
+    net, _ = exported
+    bone, _, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
+    # Equal up to the float32 rounding of batch-size-dependent convolution kernels (1 ulp).
+    np.testing.assert_allclose(
+        reconstruct(lr, batch_size=1, **options),
+        reconstruct(lr, batch_size=64, **options),
+        atol=1e-6,
+        rtol=0,
+    )
+
+
+def test_bundled_model_missing(monkeypatch, tmp_path, femur_lr):
+    bone, _, lr = femur_lr
+    monkeypatch.setattr(module, "BUNDLED_MODEL", tmp_path / "model.pt2")
+    with pytest.raises(FileNotFoundError, match="no bundled model is installed yet"):
+        reconstruct(lr, femur=bone, pixel_size=PIXEL)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"lr": [[0.5]]}, TypeError, "lr must be a numpy array"),
+        ({"lr": np.ones((4, 4), bool)}, TypeError, "lr must hold real numbers"),
+        ({"lr": np.ones((2, 4, 4))}, ValueError, "non-empty 2-D"),
+        ({"lr": np.full((26, 24), np.nan)}, ValueError, "NaN"),
+        ({"lr": np.full((26, 24), 1.5)}, ValueError, r"lr must lie in \[0, 1\]"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+        ({"method": "blend"}, ValueError, "method must be one of"),
+        ({"pixel_size": -1.0}, ValueError, "pixel_size must be a positive"),
+        ({"pixel_size": None}, ValueError, "pixel_size .* is needed"),
+        ({"pixel_size": 2.0}, ValueError, "the femur's grid at 2.0 mm"),
+        ({"femur": None}, ValueError, "needs the displacement channels"),
+        ({"femur": "mean"}, TypeError, "femur must be a femsr.femur.Femur"),
+        ({"forces": np.zeros((3, 27, 25, 2))}, ValueError, "either femur= or forces="),
+        ({"displacement": np.zeros((3, 27, 25, 2))}, ValueError, "either displacement= or"),
+        ({"femur": None, "displacement": np.zeros((3, 26, 25, 2))}, ValueError, "nodal on lr's"),
+        ({"femur": None, "displacement": np.zeros((2, 27, 25, 2))}, ValueError, "has 2 load case"),
+        ({"mask": np.zeros((26, 24), bool)}, ValueError, "mask is empty"),
+        ({"model": 3}, TypeError, "model must be a path"),
+        ({"model": "missing.pt2"}, FileNotFoundError, "does not exist"),
+    ],
+)
+def test_bad_input(exported, femur_lr, change, error, match):
+    net, _ = exported
+    bone, _, lr = femur_lr
+    options = {"lr": lr, "femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
+    options.update(change)
+    with pytest.raises(error, match=match):
+        reconstruct(options.pop("lr"), **options)
+
+
+def test_model_channels_must_match(femur_lr):
+    bone, _, lr = femur_lr
+    two_cases = build_model(ModelConfig(in_channels=5, width=4, n_blocks=1, up_width=2))
+    with pytest.raises(ValueError, match=r"5 input channels .* 3 load case"):
+        reconstruct(lr, femur=bone, pixel_size=PIXEL, model=two_cases, device="cpu")
+    even = build_model(ModelConfig(in_channels=6, width=4, n_blocks=1, up_width=2))
+    with pytest.raises(ValueError, match="an odd number"):
+        reconstruct(lr, femur=bone, pixel_size=PIXEL, model=even, device="cpu")
+
+
+def test_corrupt_model_file(tmp_path, femur_lr):
+    bone, _, lr = femur_lr
+    path = tmp_path / "broken.pt2"
+    path.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a model archive"):
+        reconstruct(lr, femur=bone, pixel_size=PIXEL, model=path, device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Image files
+
+
+@pytest.mark.parametrize(
+    ("suffix", "bits", "tolerance"),
+    [
+        (".png", 16, 0.5 / 65535),
+        (".png", 8, 0.5 / 255),
+        (".tif", 16, 0.5 / 65535),
+        (".tiff", 8, 0.5 / 255),
+        (".npy", 16, 0.0),
+        (".npz", 16, 0.0),
+    ],
+)
+def test_image_round_trip(tmp_path, suffix, bits, tolerance):
+    density = np.random.default_rng(2).random((7, 5)).astype(np.float32)
+    density[0, :2] = [0.0, 1.0]
+    path = tmp_path / f"d{suffix}"
+    write_image(path, density, bits=bits)
+    back, pixel_size, bone = read_image(path)
+    assert back.shape == (7, 5) and back.dtype == np.float64
+    assert pixel_size is None and bone is None
+    np.testing.assert_allclose(back, density, atol=tolerance + 1e-9, rtol=0)
+    assert back[0, 0] == 0.0 and back[0, 1] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+def test_read_femur_file_and_plain_arrays(tmp_path):
+    from PIL import Image
+
+    bone = Femur()
+    density = np.full((26, 24), 0.25)
+    save_femur(tmp_path / "f.npz", FemurImage(density, PIXEL, bone))
+    back, pixel_size, femur = read_image(tmp_path / "f.npz")
+    np.testing.assert_allclose(back, density, atol=1e-5)
+    assert pixel_size == PIXEL and femur == bone
+    np.savez(tmp_path / "one.npz", image=density)
+    assert read_image(tmp_path / "one.npz")[0].shape == (26, 24)
+    Image.fromarray(density.astype(np.float32)).save(tmp_path / "float.tif")
+    np.testing.assert_array_equal(read_image(tmp_path / "float.tif")[0], density)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error", "match"),
+    [
+        ("missing.png", None, FileNotFoundError, "does not exist"),
+        ("image.bmp", b"", ValueError, "unknown image type"),
+        ("junk.png", b"junk", ValueError, "not a readable image"),
+        ("junk.tif", b"II*\x00junk", ValueError, "not a readable image"),
+        ("junk.npy", b"junk", ValueError, "not a readable .npy"),
+        ("junk.npz", b"junk", ValueError, "not a readable .npz"),
+        ("colour.png", "rgb", ValueError, "RGB image; a density needs one grayscale channel"),
+        ("cube.npy", "cube", ValueError, "not a 2-D image"),
+        ("many.npz", "many", ValueError, "name the density 'density'"),
+        ("text.npy", "text", ValueError, "not real numbers"),
+    ],
+)
+def test_unreadable_images(tmp_path, name, content, error, match):
+    from PIL import Image
+
+    path = tmp_path / name
+    if content == "rgb":
+        Image.new("RGB", (4, 3)).save(path)
+    elif content == "cube":
+        np.save(path, np.zeros((2, 3, 4)))
+    elif content == "many":
+        np.savez(path, a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    elif content == "text":
+        np.save(path, np.array([["a", "b"]]))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=match):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "density", "bits", "match"),
+    [
+        ("d.jpg", np.zeros((2, 2)), 16, "unknown image type"),
+        ("d.png", np.zeros((2, 2)), 12, "bits must be 8 or 16"),
+        ("d.png", np.full((2, 2), 1.5), 16, r"must lie in \[0, 1\]"),
+        ("d.png", np.full((2, 2), np.nan), 16, "NaN"),
+        ("d.png", np.zeros(4), 16, "2-D"),
+    ],
+)
+def test_write_image_bad_input(tmp_path, path, density, bits, match):
+    with pytest.raises(ValueError, match=match):
+        write_image(tmp_path / path, density, bits=bits)
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
+    net, path = exported
+    bone, _, lr = femur_lr
+    save_femur(tmp_path / "lr.npz", FemurImage(lr, PIXEL, bone))
+    code = main(
+        [
+            "reconstruct", str(tmp_path / "lr.npz"), str(tmp_path / "hr.png"), "--model",
+            str(path), "--device", "cpu", "--batch-size", "4", "--method", "cut",
+            "--preview", str(tmp_path / "preview.png"),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert "wrote" in capsys.readouterr().out
+    hr, _, _ = read_image(tmp_path / "hr.png")
+    density = read_image(tmp_path / "lr.npz")[0]  # as stored: 16-bit
+    expected = reconstruct(
+        density, femur=bone, pixel_size=PIXEL, model=net, device="cpu", method="cut"
+    )
+    np.testing.assert_allclose(hr, expected, atol=1e-4)
+    preview, _, _ = read_image(tmp_path / "preview.png")
+    np.testing.assert_allclose(preview, expected, atol=0.5 / 255 + 1e-4)
+    # A bare image gets the default femur at --pixel-size; a mismatch is an error.
+    write_image(tmp_path / "lr.tif", density)
+    args = ["reconstruct", str(tmp_path / "lr.tif"), str(tmp_path / "hr.npy"), "--model", str(path)]
+    assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--quiet"]) == 0
+    seam = reconstruct(density, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
+    np.testing.assert_allclose(np.load(tmp_path / "hr.npy"), seam, atol=1e-4)
+    assert main([*args, "--quiet"]) == 2  # the femur's 0.5 mm grid is not 26 x 24
+    assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
+    assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err
