@@ -57,8 +57,8 @@ def _load(model: object, device: str) -> LoadedModel | SRNet:
     if model is None:
         if not BUNDLED_MODEL.is_file():
             raise FileNotFoundError(
-                f"no bundled model is installed yet ({BUNDLED_MODEL}); pass model= the path of "
-                f"an exported model (femsr.export.export_model) or a loaded one"
+                f"no bundled model is installed yet ({BUNDLED_MODEL}); pass model= (femsr "
+                f"reconstruct --model) the path of an exported model (femsr.export.export_model)"
             )
         model = BUNDLED_MODEL
     if not isinstance(model, (str, os.PathLike)):
