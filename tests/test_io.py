@@ -36,3 +36,17 @@ def test_other_files_give_clear_errors(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable femur image"):
         io.load_femur(tmp_path / "junk.npz")
+
+
+def test_atomic_write_gives_the_permissions_open_would(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with io.atomic_write(tmp_path / "a.txt", "w") as stream:
+            stream.write("x")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    mode = (tmp_path / "a.txt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
