@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.ndimage as ndi
 
 from femsr import _core, fem
 from femsr.io import atomic_write
@@ -55,13 +56,16 @@ __all__ = [
     "Record",
     "State",
     "density_filter",
+    "local_density",
     "oc_update",
     "optimize",
     "project",
 ]
 
 FILTERS = ("density", "sensitivity")
-_CHECKPOINT_FORMAT = "femsr.topopt.checkpoint/1"
+_CHECKPOINT_FORMAT = "femsr.topopt.checkpoint/2"
+# The bisection pins the local-volume multiplier down to this factor.
+_LOCAL_PRECISION = 1.01
 _SOLVER_OPTIONS = ("tol", "maxiter", "direct_below", "method", "rebuild_ratio")
 
 
@@ -368,6 +372,74 @@ def _oc(
     return new, multiplier, met
 
 
+def _check_local(radius: float, p: float) -> None:
+    if not (isinstance(radius, int) and radius >= 1):
+        raise ValueError(f"local_radius must be a positive integer (pixels), got {radius!r}")
+    if not p >= 1:
+        raise ValueError(f"local_p must be at least 1, got {p}")
+
+
+class _LocalVolume:
+    """Local averages of the density and the p-norm constraint on them (Wu et al. 2018).
+
+    ``rho̅_e`` is the mean density over the mask pixels of the (2r+1)² square around ``e``;
+    the constraint ``G = (mean over L of rho̅_e^p)^(1/p) / alpha - 1 <= 0`` aggregates
+    ``rho̅_e <= alpha`` over the constrained pixels ``L``; as ``p`` grows it tends to the max.
+    """
+
+    def __init__(
+        self, active: np.ndarray, constrained: np.ndarray, radius: int, alpha: float, p: float
+    ) -> None:
+        self.inside = active.astype(bool)
+        self.constrained = constrained & self.inside
+        self.count = int(self.constrained.sum())
+        if self.count == 0:
+            raise ValueError("local_mask leaves no mask pixel under the local volume constraint")
+        self.size = 2 * radius + 1
+        self.alpha = alpha
+        self.p = p
+        self.neighbours = self._box(self.inside.astype(float))
+
+    def _box(self, values: np.ndarray) -> np.ndarray:
+        # A centred odd box with zero padding: its own adjoint, which the gradient relies on.
+        return ndi.uniform_filter(values, self.size, mode="constant", cval=0.0)
+
+    def average(self, density: np.ndarray) -> np.ndarray:
+        summed = self._box(np.where(self.inside, density, 0.0))
+        return np.divide(
+            summed, self.neighbours, out=np.zeros_like(summed), where=self.inside
+        )
+
+    def __call__(self, density: np.ndarray) -> tuple[float, np.ndarray]:
+        """``G`` of the density and ``dG/drho``."""
+        local = np.where(self.constrained, self.average(density), 0.0)
+        norm = float(np.mean(local[self.constrained] ** self.p)) ** (1.0 / self.p)
+        if norm == 0.0:
+            return -1.0, np.zeros_like(density)
+        outer = local ** (self.p - 1.0) * (norm ** (1.0 - self.p) / (self.count * self.alpha))
+        scaled = np.divide(outer, self.neighbours, out=np.zeros_like(outer), where=self.inside)
+        return norm / self.alpha - 1.0, np.where(self.inside, self._box(scaled), 0.0)
+
+
+def local_density(
+    density: np.ndarray, radius: int, *, mask: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean density over the mask pixels of the (2r+1)×(2r+1) square around each pixel.
+
+    The field the local volume constraint of :func:`optimize` bounds; 0 outside the mask.
+
+    Examples
+    --------
+    >>> x = np.zeros((4, 4)); x[:, :2] = 1.0
+    >>> local_density(x, 1)[0].round(3).tolist()
+    [1.0, 0.667, 0.333, 0.0]
+    """
+    density = _check_image("density", density)
+    _check_local(radius, 1.0)
+    active = fem.check_mask(mask, density.shape)
+    return _LocalVolume(active, active.astype(bool), radius, 1.0, 1.0).average(density)
+
+
 # ---------------------------------------------------------------------------------------------
 # Records
 
@@ -393,6 +465,9 @@ class Record:
         Projection sharpness used (0 without projection).
     cg_iterations : tuple of int
         CG iterations of each load case's solve (0 for a direct solve).
+    local_volume : float
+        The p-norm of the local densities under the local volume constraint (compare with
+        ``local_volfrac``); 0 without one.
     fe_seconds, seconds : float
         Wall time of the FE solve and of the whole iteration (s).
     """
@@ -404,6 +479,7 @@ class Record:
     change: float
     beta: float
     cg_iterations: tuple[int, ...]
+    local_volume: float
     fe_seconds: float
     seconds: float
 
@@ -501,6 +577,9 @@ class _Options:
     Emin: float | None
     h: float
     thickness: float
+    local_volfrac: float | None = None
+    local_radius: int = 0
+    local_p: float = 16.0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -532,6 +611,7 @@ class _Problem:
         options: _Options,
         solver_options: Mapping[str, Any],
         backend: str,
+        local_mask: np.ndarray | None = None,
     ) -> None:
         self.forces = forces
         self.active = active
@@ -554,6 +634,17 @@ class _Problem:
             **solver_options,
         )
         self.filter = _Filter(active, options.rmin, backend)
+        self.local = (
+            None
+            if options.local_volfrac is None
+            else _LocalVolume(
+                active,
+                self.inside if local_mask is None else local_mask,
+                options.local_radius,
+                options.local_volfrac,
+                options.local_p,
+            )
+        )
 
     def physical(self, x: np.ndarray, beta: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Physical density of the design and ``drho/drho~`` (None without projection)."""
@@ -591,9 +682,20 @@ class _Problem:
             dc, dv = dc * slope, dv * slope
         return self.filter(dc, transpose=True), self.filter(dv, transpose=True)
 
-    def update(
-        self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None
-    ) -> np.ndarray:
+    def local_constraint(
+        self, density: np.ndarray, slope: np.ndarray | None
+    ) -> tuple[float, np.ndarray] | None:
+        """The local volume constraint ``G`` of the density and ``dG/dx``; None without one."""
+        if self.local is None:
+            return None
+        value, gradient = self.local(density)
+        if slope is not None:
+            gradient = gradient * slope
+        if self.options.filter == "density":
+            gradient = self.filter(gradient, transpose=True)
+        return value, gradient
+
+    def _oc(self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None) -> np.ndarray:
         o = self.options
         wsum = self.filter.wsum if beta is not None else None
         new, _, _ = _oc(
@@ -612,14 +714,66 @@ class _Problem:
         )
         return new
 
+    def update(
+        self,
+        x: np.ndarray,
+        dc: np.ndarray,
+        dv: np.ndarray,
+        beta: float | None,
+        local: tuple[float, np.ndarray] | None,
+        multiplier: float,
+    ) -> tuple[np.ndarray, float]:
+        """OC step on the mass, and with a local constraint on both.
+
+        With ``G``, the OC fixed point ``x (-dc / (λ dv + μ dG))^η`` for the two constraints
+        is written as ``B = -dc / (λ (dv + κ dG))``, ``κ = μ/λ``, which is the one-constraint
+        update for the sensitivity ``dc dv / (dv + κ dG)``: the inner OC search meets the
+        mass exactly for any ``κ``, and ``κ >= 0`` is the smallest ratio whose step keeps the
+        linearized constraint ``G + dG·(x_new - x) <= 0``: zero where the plain step already
+        does, else found by bisection on ``log κ`` from a bracket around the last one,
+        ``multiplier``. Returns the new design and ``κ``.
+        """
+        if local is None:
+            return self._oc(x, dc, dv, beta), 0.0
+        value, gradient = local
+
+        def step(kappa: float) -> tuple[np.ndarray, bool]:
+            weight = dv + kappa * gradient
+            scaled = np.divide(dc * dv, weight, out=np.zeros_like(dc), where=weight > 0)
+            new = self._oc(x, scaled, dv, beta)
+            return new, value + float(np.vdot(gradient, new - x)) <= 0.0
+
+        new, feasible = step(0.0)
+        if feasible:
+            return new, 0.0
+        scale = float(np.abs(dv).sum() / max(np.abs(gradient).sum(), 1e-300))
+        low, high = 0.0, multiplier or scale
+        for _ in range(60):
+            candidate, feasible = step(high)
+            if feasible:
+                new = candidate
+                break
+            low, high = high, 4.0 * high
+        else:
+            return candidate, high  # the move limits cannot reach the bound: strongest step
+        low = low or high / 4.0**8
+        while high > _LOCAL_PRECISION * low:
+            middle = math.sqrt(low * high)
+            candidate, feasible = step(middle)
+            if feasible:
+                high, new = middle, candidate
+            else:
+                low = middle
+        return new, high
+
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
 
-def _fingerprint(forces: np.ndarray, fixed: np.ndarray, active: np.ndarray) -> str:
+def _fingerprint(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
-    for array in (forces, fixed, active):
+    for array in arrays:
         digest.update(repr(array.shape).encode())
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -635,6 +789,7 @@ class _Progress:
     beta_iterations: int  # iterations made at the current beta
     history: list[Record]
     reason: str = ""
+    multiplier: float = 0.0  # of the local volume constraint, where its next search starts
 
 
 def _write_checkpoint(
@@ -652,6 +807,7 @@ def _write_checkpoint(
         "beta": np.array(np.nan if progress.beta is None else progress.beta),
         "beta_iterations": np.array(progress.beta_iterations),
         "reason": np.array(progress.reason),
+        "multiplier": np.array(progress.multiplier),
         "options": np.array(options.to_json()),
         "fingerprint": np.array(fingerprint),
     }
@@ -701,6 +857,7 @@ def _read_checkpoint(
                 change=float(columns["change"][k]),
                 beta=float(columns["beta"][k]),
                 cg_iterations=tuple(int(c) for c in columns["cg_iterations"][k]),
+                local_volume=float(columns["local_volume"][k]),
                 fe_seconds=float(columns["fe_seconds"][k]),
                 seconds=float(columns["seconds"][k]),
             )
@@ -714,6 +871,7 @@ def _read_checkpoint(
             beta_iterations=int(data["beta_iterations"]),
             history=history,
             reason=str(data["reason"]),
+            multiplier=float(data["multiplier"]),
         )
 
 
@@ -739,6 +897,10 @@ def optimize(
     beta_max: float = 32.0,
     beta_every: int = 50,
     threshold: float = 0.5,
+    local_volfrac: float | None = None,
+    local_radius: int = 6,
+    local_p: float = 16.0,
+    local_mask: np.ndarray | None = None,
     initial: np.ndarray | None = None,
     E0: float = 1.0,
     nu: float = 0.3,
@@ -794,6 +956,20 @@ def optimize(
         Iterations at one ``β`` before it doubles (sooner if the design has settled).
     threshold : float
         Projection threshold ``η`` in [0, 1].
+    local_volfrac : float, optional
+        Bound ``α`` in (0, 1] of the local volume constraint of Wu, Aage, Westermann & Sigmund
+        (2018), "Infill optimization for additive manufacturing—approaching bone-like porous
+        structures", IEEE TVCG 24:1127: the mean density of the square of side
+        ``2 local_radius + 1`` around each pixel stays below ``α``, aggregated into one
+        constraint by a p-norm. It turns the few thick members of a plain compliance design
+        into many thin struts along the stress paths, as in trabecular bone. Default: none.
+    local_radius : int
+        Half side (pixels) of the local square.
+    local_p : float
+        p-norm exponent (Wu et al. use 16); larger is closer to the max, and stiffer to solve.
+    local_mask : ndarray of bool, shape (ny, nx), optional
+        The pixels whose local density is bounded (e.g. all but a cortical shell along the
+        outline). Default: the whole mask.
     initial : ndarray, shape (ny, nx), optional
         Starting design variables in [0, 1] (e.g. a coarse solution, upsampled). Default: the
         uniform design whose physical density meets the mass exactly.
@@ -889,6 +1065,21 @@ def optimize(
             raise ValueError(f"beta_max must be at least beta={beta}, got {beta_max}")
         if not (isinstance(beta_every, int) and beta_every >= 1):
             raise ValueError(f"beta_every must be a positive integer, got {beta_every!r}")
+    constrained = None
+    if local_volfrac is not None:
+        if not 0 < local_volfrac <= 1:
+            raise ValueError(f"local_volfrac must lie in (0, 1], got {local_volfrac}")
+        _check_local(local_radius, local_p)
+        if local_mask is not None:
+            if not (
+                isinstance(local_mask, np.ndarray)
+                and local_mask.dtype == np.bool_
+                and local_mask.shape == shape
+            ):
+                raise TypeError(f"local_mask must be a bool array of shape {shape}")
+            constrained = local_mask
+    elif local_mask is not None:
+        raise ValueError("local_mask needs local_volfrac (the bound it applies)")
     unknown = set(solver_options or {}) - set(_SOLVER_OPTIONS)
     if unknown:
         raise ValueError(
@@ -911,12 +1102,18 @@ def optimize(
         Emin=None if Emin is None else float(Emin),
         h=float(h),
         thickness=float(thickness),
+        local_volfrac=None if local_volfrac is None else float(local_volfrac),
+        local_radius=local_radius if local_volfrac is not None else 0,
+        local_p=float(local_p) if local_volfrac is not None else 0.0,
     )
-    problem = _Problem(forces, fixed, active, options, solver_options or {}, backend)
+    problem = _Problem(
+        forces, fixed, active, options, solver_options or {}, backend, constrained
+    )
     inside = problem.inside
 
+    problem_arrays = [forces, fixed, active] + ([] if constrained is None else [constrained])
     fingerprint = (
-        _fingerprint(forces, fixed, active) if checkpoint is not None or resume is not None else ""
+        _fingerprint(*problem_arrays) if checkpoint is not None or resume is not None else ""
     )
     if resume is not None:
         run = _read_checkpoint(resume, options, fingerprint, shape)
@@ -942,7 +1139,8 @@ def optimize(
         stats = problem.solver.stats
         fe_seconds = stats.assembly_seconds + stats.setup_seconds + stats.solve_seconds
         dc, dv = problem.sensitivities(x, density, slope, energy)
-        new = problem.update(x, dc, dv, run.beta)
+        local = problem.local_constraint(density, slope)
+        new, run.multiplier = problem.update(x, dc, dv, run.beta, local, run.multiplier)
         change = float(np.abs(new - x).max())
         run.iteration += 1
         record = Record(
@@ -953,6 +1151,7 @@ def optimize(
             change=change,
             beta=0.0 if run.beta is None else run.beta,
             cg_iterations=tuple(stats.iterations) or (0,) * len(compliance),
+            local_volume=0.0 if local is None else (local[0] + 1.0) * options.local_volfrac,
             fe_seconds=fe_seconds,
             seconds=time.perf_counter() - started,
         )
@@ -997,9 +1196,10 @@ def optimize(
 
 def _print_progress(record: Record) -> None:
     cg = "/".join(str(n) for n in record.cg_iterations)
+    local = f"local {record.local_volume:.4f}  " if record.local_volume else ""
     print(
         f"it {record.iteration:4d}  obj {record.objective:.6e}  mass {record.mass:.6f}  "
-        f"change {record.change:.4f}  beta {record.beta:g}  cg {cg}  "
+        f"change {record.change:.4f}  beta {record.beta:g}  {local}cg {cg}  "
         f"{record.seconds:.2f} s",
         file=sys.stderr,
         flush=True,
