@@ -128,6 +128,98 @@ def _dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    """Train the network on a patch dataset, validating on one held-out training femur."""
+    import torch
+
+    from femsr.dataset import PatchDataset
+    from femsr.model import ModelConfig, build_model
+    from femsr.train import train
+
+    names = [e["name"] for e in PatchDataset(args.dataset, "train").entries]
+    val_names = args.val_femurs or names[-1:]
+    fit_names = [name for name in names if name not in val_names]
+    if not fit_names:
+        raise ValueError(
+            f"no training femur left after holding out {val_names} for validation"
+        )
+    fit = PatchDataset(args.dataset, "train", augment=not args.no_augment, femurs=fit_names)
+    val = PatchDataset(args.dataset, "train", femurs=val_names)
+    fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
+    lr, hr = fit[0]
+    scale = int(hr.shape[-1]) // int(lr.shape[-1])
+    cfg = ModelConfig(
+        in_channels=int(lr.shape[0]),
+        width=args.width,
+        n_blocks=args.blocks,
+        up_width=args.up_width,
+        scale=scale,
+        upsampling="2x5" if scale == 10 else str(scale),  # the paper's x2 then x5 at x10
+        patch_size=int(lr.shape[-1]),
+    )
+    parameters = sum(p.numel() for p in build_model(cfg).parameters())
+    print(
+        f"training on {', '.join(fit_names)} ({len(fit):,} pairs), validating on "
+        f"{', '.join(val_names)} ({len(val):,} pairs); {parameters:,} parameters",
+        file=sys.stderr,
+    )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = train(
+        cfg,
+        fit,
+        val,
+        out_dir=args.output,
+        loss=args.loss,
+        mass_weight=args.mass_weight,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        schedule=args.schedule,
+        seed=args.seed,
+        device=args.device,
+        resume=not args.restart,
+        progress=not args.quiet,
+    )
+    best = result.history[result.best_epoch - 1]
+    print(
+        f"best epoch {result.best_epoch}: val loss {best['val_loss']:.5f}, PSNR "
+        f"{best['val_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}; wrote {result.best_path}"
+    )
+    return 0
+
+
+def _subset(data: object, count: int | None, seed: int) -> object:
+    """A seeded random subset of ``count`` items (all when ``count`` is None or larger)."""
+    from torch.utils.data import Subset
+
+    if count is None or count >= len(data):  # type: ignore[arg-type]
+        return data
+    picked = np.random.default_rng(seed).choice(len(data), count, replace=False)  # type: ignore[arg-type]
+    return Subset(data, np.sort(picked).tolist())
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Export trained weights for batched inference and check the export against them."""
+    import torch
+
+    from femsr.export import export_model, load_model
+
+    source = load_model(args.weights, device="cpu")
+    model = source.module
+    path = export_model(model, args.output, format=args.format)
+    exported = load_model(path, device="cpu")
+    cfg = source.config
+    x = torch.rand(4, cfg.in_channels, cfg.patch_size, cfg.patch_size)
+    with torch.no_grad():
+        error = float((exported(x) - model(x)).abs().max())
+    if error > 1e-5:
+        raise ValueError(f"the export of {args.weights} differs from it by {error:.2e} (> 1e-5)")
+    size = path.stat().st_size / 2**20
+    print(f"wrote {path} ({exported.format}, {size:.2f} MiB); max |exported - eager| {error:.1e}")
+    return 0
+
+
 def _density_image(path: Path, pixel_size: float | None) -> FemurImage:
     """A femur file (.npz, :func:`femsr.io.load_femur`) or a bare density (.npy) at
     ``pixel_size`` on the default femur's box."""
@@ -283,6 +375,62 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
     data.add_argument("--quiet", action="store_true", help="no per-femur progress")
     data.set_defaults(run=_dataset)
+
+    tr = commands.add_parser(
+        "train",
+        help="train the super-resolution network on a patch dataset (resumes)",
+        description="Train the residual network on the training femurs of DATASET (written by "
+        "femsr dataset), holding out one of them (--val-femurs) for validation every epoch. "
+        "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
+        "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
+        "command to resume after an interruption; export best.pt with femsr export.",
+    )
+    tr.add_argument("dataset", type=Path, metavar="DATASET", help="patch dataset folder")
+    tr.add_argument("output", type=Path, metavar="OUT_DIR", help="training run folder")
+    tr.add_argument("--loss", default="l1", choices=("l1", "l2"), help="pixel loss (l1)")
+    tr.add_argument(
+        "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
+    )
+    tr.add_argument("--width", type=int, default=32, help="feature channels (32)")
+    tr.add_argument("--blocks", type=int, default=4, help="residual blocks (4)")
+    tr.add_argument("--up-width", type=int, default=16, help="channels at HR (16)")
+    tr.add_argument("--epochs", type=int, default=20, help="epochs in all, resumed ones too (20)")
+    tr.add_argument("--batch-size", type=int, default=32, help="pairs per step (32)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (1e-3)")
+    tr.add_argument(
+        "--schedule", default="cosine", choices=("cosine", "step", "constant"), help="(cosine)"
+    )
+    tr.add_argument(
+        "--pairs", type=int, help="train on a seeded random subset of this many pairs"
+    )
+    tr.add_argument(
+        "--val-pairs", type=int, default=2000, help="validation subset size (2000)"
+    )
+    tr.add_argument(
+        "--val-femurs", nargs="+", metavar="NAME", help="held out (default: the last train femur)"
+    )
+    tr.add_argument("--no-augment", action="store_true", help="no flips and quarter turns")
+    tr.add_argument("--seed", type=int, default=0, help="seeds weights, order and subsets")
+    tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    tr.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    tr.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(run=_train)
+
+    ex = commands.add_parser(
+        "export",
+        help="export trained weights for batched inference (.pt2, .ts or .pt)",
+        description="Read WEIGHTS (best.pt of femsr train, or any model file femsr loads) and "
+        "write OUTPUT: .pt2 (torch.export, dynamic batch; the default format of femsr), .ts "
+        "(TorchScript, deprecated in PyTorch) or .pt (state dict). The export is loaded back "
+        "and checked against the weights on random input (max difference <= 1e-5).",
+    )
+    ex.add_argument("weights", type=Path, metavar="WEIGHTS", help="trained model file")
+    ex.add_argument("output", type=Path, metavar="OUTPUT", help="exported model file")
+    ex.add_argument(
+        "--format", choices=("pt2", "torchscript", "state"), help="(default: from the suffix)"
+    )
+    ex.set_defaults(run=_export)
 
     ev = commands.add_parser(
         "evaluate",

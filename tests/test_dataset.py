@@ -484,3 +484,39 @@ def test_cli_builds_the_dataset_of_a_manifest(femur_files, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli.main(["dataset", str(tmp_path / "empty"), str(tmp_path / "o2")]) == 2
     assert "no femur files" in capsys.readouterr().err
+
+
+def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
+    """femsr train holds out the last training femur, logs every epoch, and a rerun resumes
+    (here: finds the run complete); femsr export writes a .pt2 that loads and agrees with the trained weights."""
+    import torch
+
+    from femsr import cli
+    from femsr.export import load_model
+
+    out, _ = built
+    run = tmp_path / "run"
+    argv = ["train", str(out), str(run), "--width", "4", "--blocks", "1", "--up-width", "2"]
+    argv += ["--pairs", "12", "--val-pairs", "6", "--batch-size", "6", "--quiet"]
+    assert cli.main([*argv, "--epochs", "2"]) == 0
+    report = capsys.readouterr()
+    assert "training on femur_00 (12 pairs), validating on femur_01 (6 pairs)" in report.err
+    assert "best epoch" in report.out
+    log = (run / "train_log.jsonl").read_text()
+    assert [json.loads(line)["epoch"] for line in log.splitlines()] == [1, 2]
+    assert cli.main([*argv, "--epochs", "2"]) == 0  # the same command again: nothing left
+    assert (run / "train_log.jsonl").read_text() == log
+    assert cli.main([*argv, "--epochs", "3"]) == 2  # another schedule needs --restart
+    assert "other settings (epochs: 2 → 3)" in capsys.readouterr().err
+    assert cli.main([*argv, "--epochs", "2", "--val-femurs", "femur_00", "femur_01"]) == 2
+    assert "no training femur left" in capsys.readouterr().err
+
+    exported = tmp_path / "model.pt2"
+    assert cli.main(["export", str(run / "best.pt"), str(exported)]) == 0
+    assert "max |exported - eager|" in capsys.readouterr().out
+    eager, program = load_model(run / "best.pt", "cpu"), load_model(exported, "cpu")
+    assert program.format == "pt2" and program.config == eager.config
+    x = torch.rand(3, eager.config.in_channels, eager.config.patch_size, eager.config.patch_size)
+    with torch.no_grad():
+        torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=0)
+    assert cli.main(["export", str(tmp_path / "missing.pt"), str(exported)]) == 2
