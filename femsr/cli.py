@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,9 +140,7 @@ def _train(args: argparse.Namespace) -> int:
     val_names = args.val_femurs or names[-1:]
     fit_names = [name for name in names if name not in val_names]
     if not fit_names:
-        raise ValueError(
-            f"no training femur left after holding out {val_names} for validation"
-        )
+        raise ValueError(f"no training femur left after holding out {val_names} for validation")
     fit = PatchDataset(args.dataset, "train", augment=not args.no_augment, femurs=fit_names)
     val = PatchDataset(args.dataset, "train", femurs=val_names)
     fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
@@ -189,13 +187,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _subset(data: object, count: int | None, seed: int) -> object:
+def _subset(data: Any, count: int | None, seed: int) -> Any:
     """A seeded random subset of ``count`` items (all when ``count`` is None or larger)."""
     from torch.utils.data import Subset
 
-    if count is None or count >= len(data):  # type: ignore[arg-type]
+    if count is None or count >= len(data):
         return data
-    picked = np.random.default_rng(seed).choice(len(data), count, replace=False)  # type: ignore[arg-type]
+    picked = np.random.default_rng(seed).choice(len(data), count, replace=False)
     return Subset(data, np.sort(picked).tolist())
 
 
@@ -204,9 +202,15 @@ def _export(args: argparse.Namespace) -> int:
     import torch
 
     from femsr.export import export_model, load_model
+    from femsr.model import SRNet
 
     source = load_model(args.weights, device="cpu")
     model = source.module
+    if not isinstance(model, SRNet):
+        raise ValueError(
+            f"{str(args.weights)!r} is already an exported {source.format} program; export "
+            f"from the trained weights (best.pt of femsr train)"
+        )
     path = export_model(model, args.output, format=args.format)
     exported = load_model(path, device="cpu")
     cfg = source.config
@@ -249,7 +253,6 @@ def _density_image(path: Path, pixel_size: float | None) -> FemurImage:
 def _evaluate(args: argparse.Namespace) -> int:
     """Apparent stiffness of the ROIs and image measures of a reconstruction; tables, figures."""
     from femsr import evaluate
-    from femsr.io import atomic_write
 
     reference = _density_image(args.reference, args.pixel_size)
     pixel = reference.pixel_size
@@ -258,28 +261,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     without = None
     if args.without_quilting is not None:
         without = _density_image(args.without_quilting, pixel).density
-    rois = reference.femur.rois(pixel)
-    density = reference.density
-    stiffness = evaluate.roi_table(density, recon, rois, E0=args.E0, h=pixel)
-    images = evaluate.image_table(
-        density, recon, rois, mask=reference.femur.mask(pixel), threshold=args.threshold
+    markdown = evaluate.write_report(
+        args.output,
+        reference,
+        recon,
+        without_quilting=without,
+        E0=args.E0,
+        threshold=args.threshold,
+        names=(args.reference.name, args.reconstruction.name),
     )
-    markdown = (
-        f"# Evaluation of {args.reconstruction.name} against {args.reference.name}\n\n"
-        f"## Apparent stiffness (MPa; E0 = {args.E0:g} MPa; error % signed)\n\n"
-        f"{stiffness.to_markdown()}\n"
-        f"## Image measures (bone: density > {args.threshold:g})\n\n{images.to_markdown()}"
-    )
-    texts = {"table.md": markdown, "table.csv": stiffness.to_csv(), "images.csv": images.to_csv()}
-    for name, text in texts.items():
-        with atomic_write(args.output / name, "w") as stream:
-            stream.write(text)
-    evaluate.roi_figure(args.output / "rois.png", density, recon, rois, without_quilting=without)
-    for name, image, path in (
-        ("femur.png", density, args.reference),
-        ("femur_reconstruction.png", recon, args.reconstruction),
-    ):
-        evaluate.femur_figure(args.output / name, image, rois, pixel_size=pixel, title=path.name)
     print(markdown)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
@@ -323,12 +313,48 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """Reconstruct the bundled held-out femur with the bundled model and score it."""
+    from femsr.demo import demo
+
+    timings = demo(
+        args.output,
+        model=args.model,
+        femur_file=args.femur,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(
+        f"reconstructed in {timings['reconstruct']:.2f} s on {timings['device']} (LR FE "
+        f"{timings['lr_fe']:.2f} s, inference {timings['inference']:.2f} s, quilting "
+        f"{timings['quilting']:.2f} s); total {timings['total']:.1f} s; wrote {args.output}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="femsr",
         description="Super-resolution of proximal-femur bone images (500 µm -> 50 µm).",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    dm = commands.add_parser(
+        "demo",
+        help="reconstruct the bundled held-out femur with the bundled model, and score it",
+        description="Downscale the bundled 50 µm femur to 500 µm, reconstruct it with the "
+        "bundled network (LR FE, batched inference, seam quilting) and without quilting, and "
+        "write the HR image, the side-by-side ROI figures, the ROI stiffness table and the "
+        "stage timings to OUTPUT.",
+    )
+    dm.add_argument(
+        "output", type=Path, nargs="?", default=Path("femsr-demo"), help="(./femsr-demo)"
+    )
+    dm.add_argument("--model", type=Path, help="exported model (default: the bundled one)")
+    dm.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
+    dm.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    dm.add_argument("--quiet", action="store_true", help="no progress")
+    dm.set_defaults(run=_demo)
 
     fe = commands.add_parser("fe", help="finite-element solve of the femur phantom's load cases")
     fe.add_argument("--pixel-size", type=float, default=0.5, help="pixel side in mm (0.05 = full)")
@@ -400,12 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--schedule", default="cosine", choices=("cosine", "step", "constant"), help="(cosine)"
     )
-    tr.add_argument(
-        "--pairs", type=int, help="train on a seeded random subset of this many pairs"
-    )
-    tr.add_argument(
-        "--val-pairs", type=int, default=2000, help="validation subset size (2000)"
-    )
+    tr.add_argument("--pairs", type=int, help="train on a seeded random subset of this many pairs")
+    tr.add_argument("--val-pairs", type=int, default=2000, help="validation subset size (2000)")
     tr.add_argument(
         "--val-femurs", nargs="+", metavar="NAME", help="held out (default: the last train femur)"
     )

@@ -16,6 +16,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ import scipy.ndimage as ndi
 import scipy.sparse.linalg as spla
 
 from femsr import fem
-from femsr.io import atomic_write
+from femsr.io import FemurImage, atomic_write
 
 __all__ = [
     "COMPONENTS",
@@ -40,6 +41,7 @@ __all__ = [
     "roi_figure",
     "roi_table",
     "ssim",
+    "write_report",
 ]
 
 COMPONENTS = ("E_x", "E_y", "E_xy")
@@ -768,3 +770,62 @@ def femur_figure(
     if title:
         ax.set_title(title)
     _save_png(figure, path)
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    reference: FemurImage,
+    reconstruction: np.ndarray,
+    *,
+    without_quilting: np.ndarray | None = None,
+    E0: float = 15e3,
+    threshold: float = 0.5,
+    names: tuple[str, str] = ("reference", "reconstruction"),
+) -> str:
+    """Evaluate a reconstruction against its reference femur and write the report files.
+
+    ``out_dir`` gets ``table.md`` (both tables), ``table.csv`` (apparent stiffness of the
+    femur's ROIs, the paper's Table 1 layout), ``images.csv`` (SSIM, PSNR, BV/TV, Dice),
+    ``rois.png`` (reference / reconstruction / without quilting per ROI), ``femur.png`` and
+    ``femur_reconstruction.png`` (whole images with the ROIs). Returns the Markdown.
+
+    Parameters
+    ----------
+    out_dir : path
+        Folder to write (created if missing); files are written atomically.
+    reference : FemurImage
+        The reference density with its pixel size and femur (which places the ROIs).
+    reconstruction, without_quilting : ndarray, shape of the reference
+        The reconstructed density, and optionally an unquilted one for the figure.
+    E0 : float
+        Tissue modulus (MPa) of the stiffness computation.
+    threshold : float
+        Bone is ``density > threshold`` for BV/TV and Dice.
+    names : (str, str)
+        How the report names the reference and the reconstruction.
+    """
+    out = Path(out_dir)
+    pixel = reference.pixel_size
+    rois = reference.femur.rois(pixel)
+    density = reference.density
+    stiffness = roi_table(density, reconstruction, rois, E0=E0, h=pixel)
+    images = image_table(
+        density, reconstruction, rois, mask=reference.femur.mask(pixel), threshold=threshold
+    )
+    markdown = (
+        f"# Evaluation of {names[1]} against {names[0]}\n\n"
+        f"## Apparent stiffness (MPa; E0 = {E0:g} MPa; error % signed)\n\n"
+        f"{stiffness.to_markdown()}\n"
+        f"## Image measures (bone: density > {threshold:g})\n\n{images.to_markdown()}"
+    )
+    texts = {"table.md": markdown, "table.csv": stiffness.to_csv(), "images.csv": images.to_csv()}
+    for name, text in texts.items():
+        with atomic_write(out / name, "w") as stream:
+            stream.write(text)
+    roi_figure(out / "rois.png", density, reconstruction, rois, without_quilting=without_quilting)
+    for name, image, title in (
+        ("femur.png", density, names[0]),
+        ("femur_reconstruction.png", reconstruction, names[1]),
+    ):
+        femur_figure(out / name, image, rois, pixel_size=pixel, title=title)
+    return markdown

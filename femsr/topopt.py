@@ -406,9 +406,7 @@ class _LocalVolume:
 
     def average(self, density: np.ndarray) -> np.ndarray:
         summed = self._box(np.where(self.inside, density, 0.0))
-        return np.divide(
-            summed, self.neighbours, out=np.zeros_like(summed), where=self.inside
-        )
+        return np.divide(summed, self.neighbours, out=np.zeros_like(summed), where=self.inside)
 
     def __call__(self, density: np.ndarray) -> tuple[float, np.ndarray]:
         """``G`` of the density and ``dG/drho``."""
@@ -424,7 +422,7 @@ class _LocalVolume:
 def local_density(
     density: np.ndarray, radius: int, *, mask: np.ndarray | None = None
 ) -> np.ndarray:
-    """Mean density over the mask pixels of the (2r+1)×(2r+1) square around each pixel.
+    """Mean density over the mask pixels of the (2r+1) x (2r+1) square around each pixel.
 
     The field the local volume constraint of :func:`optimize` bounds; 0 outside the mask.
 
@@ -695,6 +693,11 @@ class _Problem:
             gradient = self.filter(gradient, transpose=True)
         return value, gradient
 
+    def local_volume(self, value: float) -> float:
+        """The p-norm of the local densities whose constraint value is ``value``."""
+        assert self.local is not None
+        return (value + 1.0) * self.local.alpha
+
     def _oc(self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None) -> np.ndarray:
         o = self.options
         wsum = self.filter.wsum if beta is not None else None
@@ -957,10 +960,10 @@ def optimize(
     threshold : float
         Projection threshold ``η`` in [0, 1].
     local_volfrac : float, optional
-        Bound ``α`` in (0, 1] of the local volume constraint of Wu, Aage, Westermann & Sigmund
+        Bound ``alpha`` in (0, 1] of the local volume constraint of Wu, Aage, Westermann & Sigmund
         (2018), "Infill optimization for additive manufacturing—approaching bone-like porous
         structures", IEEE TVCG 24:1127: the mean density of the square of side
-        ``2 local_radius + 1`` around each pixel stays below ``α``, aggregated into one
+        ``2 local_radius + 1`` around each pixel stays below ``alpha``, aggregated into one
         constraint by a p-norm. It turns the few thick members of a plain compliance design
         into many thin struts along the stress paths, as in trabecular bone. Default: none.
     local_radius : int
@@ -1106,9 +1109,7 @@ def optimize(
         local_radius=local_radius if local_volfrac is not None else 0,
         local_p=float(local_p) if local_volfrac is not None else 0.0,
     )
-    problem = _Problem(
-        forces, fixed, active, options, solver_options or {}, backend, constrained
-    )
+    problem = _Problem(forces, fixed, active, options, solver_options or {}, backend, constrained)
     inside = problem.inside
 
     problem_arrays = [forces, fixed, active] + ([] if constrained is None else [constrained])
@@ -1151,7 +1152,7 @@ def optimize(
             change=change,
             beta=0.0 if run.beta is None else run.beta,
             cg_iterations=tuple(stats.iterations) or (0,) * len(compliance),
-            local_volume=0.0 if local is None else (local[0] + 1.0) * options.local_volfrac,
+            local_volume=0.0 if local is None else problem.local_volume(local[0]),
             fe_seconds=fe_seconds,
             seconds=time.perf_counter() - started,
         )

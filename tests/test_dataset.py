@@ -488,7 +488,8 @@ def test_cli_builds_the_dataset_of_a_manifest(femur_files, tmp_path, capsys):
 
 def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     """femsr train holds out the last training femur, logs every epoch, and a rerun resumes
-    (here: finds the run complete); femsr export writes a .pt2 that loads and agrees with the trained weights."""
+    (here: finds the run complete); femsr export writes a .pt2 that loads and agrees with the
+    trained weights."""
     import torch
 
     from femsr import cli

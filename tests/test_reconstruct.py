@@ -333,3 +333,30 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_demo_reconstructs_and_scores_a_femur(tmp_path, exported, capsys):
+    """femsr demo on a given femur file and model: every output, and the reconstruction is
+    reconstruct() of the femur's block mean, cropped to the reference."""
+    net, path = exported
+    bone = Femur()
+    mask = bone.mask(PIXEL / 10)
+    rng = np.random.default_rng(3)
+    reference = np.where(mask, (rng.random(mask.shape) > 0.5).astype(float), 0.0)
+    save_femur(tmp_path / "femur.npz", FemurImage(reference, PIXEL / 10, bone))
+    out = tmp_path / "demo"
+    argv = ["demo", str(out), "--model", str(path), "--femur", str(tmp_path / "femur.npz")]
+    assert main([*argv, "--device", "cpu"]) == 0
+    report = capsys.readouterr()
+    assert "Femoral head" in report.out and "reconstructed in" in report.out
+    assert "demo: reconstruct" in report.err
+    expected = {"input_lr.png", "reconstruction.npz", "reconstruction.png", "without_quilting.png"}
+    expected |= {"table.md", "table.csv", "images.csv", "rois.png", "femur.png", "timings.json"}
+    assert expected <= {p.name for p in out.iterdir()}
+    stored = read_image(out / "reconstruction.npz")[0]
+    lr = dataset.downscale(read_image(tmp_path / "femur.npz")[0], 10)
+    direct = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
+    assert stored.shape == reference.shape
+    np.testing.assert_allclose(stored, direct[: mask.shape[0], : mask.shape[1]], atol=1e-4)
+    assert main(["demo", str(out), "--femur", str(tmp_path / "none.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err

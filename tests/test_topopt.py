@@ -377,15 +377,17 @@ def test_sensitivities_match_finite_differences(beta):
     )
     constrained = mask.copy()
     constrained[:, :2] = False  # a strip exempt from the local bound, as a cortical shell is
-    problem = topopt._Problem(
-        forces, fixed, mask.astype(np.uint8), options, {}, "cpp", constrained
-    )
+    problem = topopt._Problem(forces, fixed, mask.astype(np.uint8), options, {}, "cpp", constrained)
     x = np.where(mask, np.random.default_rng(0).uniform(0.2, 0.9, mask.shape), 0.0)
 
     def objective_mass_local(design):
         density, slope = problem.physical(design, beta)
         compliance, _ = problem.analyse(density)
-        return problem.weights @ compliance, density.sum(), problem.local_constraint(density, slope)[0]
+        return (
+            problem.weights @ compliance,
+            density.sum(),
+            problem.local_constraint(density, slope)[0],
+        )
 
     density, slope = problem.physical(x, beta)
     _, energy = problem.analyse(density)
@@ -409,7 +411,10 @@ def test_local_density_matches_brute_force(radius):
     x = np.where(mask, rng.random(mask.shape), 0.0)
     expected = np.zeros_like(x)
     for i, j in zip(*np.nonzero(mask), strict=True):
-        window = (slice(max(0, i - radius), i + radius + 1), slice(max(0, j - radius), j + radius + 1))
+        window = (
+            slice(max(0, i - radius), i + radius + 1),
+            slice(max(0, j - radius), j + radius + 1),
+        )
         expected[i, j] = x[window][mask[window]].mean()
     np.testing.assert_allclose(topopt.local_density(x, radius, mask=mask), expected, rtol=1e-12)
 
