@@ -87,12 +87,6 @@ def test_cpp_and_python_backends_agree_on_a_crisp_random_design():
     assert np.all(np.linalg.eigvalsh(cpp.matrix) > 0)
 
 
-def test_dissection_order_is_a_permutation():
-    for ny, nx in [(0, 0), (1, 5), (9, 4), (199, 199)]:
-        order = evaluate._dissection_order(ny, nx)
-        np.testing.assert_array_equal(np.sort(order), np.arange(ny * nx))
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

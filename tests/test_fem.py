@@ -398,3 +398,9 @@ def test_hinged_part_with_its_own_support_is_held():
     K = fem.assemble(np.ones((4, 4)), mask=mask)
     residual = (K @ u[0].ravel()).reshape(5, 5, 2) - forces[0]
     assert abs(residual[~fixed]).max() < 1e-10 and u[0, 0, 2, 1] < 0
+
+
+def test_dissection_order_is_a_permutation():
+    for ny, nx in [(0, 0), (1, 5), (9, 4), (199, 199)]:
+        order = fem.dissection_order(ny, nx)
+        np.testing.assert_array_equal(np.sort(order), np.arange(ny * nx))
