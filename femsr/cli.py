@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -55,8 +56,9 @@ def _fe(args: argparse.Namespace) -> int:
 
 
 def _stages(text: str) -> list[object]:
-    """``"0.2:60,0.1:20"`` -> stages of (pixel size mm, iterations), projection as the default."""
-    from femsr.generate import STAGES, Stage
+    """``"0.2:60,0.1:12"`` -> stages of (pixel size mm, iterations), the rest as the default's
+    stage of the same rank."""
+    from femsr.generate import STAGES
 
     stages: list[object] = []
     for k, part in enumerate(text.split(",")):
@@ -64,11 +66,11 @@ def _stages(text: str) -> list[object]:
             pixel, iterations = part.split(":")
             default = STAGES[min(k, len(STAGES) - 1)]
             stages.append(
-                Stage(float(pixel), int(iterations), default.rmin, default.beta, default.beta_max)
+                dataclasses.replace(default, pixel_size=float(pixel), iterations=int(iterations))
             )
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"stages must look like 0.2:60,0.1:20,0.05:10, got {text!r}"
+                f"stages must look like 0.2:60,0.1:12,0.05:2, got {text!r}"
             ) from None
     return stages
 
@@ -380,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--stages",
         type=_stages,
-        help="pixel:iterations per stage, coarse to fine (default 0.2:60,0.1:20,0.05:10)",
+        help="pixel:iterations per stage, coarse to fine (default 0.2:60,0.1:12,0.05:2)",
     )
     gen.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     gen.set_defaults(run=_generate)

@@ -4,8 +4,9 @@ import json
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 
-from femsr import cli, generate, io
+from femsr import cli, generate, io, topopt
 from femsr.femur import Femur, grid_shape
 
 TINY = [generate.Stage(4.0, 4), generate.Stage(2.0, 3, beta=1.0, beta_max=2.0)]
@@ -20,6 +21,25 @@ def test_grow_meets_the_mass_at_every_stage_and_improves_the_design():
     assert [r["mass"] for r in records] == pytest.approx([0.35, 0.35], abs=1e-6)
     uniform = generate.grow(femur, 0.35, stages=[generate.Stage(2.0, 0)])[1][0]["compliance"]
     assert records[-1]["compliance"] < uniform
+
+
+def test_local_stage_bounds_the_inner_local_density():
+    """A stage with local_above: the p-norm of the local densities inside the shell ends near
+    volfrac + local_above, below what the unconstrained stage reaches, at the same mass."""
+    femur = Femur()
+    free = generate.Stage(1.0, 30, move=0.05)
+    bounded = generate.Stage(1.0, 30, move=0.05, local_above=0.1, local_radius=3.0, shell=2.0)
+    density_free, _ = generate.grow(femur, 0.35, stages=[free])
+    density, records = generate.grow(femur, 0.35, stages=[bounded])
+    assert records[0]["mass"] == pytest.approx(0.35, abs=1e-9)
+    assert records[0]["local_volume"] <= 0.45 * 1.06  # linearized steps overshoot a little
+    mask = femur.problem(1.0).mask
+    inner = ndi.distance_transform_edt(mask) * 1.0 > 2.0
+    local = topopt.local_density(density, 3, mask=mask)[inner]
+    local_free = topopt.local_density(density_free, 3, mask=mask)[inner]
+    assert np.quantile(local, 0.95) < np.quantile(local_free, 0.95) - 0.05
+    shell = topopt.local_density(density, 3, mask=mask)[mask & ~inner]
+    assert shell.max() > 0.45  # the shell is exempt from the bound
 
 
 def test_upsample_covers_the_finer_grid():
