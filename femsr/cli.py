@@ -420,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
     )
     tr.add_argument("--width", type=int, default=32, help="feature channels (32)")
-    tr.add_argument("--blocks", type=int, default=4, help="residual blocks (4)")
-    tr.add_argument("--up-width", type=int, default=16, help="channels at HR (16)")
+    tr.add_argument("--blocks", type=int, default=8, help="residual blocks (8)")
+    tr.add_argument("--up-width", type=int, default=8, help="channels at HR (8)")
     tr.add_argument("--epochs", type=int, default=20, help="epochs in all, resumed ones too (20)")
     tr.add_argument("--batch-size", type=int, default=32, help="pairs per step (32)")
     tr.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (1e-3)")
