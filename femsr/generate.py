@@ -70,8 +70,16 @@ STAGES = (
 )
 
 
-def _upsample(design: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour upsampling to ``shape``, cropping or repeating the last row/column."""
+def _upsample(design: np.ndarray, shape: tuple[int, int], mask: np.ndarray) -> np.ndarray:
+    """The design of the coarse ``mask`` on a finer grid of ``shape``, nearest neighbour.
+
+    Coarse pixels outside the mask first take the value of the nearest pixel inside, so that
+    the finer outline (which reaches a little past the coarse one) starts with the material
+    next to it, not void: the loads sit on that outline.
+    """
+    if not mask.all():
+        _, (rows, cols) = ndi.distance_transform_edt(~mask, return_indices=True)
+        design = design[rows, cols]
     fy, fx = (math.ceil(n / m) for n, m in zip(shape, design.shape, strict=True))
     up = np.repeat(np.repeat(design, fy, axis=0), fx, axis=1)
     up = np.pad(up, [(0, max(0, n - m)) for n, m in zip(shape, up.shape, strict=True)], "edge")
@@ -128,6 +136,7 @@ def grow(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     design: np.ndarray | None = None
+    coarse = np.zeros((0, 0), bool)  # the mask of the previous stage
     records = []
     for k, stage in enumerate(stages):
         problem = femur.problem(stage.pixel_size)
@@ -137,7 +146,8 @@ def grow(
                 design, density = saved["design"], saved["density"]
                 records.append(json.loads(str(saved["record"])))
             continue
-        initial = None if design is None else _upsample(design, problem.mask.shape)
+        initial = None if design is None else _upsample(design, problem.mask.shape, coarse)
+        coarse = problem.mask
         if initial is not None:
             initial = np.where(problem.mask, initial, 0.0)
         checkpoint = folder / f"stage{k}.npz" if folder is not None else None

@@ -44,9 +44,15 @@ def test_local_stage_bounds_the_inner_local_density():
 
 def test_upsample_covers_the_finer_grid():
     coarse = np.arange(6.0).reshape(2, 3)
-    fine = generate._upsample(coarse, (5, 5))
+    fine = generate._upsample(coarse, (5, 5), np.ones((2, 3), bool))
     assert fine.shape == (5, 5)
     assert fine[0, 0] == 0 and fine[0, 2] == 1 and fine[4, 4] == 5
+    # Outside the coarse mask the nearest inside value, so a finer outline is not void.
+    mask = np.array([[True, True, False], [True, False, False]])
+    fine = generate._upsample(np.where(mask, coarse, 0.0), (4, 6), mask)
+    np.testing.assert_array_equal(fine[:, 4:], np.ones((4, 2)))
+    np.testing.assert_array_equal(fine[2:, :2], np.full((2, 2), 3.0))
+    assert set(np.unique(fine[2:, 2:4])) <= {1.0, 3.0}  # equidistant neighbours
 
 
 def test_manifest_is_seeded_and_split_by_femur():
