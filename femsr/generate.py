@@ -145,6 +145,7 @@ def grow(
             with np.load(done) as saved:
                 design, density = saved["design"], saved["density"]
                 records.append(json.loads(str(saved["record"])))
+            coarse = problem.mask
             continue
         initial = None if design is None else _upsample(design, problem.mask.shape, coarse)
         coarse = problem.mask
