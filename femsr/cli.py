@@ -334,6 +334,47 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_label(text: str) -> tuple[str, Path]:
+    """``"L1=runs/l1/model.pt2"`` -> ("L1", path)."""
+    label, sep, path = text.partition("=")
+    if not sep or not label or not path:
+        raise argparse.ArgumentTypeError(f"a model must look like LABEL=FILE, got {text!r}")
+    return label, Path(path)
+
+
+def _report(args: argparse.Namespace) -> int:
+    """The paper's Table 1 over held-out femurs, for each model."""
+    import json
+
+    from femsr.report import heldout_report
+
+    manifest = args.femurs / "manifest.json"
+    if args.only:
+        files = [args.femurs / f"{name}.npz" for name in args.only]
+    elif manifest.is_file():
+        entries = json.loads(manifest.read_text()).get("femurs", [])
+        files = [args.femurs / e["file"] for e in entries if e.get("split") == "test"]
+    else:
+        files = sorted(args.femurs.glob("*.npz"))
+    missing = [str(path) for path in files if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"femur file(s) not found: {', '.join(missing)}")
+    labels = [label for label, _ in args.model]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must differ, got {labels}")
+    table = heldout_report(
+        files,
+        dict(args.model),
+        args.output,
+        device=args.device,
+        E0=args.E0,
+        progress=not args.quiet,
+    )
+    print(table.to_markdown())
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="femsr",
@@ -480,6 +521,31 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--E0", type=float, default=15e3, help="tissue modulus in MPa")
     ev.add_argument("--threshold", type=float, default=0.5, help="bone is density > threshold")
     ev.set_defaults(run=_evaluate)
+
+    rp = commands.add_parser(
+        "report",
+        help="mean ROI stiffness errors of trained models over the held-out femurs (Table 1)",
+        description="Reconstruct each held-out femur of FEMUR_DIR (the test split of its "
+        "manifest.json, else every .npz, or --only) from its 500 µm block mean with each "
+        "model, and write the mean apparent-stiffness error per ROI and component beside the "
+        "paper's Table 1 (heldout.md, heldout.csv), every femur's errors (per_femur.csv) and "
+        "previews of the reconstructions to OUTPUT.",
+    )
+    rp.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of grown femurs")
+    rp.add_argument(
+        "--model",
+        type=_model_label,
+        action="append",
+        required=True,
+        metavar="LABEL=FILE",
+        help="a model to evaluate, e.g. L1=runs/l1/model.pt2 (repeat for more)",
+    )
+    rp.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
+    rp.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
+    rp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    rp.add_argument("--E0", type=float, default=15e3, help="tissue modulus in MPa")
+    rp.add_argument("--quiet", action="store_true", help="no progress")
+    rp.set_defaults(run=_report)
 
     rec = commands.add_parser(
         "reconstruct",

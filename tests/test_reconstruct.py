@@ -1,5 +1,6 @@
 """femsr.reconstruct: LR femur in, HR femur out; image files; the CLI."""
 
+import csv
 import importlib
 
 import numpy as np
@@ -360,3 +361,59 @@ def test_cli_demo_reconstructs_and_scores_a_femur(tmp_path, exported, capsys):
     np.testing.assert_allclose(stored, direct[: mask.shape[0], : mask.shape[1]], atol=1e-4)
     assert main(["demo", str(out), "--femur", str(tmp_path / "none.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
+    """femsr report: per femur and model the roi_table of reconstruct(block mean); the summary
+    is the mean |error| and mean signed error over the femurs, beside the paper's Table 1."""
+    from femsr.evaluate import roi_table
+    from femsr.report import PAPER_TABLE1
+
+    net, path = exported
+    other = export_model(tiny(seed=1), tmp_path / "other.pt2")
+    bone = Femur()
+    mask = bone.mask(PIXEL / 10)
+    rng = np.random.default_rng(5)
+    folder = tmp_path / "femurs"
+    for k in range(2):
+        reference = np.where(mask, (rng.random(mask.shape) > 0.5).astype(float), 0.0)
+        save_femur(folder / f"femur_{k}.npz", FemurImage(reference, PIXEL / 10, bone))
+    out = tmp_path / "report"
+    argv = ["report", str(folder), "--model", f"A={path}", "--model", f"B={other}"]
+    assert main([*argv, "--output", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert "paper L1 %" in capsys.readouterr().out
+    summary = list(csv.DictReader((out / "heldout.csv").read_text().splitlines()))
+    assert len(summary) == 9 and {row["region"] for row in summary} == {
+        "Femoral head",
+        "Femoral neck",
+        "Intertrochanteric region",
+    }
+    errors = []
+    for k in range(2):
+        reference = read_image(folder / f"femur_{k}.npz")[0]
+        lr = dataset.downscale(reference, 10)
+        hr = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
+        table = roi_table(
+            reference,
+            hr[: mask.shape[0], : mask.shape[1]],
+            bone.rois(PIXEL / 10),
+            E0=15e3,
+            h=PIXEL / 10,
+        )
+        errors.append([row["error_percent"] for row in table.rows])
+    errors = np.array(errors)
+    np.testing.assert_allclose(
+        [float(r["A |error| %"]) for r in summary], np.abs(errors).mean(0), rtol=1e-3
+    )
+    np.testing.assert_allclose([float(r["A signed %"]) for r in summary], errors.mean(0), rtol=1e-3)
+    row = summary[0]
+    assert (float(row["paper L1 %"]), float(row["paper L2 %"])) == PAPER_TABLE1[
+        (row["region"], row["stiffness"])
+    ]
+    assert (out / "B" / "femur_1.png").is_file()
+    assert len(list(csv.DictReader((out / "per_femur.csv").read_text().splitlines()))) == 2 * 2 * 9
+    with pytest.raises(SystemExit):  # argparse refuses a model without a label
+        main(["report", str(folder), "--model", "A"])
+    assert "LABEL=FILE" in capsys.readouterr().err
+    assert main(["report", str(folder), "--model", f"A={path}", "--only", "femur_7"]) == 2
+    assert "not found" in capsys.readouterr().err
