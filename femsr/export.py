@@ -21,6 +21,7 @@ such instead of failing somewhere inside torch. Files are written atomically.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
@@ -437,7 +438,9 @@ def predict(
     batch_size : int
         Patches per forward pass.
     device : str or torch.device, optional
-        Move the model there first (``"auto"``: CUDA when present); default: where it is.
+        Where to run (``"auto"``: CUDA when present); default: where the model is. A
+        :class:`LoadedModel` moves there; an eager network stays where it is (a copy runs),
+        and keeps its training mode.
     dtype : {"float16", "bfloat16"}, optional
         Mixed-precision autocast (CUDA; bfloat16 also on recent CPUs). Default full float32.
 
@@ -485,24 +488,34 @@ def predict(
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be None or one of {sorted(_DTYPES)}, got {dtype!r}")
 
+    network: SRNet | LoadedModel = model
+    eager: SRNet | None = None  # the eager network to put back in training mode
     if isinstance(model, SRNet):
-        if device is not None:
-            model.to(resolve_device(device))
-        model.eval()
-        target = next(model.parameters()).device
+        # The caller's network keeps its device and mode: another device gets a copy.
+        current = next(model.parameters()).device
+        target = current if device is None else resolve_device(device)
+        moved = target.type != current.type or target.index not in (None, current.index)
+        network = copy.deepcopy(model).to(target) if moved else model
+        if network.training:
+            eager = network
+        network.eval()
     else:
         if device is not None:
             model.to(device)
         target = model.device
     output = np.empty((batch.shape[0], 1, config.hr_size, config.hr_size), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, batch.shape[0], batch_size):
-            chunk = np.ascontiguousarray(batch[start : start + batch_size], dtype=np.float32)
-            x = torch.from_numpy(chunk).to(target).contiguous(memory_format=FAST_LAYOUT)
-            if dtype is None:
-                y = model(x)
-            else:
-                with torch.autocast(device_type=target.type, dtype=_DTYPES[dtype]):
-                    y = model(x)
-            output[start : start + batch_size] = y.float().cpu().numpy()
+    try:
+        with torch.inference_mode():
+            for start in range(0, batch.shape[0], batch_size):
+                chunk = np.ascontiguousarray(batch[start : start + batch_size], dtype=np.float32)
+                x = torch.from_numpy(chunk).to(target).contiguous(memory_format=FAST_LAYOUT)
+                if dtype is None:
+                    y = network(x)
+                else:
+                    with torch.autocast(device_type=target.type, dtype=_DTYPES[dtype]):
+                        y = network(x)
+                output[start : start + batch_size] = y.float().cpu().numpy()
+    finally:
+        if eager is not None:
+            eager.train()
     return output

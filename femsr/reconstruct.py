@@ -46,6 +46,9 @@ __all__ = ["BUNDLED_MODEL", "reconstruct"]
 
 BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt2"
 STAGES = ("model", "lr_fe", "inference", "quilting", "total")
+# Finer inputs are taken for a high-resolution image given by mistake: the network turns
+# 500 µm pixels into 50 µm ones.
+_FINEST_LR = 0.2
 
 
 def _load(model: object, device: str) -> LoadedModel | SRNet:
@@ -255,6 +258,12 @@ def reconstruct(
         isinstance(pixel_size, (int, float)) and np.isfinite(pixel_size) and pixel_size > 0
     ):
         raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
+    if pixel_size is not None and pixel_size < _FINEST_LR:
+        raise ValueError(
+            f"lr has a pixel size of {pixel_size:g} mm: that is a high-resolution image, and "
+            f"reconstruct would make it {10 * shape[0]}x{10 * shape[1]}; pass the 500 µm image "
+            f"(femsr.dataset.downscale(hr) gives it)"
+        )
 
     tick = time.perf_counter()
     network = _load(model, device)

@@ -286,6 +286,22 @@ def test_predict_reduced_precision(net, exported, fmt):
     assert 0 < difference < 0.1  # autocast took effect, and stays close
 
 
+def test_predict_leaves_an_eager_network_as_it_was(net):
+    """The caller's network keeps its training mode (moving to another device, which a copy
+    does, needs a GPU to test)."""
+    net.train()
+    try:
+        with torch.no_grad():
+            net.eval()
+            expected = net(torch.from_numpy(patches(3))).numpy()
+            net.train()
+        got = predict(net, patches(3), device="cpu")
+        assert net.training
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # but ran in eval mode
+    finally:
+        net.eval()
+
+
 def test_predict_accepts_integers_and_empty_batches(net):
     ones = np.ones((2, 5, 4, 4), dtype=np.int64)
     np.testing.assert_allclose(predict(net, ones), predict(net, ones.astype(np.float32)))

@@ -167,6 +167,7 @@ def test_bundled_model_missing(monkeypatch, tmp_path, femur_lr):
         ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
         ({"method": "blend"}, ValueError, "method must be one of"),
         ({"pixel_size": -1.0}, ValueError, "pixel_size must be a positive"),
+        ({"pixel_size": 0.05}, ValueError, "that is a high-resolution image"),
         ({"pixel_size": None}, ValueError, "pixel_size .* is needed"),
         ({"pixel_size": 2.0}, ValueError, "the femur's grid at 2.0 mm"),
         ({"femur": None}, ValueError, "needs the displacement channels"),
