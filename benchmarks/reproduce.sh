@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole reproduction at full size, each step resumable: rerun after an interruption.
+#
+#   benchmarks/reproduce.sh [EPOCHS]
+#
+# 1. grow the 11 femurs (7 train, 4 test) into benchmarks/femurs (committed: a resume needs them)
+# 2. cut them into patch pairs in data/patches (rebuilt in minutes, not committed)
+# 3. train the network with the L1 and with the L2 loss into benchmarks/runs/{l1,l2}
+# 4. export both, score them on the held-out femurs beside the paper's Table 1 (out/report)
+# 5. bundle the better model and the first held-out femur into femsr/data
+set -euo pipefail
+cd "$(dirname "$0")/.."
+epochs=${1:-60}
+femurs=benchmarks/femurs
+runs=benchmarks/runs
+
+femsr generate "$femurs"
+femsr dataset "$femurs" data/patches --stride 4
+for loss in l1 l2; do
+  femsr train data/patches "$runs/$loss" --loss "$loss" --epochs "$epochs"
+  femsr export "$runs/$loss/best.pt" "$runs/$loss/model.pt2"
+done
+femsr report "$femurs" --model "L1=$runs/l1/model.pt2" --model "L2=$runs/l2/model.pt2" \
+  --output out/report
+mkdir -p femsr/data
+python - "$runs" "$femurs" <<'EOF'
+"""Bundle the model with the smaller mean |error| over the held-out femurs, and the first of
+those femurs."""
+import csv, json, shutil, sys
+from pathlib import Path
+
+runs, femurs = map(Path, sys.argv[1:])
+rows = list(csv.DictReader(Path("out/report/heldout.csv").read_text().splitlines()))
+score = {label: sum(float(r[f"{label} |error| %"]) for r in rows) for label in ("L1", "L2")}
+best = min(score, key=score.get)
+shutil.copy(runs / best.lower() / "model.pt2", "femsr/data/model.pt2")
+test = [e for e in json.loads((femurs / "manifest.json").read_text())["femurs"] if e["split"] == "test"]
+shutil.copy(femurs / test[0]["file"], "femsr/data/femur.npz")
+print(f"bundled the {best} model (mean |error| {score[best] / len(rows):.1f} %) and {test[0]['name']}")
+EOF
