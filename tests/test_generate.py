@@ -53,6 +53,24 @@ def test_a_finer_stage_starts_as_stiff_as_the_coarse_one_ended():
     assert records[1]["compliance"] == pytest.approx(records[0]["compliance"], rel=0.05)
 
 
+def test_a_stage_without_fe_sharpens_at_the_mass():
+    femur = Femur()
+    stages = [
+        generate.Stage(2.0, 10, beta=1.0, beta_max=4.0),
+        generate.Stage(1.0, 0, rmin=3.0, beta_max=32.0, solve=False),
+    ]
+    density, records = generate.grow(femur, 0.35, stages=stages)
+    mask = femur.problem(1.0).mask
+    assert density.shape == mask.shape and not density[~mask].any()
+    assert density[mask].mean() == pytest.approx(0.35, rel=1e-8)
+    assert records[1]["iterations"] == 0 and records[1]["compliance"] is None
+    coarse = generate.grow(femur, 0.35, stages=stages[:1])[0]
+    gray = ((density > 0.1) & (density < 0.9))[mask].mean()
+    assert gray < ((coarse > 0.1) & (coarse < 0.9))[femur.problem(2.0).mask].mean()
+    with pytest.raises(ValueError, match="needs a stage before it"):
+        generate.grow(femur, 0.35, stages=stages[1:])
+
+
 def test_upsample_covers_the_finer_grid():
     coarse = np.arange(6.0).reshape(2, 3)
     fine = generate._upsample(coarse, (5, 5), np.ones((2, 3), bool))
