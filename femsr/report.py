@@ -56,9 +56,10 @@ def heldout_report(
     models : mapping of str to path
         Label (e.g. ``"L1"``) to exported model file.
     out_dir : path
-        Gets ``heldout.md`` and ``heldout.csv`` (the returned table), ``per_femur.csv`` (every
-        femur, model, ROI and component with the signed error) and ``<label>/<femur>.png``
-        (8-bit previews of the reconstructions).
+        Gets ``heldout.md`` (both summaries), ``heldout.csv`` (the returned table),
+        ``heldout_images.csv`` (mean SSIM, PSNR, |BV/TV error| and Dice per model and region),
+        ``per_femur.csv`` and ``per_femur_images.csv`` (every femur and model) and
+        ``<label>/<femur>.png`` (8-bit previews of the reconstructions).
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``...
     E0 : float
@@ -79,6 +80,7 @@ def heldout_report(
         raise ValueError("no models to evaluate")
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
+    image_rows: list[dict[str, Any]] = []
     for path in map(Path, femur_files):
         reference = io.load_femur(path)
         shape = reference.density.shape
@@ -97,6 +99,10 @@ def heldout_report(
             io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
             table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
             rows.extend({"femur": path.stem, "model": label, **row} for row in table.rows)
+            measures = evaluate.image_table(
+                reference.density, hr, rois, mask=reference.femur.mask(reference.pixel_size)
+            )
+            image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
             if progress:
                 worst = max(abs(row["error_percent"]) for row in table.rows)
                 print(
@@ -105,18 +111,49 @@ def heldout_report(
                     file=sys.stderr,
                 )
     per_femur = evaluate.Table(("femur", "model", *table.columns), tuple(rows))
+    per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
     summary = _summary(per_femur, list(models))
-    with io.atomic_write(out / "per_femur.csv", "w") as stream:
-        stream.write(per_femur.to_csv())
-    with io.atomic_write(out / "heldout.csv", "w") as stream:
-        stream.write(summary.to_csv())
-    count = len(femur_files)
-    with io.atomic_write(out / "heldout.md", "w") as stream:
-        stream.write(
-            f"# Apparent-stiffness error on {count} held-out femur(s), % (mean |error| and mean "
-            f"signed error; negative = underestimate)\n\n{summary.to_markdown()}"
-        )
+    images = _image_summary(per_femur_images, list(models))
+    texts = {
+        "per_femur.csv": per_femur.to_csv(),
+        "per_femur_images.csv": per_femur_images.to_csv(),
+        "heldout.csv": summary.to_csv(),
+        "heldout_images.csv": images.to_csv(),
+        "heldout.md": (
+            f"# Apparent-stiffness error on {len(femur_files)} held-out femur(s), % (mean "
+            f"|error| and mean signed error; negative = underestimate)\n\n"
+            f"{summary.to_markdown()}\n"
+            f"# Image measures, mean over the femurs (bone: density > 0.5)\n\n"
+            f"{images.to_markdown()}"
+        ),
+    }
+    for name, text in texts.items():
+        with io.atomic_write(out / name, "w") as stream:
+            stream.write(text)
     return summary
+
+
+def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
+    """Mean SSIM, PSNR, |BV/TV error| and Dice per model and region."""
+    regions = list(dict.fromkeys(row["region"] for row in per_femur.rows))
+    rows = []
+    for label in labels:
+        for region in regions:
+            mine = [r for r in per_femur.rows if (r["model"], r["region"]) == (label, region)]
+            rows.append(
+                {
+                    "model": label,
+                    "region": region,
+                    "ssim": float(np.mean([r["ssim"] for r in mine])),
+                    "psnr_db": float(np.mean([r["psnr_db"] for r in mine])),
+                    "bvtv_abs_error_percent": float(
+                        np.nanmean([abs(r["bvtv_error_percent"]) for r in mine])
+                    ),
+                    "dice": float(np.mean([r["dice"] for r in mine])),
+                }
+            )
+    columns = ("model", "region", "ssim", "psnr_db", "bvtv_abs_error_percent", "dice")
+    return evaluate.Table(columns, tuple(rows))
 
 
 def _summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:

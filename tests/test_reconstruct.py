@@ -413,6 +413,11 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     ]
     assert (out / "B" / "femur_1.png").is_file()
     assert len(list(csv.DictReader((out / "per_femur.csv").read_text().splitlines()))) == 2 * 2 * 9
+    images = list(csv.DictReader((out / "heldout_images.csv").read_text().splitlines()))
+    each = list(csv.DictReader((out / "per_femur_images.csv").read_text().splitlines()))
+    assert len(images) == 2 * 4 and len(each) == 2 * 2 * 4  # 3 ROIs and the whole femur
+    whole = [float(r["ssim"]) for r in each if (r["model"], r["region"]) == ("B", "Whole femur")]
+    assert float(images[-1]["ssim"]) == pytest.approx(np.mean(whole))
     with pytest.raises(SystemExit):  # argparse refuses a model without a label
         main(["report", str(folder), "--model", "A"])
     assert "LABEL=FILE" in capsys.readouterr().err
