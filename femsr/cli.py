@@ -94,18 +94,22 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(args: argparse.Namespace) -> int:
-    """Cut the femurs of FEMUR_DIR into LR/HR patch pairs in OUT_DIR."""
+def _femur_files(folder: Path, split: str | None = None) -> list[Path]:
+    """The femur files of a folder's manifest.json (of one split), else its every .npz."""
     import json
 
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return sorted(folder.glob("*.npz"))
+    entries = json.loads(manifest.read_text()).get("femurs", [])
+    return [folder / e["file"] for e in entries if split is None or e.get("split") == split]
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    """Cut the femurs of FEMUR_DIR into LR/HR patch pairs in OUT_DIR."""
     from femsr import dataset
 
-    manifest = args.femurs / "manifest.json"
-    if manifest.is_file():
-        entries = json.loads(manifest.read_text()).get("femurs", [])
-        files = [args.femurs / entry["file"] for entry in entries]
-    else:
-        files = sorted(args.femurs.glob("*.npz"))
+    files = _femur_files(args.femurs)
     missing = [path.name for path in files if not path.is_file()]
     if missing:
         print(f"not grown yet, skipped: {', '.join(missing)}", file=sys.stderr)
@@ -134,11 +138,11 @@ def _train(args: argparse.Namespace) -> int:
     """Train the network on a patch dataset, validating on one held-out training femur."""
     import torch
 
-    from femsr.dataset import PatchDataset
+    from femsr.dataset import PatchDataset, load_index
     from femsr.model import ModelConfig, build_model
     from femsr.train import train
 
-    names = [e["name"] for e in PatchDataset(args.dataset, "train").entries]
+    names = [e["name"] for e in load_index(args.dataset)["femurs"] if e["split"] == "train"]
     val_names = args.val_femurs or names[-1:]
     fit_names = [name for name in names if name not in val_names]
     if not fit_names:
@@ -344,18 +348,12 @@ def _model_label(text: str) -> tuple[str, Path]:
 
 def _report(args: argparse.Namespace) -> int:
     """The paper's Table 1 over held-out femurs, for each model."""
-    import json
-
     from femsr.report import heldout_report
 
-    manifest = args.femurs / "manifest.json"
     if args.only:
         files = [args.femurs / f"{name}.npz" for name in args.only]
-    elif manifest.is_file():
-        entries = json.loads(manifest.read_text()).get("femurs", [])
-        files = [args.femurs / e["file"] for e in entries if e.get("split") == "test"]
     else:
-        files = sorted(args.femurs.glob("*.npz"))
+        files = _femur_files(args.femurs, split="test")
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"femur file(s) not found: {', '.join(missing)}")

@@ -77,6 +77,7 @@ __all__ = [
     "build_dataset",
     "displacement_channels",
     "downscale",
+    "downscale_femur",
     "extract_patches",
     "load_index",
     "lr_displacement",
@@ -182,6 +183,17 @@ def downscale(hr: np.ndarray, factor: int = 10) -> np.ndarray:
     padded = np.zeros((rows * factor, cols * factor))
     padded[:ny, :nx] = density
     return padded.reshape(rows, factor, cols, factor).mean(axis=(1, 3))
+
+
+def downscale_femur(image: FemurImage, factor: int = 10) -> FemurImage:
+    """The femur image at ``factor`` times its pixel size (:func:`downscale`), same femur.
+
+    What :func:`femsr.reconstruct` takes to rebuild a reference femur from its own block mean;
+    crop the result to the reference's shape (the LR grid covers the void padding).
+    """
+    return FemurImage(
+        downscale(image.density, factor), image.pixel_size * factor, image.femur, image.meta
+    )
 
 
 def displacement_channels(u: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:

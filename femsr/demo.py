@@ -24,7 +24,6 @@ from femsr.reconstruct import reconstruct
 __all__ = ["BUNDLED_FEMUR", "demo"]
 
 BUNDLED_FEMUR = Path(__file__).parent / "data" / "femur.npz"
-_FACTOR = 10  # 50 µm -> 500 µm, the network's scale
 
 
 def demo(
@@ -84,21 +83,19 @@ def demo(
         return now
 
     reference = io.load_femur(source)
-    lr = dataset.downscale(reference.density, _FACTOR)
-    lr_pixel = reference.pixel_size * _FACTOR
+    lr = dataset.downscale_femur(reference)
     shape = reference.density.shape
     if progress:
         print(
             f"demo: {source.name}: {shape[0]}x{shape[1]} px at {reference.pixel_size} mm, "
-            f"input {lr.shape[0]}x{lr.shape[1]} at {lr_pixel:g} mm",
+            f"input {lr.density.shape[0]}x{lr.density.shape[1]} at {lr.pixel_size:g} mm",
             file=sys.stderr,
         )
-    io.write_image(out / "input_lr.png", lr, bits=8)
+    io.write_image(out / "input_lr.png", lr.density, bits=8)
     now = stage("load", started)
 
     stats: dict[str, Any] = {}
-    options: dict[str, Any] = {"femur": reference.femur, "pixel_size": lr_pixel, "model": model}
-    options["device"] = device
+    options: dict[str, Any] = {"model": model, "device": device}
     hr = reconstruct(lr, progress=progress, stats=stats, **options)[: shape[0], : shape[1]]
     now = stage("reconstruct", now)
     timings.update({key: stats[key] for key in ("lr_fe", "inference", "quilting")})

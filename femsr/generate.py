@@ -117,12 +117,13 @@ def sharpen(
     low, high = 0.0, 1.0  # the mass falls as the threshold rises
     for _ in range(100):
         threshold = 0.5 * (low + high)
-        mass = float(topopt.project(filtered, beta, threshold)[0].sum())
+        projected = topopt.project(filtered, beta, threshold)[0]
+        mass = float(projected.sum())
         if abs(mass - target) <= 1e-9 * target:
             break
         low, high = (threshold, high) if mass > target else (low, threshold)
     density = np.zeros(mask.shape)
-    density[mask] = np.clip(topopt.project(filtered, beta, threshold)[0], 0.0, 1.0)
+    density[mask] = np.clip(projected, 0.0, 1.0)
     return density
 
 

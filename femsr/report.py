@@ -35,7 +35,6 @@ PAPER_TABLE1: dict[tuple[str, str], tuple[float, float]] = {
     ("Intertrochanteric region", "E_y"): (96.99, 49.22),
     ("Intertrochanteric region", "E_xy"): (97.79, 44.15),
 }
-_FACTOR = 10  # 50 µm -> 500 µm
 
 
 def heldout_report(
@@ -84,24 +83,16 @@ def heldout_report(
     for path in map(Path, femur_files):
         reference = io.load_femur(path)
         shape = reference.density.shape
-        lr = dataset.downscale(reference.density, _FACTOR)
+        lr = dataset.downscale_femur(reference)
         rois = reference.femur.rois(reference.pixel_size)
+        mask = reference.femur.mask(reference.pixel_size)
         for label, model in models.items():
             stats: dict[str, float] = {}
-            hr = reconstruct(
-                lr,
-                femur=reference.femur,
-                pixel_size=reference.pixel_size * _FACTOR,
-                model=model,
-                device=device,
-                stats=stats,
-            )[: shape[0], : shape[1]]
+            hr = reconstruct(lr, model=model, device=device, stats=stats)[: shape[0], : shape[1]]
             io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
             table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
             rows.extend({"femur": path.stem, "model": label, **row} for row in table.rows)
-            measures = evaluate.image_table(
-                reference.density, hr, rois, mask=reference.femur.mask(reference.pixel_size)
-            )
+            measures = evaluate.image_table(reference.density, hr, rois, mask=mask)
             image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
             if progress:
                 worst = max(abs(row["error_percent"]) for row in table.rows)
