@@ -71,6 +71,21 @@ def test_a_stage_without_fe_sharpens_at_the_mass():
         generate.grow(femur, 0.35, stages=stages[1:])
 
 
+def test_the_cg_tolerance_of_growth_gives_the_design_of_exact_solves():
+    """generate stops CG at a loose relative residual; through projection and the local bound
+    the design it grows must stay as close to the one direct solves grow as round-off keeps
+    them (CG to 1e-6 or 1e-9 ends 1-2e-3 away; to 1e-2, 0.02 away; to 3e-2, 0.2)."""
+    stage = generate.Stage(1.0, 20, beta=1.0, beta_max=4.0, local_above=0.15, local_radius=3.0)
+    iterative = {**generate.SOLVER_OPTIONS, "method": "gmg"}
+    loose, records = generate.grow(Femur(), 0.35, stages=[stage], solver_options=iterative)
+    exact, exact_records = generate.grow(
+        Femur(), 0.35, stages=[stage], solver_options={"method": "direct"}
+    )
+    assert records[0]["cg_iterations"] > 0
+    np.testing.assert_allclose(loose, exact, rtol=0, atol=5e-3)
+    assert records[0]["compliance"] == pytest.approx(exact_records[0]["compliance"], rel=1e-4)
+
+
 def test_upsample_covers_the_finer_grid():
     coarse = np.arange(6.0).reshape(2, 3)
     fine = generate._upsample(coarse, (5, 5), np.ones((2, 3), bool))
