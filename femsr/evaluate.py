@@ -37,10 +37,12 @@ __all__ = [
     "dice",
     "femur_figure",
     "image_table",
+    "local_thickness",
     "psnr",
     "roi_figure",
     "roi_table",
     "ssim",
+    "trabecular_thickness",
     "write_report",
 ]
 
@@ -588,6 +590,65 @@ def bone_volume_fraction_error(
     if bv_ref == 0.0:
         raise ValueError("the reference has no bone above the threshold: BV/TV error undefined")
     return _error_percent(bone_volume_fraction(reconstruction, threshold, mask=mask), bv_ref)
+
+
+def local_thickness(density: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Local thickness (pixels) of the bone phase ``density > threshold``, 0 off the bone.
+
+    The thickness at a bone pixel is the diameter of the largest disc of bone pixels that
+    covers it (Hildebrand & Rüegsegger 1997, J Microsc 185:67), on the pixel grid: the disc of
+    integer radius ``R`` about a pixel is the pixels closer than ``R`` to it, ``2R - 1`` across,
+    so a strut an odd number of pixels wide has that thickness and an even one a pixel less.
+
+    Examples
+    --------
+    >>> bar = np.zeros((9, 9)); bar[:, 2:5] = 1.0
+    >>> local_thickness(bar)[4].tolist()
+    [0.0, 0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    bone = _check_image("density", density) > _check_threshold(threshold)
+    # Outside the image counts as background, so a strut cut by the border is measured as cut.
+    padded = np.pad(bone, 1)
+    depth = ndi.distance_transform_edt(padded)
+    thickness = np.zeros(padded.shape)
+    for radius in range(1, int(depth.max()) + 1):
+        centres = depth >= radius  # a disc of this radius about them lies in the bone
+        # The discs lie within the centres' bounding box grown by the radius.
+        (top, bottom), (left, right) = (
+            np.flatnonzero(centres.any(axis=1 - axis))[[0, -1]] for axis in (0, 1)
+        )
+        box = np.s_[
+            max(top - radius, 0) : bottom + radius + 1, max(left - radius, 0) : right + radius + 1
+        ]
+        covered = ndi.distance_transform_edt(~centres[box]) < radius
+        thickness[box][covered] = 2 * radius - 1
+    return thickness[1:-1, 1:-1]
+
+
+def trabecular_thickness(
+    density: np.ndarray,
+    threshold: float = 0.5,
+    *,
+    mask: np.ndarray | None = None,
+    pixel_size: float = 1.0,
+) -> float:
+    """Tb.Th: the mean :func:`local_thickness` over the bone pixels of ``mask`` (default all),
+    in units of ``pixel_size``; 0 where there is no bone.
+
+    Examples
+    --------
+    >>> bars = np.zeros((20, 20)); bars[:, 2:5] = bars[:, 10:17] = 1.0
+    >>> middle = np.zeros((20, 20), bool); middle[5:15] = True  # clear of the cut ends
+    >>> round(trabecular_thickness(bars, mask=middle, pixel_size=0.05), 6)  # (3*3 + 7*7) / 10 px
+    0.29
+    """
+    region = _check_region(mask, np.shape(density))
+    if not pixel_size > 0:
+        raise ValueError(f"pixel_size must be positive, got {pixel_size}")
+    bone = (np.asarray(density) > threshold) & region
+    if not bone.any():
+        return 0.0
+    return float(local_thickness(density, threshold)[bone].mean() * pixel_size)
 
 
 def dice(

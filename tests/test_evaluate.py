@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 
 from femsr import cli, evaluate, fem
 from femsr.evaluate import (
@@ -250,6 +251,58 @@ def test_bone_volume_fraction_and_its_error_on_hand_made_cases():
     assert bone_volume_fraction(density, mask=mask) == 1.0
     assert bone_volume_fraction_error(density, np.ones((2, 2))) == 100.0
     assert bone_volume_fraction_error(density, np.zeros((2, 2))) == -100.0
+
+
+def brute_force_local_thickness(bone):
+    """Every disc of bone pixels, by enumeration: about each pixel and for each integer radius
+    R, the pixels closer than R, kept if all are bone; a pixel's thickness is the widest
+    (2R - 1) of the discs that cover it."""
+    ny, nx = bone.shape
+    rows, cols = np.mgrid[:ny, :nx]
+    thickness = np.zeros(bone.shape)
+    for i, j in zip(*np.nonzero(bone), strict=True):
+        for radius in range(1, max(ny, nx)):
+            disc = (rows - i) ** 2 + (cols - j) ** 2 < radius**2
+            inside = bone[disc].all()
+            # A disc reaching past the image edge would need pixels outside it.
+            reaches_out = i - radius + 1 < 0 or j - radius + 1 < 0
+            reaches_out |= i + radius - 1 >= ny or j + radius - 1 >= nx
+            if not inside or reaches_out:
+                break
+            thickness[disc] = np.maximum(thickness[disc], 2 * radius - 1)
+    return thickness
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_local_thickness_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    density = ndi.gaussian_filter(rng.standard_normal((30, 34)), 2.0)
+    density = (density - density.min()) / np.ptp(density)
+    bone = density > 0.5
+    expected = brute_force_local_thickness(bone)
+    np.testing.assert_array_equal(evaluate.local_thickness(density), expected)
+
+
+@pytest.mark.parametrize("width", [1, 3, 6, 9])
+def test_trabecular_thickness_of_bars_and_discs(width):
+    bars = np.zeros((60, 60))
+    bars[:, 5 : 5 + width] = 1.0
+    bars[20 : 20 + width, 30:] = 1.0  # a crossing bar of the same width
+    expected = width if width % 2 else width - 1  # discs are an odd number of pixels across
+    # Where the bars meet, discs grow wider than the bars; away from it the bar's width.
+    thickness = evaluate.local_thickness(bars)
+    assert thickness[50, 5 : 5 + width].tolist() == [expected] * width
+    assert thickness[20 + width // 2, 55] == expected
+    assert evaluate.trabecular_thickness(bars, pixel_size=0.05) == pytest.approx(
+        0.05 * expected, rel=0.05
+    )
+    rows, cols = np.mgrid[:41, :41]
+    disc = ((rows - 20) ** 2 + (cols - 20) ** 2 < 15**2).astype(float)
+    assert evaluate.trabecular_thickness(disc) == 29.0
+    assert evaluate.trabecular_thickness(np.zeros((5, 5))) == 0.0
+    mask = np.zeros((60, 60), bool)
+    mask[:, 40:] = True
+    assert evaluate.trabecular_thickness(bars, mask=mask) == pytest.approx(expected, rel=0.05)
 
 
 def test_dice_on_hand_made_cases():
