@@ -66,6 +66,9 @@ FILTERS = ("density", "sensitivity")
 _CHECKPOINT_FORMAT = "femsr.topopt.checkpoint/2"
 # The bisection pins the local-volume multiplier down to this factor.
 _LOCAL_PRECISION = 1.01
+# The largest ratio kappa tried, over the one that weighs both sensitivities alike: beyond it
+# the mass term underflows (the OC search lost the mass at 4**60) and the step changes no more.
+_LOCAL_STRONGEST = 4.0**10
 _SOLVER_OPTIONS = ("tol", "maxiter", "direct_below", "method", "rebuild_ratio")
 
 
@@ -734,7 +737,9 @@ class _Problem:
         mass exactly for any ``κ``, and ``κ >= 0`` is the smallest ratio whose step keeps the
         linearized constraint ``G + dG·(x_new - x) <= 0``: zero where the plain step already
         does, else found by bisection on ``log κ`` from a bracket around the last one,
-        ``multiplier``. Returns the new design and ``κ``.
+        ``multiplier``, and at most ``_LOCAL_STRONGEST`` times the ratio that weighs both
+        sensitivities alike (the strongest step, taken when the move limits cannot reach
+        the bound). Returns the new design and ``κ``.
         """
         if local is None:
             return self._oc(x, dc, dv, beta), 0.0
@@ -750,15 +755,16 @@ class _Problem:
         if feasible:
             return new, 0.0
         scale = float(np.abs(dv).sum() / max(np.abs(gradient).sum(), 1e-300))
-        low, high = 0.0, multiplier or scale
-        for _ in range(60):
+        strongest = _LOCAL_STRONGEST * scale
+        low, high = 0.0, min(multiplier or scale, strongest)
+        while True:
             candidate, feasible = step(high)
             if feasible:
                 new = candidate
                 break
-            low, high = high, 4.0 * high
-        else:
-            return candidate, high  # the move limits cannot reach the bound: strongest step
+            if high == strongest:
+                return candidate, high  # the move limits cannot reach the bound
+            low, high = high, min(4.0 * high, strongest)
         low = low or high / 4.0**8
         while high > _LOCAL_PRECISION * low:
             middle = math.sqrt(low * high)

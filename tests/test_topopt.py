@@ -457,6 +457,25 @@ def test_local_volume_constraint_spreads_the_mass():
     assert free.history[-1].local_volume == 0.0
 
 
+def test_an_unreachable_local_bound_takes_the_strongest_step_every_time(tmp_path):
+    """A bound below the mean density (here 0.2 < 0.3 over the whole beam) is out of reach of
+    every step; the ratio kappa must stop at its strongest finite value instead of growing
+    each iteration until it overflows (which made NaN sensitivities), and the mass still
+    holds."""
+    ny, nx = 16, 48
+    forces, fixed = half_mbb(ny, nx)
+    path = tmp_path / "run.npz"
+    kwargs = dict(volfrac=0.3, rmin=1.5, move=0.05, local_volfrac=0.2, local_radius=3)
+    result = topopt.optimize(forces, fixed, max_iter=12, checkpoint=path, **kwargs)
+    assert result.mass == pytest.approx(0.3, rel=1e-9)
+    with np.load(path) as data:
+        kappa = float(data["multiplier"])
+    assert 0.0 < kappa < 1e30
+    free = topopt.optimize(forces, fixed, max_iter=12, volfrac=0.3, rmin=1.5, move=0.05)
+    spread = topopt.local_density(result.density, 3)[0].max()
+    assert spread < topopt.local_density(free.density, 3)[0].max()
+
+
 def test_local_volume_resume_and_twins_agree(tmp_path):
     mask, forces, fixed = l_bracket()
     kwargs = dict(mask=mask, volfrac=0.35, rmin=1.5, move=0.05, local_volfrac=0.36, local_radius=2)
