@@ -9,6 +9,7 @@ by ``femsr generate``).
 
     OMP_NUM_THREADS=1 python benchmarks/cg_tolerance.py --pixel-size 0.1 --direct
     OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/cg_tolerance.py --tol 1e-2 1e-3
+    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/cg_tolerance.py --drop-void 1e-3 --direct
 """
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from femsr import fem, femur, generate, io
+from femsr import fem, femur, generate, io, topopt
 
 FEMURS = Path(__file__).parent / "femurs"
 
@@ -37,13 +38,23 @@ def main() -> None:
     parser.add_argument("--tol", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-6])
     parser.add_argument("--degree", type=int, default=2, help="Chebyshev steps per smoothing")
     parser.add_argument("--direct", action="store_true", help="compare with SuperLU")
+    parser.add_argument(
+        "--drop-void",
+        type=float,
+        help="leave out elements this void and next to no denser one, as topopt's drop_void",
+    )
     args = parser.parse_args()
 
     entries = json.loads((FEMURS / "manifest.json").read_text())["femurs"]
     seed = next(e["seed"] for e in entries if e["name"] == args.femur)
     problem = femur.sample(seed).problem(args.pixel_size)
     density = design(args.femur, args.pixel_size)
-    options = dict(mask=problem.mask, E0=generate.E0, h=problem.pixel_size)
+    mask = problem.mask
+    if args.drop_void is not None:
+        mask = topopt.structure_model(
+            density, problem.fixed, args.drop_void, forces=problem.forces, mask=mask
+        )
+    options = dict(mask=mask, E0=generate.E0, h=problem.pixel_size)
 
     def solve(**solver: object) -> tuple[np.ndarray, float, list[int]]:
         s = fem.Solver(problem.fixed, thickness=problem.thickness, **options, **solver)
@@ -54,7 +65,9 @@ def main() -> None:
     def compliances(u: np.ndarray) -> np.ndarray:
         return np.einsum("kijd,kijd->k", problem.forces, u)
 
-    print(f"{args.femur} at {args.pixel_size} mm, {density.shape}", flush=True)
+    print(
+        f"{args.femur} at {args.pixel_size} mm, {density.shape}, {mask.sum()} elements", flush=True
+    )
     exact = None
     if args.direct:
         exact, seconds, _ = solve(method="direct")
