@@ -210,7 +210,7 @@ def grow(
     volfrac : float
         Bone mass as a fraction of the mask, in (0, 1).
     stages : sequence of Stage
-        Coarse to fine; each starts from the previous stage's design.
+        Coarse to fine; each starts from the previous stage's result, upsampled.
     checkpoint_dir : path, optional
         Where each stage checkpoints (``stage<k>.npz``) and its result (``stage<k>.done.npz``)
         go; a rerun resumes from them.
@@ -242,7 +242,7 @@ def grow(
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    design: np.ndarray | None = None
+    design = density = None
     coarse = np.zeros((0, 0), bool)  # the mask of the previous stage
     records = []
     for k, stage in enumerate(stages):
@@ -254,10 +254,10 @@ def grow(
                 records.append(json.loads(str(saved["record"])))
             coarse = problem.mask
             continue
-        initial = None if design is None else _upsample(design, problem.mask.shape, coarse)
+        initial = None
+        if design is not None and density is not None:
+            initial = _initial(stages[k - 1], stage, design, density, coarse, problem.mask)
         coarse = problem.mask
-        if initial is not None:
-            initial = np.where(problem.mask, initial, 0.0)
         start = time.perf_counter()
         if stage.solve:
             checkpoint = folder / f"stage{k}.npz" if folder is not None else None
@@ -281,7 +281,32 @@ def grow(
         records.append(record)
         if done is not None:
             io.save_npz(done, design=design, density=density, record=np.array(json.dumps(record)))
+    assert density is not None  # stages is not empty
     return density, records
+
+
+def _initial(
+    before: Stage,
+    stage: Stage,
+    design: np.ndarray,
+    density: np.ndarray,
+    coarse: np.ndarray,
+    mask: np.ndarray,
+) -> np.ndarray:
+    """The design variables ``stage`` starts from, after ``before`` ended at ``design`` and
+    ``density`` on the ``coarse`` mask.
+
+    Under the same physical filter radius the design variables carry over: the finer filter
+    gives the coarse density again. Under another radius they would project to another
+    structure (36x the compliance at 50 µm with half the radius), so the stage starts from
+    the coarse density, through the inverse of its own projection.
+    """
+    if math.isclose(stage.rmin * stage.pixel_size, before.rmin * before.pixel_size):
+        return np.where(mask, _upsample(design, mask.shape, coarse), 0.0)
+    start = np.where(mask, _upsample(density, mask.shape, coarse), 0.0)
+    if stage.solve and stage.beta is not None:
+        return np.asarray(topopt.inverse_projection(start, stage.beta))
+    return start
 
 
 def manifest(count: int = 11, test: int = 4, seed: int = 0) -> list[dict[str, Any]]:

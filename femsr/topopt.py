@@ -56,6 +56,7 @@ __all__ = [
     "Record",
     "State",
     "density_filter",
+    "inverse_projection",
     "local_density",
     "oc_update",
     "optimize",
@@ -237,11 +238,24 @@ def project(
     return projected.reshape(array.shape), derivative.reshape(array.shape)
 
 
-def _inverse_projection(density: float, beta: float, threshold: float) -> float:
-    """The filtered density that :func:`project` maps to ``density``."""
-    low = math.tanh(beta * threshold)
-    value = density * (low + math.tanh(beta * (1.0 - threshold))) - low
-    return min(1.0, max(0.0, threshold + math.atanh(max(-1.0, min(1.0, value))) / beta))
+def inverse_projection(
+    density: np.ndarray | float, beta: float, threshold: float = 0.5
+) -> np.ndarray | float:
+    """The filtered density that :func:`project` maps to ``density`` (clipped to [0, 1]).
+
+    Examples
+    --------
+    >>> x = inverse_projection(np.array([0.0, 0.3, 1.0]), 8.0)
+    >>> project(x, 8.0, 0.5)[0].round(6).tolist()
+    [0.0, 0.3, 1.0]
+    """
+    _check_projection(beta, threshold)
+    low = np.tanh(beta * threshold)
+    value = np.asarray(density) * (low + np.tanh(beta * (1.0 - threshold))) - low
+    # tanh rounds to 1 for large beta: keep atanh finite.
+    value = np.clip(value, -1.0 + 1e-15, 1.0 - 1e-15)
+    inverse = np.clip(threshold + np.arctanh(value) / beta, 0.0, 1.0)
+    return float(inverse) if inverse.ndim == 0 else inverse
 
 
 def oc_update(
@@ -1206,7 +1220,7 @@ def optimize(
         run = _read_checkpoint(resume, options, fingerprint, shape)
     else:
         if initial is None:
-            start = volfrac if beta is None else _inverse_projection(volfrac, beta, threshold)
+            start = volfrac if beta is None else float(inverse_projection(volfrac, beta, threshold))
             design = np.full(shape, start)
         else:
             design = _check_unit("initial", _check_image("initial", initial, shape)).copy()
