@@ -183,30 +183,35 @@ int64_t SeamFinder::solve(int64_t* path) {
 
 void seam_mask(int64_t ny, int64_t nx, const int64_t* seam, int64_t length, uint8_t* mask) {
   constexpr uint8_t kOpen = 2;
-  const int64_t n = ny * nx;
-  std::fill(mask, mask + n, kOpen);
+  std::fill(mask, mask + ny * nx, kOpen);
   for (int64_t k = 0; k < length; ++k) mask[seam[2 * k] * nx + seam[2 * k + 1]] = 1;
-  // Flood fill (4-connected) from the open pixels of the left column.
-  std::vector<int64_t> stack;
-  for (int64_t i = 0; i < ny; ++i) {
-    if (mask[i * nx] != kOpen) continue;
-    mask[i * nx] = 0;
-    stack.push_back(i * nx);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      const int64_t r = p / nx, c = p % nx;
-      const int64_t next[4] = {r > 0 ? p - nx : -1, r + 1 < ny ? p + nx : -1, c > 0 ? p - 1 : -1,
-                               c + 1 < nx ? p + 1 : -1};
-      for (const int64_t q : next) {
-        if (q >= 0 && mask[q] == kOpen) {
-          mask[q] = 0;
-          stack.push_back(q);
-        }
-      }
+  // Scanline flood fill (4-connected) from the open pixels of the left column: a seed fills the
+  // run of open pixels around it in its row and seeds each run of open pixels next to that run
+  // in the rows above and below.
+  struct Seed {
+    int64_t row, col;
+  };
+  std::vector<Seed> stack;
+  for (int64_t i = 0; i < ny; ++i)
+    if (mask[i * nx] == kOpen) stack.push_back({i, 0});
+  while (!stack.empty()) {
+    const Seed s = stack.back();
+    stack.pop_back();
+    uint8_t* row = mask + s.row * nx;
+    if (row[s.col] != kOpen) continue;
+    int64_t left = s.col, right = s.col + 1;
+    while (left > 0 && row[left - 1] == kOpen) --left;
+    while (right < nx && row[right] == kOpen) ++right;
+    std::fill(row + left, row + right, uint8_t{0});
+    for (const int64_t i : {s.row - 1, s.row + 1}) {
+      if (i < 0 || i >= ny) continue;
+      const uint8_t* next = mask + i * nx;
+      for (int64_t j = left; j < right; ++j)
+        if (next[j] == kOpen && (j == left || next[j - 1] != kOpen)) stack.push_back({i, j});
     }
   }
-  std::replace(mask, mask + n, kOpen, uint8_t{1});
+  // What the fill did not reach is right of the seam: kOpen becomes 1 (a loop that vectorizes).
+  for (int64_t k = 0; k < ny * nx; ++k) mask[k] = std::min(mask[k], uint8_t{1});
 }
 
 void vertical_seam_masks(int64_t nr, int64_t nc, int64_t patch, int64_t stride,
