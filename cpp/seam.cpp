@@ -48,9 +48,8 @@ void SeamFinder::resize(int64_t ny, int64_t nx) {
 // digit in which its key differs from the last key popped; bucket numbers order like the keys
 // they hold. The keys equal to the last one wait in equal_, a heap on the node, so that ties pop
 // in node order: the pops come in the order (distance, node), whatever the implementation.
-// (Buckets by single bits moved each entry about 4.4 times per pop on the error surfaces of
-// quilting; 4-bit digits move it about 2 times, and 70 % of the pops find a bucket of one entry,
-// which needs no move at all.)
+// (On the error surfaces of quilting, buckets by single bits moved about 4.4 entries per pop;
+// 4-bit digits move about 2, and 70 % of the pops find a bucket of one entry, which moves none.)
 namespace {
 
 inline uint64_t key_of(double dist) {
@@ -99,7 +98,7 @@ inline SeamFinder::Entry SeamFinder::pop() {
   if (equal_.empty()) {
     // The lowest occupied bucket holds the least key. Making it the last key keeps every other
     // bucket valid: the new last key agrees with the old one in all digits above this bucket's
-    // and has a smaller value in its digit than the other buckets of that digit.
+    // digit, and in that digit its value is below those of the other buckets of the digit.
     int word = 0;
     while (occupied_[word] == 0) ++word;
     const int b = word * 64 + __builtin_ctzll(occupied_[word]);
