@@ -40,7 +40,8 @@ class SeamFinder {
     resize(ny, nx);
     for (int64_t i = 0; i < ny; ++i) {
       double* row = cost_.data() + (i + 1) * width_ + 1;
-      // + 0.0 turns -0.0 into +0.0, whose bit pattern orders like the value (see push).
+      // + 0.0 turns -0.0 into +0.0, whose bit pattern orders like the value (the radix heap's
+      // keys, in seam.cpp).
       for (int64_t j = 0; j < nx; ++j) row[j] = cost(i, j) + 0.0;
     }
   }
