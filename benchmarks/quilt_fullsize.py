@@ -6,6 +6,8 @@ Run each configuration in its own process so its peak RSS is its own:
     /usr/bin/time -v python benchmarks/quilt_fullsize.py --field smooth
     /usr/bin/time -v python benchmarks/quilt_fullsize.py --field uniform --skip-python
 
+The C++ and Python runs of a stage alternate, so that other jobs on the machine slow both alike.
+
 The grid is reconstruct()'s: the 208x189 LR femur in 12-px windows with stride 8 (the last
 window clamped inside the image would change nothing here) gives 26x24 windows, and the x10 HR
 patches are 120 px with stride 80 (overlap 40) on a 2120x1960 canvas cropped to 2080x1890. The
@@ -22,7 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -73,13 +75,36 @@ def seams_python(patches: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarr
     return vertical, ref.horizontal_seam_masks(strips, stride)
 
 
-def median_time(call: Callable[[], T], repeat: int) -> tuple[float, T]:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+def paired_medians(
+    fast: Callable[[], T], slow: Callable[[], T], repeat: int, slow_repeat: int
+) -> tuple[float, T, float | None, T | None]:
+    """Median time and result of ``repeat`` runs of ``fast`` and of ``slow_repeat`` runs of ``slow``
+    (none when 0), in alternation: the other jobs on the machine load both alike."""
+    fast_times: list[float] = []
+    slow_times: list[float] = []
+    fast_result = slow_result = None
+    rounds = max(slow_repeat, 1)
+    for r in range(rounds):
+        for _ in range(repeat // rounds + (r < repeat % rounds)):
+            start = time.perf_counter()
+            fast_result = fast()
+            fast_times.append(time.perf_counter() - start)
+        if r < slow_repeat:
+            start = time.perf_counter()
+            slow_result = slow()
+            slow_times.append(time.perf_counter() - start)
+    assert fast_result is not None
+    slow_time = statistics.median(slow_times) if slow_times else None
+    return statistics.median(fast_times), fast_result, slow_time, slow_result
+
+
+def same_masks(cpp: tuple[np.ndarray, ...], python: tuple[np.ndarray, ...]) -> None:
+    for cpp_mask, py_mask in zip(cpp, python, strict=True):
+        np.testing.assert_array_equal(cpp_mask, py_mask)
+
+
+def same_images(cpp: np.ndarray, python: np.ndarray) -> None:
+    np.testing.assert_allclose(cpp, python, rtol=0, atol=1e-15)
 
 
 def main() -> None:
@@ -102,37 +127,34 @@ def main() -> None:
     )
 
     # The seams include the strips the horizontal ones are cut on (one compose_columns).
-    rows: list[tuple[str, float, float | None]] = []
-    cpp_seams, cpp_masks = median_time(lambda: seams_cpp(patches, stride), args.repeat)
-    cpp_quilts = {
-        method: median_time(
-            partial(q.quilt, patches, stride, method=method, shape=shape), args.repeat
+    stages: list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[Any, Any], None]]] = [
+        (
+            "all seams (search + masks)",
+            partial(seams_cpp, patches, stride),
+            partial(seams_python, patches, stride),
+            same_masks,
         )
-        for method in q.METHODS
-    }
-    if args.skip_python:
-        rows.append(("all seams (search + masks)", cpp_seams, None))
-        rows.extend((f"quilt, {m}", t, None) for m, (t, _) in cpp_quilts.items())
-    else:
-        py_seams, py_masks = median_time(lambda: seams_python(patches, stride), args.python_repeat)
-        for cpp_mask, py_mask in zip(cpp_masks, py_masks, strict=True):
-            np.testing.assert_array_equal(cpp_mask, py_mask)
-        rows.append(("all seams (search + masks)", cpp_seams, py_seams))
-        for method, (cpp_time, image) in cpp_quilts.items():
-            py_quilt = partial(
-                q.quilt, patches, stride, method=method, shape=shape, backend="python"
-            )
-            py_time, py_image = median_time(py_quilt, args.python_repeat)
-            np.testing.assert_allclose(image, py_image, rtol=0, atol=1e-15)
-            rows.append((f"quilt, {method}", cpp_time, py_time))
+    ]
+    for method in q.METHODS:
+        quilt = partial(q.quilt, patches, stride, method=method, shape=shape)
+        stages.append((f"quilt, {method}", quilt, partial(quilt, backend="python"), same_images))
+    python_repeat = 0 if args.skip_python else args.python_repeat
+    rows: list[tuple[str, float, float | None]] = []
+    for label, fast, slow, same in stages:
+        cpp_time, cpp_result, py_time, py_result = paired_medians(
+            fast, slow, args.repeat, python_repeat
+        )
+        if py_result is not None:
+            same(cpp_result, py_result)
+        rows.append((label, cpp_time, py_time))
 
     header = f"C++ (median of {args.repeat}) | Python (median of {args.python_repeat})"
     print(f"\n| stage | {header} | ratio |")
     print("|---|---|---|---|")
-    for label, fast, slow in rows:
-        python = f"{slow:.3f} s" if slow is not None else "—"
-        ratio = f"{slow / fast:.0f}x" if slow is not None else ""
-        print(f"| {label} | {fast:.3f} s | {python} | {ratio} |")
+    for label, fast_time, slow_time in rows:
+        python = f"{slow_time:.3f} s" if slow_time is not None else "—"
+        ratio = f"{slow_time / fast_time:.0f}x" if slow_time is not None else ""
+        print(f"| {label} | {fast_time:.3f} s | {python} | {ratio} |")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS (getrusage): {peak:.0f} MB")
 

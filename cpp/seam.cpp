@@ -43,10 +43,13 @@ void SeamFinder::resize(int64_t ny, int64_t nx) {
 }
 
 // A radix heap (Ahuja, Mehlhorn, Orlin & Tarjan 1990) on the bit patterns of the distances, which
-// order like the non-negative doubles they encode. Dijkstra pops keys that never decrease, so an
-// entry waits in the bucket of the highest bit in which its key differs from the last key popped;
-// bucket 0 holds the keys equal to it, kept as a heap on the node so that ties pop in node order.
-// The pops come in the order (distance, node), whatever the implementation.
+// order like the non-negative doubles they encode, with 4-bit digits: Dijkstra pops keys that
+// never decrease, so an entry waits in the bucket (digit position, digit value) of the highest
+// digit in which its key differs from the last key popped; bucket numbers order like the keys
+// they hold. The keys equal to the last one wait in equal_, a heap on the node, so that ties pop
+// in node order: the pops come in the order (distance, node), whatever the implementation.
+// (On the error surfaces of quilting, buckets by single bits moved about 4.4 entries per pop;
+// 4-bit digits move about 2, and 70 % of the pops find a bucket of one entry, which moves none.)
 namespace {
 
 inline uint64_t key_of(double dist) {
@@ -61,50 +64,63 @@ inline double dist_of(uint64_t key) {
   return dist;
 }
 
+// The bucket of key != last: digit position * 16 + the key's digit there.
 inline int bucket_of(uint64_t key, uint64_t last) {
-  return key == last ? 0 : 64 - __builtin_clzll(key ^ last);
+  const int position = (63 - __builtin_clzll(key ^ last)) / 4;
+  return position * 16 + static_cast<int>((key >> (4 * position)) & 15);
 }
 
-// std heaps are max-heaps: the node order reversed makes bucket 0 a min-heap on the node.
-inline bool later_node(const SeamFinder::Entry& a, const SeamFinder::Entry& b) {
+// std heaps are max-heaps: the node order reversed makes equal_ a min-heap on the node.
+constexpr auto later_node = [](const SeamFinder::Entry& a, const SeamFinder::Entry& b) {
   return a.node > b.node;
-}
+};
 
 }  // namespace
 
-void SeamFinder::push(double dist, int32_t node) {
-  const uint64_t key = key_of(dist);
-  const int b = bucket_of(key, last_);
-  buckets_[b].push_back({key, node});
-  if (b == 0)
-    std::push_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
-  else
-    occupied_ |= uint64_t{1} << (b - 1);
+inline void SeamFinder::place(const Entry& e) {
+  if (e.key == last_) {
+    equal_.push_back(e);
+    return;
+  }
+  const int b = bucket_of(e.key, last_);
+  buckets_[b].push_back(e);
+  occupied_[b / 64] |= uint64_t{1} << (b % 64);
+}
+
+inline void SeamFinder::push(uint64_t key, int32_t node) {
+  place({key, node});
+  if (key == last_) std::push_heap(equal_.begin(), equal_.end(), later_node);
   ++size_;
 }
 
-SeamFinder::Entry SeamFinder::pop() {
-  if (buckets_[0].empty()) {
-    // The lowest occupied bucket holds the next key: make it the last key and spread the
-    // bucket over the lower ones, by their highest bit of difference from it.
-    const int b = __builtin_ctzll(occupied_) + 1;
+inline SeamFinder::Entry SeamFinder::pop() {
+  --size_;
+  if (equal_.empty()) {
+    // The lowest occupied bucket holds the least key. Making it the last key keeps every other
+    // bucket valid: the new last key agrees with the old one in all digits above this bucket's
+    // digit, and in that digit its value is below those of the other buckets of the digit.
+    int word = 0;
+    while (occupied_[word] == 0) ++word;
+    const int b = word * 64 + __builtin_ctzll(occupied_[word]);
+    occupied_[word] &= occupied_[word] - 1;
     std::vector<Entry>& from = buckets_[b];
+    if (from.size() == 1) {
+      const Entry top = from.front();
+      from.clear();
+      last_ = top.key;
+      return top;
+    }
     uint64_t least = from.front().key;
     for (const Entry& e : from) least = std::min(least, e.key);
     last_ = least;
-    occupied_ &= ~(uint64_t{1} << (b - 1));
-    for (const Entry& e : from) {
-      const int to = bucket_of(e.key, last_);
-      buckets_[to].push_back(e);
-      if (to > 0) occupied_ |= uint64_t{1} << (to - 1);
-    }
+    // Spread the bucket over the lower ones, all empty, and equal_.
+    for (const Entry& e : from) place(e);
     from.clear();
-    std::make_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
+    std::make_heap(equal_.begin(), equal_.end(), later_node);
   }
-  std::pop_heap(buckets_[0].begin(), buckets_[0].end(), later_node);
-  const Entry top = buckets_[0].back();
-  buckets_[0].pop_back();
-  --size_;
+  std::pop_heap(equal_.begin(), equal_.end(), later_node);
+  const Entry top = equal_.back();
+  equal_.pop_back();
   return top;
 }
 
@@ -113,7 +129,8 @@ int64_t SeamFinder::solve(int64_t* path) {
   const int64_t size = (ny_ + 2) * w;
   std::fill(dist_.begin(), dist_.begin() + size, kInf);
   for (auto& bucket : buckets_) bucket.clear();
-  occupied_ = 0;
+  equal_.clear();
+  std::fill(std::begin(occupied_), std::end(occupied_), 0);
   size_ = 0;
   last_ = 0;
   for (int64_t j = 1; j <= nx_; ++j) {
@@ -121,7 +138,7 @@ int64_t SeamFinder::solve(int64_t* path) {
     if (cost_[v] < kInf) {
       dist_[v] = cost_[v];
       pred_[v] = -1;
-      push(cost_[v], v);
+      push(key_of(cost_[v]), v);
     }
   }
   int64_t offsets[8];
@@ -154,7 +171,7 @@ int64_t SeamFinder::solve(int64_t* path) {
       if (nd < dist[v]) {
         dist[v] = nd;
         pred[v] = u;
-        push(nd, v);
+        push(key_of(nd), v);
       }
     }
   }
@@ -165,30 +182,35 @@ int64_t SeamFinder::solve(int64_t* path) {
 
 void seam_mask(int64_t ny, int64_t nx, const int64_t* seam, int64_t length, uint8_t* mask) {
   constexpr uint8_t kOpen = 2;
-  const int64_t n = ny * nx;
-  std::fill(mask, mask + n, kOpen);
+  std::fill(mask, mask + ny * nx, kOpen);
   for (int64_t k = 0; k < length; ++k) mask[seam[2 * k] * nx + seam[2 * k + 1]] = 1;
-  // Flood fill (4-connected) from the open pixels of the left column.
-  std::vector<int64_t> stack;
-  for (int64_t i = 0; i < ny; ++i) {
-    if (mask[i * nx] != kOpen) continue;
-    mask[i * nx] = 0;
-    stack.push_back(i * nx);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      const int64_t r = p / nx, c = p % nx;
-      const int64_t next[4] = {r > 0 ? p - nx : -1, r + 1 < ny ? p + nx : -1, c > 0 ? p - 1 : -1,
-                               c + 1 < nx ? p + 1 : -1};
-      for (const int64_t q : next) {
-        if (q >= 0 && mask[q] == kOpen) {
-          mask[q] = 0;
-          stack.push_back(q);
-        }
-      }
+  // Scanline flood fill (4-connected) from the open pixels of the left column: a seed fills the
+  // run of open pixels around it in its row and seeds each run of open pixels next to that run
+  // in the rows above and below.
+  struct Seed {
+    int64_t row, col;
+  };
+  std::vector<Seed> stack;
+  for (int64_t i = 0; i < ny; ++i)
+    if (mask[i * nx] == kOpen) stack.push_back({i, 0});
+  while (!stack.empty()) {
+    const Seed s = stack.back();
+    stack.pop_back();
+    uint8_t* row = mask + s.row * nx;
+    if (row[s.col] != kOpen) continue;
+    int64_t left = s.col, right = s.col + 1;
+    while (left > 0 && row[left - 1] == kOpen) --left;
+    while (right < nx && row[right] == kOpen) ++right;
+    std::fill(row + left, row + right, uint8_t{0});
+    for (const int64_t i : {s.row - 1, s.row + 1}) {
+      if (i < 0 || i >= ny) continue;
+      const uint8_t* next = mask + i * nx;
+      for (int64_t j = left; j < right; ++j)
+        if (next[j] == kOpen && (j == left || next[j - 1] != kOpen)) stack.push_back({i, j});
     }
   }
-  std::replace(mask, mask + n, kOpen, uint8_t{1});
+  // What the fill did not reach is right of the seam: kOpen becomes 1 (a loop that vectorizes).
+  for (int64_t k = 0; k < ny * nx; ++k) mask[k] = std::min(mask[k], uint8_t{1});
 }
 
 void vertical_seam_masks(int64_t nr, int64_t nc, int64_t patch, int64_t stride,

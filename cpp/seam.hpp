@@ -40,7 +40,8 @@ class SeamFinder {
     resize(ny, nx);
     for (int64_t i = 0; i < ny; ++i) {
       double* row = cost_.data() + (i + 1) * width_ + 1;
-      // + 0.0 turns -0.0 into +0.0, whose bit pattern orders like the value (see pop).
+      // + 0.0 turns -0.0 into +0.0, whose bit pattern orders like the value (the radix heap's
+      // keys, in seam.cpp).
       for (int64_t j = 0; j < nx; ++j) row[j] = cost(i, j) + 0.0;
     }
   }
@@ -57,8 +58,12 @@ class SeamFinder {
   };
 
  private:
+  // The radix heap's buckets: one for each value of each of the 16 4-bit digits of a key.
+  static constexpr int kBuckets = 16 * 16;
+
   void resize(int64_t ny, int64_t nx);
-  void push(double dist, int32_t node);
+  void push(uint64_t key, int32_t node);
+  void place(const Entry& e);
   Entry pop();
 
   // The grid is padded with a border of +inf pixels, so neighbours need no bounds checks: a
@@ -67,8 +72,9 @@ class SeamFinder {
   int64_t ny_ = 0, nx_ = 0, width_ = 2;
   std::vector<double> cost_, dist_;
   std::vector<int32_t> pred_;
-  std::vector<Entry> buckets_[65];
-  uint64_t occupied_ = 0;  // bit b-1 set when bucket b (1..64) holds entries
+  std::vector<Entry> buckets_[kBuckets];
+  std::vector<Entry> equal_;              // the entries whose key is last_, a heap on the node
+  uint64_t occupied_[kBuckets / 64] = {};  // bit b set when bucket b holds entries
   uint64_t last_ = 0;
   size_t size_ = 0;
 };

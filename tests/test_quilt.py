@@ -161,6 +161,53 @@ def test_seam_cpp_equals_python(make):
         )
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, s: rng.integers(0, 3, s).astype(float),  # plateaus of equal cost
+        lambda rng, s: np.where(rng.random(s) < 0.9, 0.0, rng.uniform(0, 1, s)),  # mostly zeros
+        # Every magnitude a double has, subnormals included; sums of the largest overflow to inf.
+        lambda rng, s: 10.0 ** rng.uniform(-320, 308, s),
+    ],
+    ids=["plateaus", "zeros", "magnitudes"],
+)
+@pytest.mark.parametrize("shape", [(120, 40), (400, 40), (1, 40), (120, 1)], ids=str)
+def test_seam_cpp_equals_python_at_quilting_size(make, shape):
+    # The radix heap files keys by their digits: keys that differ in any digit, or not at all,
+    # must pop in the order (distance, node) of the heapq twin.
+    rng = np.random.default_rng(shape[0])
+    for _ in range(2):
+        cost = make(rng, shape)
+        np.testing.assert_array_equal(
+            q.min_error_seam(cost), q.min_error_seam(cost, backend="python")
+        )
+
+
+def test_seam_cost_on_plateaus_matches_csgraph():
+    rng = np.random.default_rng(2)
+    for shape in [(120, 40), (40, 120)]:
+        cost = rng.integers(1, 4, shape).astype(float)  # integer sums: exact, many ties
+        seam = q.min_error_seam(cost)
+        assert_valid_seam(seam, shape)
+        assert path_cost(cost, seam) == csgraph_cost(cost)
+
+
+def test_blocked_pixels_in_the_kernel():
+    # The kernel takes +inf as a blocked pixel (the wrapper rejects it): a wall with one gap.
+    from femsr import _core
+    from femsr.reference import quilt as ref
+
+    rng = np.random.default_rng(4)
+    cost = rng.integers(0, 3, (30, 12)).astype(float)
+    cost[rng.random(cost.shape) < 0.2] = np.inf
+    cost[15, :] = np.inf
+    cost[15, 9] = 2.0
+    path = np.empty((cost.size, 2), dtype=np.int64)
+    length = _core.min_error_seam(cost, path)
+    np.testing.assert_array_equal(path[:length], ref.min_error_seam(cost))
+    assert [15, 9] in path[:length].tolist()
+
+
 def test_seam_takes_float32_and_integers():
     cost = np.array([[3, 0, 3], [3, 3, 0], [3, 0, 3]])
     expected = [[0, 1], [1, 2], [2, 1]]
