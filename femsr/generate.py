@@ -4,8 +4,8 @@ Each femur is a seeded variant of :class:`femsr.femur.Femur` (geometry and Carte
 cases) with its own bone mass (``volfrac``, a fraction of the mask). Its density grows by
 :func:`femsr.topopt.optimize` (minimum cycle-weighted compliance under the mass, density filter,
 Heaviside projection for crisp struts) in stages of decreasing pixel size: each stage starts
-from the previous design, upsampled, so the full-size stage only sharpens what the coarse
-stages laid out. A stage writes checkpoints, so an interrupted run resumes where it stopped.
+from the previous result, upsampled, so the full-size stages only refine and sharpen what the
+coarse stages laid out. A stage writes checkpoints, so an interrupted run resumes where it stopped.
 
 The dataset mirrors the paper's: 11 femurs, 7 for training and validation and 4 held out for
 testing, split by femur. :func:`generate` writes ``manifest.json`` (what each femur is), one
@@ -47,11 +47,12 @@ __all__ = [
 E0 = 15e3
 MANIFEST = "manifest.json"
 # FE of the structure alone (topopt.structure_model: void elements next to no denser one leave
-# the model), which on crisp designs halves the unknowns and cuts a direct solve 4x at 100 µm
-# (15.4 -> 3.9 s). Direct solves through the 100 µm stage; beyond, GMG-CG stopped at a
-# relative residual of 1e-3, which grows the design of exact solves to round-off (1e-2 and
-# looser do not: tests/test_generate.py, benchmarks/RESULTS.md).
-SOLVER_OPTIONS = {"tol": 1e-3, "direct_below": 1_000_000, "drop_void": 1e-3}
+# the model), which on crisp designs halves the unknowns: a direct solve of a crisp femur takes
+# 4.4 s at 100 µm (14.3 s whole) and 42 s and 5.2 GB at 50 µm. Direct solves up to 2M
+# unknowns; beyond (a gray 50 µm design), GMG-CG stopped at a relative residual of 1e-3,
+# which grows the design of exact solves to round-off (1e-2 and looser do not:
+# tests/test_generate.py, benchmarks/RESULTS.md).
+SOLVER_OPTIONS = {"tol": 1e-3, "direct_below": 2_000_000, "drop_void": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,16 @@ class Stage:
     solve: bool = True
 
 
-# Trabecular layout at 200 µm under the local volume bound, refined at 100 µm, sharpened at
-# 50 µm without FE. Without the bound, minimum compliance gives a truss of a few thick
-# members. An optimizing 50 µm stage cost 200 s to over 15 min per iteration (GMG-CG on crisp
-# designs at 3.6M unknowns) and barely moves the design in the iterations it can afford.
+# The density's large-scale layout at 200 µm (gray, local bound over 2.4 mm squares); the
+# trabeculae at 100 µm (local bound over 1.2 mm squares, projection from β 2 to 32); thinner
+# at 50 µm (half the filter radius, 8 iterations on the structure alone: 25-30 s each), then
+# sharpened. Trabecular thickness (benchmarks/trabecular_thickness.py, femur_00): median
+# 1.45 mm when the layout formed at 200 µm, 0.75 mm with this schedule.
 STAGES = (
-    Stage(0.2, 60, beta=1.0, beta_max=8.0, move=0.1, local_above=0.25),
-    Stage(0.1, 12, beta=8.0, beta_max=16.0, move=0.05, local_above=0.25),
-    Stage(0.05, 0, rmin=3.0, beta_max=32.0, solve=False),  # rmin: 100 µm's 1.5 px
+    Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.25, local_radius=1.2),
+    Stage(0.1, 60, beta=2.0, beta_max=32.0, move=0.05, local_above=0.25, local_radius=0.6),
+    Stage(0.05, 8, beta=32.0, beta_max=32.0, move=0.05, local_above=0.25, local_radius=0.6),
+    Stage(0.05, 0, beta_max=64.0, solve=False),
 )
 
 
@@ -218,7 +221,7 @@ def grow(
         Print one line per iteration to stderr.
     solver_options : dict, optional
         Passed to :func:`femsr.topopt.optimize`; default :data:`SOLVER_OPTIONS`: the
-        structure without its void, solved directly up to 1M unknowns, by GMG-CG to a
+        structure without its void, solved directly up to 2M unknowns, by GMG-CG to a
         relative residual of 1e-3 beyond, which grows the design exact solves grow.
 
     Returns
