@@ -386,8 +386,10 @@ def image_table(
     *,
     mask: np.ndarray | None = None,
     threshold: float = 0.5,
+    pixel_size: float = 1.0,
 ) -> Table:
-    """SSIM, PSNR, BV/TV (reference, reconstruction, error %) and Dice per ROI and overall.
+    """SSIM, PSNR, BV/TV (reference, reconstruction, error %), Dice and Tb.Th (reference,
+    reconstruction) per ROI and overall.
 
     Parameters
     ----------
@@ -399,13 +401,15 @@ def image_table(
         The femur; the last row ("Whole femur") measures BV/TV and Dice inside it (SSIM and
         PSNR over the whole image). Default: the whole image.
     threshold : float
-        Bone is ``density > threshold`` for BV/TV and Dice.
+        Bone is ``density > threshold`` for BV/TV, Dice and Tb.Th.
+    pixel_size : float
+        Pixel side; Tb.Th (:func:`trabecular_thickness`) is in its unit.
 
     Returns
     -------
     Table
         Columns ``region, ssim, psnr_db, bvtv_reference, bvtv_reconstruction, bvtv_error_percent,
-        dice``.
+        dice, tbth_reference, tbth_reconstruction``.
 
     Examples
     --------
@@ -417,10 +421,20 @@ def image_table(
     reference, reconstruction = _check_pair(reference, reconstruction)
     windows = _check_rois(rois, reference.shape)
     whole = (slice(0, reference.shape[0]), slice(0, reference.shape[1]))
+    # Thickness of the whole image, read inside each region: a strut cut by a region's edge
+    # keeps its thickness.
+    thickness = [
+        local_thickness(image, threshold) * pixel_size for image in (reference, reconstruction)
+    ]
     rows = []
     for name, window in [*windows.items(), ("Whole femur", whole)]:
         a, b = reference[window], reconstruction[window]
         region_mask = None if mask is None or window is not whole else mask
+        region = np.ones(a.shape, bool) if region_mask is None else region_mask
+        tbth = [
+            float(t[window][bone].mean()) if (bone := (image > threshold) & region).any() else 0.0
+            for t, image in zip(thickness, (a, b), strict=True)
+        ]
         bv_a = bone_volume_fraction(a, threshold, mask=region_mask)
         bv_b = bone_volume_fraction(b, threshold, mask=region_mask)
         rows.append(
@@ -432,6 +446,8 @@ def image_table(
                 "bvtv_reconstruction": bv_b,
                 "bvtv_error_percent": _error_percent(bv_b, bv_a) if bv_a > 0 else math.nan,
                 "dice": dice(a, b, threshold, mask=region_mask),
+                "tbth_reference": tbth[0],
+                "tbth_reconstruction": tbth[1],
             }
         )
     columns = (
@@ -442,6 +458,8 @@ def image_table(
         "bvtv_reconstruction",
         "bvtv_error_percent",
         "dice",
+        "tbth_reference",
+        "tbth_reconstruction",
     )
     return Table(columns, tuple(rows))
 
@@ -849,13 +867,19 @@ def write_report(
     density = reference.density
     stiffness = roi_table(density, reconstruction, rois, E0=E0, h=pixel)
     images = image_table(
-        density, reconstruction, rois, mask=reference.femur.mask(pixel), threshold=threshold
+        density,
+        reconstruction,
+        rois,
+        mask=reference.femur.mask(pixel),
+        threshold=threshold,
+        pixel_size=pixel,
     )
     markdown = (
         f"# Evaluation of {names[1]} against {names[0]}\n\n"
         f"## Apparent stiffness (MPa; E0 = {E0:g} MPa; error % signed)\n\n"
         f"{stiffness.to_markdown()}\n"
-        f"## Image measures (bone: density > {threshold:g})\n\n{images.to_markdown()}"
+        f"## Image measures (bone: density > {threshold:g}; Tb.Th in mm)\n\n"
+        f"{images.to_markdown()}"
     )
     texts = {"table.md": markdown, "table.csv": stiffness.to_csv(), "images.csv": images.to_csv()}
     for name, text in texts.items():

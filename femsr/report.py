@@ -92,7 +92,9 @@ def heldout_report(
             io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
             table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
             rows.extend({"femur": path.stem, "model": label, **row} for row in table.rows)
-            measures = evaluate.image_table(reference.density, hr, rois, mask=mask)
+            measures = evaluate.image_table(
+                reference.density, hr, rois, mask=mask, pixel_size=reference.pixel_size
+            )
             image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
             if progress:
                 worst = max(abs(row["error_percent"]) for row in table.rows)
@@ -114,7 +116,7 @@ def heldout_report(
             f"# Apparent-stiffness error on {len(femur_files)} held-out femur(s), % (mean "
             f"|error| and mean signed error; negative = underestimate)\n\n"
             f"{summary.to_markdown()}\n"
-            f"# Image measures, mean over the femurs (bone: density > 0.5)\n\n"
+            f"# Image measures, mean over the femurs (bone: density > 0.5; Tb.Th in mm)\n\n"
             f"{images.to_markdown()}"
         ),
     }
@@ -125,7 +127,8 @@ def heldout_report(
 
 
 def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
-    """Mean SSIM, PSNR, |BV/TV error| and Dice per model and region."""
+    """Mean SSIM, PSNR, |BV/TV error|, Dice and Tb.Th (reference, reconstruction) per model
+    and region."""
     regions = list(dict.fromkeys(row["region"] for row in per_femur.rows))
     rows = []
     for label in labels:
@@ -141,9 +144,20 @@ def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Tab
                         np.nanmean([abs(r["bvtv_error_percent"]) for r in mine])
                     ),
                     "dice": float(np.mean([r["dice"] for r in mine])),
+                    "tbth_reference": float(np.mean([r["tbth_reference"] for r in mine])),
+                    "tbth_reconstruction": float(np.mean([r["tbth_reconstruction"] for r in mine])),
                 }
             )
-    columns = ("model", "region", "ssim", "psnr_db", "bvtv_abs_error_percent", "dice")
+    columns = (
+        "model",
+        "region",
+        "ssim",
+        "psnr_db",
+        "bvtv_abs_error_percent",
+        "dice",
+        "tbth_reference",
+        "tbth_reconstruction",
+    )
     return evaluate.Table(columns, tuple(rows))
 
 

@@ -170,6 +170,16 @@ def test_image_table_measures_each_roi_and_the_femur():
     assert (neck["ssim"], neck["psnr_db"], neck["dice"]) == (1.0, math.inf, 1.0)
     assert whole["region"] == "Whole femur" and whole["dice"] == 1.0  # the change is off the mask
     assert whole["bvtv_reference"] == bone_volume_fraction(reference, mask=mask)
+    # Tb.Th in the unit of pixel_size, of the whole image read inside each region.
+    thick = evaluate.image_table(
+        reference, reconstruction, {"a": np.s_[0:12, 0:12]}, pixel_size=0.05
+    )
+    thickness = evaluate.local_thickness(reference)[:12, :12] * 0.05
+    assert thick.rows[0]["tbth_reference"] == pytest.approx(
+        thickness[reference[:12, :12] > 0.5].mean()
+    )
+    assert thick.rows[0]["tbth_reconstruction"] == 0.0  # no bone left there
+    assert neck["tbth_reference"] == neck["tbth_reconstruction"] > 0
 
 
 @pytest.mark.parametrize(

@@ -416,8 +416,11 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     images = list(csv.DictReader((out / "heldout_images.csv").read_text().splitlines()))
     each = list(csv.DictReader((out / "per_femur_images.csv").read_text().splitlines()))
     assert len(images) == 2 * 4 and len(each) == 2 * 2 * 4  # 3 ROIs and the whole femur
-    whole = [float(r["ssim"]) for r in each if (r["model"], r["region"]) == ("B", "Whole femur")]
-    assert float(images[-1]["ssim"]) == pytest.approx(np.mean(whole))
+    whole = [r for r in each if (r["model"], r["region"]) == ("B", "Whole femur")]
+    for column in ("ssim", "tbth_reconstruction"):
+        mean = np.mean([float(r[column]) for r in whole])
+        assert float(images[-1][column]) == pytest.approx(mean)
+    assert float(images[-1]["tbth_reference"]) > 0
     with pytest.raises(SystemExit):  # argparse refuses a model without a label
         main(["report", str(folder), "--model", "A"])
     assert "LABEL=FILE" in capsys.readouterr().err
