@@ -432,7 +432,7 @@ def image_table(
         region_mask = None if mask is None or window is not whole else mask
         region = np.ones(a.shape, bool) if region_mask is None else region_mask
         tbth = [
-            float(t[window][bone].mean()) if (bone := (image > threshold) & region).any() else 0.0
+            _bone_mean(t[window], image, threshold, region)
             for t, image in zip(thickness, (a, b), strict=True)
         ]
         bv_a = bone_volume_fraction(a, threshold, mask=region_mask)
@@ -663,10 +663,15 @@ def trabecular_thickness(
     region = _check_region(mask, np.shape(density))
     if not pixel_size > 0:
         raise ValueError(f"pixel_size must be positive, got {pixel_size}")
+    return _bone_mean(local_thickness(density, threshold) * pixel_size, density, threshold, region)
+
+
+def _bone_mean(
+    values: np.ndarray, density: np.ndarray, threshold: float, region: np.ndarray
+) -> float:
+    """Mean of ``values`` over the bone (``density > threshold``) of ``region``; 0 without bone."""
     bone = (np.asarray(density) > threshold) & region
-    if not bone.any():
-        return 0.0
-    return float(local_thickness(density, threshold)[bone].mean() * pixel_size)
+    return float(values[bone].mean()) if bone.any() else 0.0
 
 
 def dice(

@@ -208,17 +208,23 @@ def test_reactions_balance_the_loads():
 # --- Solvers --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["cpp", "python"])
-def test_amg_cg_and_direct_solve_agree(backend):
-    rng = np.random.default_rng(5)
-    ny, nx = 40, 50
-    density = rng.uniform(0.05, 1.0, (ny, nx))
+def notched_three_cases(ny, nx):
+    """A mask without its top-right corner, and three load cases on its edges."""
     mask = np.ones((ny, nx), dtype=bool)
     mask[:15, 30:] = False
     forces = np.zeros((3, ny + 1, nx + 1, 2))
     forces[0, -1, -1, 1] = -1.0
     forces[1, 0, 29, 0] = 1.0
     forces[2, 20, -1] = [0.5, 0.5]
+    return mask, forces
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+def test_amg_cg_and_direct_solve_agree(backend):
+    rng = np.random.default_rng(5)
+    ny, nx = 40, 50
+    density = rng.uniform(0.05, 1.0, (ny, nx))
+    mask, forces = notched_three_cases(ny, nx)
     fixed = clamped_left(ny, nx)
     kwargs = dict(mask=mask, E0=1e4, backend=backend, tol=1e-10)
     amg = fem.solve(density, forces, fixed, method="amg", **kwargs)
@@ -232,12 +238,7 @@ def test_pardiso_and_superlu_agree_on_a_crisp_design():
     ny, nx = 40, 50
     density = np.where(rng.random((ny, nx)) < 0.6, 1.0, 0.0)
     density[:, :2] = 1.0  # solid along the support
-    mask = np.ones((ny, nx), dtype=bool)
-    mask[:15, 30:] = False
-    forces = np.zeros((3, ny + 1, nx + 1, 2))
-    forces[0, -1, -1, 1] = -1.0
-    forces[1, 0, 29, 0] = 1.0
-    forces[2, 20, -1] = [0.5, 0.5]
+    mask, forces = notched_three_cases(ny, nx)
     solvers = [
         fem.Solver(clamped_left(ny, nx), mask=mask, E0=1e4, method="direct", direct_solver=name)
         for name in fem.DIRECT_SOLVERS
