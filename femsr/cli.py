@@ -55,6 +55,10 @@ def _fe(args: argparse.Namespace) -> int:
     return 0
 
 
+# generate.STAGES as --stages spells it; the CLI does not import generate to print its help.
+DEFAULT_STAGES = "0.2:20,0.1:60,0.05:8,0.05:0"
+
+
 def _stages(text: str) -> list[object]:
     """``"0.2:60,0.1:12"`` -> stages of (pixel size mm, iterations), the rest as the default's
     stage of the same rank."""
@@ -421,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--stages",
         type=_stages,
-        help="pixel:iterations per stage, coarse to fine (default 0.2:60,0.1:12,0.05:2)",
+        help=f"pixel:iterations per stage, coarse to fine (default {DEFAULT_STAGES})",
     )
     gen.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     gen.set_defaults(run=_generate)

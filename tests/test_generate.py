@@ -151,3 +151,7 @@ def test_cli_generate(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["generate", str(out), "--stages", "fine"])
     assert "stages must look like" in capsys.readouterr().err
+
+
+def test_the_documented_default_stages_are_the_stages_generate_uses():
+    assert cli._stages(cli.DEFAULT_STAGES) == list(generate.STAGES)
