@@ -3,6 +3,7 @@
 Run with the peak memory measured from outside::
 
     /usr/bin/time -v python benchmarks/reconstruct_fullsize.py [--repeat 3] [--device cpu]
+        [--batch-size 64] [--dtype bfloat16]
 
 The LR image is the mean phantom's mask (0.5 mm) filled with a synthetic gray density (smoothed
 noise, 0.1-0.9); the network is the default :class:`femsr.model.ModelConfig`, untrained (the
@@ -49,6 +50,7 @@ def run(label: str, lr: np.ndarray, model: object, args: argparse.Namespace) -> 
             device=args.device,
             batch_size=args.batch_size,
             method=args.method,
+            dtype=args.dtype,
             stats=stats,
         )
         runs.append(stats)
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--method", default="seam", choices=("seam", "average", "cut"))
+    parser.add_argument("--dtype", choices=("float16", "bfloat16"), help="autocast (CUDA)")
     args = parser.parse_args()
 
     lr = synthetic_lr()

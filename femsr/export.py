@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from femsr.model import (
     resolve_device,
 )
 
-__all__ = ["LoadedModel", "export_model", "load_model", "predict", "save_state"]
+__all__ = ["LoadedModel", "export_model", "load_model", "place", "predict", "save_state"]
 
 FORMATS = {".pt2": "pt2", ".ts": "torchscript", ".pt": "state", ".pth": "state"}
 STATE_FORMAT = "femsr-state"
@@ -394,7 +395,11 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto"
     elif fmt == "pt2":
         extra = {_META: ""}
         try:
-            source = torch.export.load(path, extra_files=extra)
+            with warnings.catch_warnings():
+                # torch 2.11 warns that it wraps the archive's read-only bytes in the weight
+                # tensors; inference never writes to them, so to a user it is noise.
+                warnings.filterwarnings("ignore", message="The given buffer is not writable")
+                source = torch.export.load(path, extra_files=extra)
         except Exception as error:
             raise _fail(path, f"cannot be read by torch.export.load: {error}") from None
         config = _config_from(path, extra[_META], fmt)
@@ -417,6 +422,26 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "auto"
         expected = (1, 1, config.hr_size, config.hr_size)
         raise _fail(path, f"returns shape {shape} for one patch, its config implies {expected}")
     return model
+
+
+def place(model: SRNet | LoadedModel, device: str | torch.device) -> SRNet | LoadedModel:
+    """``model`` on ``device``: a :class:`LoadedModel` moves there in place; an eager network
+    stays where it is (device and mode are the caller's) and a copy goes to another device.
+
+    Examples
+    --------
+    >>> from femsr.model import ModelConfig, build_model
+    >>> net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
+    >>> place(net, "cpu") is net
+    True
+    """
+    target = resolve_device(device)
+    if isinstance(model, LoadedModel):
+        return model.to(target)
+    current = next(model.parameters()).device
+    if target.type == current.type and target.index in (None, current.index):
+        return model
+    return copy.deepcopy(model).to(target)
 
 
 def predict(
@@ -488,21 +513,15 @@ def predict(
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be None or one of {sorted(_DTYPES)}, got {dtype!r}")
 
-    network: SRNet | LoadedModel = model
+    network = model if device is None else place(model, device)
     eager: SRNet | None = None  # the eager network to put back in training mode
-    if isinstance(model, SRNet):
-        # The caller's network keeps its device and mode: another device gets a copy.
-        current = next(model.parameters()).device
-        target = current if device is None else resolve_device(device)
-        moved = target.type != current.type or target.index not in (None, current.index)
-        network = copy.deepcopy(model).to(target) if moved else model
+    if isinstance(network, SRNet):
+        target = next(network.parameters()).device
         if network.training:
             eager = network
         network.eval()
     else:
-        if device is not None:
-            model.to(device)
-        target = model.device
+        target = network.device
     output = np.empty((batch.shape[0], 1, config.hr_size, config.hr_size), dtype=np.float32)
     try:
         with torch.inference_mode():

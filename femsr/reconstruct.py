@@ -313,12 +313,13 @@ def reconstruct(
     rows, cols = np.nonzero(run)
     inputs = dataset.lr_patches(density, u, corners, patch=patch, mask=region)
 
-    from femsr.export import predict
+    from femsr.export import place, predict
 
     tick = time.perf_counter()
+    network = place(network, device)  # once: an eager network on another device is copied
     for start in range(0, len(corners), batch_size):
         chunk = slice(start, start + batch_size)
-        out = predict(network, inputs[chunk], batch_size=batch_size, device=device, dtype=dtype)
+        out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype)
         tiles[rows[chunk], cols[chunk]] = out[:, 0]
         if progress:
             done = min(start + batch_size, len(corners))

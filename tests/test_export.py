@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import femsr.export as export_module  # noqa: E402
-from femsr.export import LoadedModel, export_model, load_model, predict  # noqa: E402
+from femsr.export import LoadedModel, export_model, load_model, place, predict  # noqa: E402
 from femsr.model import ModelConfig, build_model  # noqa: E402
 
 CFG = ModelConfig(in_channels=5, width=6, n_blocks=2, up_width=3, patch_size=4)
@@ -300,6 +300,16 @@ def test_predict_leaves_an_eager_network_as_it_was(net):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)  # but ran in eval mode
     finally:
         net.eval()
+
+
+def test_place_copies_an_eager_network_to_another_device_and_moves_a_loaded_one(net, exported):
+    # The meta device stands in for a GPU: a device the network is not on.
+    copy = place(net, "meta")
+    assert copy is not net and next(copy.parameters()).is_meta
+    assert next(net.parameters()).device == torch.device("cpu")
+    assert place(net, "cpu") is net
+    loaded = load_model(exported["state"], device="cpu")
+    assert place(loaded, "cpu") is loaded and loaded.device == torch.device("cpu")
 
 
 def test_predict_accepts_integers_and_empty_batches(net):
