@@ -37,8 +37,9 @@ Dataset folder
 --------------
 ``index.json``
     Format, settings (patch, stride, factor, dtypes, material), :data:`NORMALIZATION`, channel
-    names, and per femur: name, split, pair count, file names, LR shape, FE statistics; the pair
-    counts per split. Rewritten atomically after each femur, which is what makes a femur "done".
+    names, and per femur: name, split, pair count, file names, LR shape, FE statistics, the
+    fingerprint of the femur it was cut from; the pair counts per split. Rewritten atomically
+    after each femur, which is what makes a femur "done".
 ``<name>.lr.npy``
     ``(n, 1 + 2*ncases, patch, patch)`` normalized LR inputs, float16 (default; absolute error
     at most 2.4e-4 on the density and 4.9e-4 on displacements in [-1, 1]) or float32.
@@ -54,6 +55,7 @@ training stride (the windows need not tile the way reconstruction does).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -732,6 +734,7 @@ def _pairs(
     return {
         "name": name,
         "split": image.meta.get("split", "train"),
+        "source": _fingerprint(image),
         "count": n,
         **files,
         "lr_shape": list(lr.shape),
@@ -745,6 +748,14 @@ def _pairs(
         },
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _fingerprint(image: FemurImage) -> str:
+    """What the pairs of a femur depend on (density, pixel size, geometry and loads), hashed:
+    a regrown femur under an old name is cut again, not skipped."""
+    digest = hashlib.sha256(np.ascontiguousarray(image.density).tobytes())
+    digest.update(repr((image.density.shape, image.pixel_size, image.femur)).encode())
+    return digest.hexdigest()[:16]
 
 
 def build_dataset(
@@ -771,8 +782,9 @@ def build_dataset(
     FE mask or a positive LR pixel); their normalized inputs (:func:`lr_patches`) and HR
     targets.
     Arrays are streamed to ``.npy`` files (memory stays bounded by a chunk of windows, whatever
-    the stride), then ``index.json`` is rewritten (atomically). A femur already in the index is
-    skipped, so a rerun resumes an interrupted build; settings must match the folder's.
+    the stride), then ``index.json`` is rewritten (atomically). A femur already in the index,
+    cut from the same image, is skipped, so a rerun resumes an interrupted build; one whose
+    image changed since (a regrown femur) is cut again. Settings must match the folder's.
 
     Parameters
     ----------
@@ -866,21 +878,21 @@ def build_dataset(
         if all((out / entry[key]).is_file() for key in ("lr", "hr", "corners"))
     }
     index["femurs"] = [entry for entry in index["femurs"] if entry["name"] in done]
-    seen: set[str] = set()
+    sources = {entry["name"]: entry.get("source") for entry in index["femurs"]}
+    seen: list[str] = []
     for k, item in enumerate(femurs):
         source = None if isinstance(item, FemurImage) else item
-        if source is not None:
-            stem = Path(source).stem
-            if stem in done and stem not in seen:  # skip without reading the file
-                seen.add(stem)
-                continue
         image = item if isinstance(item, FemurImage) else load_femur(item)
         name = _femur_name(image, source, k)
         if name in seen:
             raise ValueError(f"two femurs are named {name!r}; names must be unique")
-        seen.add(name)
+        seen.append(name)
         if name in done:
-            continue
+            if sources[name] == _fingerprint(image):
+                continue
+            if progress:
+                print(f"{name} changed since its pairs were cut: cutting it again", file=sys.stderr)
+            index["femurs"] = [entry for entry in index["femurs"] if entry["name"] != name]
         split = image.meta.get("split", "train")
         if split not in SPLITS:
             raise ValueError(f"femur {name}: split must be one of {SPLITS}, got {split!r}")
@@ -898,6 +910,9 @@ def build_dataset(
                 f"FE {entry['fe']['seconds']:.1f} s, total {entry['seconds']:.1f} s",
                 file=sys.stderr,
             )
+    # In the order given, however often it was resumed: training draws pairs by position.
+    order = {name: k for k, name in enumerate(seen)}
+    index["femurs"].sort(key=lambda entry: order.get(entry["name"], len(order)))
     _write_index(out, index)
     return index
 

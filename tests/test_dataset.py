@@ -323,6 +323,28 @@ def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, cap
         build(out, femur_files, stride=2)
 
 
+def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, capsys):
+    files = [tmp_path / path.name for path in femur_files]
+    for path, copy in zip(femur_files, files, strict=True):
+        copy.write_bytes(path.read_bytes())
+    out = tmp_path / "patches"
+    index = build(out, files)
+    stamp = (out / "femur_00.lr.npy").stat().st_mtime_ns
+    save_femur(files[1], femur_image("femur_01", 99))  # regrown under the same name
+    capsys.readouterr()
+    again = build(out, files, progress=True)
+    assert "femur_01 changed" in capsys.readouterr().err
+    assert [e["name"] for e in again["femurs"]] == ["femur_00", "femur_01", "femur_02"]
+    assert again["femurs"][0] == index["femurs"][0] and again["femurs"][2] == index["femurs"][2]
+    assert again["femurs"][1]["source"] != index["femurs"][1]["source"]
+    assert (out / "femur_00.lr.npy").stat().st_mtime_ns == stamp
+    fresh = build(tmp_path / "fresh", files)
+    assert np.array_equal(
+        np.load(out / "femur_01.hr.npy"), np.load(tmp_path / "fresh/femur_01.hr.npy")
+    )
+    assert [e["source"] for e in fresh["femurs"]] == [e["source"] for e in again["femurs"]]
+
+
 def test_float32_storage_is_exact(tmp_path):
     image = femur_image("solo", 5)
     index = build(tmp_path, [image], lr_dtype="float32", hr_dtype="float32")
