@@ -556,7 +556,8 @@ class OptimizeResult:
     reason : str
         ``"converged"``, ``"max_iter"`` or ``"callback"``.
     beta : float
-        Final projection sharpness (0 without projection).
+        The projection sharpness of ``density``: that of the last update (0 without
+        projection).
     history : list of Record
         One record per iteration.
     """
@@ -1286,7 +1287,10 @@ def optimize(
     reason = reason or "max_iter"
     run.reason = reason
 
-    density = problem.physical(run.design, run.beta)[0]
+    # The design was last updated, and its mass met, at the beta of the last record; a doubling
+    # after that update belongs to the next iteration (of a resumed run), not to the result.
+    beta = run.history[-1].beta if run.history and run.beta is not None else run.beta
+    density = problem.physical(run.design, beta)[0]
     compliance, _ = problem.analyse(density)
     save(density)
     return OptimizeResult(
@@ -1298,7 +1302,7 @@ def optimize(
         iterations=run.iteration,
         converged=reason == "converged",
         reason=reason,
-        beta=0.0 if run.beta is None else run.beta,
+        beta=0.0 if beta is None else beta,
         history=run.history,
     )
 

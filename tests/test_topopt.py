@@ -560,6 +560,15 @@ def test_projection_continuation_and_stop():
     assert gray < 0.1  # crisper than without projection
 
 
+def test_a_last_iteration_that_doubles_beta_leaves_the_result_at_the_mass():
+    forces, fixed = half_mbb(10, 30)
+    result = topopt.optimize(
+        forces, fixed, volfrac=0.4, rmin=2.0, beta=2.0, beta_max=8.0, beta_every=5, max_iter=5
+    )
+    assert result.history[-1].beta == result.beta == 2.0  # the next iteration would use 4
+    assert result.mass == pytest.approx(0.4, abs=1e-12)
+
+
 def test_callback_stops_and_progress_prints(capsys):
     forces, fixed = half_mbb(6, 12)
     seen = []
