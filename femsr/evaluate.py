@@ -27,6 +27,7 @@ from femsr import fem
 from femsr.io import FemurImage, atomic_write
 
 __all__ = [
+    "BONELESS_STIFFNESS",
     "COMPONENTS",
     "REGION_NAMES",
     "Stiffness",
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 COMPONENTS = ("E_x", "E_y", "E_xy")
+# A reference ROI component below this fraction of E0 carries no bone across the ROI (it lies in
+# marrow, or its struts do not span it): its stiffness is that of void and gray remnants, and a
+# relative error of it means nothing, so roi_table gives NaN there.
+BONELESS_STIFFNESS = 1e-3
 # The paper's names of the ROIs that femsr.femur.Femur.rois returns; other names are kept as given.
 REGION_NAMES = {
     "head": "Femoral head",
@@ -330,7 +335,8 @@ def roi_table(
 
     The paper's Table 1 layout: one row per region and component (E_x, E_y, E_xy). The error is
     signed, ``100 (reconstruction - reference) / reference``, so an underestimate (what the
-    paper saw for every region) is negative; the paper lists magnitudes.
+    paper saw for every region) is negative; the paper lists magnitudes. It is NaN where the
+    reference component is below :data:`BONELESS_STIFFNESS` ``* E0`` (no bone spans the ROI).
 
     Parameters
     ----------
@@ -366,13 +372,14 @@ def roi_table(
         rec = apparent_stiffness(reconstruction[window], **material)
         for component in COMPONENTS:
             a, b = ref.component(component), rec.component(component)
+            boneless = a < BONELESS_STIFFNESS * material["E0"]
             rows.append(
                 {
                     "region": REGION_NAMES.get(name, name),
                     "stiffness": component,
                     "reference": a,
                     "reconstruction": b,
-                    "error_percent": _error_percent(b, a),
+                    "error_percent": math.nan if boneless else _error_percent(b, a),
                 }
             )
     columns = ("region", "stiffness", "reference", "reconstruction", "error_percent")

@@ -9,6 +9,7 @@ with the L1 and the L2 loss, averages over their test femurs).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -97,7 +98,7 @@ def heldout_report(
             )
             image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
             if progress:
-                worst = max(abs(row["error_percent"]) for row in table.rows)
+                worst = np.nanmax([abs(row["error_percent"]) for row in table.rows])
                 print(
                     f"report: {path.stem} with {label}: {stats['total']:.1f} s, largest "
                     f"|error| {worst:.1f} %",
@@ -114,7 +115,8 @@ def heldout_report(
         "heldout_images.csv": images.to_csv(),
         "heldout.md": (
             f"# Apparent-stiffness error on {len(femur_files)} held-out femur(s), % (mean "
-            f"|error| and mean signed error; negative = underestimate)\n\n"
+            f"|error| and mean signed error; negative = underestimate) over the femurs whose "
+            f"reference ROI holds bone (stiffness >= {evaluate.BONELESS_STIFFNESS:g} E0)\n\n"
             f"{summary.to_markdown()}\n"
             f"# Image measures, mean over the femurs (bone: density > 0.5; Tb.Th in mm)\n\n"
             f"{images.to_markdown()}"
@@ -165,7 +167,7 @@ def _summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
     keys = list(dict.fromkeys((row["region"], row["stiffness"]) for row in per_femur.rows))
     columns = ["region", "stiffness"]
     for label in labels:
-        columns += [f"{label} |error| %", f"{label} signed %"]
+        columns += [f"{label} |error| %", f"{label} signed %", f"{label} femurs"]
     columns += ["paper L1 %", "paper L2 %"]
     rows = []
     for region, component in keys:
@@ -178,8 +180,10 @@ def _summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
                     if (r["model"], r["region"], r["stiffness"]) == (label, region, component)
                 ]
             )
-            row[f"{label} |error| %"] = float(np.abs(errors).mean())
-            row[f"{label} signed %"] = float(errors.mean())
+            errors = errors[np.isfinite(errors)]  # NaN: no bone in the reference ROI
+            row[f"{label} |error| %"] = float(np.abs(errors).mean()) if errors.size else math.nan
+            row[f"{label} signed %"] = float(errors.mean()) if errors.size else math.nan
+            row[f"{label} femurs"] = errors.size
         paper = PAPER_TABLE1.get((region, component))
         row["paper L1 %"] = paper[0] if paper else ""
         row["paper L2 %"] = paper[1] if paper else ""

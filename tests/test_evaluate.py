@@ -141,6 +141,18 @@ def test_roi_table_reports_signed_errors_per_region_and_component():
     assert head["reference"] == pytest.approx(plane_stress(modulus[0], 0.3)[0, 0])
 
 
+def test_roi_table_gives_no_error_where_the_reference_roi_has_no_bone():
+    reference = np.zeros((12, 24))
+    reference[:, :3] = 1.0  # a strut in the head ROI; the neck ROI is marrow
+    reconstruction = np.clip(reference + 0.05, 0, 1)  # gray remnants: huge relative change
+    rois = {"head": np.s_[:, :12], "neck": np.s_[:, 12:]}
+    table = roi_table(reference, reconstruction, rois, E0=1.0, h=0.05)
+    head, neck = table.rows[:3], table.rows[3:]
+    assert all(np.isfinite(row["error_percent"]) for row in head)
+    assert all(np.isnan(row["error_percent"]) for row in neck)
+    assert all(row["reconstruction"] > 100 * row["reference"] for row in neck)
+
+
 def test_tables_render_as_markdown_and_csv():
     reference = np.ones((12, 12))
     table = roi_table(reference, reference * 0.5, {"mine": np.s_[2:8, 2:8]}, E0=1.0, h=1.0)

@@ -378,6 +378,8 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     folder = tmp_path / "femurs"
     for k in range(2):
         reference = np.where(mask, (rng.random(mask.shape) > 0.5).astype(float), 0.0)
+        if k == 1:
+            reference[bone.rois(PIXEL / 10)["neck"]] = 0.0  # a neck ROI in marrow: no error
         save_femur(folder / f"femur_{k}.npz", FemurImage(reference, PIXEL / 10, bone))
     out = tmp_path / "report"
     argv = ["report", str(folder), "--model", f"A={path}", "--model", f"B={other}"]
@@ -403,10 +405,14 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
         )
         errors.append([row["error_percent"] for row in table.rows])
     errors = np.array(errors)
+    assert np.isnan(errors[1, 3:6]).all() and np.isfinite(np.delete(errors, [3, 4, 5], 1)).all()
     np.testing.assert_allclose(
-        [float(r["A |error| %"]) for r in summary], np.abs(errors).mean(0), rtol=1e-3
+        [float(r["A |error| %"]) for r in summary], np.nanmean(np.abs(errors), 0), rtol=1e-3
     )
-    np.testing.assert_allclose([float(r["A signed %"]) for r in summary], errors.mean(0), rtol=1e-3)
+    np.testing.assert_allclose(
+        [float(r["A signed %"]) for r in summary], np.nanmean(errors, 0), rtol=1e-3
+    )
+    assert [int(r["A femurs"]) for r in summary] == [2, 2, 2, 1, 1, 1, 2, 2, 2]
     row = summary[0]
     assert (float(row["paper L1 %"]), float(row["paper L2 %"])) == PAPER_TABLE1[
         (row["region"], row["stiffness"])
