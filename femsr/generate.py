@@ -15,6 +15,7 @@ written.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import sys
@@ -47,12 +48,17 @@ __all__ = [
 E0 = 15e3
 MANIFEST = "manifest.json"
 # FE of the structure alone (topopt.structure_model: void elements next to no denser one leave
-# the model), which on crisp designs halves the unknowns: a direct solve of a crisp femur takes
-# 4.4 s at 100 µm (14.3 s whole) and 42 s and 5.2 GB at 50 µm. Direct solves up to 2M
-# unknowns; beyond (a gray 50 µm design), GMG-CG stopped at a relative residual of 1e-3,
-# which grows the design of exact solves to round-off (1e-2 and looser do not:
-# tests/test_generate.py, benchmarks/RESULTS.md).
-SOLVER_OPTIONS = {"tol": 1e-3, "direct_below": 2_000_000, "drop_void": 1e-3}
+# the model), which on crisp designs halves the unknowns. Direct solves by MKL PARDISO where
+# pypardiso is installed (femsr[pardiso]; a crisp femur at 50 µm: 8 s and 3.6 GB on two cores,
+# against 26 s and 5.6 GB with SuperLU), up to 2.5M unknowns, which takes in the 50 µm models
+# of the densest femurs (2.0-2.3M); SuperLU up to 2M otherwise. Beyond (a gray 50 µm design),
+# GMG-CG stopped at a relative residual of 1e-3, which grows the design of exact solves to
+# round-off (1e-2 and looser do not: tests/test_generate.py, benchmarks/RESULTS.md).
+SOLVER_OPTIONS: dict[str, Any] = {"tol": 1e-3, "drop_void": 1e-3} | (
+    {"direct_solver": "pardiso", "direct_below": 2_500_000}
+    if importlib.util.find_spec("pypardiso") is not None
+    else {"direct_solver": "superlu", "direct_below": 2_000_000}
+)
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,7 @@ def _optimize(
     solver_options: dict[str, Any] | None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One optimizing stage: its design, density and record."""
+    options = SOLVER_OPTIONS if solver_options is None else solver_options
     local: dict[str, Any] = {}
     if stage.local_above is not None:
         inside = ndi.distance_transform_edt(problem.mask) * problem.pixel_size
@@ -176,7 +183,7 @@ def _optimize(
         E0=E0,
         h=problem.pixel_size,
         thickness=problem.thickness,
-        solver_options=SOLVER_OPTIONS if solver_options is None else solver_options,
+        solver_options=options,
         progress=progress,
         checkpoint=checkpoint,
         resume=checkpoint if checkpoint is not None and checkpoint.exists() else None,
@@ -191,6 +198,7 @@ def _optimize(
         "beta": result.beta,
         "local_volume": result.history[-1].local_volume if result.history else 0.0,
         "cg_iterations": int(sum(sum(r.cg_iterations) for r in result.history)),
+        "direct_solver": options.get("direct_solver", "superlu"),
     }
     return result.design, result.density, record
 
@@ -221,8 +229,9 @@ def grow(
         Print one line per iteration to stderr.
     solver_options : dict, optional
         Passed to :func:`femsr.topopt.optimize`; default :data:`SOLVER_OPTIONS`: the
-        structure without its void, solved directly up to 2M unknowns, by GMG-CG to a
-        relative residual of 1e-3 beyond, which grows the design exact solves grow.
+        structure without its void, solved directly (PARDISO up to 2.5M unknowns where
+        pypardiso is installed, else SuperLU up to 2M), by GMG-CG to a relative residual of
+        1e-3 beyond, which grows the design exact solves grow.
 
     Returns
     -------

@@ -1,5 +1,6 @@
 """Dataset growth: coarse-to-fine stages, mass, manifest, resume, CLI."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -21,6 +22,9 @@ def test_grow_meets_the_mass_at_every_stage_and_improves_the_design():
     assert [r["mass"] for r in records] == pytest.approx([0.35, 0.35], abs=1e-6)
     uniform = generate.grow(femur, 0.35, stages=[generate.Stage(2.0, 0)])[1][0]["compliance"]
     assert records[-1]["compliance"] < uniform
+    # PARDISO where pypardiso is installed (the test extra installs it), else SuperLU.
+    solver = "pardiso" if importlib.util.find_spec("pypardiso") else "superlu"
+    assert [r["direct_solver"] for r in records] == [solver, solver]
 
 
 def test_local_stage_bounds_the_inner_local_density():
