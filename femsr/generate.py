@@ -67,7 +67,7 @@ class Stage:
 
     ``pixel_size`` in mm, at most ``iterations`` OC updates with move limit ``move``, filter
     radius ``rmin`` in pixels of this stage, projection sharpness from ``beta`` doubling up to
-    ``beta_max`` (``None``: no projection). ``local_above`` turns on the local volume
+    ``beta_max`` (``None``: no projection), each value for an equal share of the iterations. ``local_above`` turns on the local volume
     constraint of :func:`femsr.topopt.optimize`: the mean density of every square of half side
     ``local_radius`` mm stays below ``volfrac + local_above``, except within ``shell`` mm of
     the outline, where the cortex may be solid. ``solve=False`` makes a stage without FE
@@ -177,7 +177,7 @@ def _optimize(
         max_iter=stage.iterations,
         beta=stage.beta,
         beta_max=stage.beta_max,
-        beta_every=max(1, stage.iterations // 4),
+        beta_every=_beta_every(stage),
         move=stage.move,
         initial=initial,
         E0=E0,
@@ -201,6 +201,16 @@ def _optimize(
         "direct_solver": options.get("direct_solver", "superlu"),
     }
     return result.design, result.density, record
+
+
+def _beta_every(stage: Stage) -> int:
+    """Iterations per beta of the continuation: each value from ``beta`` to ``beta_max`` gets
+    an equal share, so the stage's last iterations run at ``beta_max`` (a run that doubles beta
+    only after its last iteration ends at the beta before, and grayer)."""
+    if stage.beta is None or stage.beta_max <= stage.beta:
+        return max(1, stage.iterations)
+    levels = round(math.log2(stage.beta_max / stage.beta)) + 1
+    return max(1, stage.iterations // levels)
 
 
 def grow(

@@ -27,6 +27,15 @@ def test_grow_meets_the_mass_at_every_stage_and_improves_the_design():
     assert [r["direct_solver"] for r in records] == [solver, solver]
 
 
+def test_a_stage_spends_its_last_iterations_at_beta_max():
+    # 8 iterations from beta 2 to 32: one at each of 2, 4, 8, 16, then four at 32. (Doubling
+    # every quarter of the run ended it after its iterations at 16, with the density at 16.)
+    stage = generate.Stage(2.0, 8, beta=2.0, beta_max=32.0, move=0.05)
+    _, records = generate.grow(Femur(), 0.35, stages=[stage])
+    assert records[0]["beta"] == 32.0
+    assert records[0]["mass"] == pytest.approx(0.35, abs=1e-9)
+
+
 def test_local_stage_bounds_the_inner_local_density():
     """A stage with local_above: the p-norm of the local densities inside the shell ends near
     volfrac + local_above, below what the unconstrained stage reaches, at the same mass."""
