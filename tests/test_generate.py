@@ -89,8 +89,8 @@ def test_a_stage_without_fe_sharpens_at_the_mass():
 
 def test_the_cg_tolerance_of_growth_gives_the_design_of_exact_solves():
     """generate stops CG at a loose relative residual; through projection and the local bound
-    the design it grows must stay as close to the one direct solves grow as round-off keeps
-    them (CG to 1e-6 or 1e-9 ends 1-2e-3 away; to 1e-2, 0.02 away; to 3e-2, 0.2)."""
+    the design it grows must stay close to the one direct solves grow (CG to 1e-4 ends 5e-4
+    away, 3e-4 7e-4, 1e-6 3e-6; 1e-3, 0.09: this problem sits near a bifurcation)."""
     stage = generate.Stage(1.0, 20, beta=1.0, beta_max=4.0, local_above=0.15, local_radius=3.0)
     iterative = {**generate.SOLVER_OPTIONS, "method": "gmg", "drop_void": None}
     loose, records = generate.grow(Femur(), 0.35, stages=[stage], solver_options=iterative)
