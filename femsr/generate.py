@@ -66,14 +66,14 @@ SOLVER_OPTIONS: dict[str, Any] = {"tol": 1e-4, "drop_void": 1e-3} | (
 class Stage:
     """One resolution of the coarse-to-fine schedule.
 
-    ``pixel_size`` in mm, at most ``iterations`` OC updates with move limit ``move``, filter
-    radius ``rmin`` in pixels of this stage, projection sharpness from ``beta`` doubling up to
-    ``beta_max`` (``None``: no projection), each value for an equal share of the iterations. ``local_above`` turns on the local volume
-    constraint of :func:`femsr.topopt.optimize`: the mean density of every square of half side
-    ``local_radius`` mm stays below ``volfrac + local_above``, except within ``shell`` mm of
-    the outline, where the cortex may be solid. ``solve=False`` makes a stage without FE
-    (:func:`sharpen`): the previous design upsampled, filtered and projected at ``beta_max``,
-    the projection threshold set so the mass holds.
+    ``pixel_size`` in mm, at most ``iterations`` OC updates with move limit ``move``, filter radius
+    ``rmin`` in pixels of this stage, projection sharpness from ``beta`` doubling up to ``beta_max``
+    (``None``: no projection), each value for an equal share of the iterations. ``local_above``
+    turns on the local volume constraint of :func:`femsr.topopt.optimize`: the mean density of every
+    square of half side ``local_radius`` mm stays below ``volfrac + local_above``, except within
+    ``shell`` mm of the outline, where the cortex may be solid. ``solve=False`` makes a stage
+    without FE (:func:`sharpen`): the previous design upsampled, filtered and projected at
+    ``beta_max``, the projection threshold set so the mass holds.
     """
 
     pixel_size: float
