@@ -248,6 +248,14 @@ def test_pardiso_and_superlu_agree_on_a_crisp_design():
     assert solvers[1].stats.setup_seconds > 0  # factorized once for the three cases
 
 
+def test_upper_triangle_keeps_the_entries_on_and_above_the_diagonal():
+    matrix = sp.random(30, 30, density=0.2, format="csr", random_state=3)
+    matrix.data[:] = np.arange(1, matrix.nnz + 1)  # no explicit zeros to lose
+    upper = fem._upper_triangle(matrix)
+    np.testing.assert_array_equal(upper.toarray(), np.triu(matrix.toarray()))
+    assert upper.nnz == sp.triu(matrix).nnz
+
+
 def test_pardiso_is_checked_and_reports_a_singular_matrix(monkeypatch):
     held = np.ones((3, 3, 2), bool)
     with pytest.raises(ValueError, match="direct_solver must be one of"):
