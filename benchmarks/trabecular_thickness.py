@@ -45,7 +45,7 @@ def main() -> None:
         print(
             f"| {path.stem} | {image.meta.get('split', '')} | {image.meta.get('volfrac', '')}"
             f" | {thickness.mean():.2f} mm | {median:.2f} mm | {low:.2f}-{high:.2f} mm"
-            f" | {bone.sum() / inside.sum():.3f} | {100 * gray:.1f} %"
+            f" | {evaluate.bone_volume_fraction(density, mask=inside):.3f} | {100 * gray:.1f} %"
             f" | {solved[-1] if solved else float('nan'):.0f} | {minutes:.1f} min |"
         )
 

@@ -591,8 +591,8 @@ class Solver:
         The factorization of direct solves: scipy's SuperLU (in nested-dissection order), or
         MKL PARDISO through ``pypardiso`` (``pip install femsr[pardiso]``; Cholesky in its own
         METIS order, threads as ``MKL_NUM_THREADS`` or ``OMP_NUM_THREADS`` say): on a crisp
-        femur at 50 µm (1.8M unknowns) 19.7 s and 3.2 GB on one core where SuperLU takes 42 s
-        and 5.2 GB.
+        femur at 50 µm (1.8M unknowns) 11.3 s on one core, 8.0 s on two, 3.6 GB, where SuperLU
+        takes 26 s and 5.6 GB.
 
     Raises
     ------
