@@ -88,6 +88,35 @@ void bind_fem(py::module_& m) {
       "Fill the CSR stiffness values of a block pattern.");
 
   m.def(
+      "upper_triangle",
+      [](Array<int32_t> indptr, Array<int32_t> indices, Array<double> data) {
+        const auto n = indptr.size() - 1;
+        if (n < 0) throw std::invalid_argument("indptr must not be empty");
+        require_size(indices, indptr.data()[n], "indices");
+        require_size(data, indices.size(), "data");
+        Array<int32_t> upper_indptr(n + 1);
+        {
+          py::gil_scoped_release release;
+          fem::upper_triangle_indptr(n, indptr.data(), indices.data(),
+                                     upper_indptr.mutable_data());
+        }
+        const auto nnz = upper_indptr.data()[n];
+        Array<int32_t> upper_indices(nnz);
+        Array<double> upper_data(nnz);
+        {
+          py::gil_scoped_release release;
+          fem::upper_triangle_fill(n, indptr.data(), indices.data(), data.data(),
+                                   upper_indptr.data(), upper_indices.mutable_data(),
+                                   upper_data.mutable_data());
+        }
+        return py::make_tuple(upper_data, upper_indices, upper_indptr);
+      },
+      py::arg("indptr").noconvert(), py::arg("indices").noconvert(),
+      py::arg("data").noconvert(),
+      "(data, indices, indptr) of the entries on and above the diagonal of a CSR matrix with "
+      "sorted columns.");
+
+  m.def(
       "element_energies",
       [](Array<uint8_t> active, Array<double> ke, Array<double> u, Array<double> out) {
         if (active.ndim() != 2) throw std::invalid_argument("active must be 2-D");

@@ -1,5 +1,6 @@
 #include "fem.hpp"
 
+#include <algorithm>
 #include <initializer_list>
 
 namespace femsr::fem {
@@ -181,6 +182,37 @@ void fill_values_elementwise(int64_t ny, int64_t nx, const uint8_t* active, cons
   fill_pattern(
       ny, nx, active, [kes](int64_t e) { return kes + 64 * e; }, [](int64_t) { return 1.0; },
       nodemap, nullptr, bindptr, data);
+}
+
+namespace {
+
+// Position of the first entry of row r on or above the diagonal.
+int32_t diagonal_start(int64_t r, const int32_t* indptr, const int32_t* indices) {
+  return static_cast<int32_t>(
+      std::lower_bound(indices + indptr[r], indices + indptr[r + 1], static_cast<int32_t>(r)) -
+      indices);
+}
+
+}  // namespace
+
+void upper_triangle_indptr(int64_t n, const int32_t* indptr, const int32_t* indices,
+                           int32_t* upper_indptr) {
+  upper_indptr[0] = 0;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r)
+    upper_indptr[r + 1] = indptr[r + 1] - diagonal_start(r, indptr, indices);
+  for (int64_t r = 0; r < n; ++r) upper_indptr[r + 1] += upper_indptr[r];
+}
+
+void upper_triangle_fill(int64_t n, const int32_t* indptr, const int32_t* indices,
+                         const double* data, const int32_t* upper_indptr, int32_t* upper_indices,
+                         double* upper_data) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < n; ++r) {
+    const int32_t from = diagonal_start(r, indptr, indices);
+    std::copy(indices + from, indices + indptr[r + 1], upper_indices + upper_indptr[r]);
+    std::copy(data + from, data + indptr[r + 1], upper_data + upper_indptr[r]);
+  }
 }
 
 void element_energies(int64_t ny, int64_t nx, int64_t ncases, const uint8_t* active,

@@ -45,6 +45,15 @@ void fill_values(int64_t ny, int64_t nx, const uint8_t* active, const double* mo
 void fill_values_elementwise(int64_t ny, int64_t nx, const uint8_t* active, const double* kes,
                              const int32_t* nodemap, const int32_t* bindptr, double* data);
 
+// The entries on and above the diagonal of an n-row CSR matrix whose rows have sorted columns:
+// upper_indptr (n+1) from the matrix alone, then upper_indices and upper_data of
+// upper_indptr[n] entries. Rows are cut in parallel.
+void upper_triangle_indptr(int64_t n, const int32_t* indptr, const int32_t* indices,
+                           int32_t* upper_indptr);
+void upper_triangle_fill(int64_t n, const int32_t* indptr, const int32_t* indices,
+                         const double* data, const int32_t* upper_indptr, int32_t* upper_indices,
+                         double* upper_data);
+
 // u_e^T ke u_e of every active element for each of ncases grid displacement fields
 // u[case][2*(ny+1)*(nx+1)]; inactive elements get 0. out: ncases*ny*nx.
 void element_energies(int64_t ny, int64_t nx, int64_t ncases, const uint8_t* active,

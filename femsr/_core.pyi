@@ -28,6 +28,11 @@ def fill_values(
     bindptr: npt.NDArray[np.int32],
     data: npt.NDArray[np.float64],
 ) -> None: ...
+def upper_triangle(
+    indptr: npt.NDArray[np.int32],
+    indices: npt.NDArray[np.int32],
+    data: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int32], npt.NDArray[np.int32]]: ...
 def element_energies(
     active: npt.NDArray[np.uint8],
     ke: npt.NDArray[np.float64],

@@ -703,6 +703,7 @@ class _Problem:
             **solver_options,
         )
         self.solver = fem.Solver(fixed, mask=self.inside, **self.solver_options)
+        self._reduced: fem.Solver | None = None  # the last model of _reduced_solve
         self.filter = _Filter(active, options.rmin, backend)
         self.local = (
             None
@@ -731,10 +732,13 @@ class _Problem:
         """Displacements and model mask of the solve without the void (``drop_void``), or
         None where that model is not worth it or not valid.
 
-        The model is :func:`structure_model`'s. Left-out elements would contribute
-        ``rho**(penal-1) <= drop_void**2`` of a solid element's sensitivity; the islands, held
-        only through the void, carry no load there either. A model that still cannot be held
-        (a load on an island) is not valid.
+        The model holds :func:`structure_model`'s elements. Left-out elements would
+        contribute ``rho**(penal-1) <= drop_void**2`` of a solid element's sensitivity; the
+        islands, held only through the void, carry no load there either. A model that still
+        cannot be held (a load on an island) is not valid. The model is that structure with one
+        more ring of its void, and it is kept while the structure stays inside it: a direct
+        solver then keeps its analysis of the sparsity (PARDISO: half the time of a 50 µm
+        solve). Elements in it that the structure has left take part with their own stiffness.
         """
         if self.drop_void is None:
             return None
@@ -743,13 +747,21 @@ class _Problem:
         )
         if keep.sum() > _DROP_WORTH * self.count:
             return None
+        solver = self._reduced
+        if solver is None or np.any(keep & (solver.active == 0)):
+            ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & ~keep
+            grown = keep | (ring & self.inside & (density <= self.drop_void))
+            try:
+                solver = fem.Solver(self.fixed, mask=grown, **self.solver_options)
+            except ValueError:
+                return None
+            self._reduced = solver
         try:
-            solver = fem.Solver(self.fixed, mask=keep, **self.solver_options)
             u = solver.solve(density, self.forces)
         except ValueError:
             return None
         self.stats = solver.stats
-        return u, keep
+        return u, solver.active.astype(bool)
 
     def analyse(self, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Compliance of each case and the weighted unit-modulus element energies; the

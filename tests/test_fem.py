@@ -248,12 +248,39 @@ def test_pardiso_and_superlu_agree_on_a_crisp_design():
     assert solvers[1].stats.setup_seconds > 0  # factorized once for the three cases
 
 
-def test_upper_triangle_keeps_the_entries_on_and_above_the_diagonal():
-    matrix = sp.random(30, 30, density=0.2, format="csr", random_state=3)
+def test_pardiso_keeps_the_analysis_of_a_solvers_pattern():
+    ny, nx = 20, 30
+    mask, forces = notched_three_cases(ny, nx)
+    pardiso, superlu = (
+        fem.Solver(clamped_left(ny, nx), mask=mask, method="direct", direct_solver=name)
+        for name in ("pardiso", "superlu")
+    )
+    other = fem.Solver(clamped_left(ny, nx), method="direct", direct_solver="pardiso")
+    rng = np.random.default_rng(5)
+    analysed = []
+    for solver in (pardiso, pardiso, other, pardiso):
+        density = rng.uniform(0.2, 1.0, (ny, nx))
+        u = solver.solve(density, forces)
+        analysed.append(solver.stats.rebuilt)
+        reference = (
+            superlu if solver is pardiso else fem.Solver(clamped_left(ny, nx), method="direct")
+        ).solve(density, forces)
+        np.testing.assert_allclose(u, reference, rtol=0, atol=1e-9 * abs(reference).max())
+    # Analysed for a new pattern only: the other solver's pattern took the handle's place.
+    assert analysed == [True, False, True, True]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "python"])
+@pytest.mark.parametrize("seed", range(3))
+def test_upper_triangle_keeps_the_entries_on_and_above_the_diagonal(backend, seed):
+    dense = sp.random(30, 30, density=0.2, random_state=seed).toarray()
+    dense[np.arange(0, 30, 3), np.arange(0, 30, 3)] = 0.0  # also rows without a diagonal entry
+    matrix = sp.csr_matrix(dense)
     matrix.data[:] = np.arange(1, matrix.nnz + 1)  # no explicit zeros to lose
-    upper = fem._upper_triangle(matrix)
+    upper = fem._upper_triangle(matrix, backend)
     np.testing.assert_array_equal(upper.toarray(), np.triu(matrix.toarray()))
     assert upper.nnz == sp.triu(matrix).nnz
+    assert upper.has_sorted_indices
 
 
 def test_pardiso_is_checked_and_reports_a_singular_matrix(monkeypatch):

@@ -1,6 +1,7 @@
 """Topology optimization: kernels against their twins and oracles, top88's MBB beam, gradients,
 checkpoint/resume, callbacks and bad input."""
 
+import itertools
 import math
 import os
 
@@ -635,8 +636,8 @@ def test_drop_void_leaves_islands_out_and_falls_back_to_the_full_model(solved_ma
     kwargs = dict(volfrac=float(design.mean()), rmin=1.0, max_iter=0, initial=design)
     full = topopt.optimize(forces, fixed, **kwargs)
     reduced = topopt.optimize(forces, fixed, solver_options=options, **kwargs)
-    islandless = crisp_mbb(ny, nx)
-    assert solved_masks[-1] == ndi.binary_dilation(islandless, np.ones((3, 3))).sum()
+    islandless = crisp_mbb(ny, nx)  # and two rings of void around it
+    assert solved_masks[-1] == ndi.binary_dilation(islandless, np.ones((3, 3)), 2).sum()
     assert reduced.compliance == pytest.approx(full.compliance, rel=1e-5)
     # The full model where the reduced one would lose a load (on the island) or gain nothing.
     loaded = forces.copy()
@@ -649,6 +650,41 @@ def test_drop_void_leaves_islands_out_and_falls_back_to_the_full_model(solved_ma
         assert reduced.compliance == full.compliance
     with pytest.raises(ValueError, match="drop_void"):
         topopt.optimize(forces, fixed, max_iter=0, solver_options={"drop_void": 1.0})
+
+
+def test_drop_void_keeps_its_model_while_the_structure_stays_inside(monkeypatch):
+    solves = []  # (solver, the structure of the density it solved)
+
+    class Spy(fem.Solver):
+        def solve(self, density, forces):
+            structure = topopt.structure_model(density, fixed, 1e-3, forces=forces)
+            solves.append((self, structure))
+            return super().solve(density, forces)
+
+    monkeypatch.setattr(fem, "Solver", Spy)
+    forces, fixed = half_mbb(24, 72)
+    crisp = crisp_mbb(24, 72)  # design variables 0.3 and 0.7 that project to it at beta 32
+    design = 0.3 + 0.4 * crisp
+    kwargs = dict(volfrac=float(crisp.mean()), rmin=1.0, beta=32.0, beta_max=32.0, move=0.05)
+    topopt.optimize(
+        forces,
+        fixed,
+        initial=design,
+        max_iter=12,
+        tol=0.0,
+        solver_options={"drop_void": 1e-3},
+        **kwargs,
+    )
+    reduced = [(solver, structure) for solver, structure in solves if not solver.active.all()]
+    assert len(reduced) == len(solves)  # every solve left the void out
+    for solver, structure in reduced:
+        assert np.all(solver.active[structure])  # the structure lies inside the model
+        assert solver.active.sum() > structure.sum()  # with room: a ring of void more
+    models = [solver for solver, _ in reduced]
+    assert 1 < len(set(models)) < len(models)  # kept for some iterations, renewed when left
+    for before, after in itertools.pairwise(reduced):
+        if after[0] is not before[0]:
+            assert not np.all(before[0].active[after[1]])  # renewed only when needed
 
 
 def test_drop_void_grows_the_design_of_the_full_model():
