@@ -1,4 +1,5 @@
-"""Assembly and element energies: the C++ kernels against their numpy twins.
+"""Assembly, element energies and the upper triangle: the C++ kernels against their numpy
+twins.
 
 pytest benchmarks/bench_fem.py --benchmark-only --benchmark-group-by=group
 """
@@ -41,3 +42,14 @@ def test_element_energies(benchmark, shape, backend):
     benchmark.group = f"element energies {shape[0]}x{shape[1]}, 3 cases"
     energies = benchmark(fem.element_energies, u, mask=mask, backend=backend)
     assert energies.shape == (3, *shape) and (energies[:, mask] > 0).all()
+
+
+@pytest.mark.parametrize("backend", ["python", "cpp"])
+@pytest.mark.parametrize("shape", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_upper_triangle(benchmark, shape, backend):
+    """What a PARDISO solve reads of the stiffness matrix, cut every TO iteration."""
+    density, mask = problem(shape)
+    matrix = fem.assemble(density, mask=mask)
+    benchmark.group = f"upper triangle {shape[0]}x{shape[1]}"
+    upper = benchmark(fem._upper_triangle, matrix, backend)
+    assert upper.nnz == (matrix.nnz + np.count_nonzero(matrix.diagonal())) // 2
