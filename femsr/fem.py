@@ -726,7 +726,6 @@ class Solver:
         self._last = np.zeros((0, 0))
         self._order: np.ndarray | None = None  # DOFs in nested-dissection order (direct)
         self._pattern_key = next(_PATTERN_KEYS)  # PARDISO keeps the analysis of this pattern
-        self.matrix: sp.csr_matrix | None = None
 
     def _modulus(self, density: np.ndarray) -> np.ndarray:
         m = self.material
@@ -790,7 +789,6 @@ class Solver:
         start = time.perf_counter()
         modulus = self._modulus(density)
         matrix = self._assemble(modulus)
-        self.matrix = matrix
         stats.assembly_seconds = time.perf_counter() - start
         if self._last.shape != loads.shape:
             self._last = np.zeros_like(loads)

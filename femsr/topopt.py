@@ -33,6 +33,7 @@ paths of the FE assembly and element energies.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -702,7 +703,9 @@ class _Problem:
             backend=backend,
             **solver_options,
         )
-        self.solver = fem.Solver(fixed, mask=self.inside, **self.solver_options)
+        self.material = fem._material(
+            options.E0, options.nu, options.penal, options.Emin, options.h, options.thickness
+        )
         self._reduced: fem.Solver | None = None  # the last model of _reduced_solve
         self.filter = _Filter(active, options.rmin, backend)
         self.local = (
@@ -716,6 +719,12 @@ class _Problem:
                 options.local_p,
             )
         )
+
+    @functools.cached_property
+    def solver(self) -> fem.Solver:
+        """The solver of the whole mask, made when first needed: where the structure alone is
+        solved (``drop_void``) it never is (at 50 µm its pattern holds 0.5 GB)."""
+        return fem.Solver(self.fixed, mask=self.inside, **self.solver_options)
 
     def physical(self, x: np.ndarray, beta: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Physical density of the design and ``drho/drho~`` (None without projection)."""
@@ -751,6 +760,7 @@ class _Problem:
         if solver is None or np.any(keep & (solver.active == 0)):
             ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & ~keep
             grown = keep | (ring & self.inside & (density <= self.drop_void))
+            solver = self._reduced = None  # the old model goes before the new one comes
             try:
                 solver = fem.Solver(self.fixed, mask=grown, **self.solver_options)
             except ValueError:
@@ -772,7 +782,7 @@ class _Problem:
             self.stats = self.solver.stats
         else:
             u, model = reduced
-        m = self.solver.material
+        m = self.material
         energies = fem.element_energies(
             u, mask=model, nu=m.nu, thickness=m.thickness, backend=self.backend
         )
@@ -784,7 +794,7 @@ class _Problem:
         self, x: np.ndarray, density: np.ndarray, slope: np.ndarray | None, energy: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``∂(Σ wᵢcᵢ)/∂x`` and ``∂(Σrho)/∂x`` through projection and filter."""
-        m = self.solver.material
+        m = self.material
         dc = -m.penal * (m.E0 - m.Emin) * density ** (m.penal - 1.0) * energy
         dv = self.active.astype(float)
         if self.options.filter == "sensitivity":
