@@ -186,6 +186,10 @@ void fill_values_elementwise(int64_t ny, int64_t nx, const uint8_t* active, cons
 
 namespace {
 
+// Rows below which cutting the upper triangle runs on one thread: a parallel region costs more
+// than the copy of a small matrix.
+constexpr int64_t kUpperParallelRows = int64_t{1} << 16;
+
 // Position of the first entry of row r on or above the diagonal.
 int32_t diagonal_start(int64_t r, const int32_t* indptr, const int32_t* indices) {
   return static_cast<int32_t>(
@@ -198,7 +202,7 @@ int32_t diagonal_start(int64_t r, const int32_t* indptr, const int32_t* indices)
 void upper_triangle_indptr(int64_t n, const int32_t* indptr, const int32_t* indices,
                            int32_t* upper_indptr) {
   upper_indptr[0] = 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kUpperParallelRows)
   for (int64_t r = 0; r < n; ++r)
     upper_indptr[r + 1] = indptr[r + 1] - diagonal_start(r, indptr, indices);
   for (int64_t r = 0; r < n; ++r) upper_indptr[r + 1] += upper_indptr[r];
@@ -207,7 +211,7 @@ void upper_triangle_indptr(int64_t n, const int32_t* indptr, const int32_t* indi
 void upper_triangle_fill(int64_t n, const int32_t* indptr, const int32_t* indices,
                          const double* data, const int32_t* upper_indptr, int32_t* upper_indices,
                          double* upper_data) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kUpperParallelRows)
   for (int64_t r = 0; r < n; ++r) {
     const int32_t from = diagonal_start(r, indptr, indices);
     std::copy(indices + from, indices + indptr[r + 1], upper_indices + upper_indptr[r]);
