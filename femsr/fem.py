@@ -543,6 +543,8 @@ class _Pardiso:
         start = time.perf_counter()
         rhs = np.asfortranarray(loads)
         upper.sort_indices()
+        if not np.diff(upper.indptr).all():  # PARDISO crashes on an empty row
+            raise ValueError("the stiffness matrix is singular: it has an empty row")
         try:
             if self.analysed != key:
                 self.release()
@@ -593,8 +595,9 @@ def _solve_pardiso(
     backend: str = "cpp",
     key: int | None = None,
 ) -> np.ndarray:
-    """All cases at once by MKL PARDISO's Cholesky (real symmetric positive definite); a
-    ``key`` seen in the call before names the same sparsity pattern, whose analysis is kept."""
+    """All cases at once by MKL PARDISO's Cholesky (real symmetric positive definite).
+    ``key`` names the sparsity pattern: called again with the key of the call before, the
+    analysis made then is kept."""
     upper = _upper_triangle(matrix, backend)  # PARDISO reads the upper triangle of symmetric types
     key = next(_PATTERN_KEYS) if key is None else key
     solution = _pardiso().solve(upper, np.ascontiguousarray(loads.T), key, stats)

@@ -292,6 +292,9 @@ def test_pardiso_is_checked_and_reports_a_singular_matrix(monkeypatch):
     singular = sp.csr_matrix(np.array([[1.0, 1.0], [1.0, 1.0]]))
     with pytest.raises(ValueError, match="the stiffness matrix is singular"):
         fem._solve_pardiso(singular, np.ones((1, 2)), fem.SolveStats("direct"))
+    empty_row = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 0.0]]))
+    with pytest.raises(ValueError, match="empty row"):
+        fem._solve_pardiso(empty_row, np.ones((1, 2)), fem.SolveStats("direct"))
     monkeypatch.setattr(fem.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"pip install femsr\[pardiso\]"):
         fem.Solver(held, direct_solver="pardiso")
