@@ -371,6 +371,25 @@ def preview(density: np.ndarray, path: str | Path) -> None:
         Image.fromarray(pixels).save(stream, format="PNG")
 
 
+def _reuse_hint(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> str:
+    """How the stages two settings share can be kept: their checkpoints carry over."""
+    old = existing.get("settings") or {}
+    if any(old.get(key) != settings[key] for key in ("count", "test", "seed")):
+        return ""
+    shared = 0
+    for before, now in zip(old.get("stages") or [], settings["stages"], strict=False):
+        if before != now:
+            break
+        shared += 1
+    if shared == 0:
+        return ""
+    done = "stage0.done.npz" if shared == 1 else f"stage[0-{shared - 1}].done.npz"
+    return (
+        f"; the first {shared} stage(s) are the same, so their results carry over: copy "
+        f"{out}/work/<name>/{done} into <new folder>/work/<name>/"
+    )
+
+
 def generate(
     out_dir: str | Path,
     *,
@@ -403,7 +422,7 @@ def generate(
         if existing.get("settings") != settings:
             raise ValueError(
                 f"{path} was written with other settings ({existing.get('settings')}); "
-                f"use another folder or the same settings"
+                f"use another folder or the same settings{_reuse_hint(existing, settings, out)}"
             )
     else:
         with io.atomic_write(path, "w") as stream:

@@ -1,7 +1,9 @@
 """Dataset growth: coarse-to-fine stages, mass, manifest, resume, CLI."""
 
+import dataclasses
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -141,6 +143,32 @@ def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
         generate.generate(tmp_path, count=3, test=1, stages=TINY[:1], progress=False)
     with pytest.raises(ValueError, match="unknown femur name"):
         generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], only=["femur_09"])
+
+
+def test_a_changed_later_stage_names_the_checkpoints_that_carry_over(tmp_path, monkeypatch):
+    first, second = tmp_path / "first", tmp_path / "second"
+    generate.generate(first, count=1, test=0, stages=TINY, progress=False)
+    changed = [TINY[0], dataclasses.replace(TINY[1], move=0.1)]
+    with pytest.raises(ValueError, match="other settings") as error:
+        generate.generate(first, count=1, test=0, stages=changed, progress=False)
+    assert "the first 1 stage(s) are the same" in str(error.value)
+    assert f"{first}/work/<name>/stage0.done.npz" in str(error.value)
+    # Following the hint, the new folder grows only the changed stage.
+    (second / "work" / "femur_00").mkdir(parents=True)
+    shutil.copy(first / "work/femur_00/stage0.done.npz", second / "work/femur_00")
+    grown = []
+    optimize = generate._optimize
+
+    def spy(problem, stage, *args):
+        grown.append(stage)
+        return optimize(problem, stage, *args)
+
+    monkeypatch.setattr(generate, "_optimize", spy)
+    generate.generate(second, count=1, test=0, stages=changed, progress=False)
+    assert grown == [changed[1]]
+    with pytest.raises(ValueError) as error:  # nothing shared: no hint
+        generate.generate(first, count=1, test=0, stages=[changed[1]], progress=False)
+    assert "carry over" not in str(error.value)
 
 
 def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
