@@ -1,12 +1,14 @@
 """Grow one femur of a dataset's manifest with a changed schedule, to try a stage setting.
 
-Each ``--set K:FIELD=VALUE`` replaces a field of stage K of ``generate.STAGES`` (a float, or
-``none``). The femur (``<name>.npz``, readable by ``trabecular_thickness.py``) and its preview
-go to OUT, checkpoints to OUT/work, so a rerun resumes. Stages before the first changed one
-grow as in the dataset: copy their ``stage<k>.done.npz`` from ``<dataset>/work/<name>/`` into
-OUT/work to skip them.
+Each ``--set K:FIELD=VALUE`` replaces a field of stage K of ``generate.STAGES`` (a number, or
+``none``). ``femsr generate``'s own run, with the dataset's count, split and seed, grows the
+femur into OUT (``<name>.npz``, readable by ``trabecular_thickness.py``, and its preview),
+checkpoints in OUT/work/<name>, so a rerun resumes. Stages before the first changed one grow
+as in the dataset: copy their ``stage<k>.done.npz`` from ``<dataset>/work/<name>/`` to skip
+them.
 
-    mkdir -p /tmp/r03/work && cp benchmarks/femurs/work/femur_00/stage0.done.npz /tmp/r03/work/
+    mkdir -p /tmp/r03/work/femur_00
+    cp benchmarks/femurs/work/femur_00/stage0.done.npz /tmp/r03/work/femur_00/
     python benchmarks/grow_variant.py femur_00 /tmp/r03 --set 1:local_radius=0.3 \\
         --set 2:local_radius=0.3
     python benchmarks/trabecular_thickness.py /tmp/r03/femur_00.npz
@@ -18,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from femsr import femur, generate, io
+from femsr import generate
 
 
 def stage_change(text: str) -> tuple[int, str, int | float | None]:
@@ -43,25 +45,24 @@ def main() -> None:
     parser.add_argument("--set", type=stage_change, action="append", default=[], dest="changes")
     parser.add_argument("--dataset", type=Path, default=Path("benchmarks/femurs"))
     args = parser.parse_args()
-    entries = json.loads((args.dataset / generate.MANIFEST).read_text())["femurs"]
-    entry = next((e for e in entries if e["name"] == args.name), None)
-    if entry is None:
-        raise SystemExit(f"{args.name} is not in {args.dataset / generate.MANIFEST}")
+    settings = json.loads((args.dataset / generate.MANIFEST).read_text())["settings"]
     stages = list(generate.STAGES)
     for index, field, value in args.changes:
         if index >= len(stages):
             raise SystemExit(f"stage {index} does not exist: there are {len(stages)}")
         stages[index] = dataclasses.replace(stages[index], **{field: value})
-    bone = femur.sample(entry["seed"])
     start = time.perf_counter()
-    density, records = generate.grow(
-        bone, entry["volfrac"], stages=stages, checkpoint_dir=args.out / "work", progress=True
-    )
-    meta = {**entry, "stages": records}
-    io.save_femur(
-        args.out / entry["file"], io.FemurImage(density, stages[-1].pixel_size, bone, meta)
-    )
-    generate.preview(density, args.out / f"{args.name}.png")
+    try:
+        generate.generate(
+            args.out,
+            count=settings["count"],
+            test=settings["test"],
+            seed=settings["seed"],
+            stages=stages,
+            only=[args.name],
+        )
+    except ValueError as error:
+        raise SystemExit(str(error)) from error
     print(f"{args.name}: {(time.perf_counter() - start) / 60:.1f} min")
 
 

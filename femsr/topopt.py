@@ -758,8 +758,8 @@ class _Problem:
             return None
         solver = self._reduced
         if solver is None or np.any(keep & (solver.active == 0)):
-            ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & ~keep
-            grown = keep | (ring & self.inside & (density <= self.drop_void))
+            ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & self.inside
+            grown = keep | (ring & (density <= self.drop_void))
             solver = self._reduced = None  # the old model goes before the new one comes
             try:
                 solver = fem.Solver(self.fixed, mask=grown, **self.solver_options)
