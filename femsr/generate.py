@@ -21,7 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,9 @@ class Stage:
     (``None``: no projection), each value for an equal share of the iterations. ``local_above``
     turns on the local volume constraint of :func:`femsr.topopt.optimize`: the mean density of every
     square of half side ``local_radius`` mm stays below ``volfrac + local_above``, except within
-    ``shell`` mm of the outline, where the cortex may be solid. ``solve=False`` makes a stage
+    ``shell`` mm of the outline, where the cortex may be solid; ``local_p`` is the exponent of the
+    p-norm that aggregates the squares (lower: nearer their mean, a weaker bound on the densest
+    ones), ``penal`` the SIMP exponent. ``solve=False`` makes a stage
     without FE (:func:`sharpen`): the previous design upsampled, filtered and projected at
     ``beta_max``, the projection threshold set so the mass holds.
     """
@@ -85,6 +87,8 @@ class Stage:
     local_above: float | None = None
     local_radius: float = 1.2
     shell: float = 1.0
+    local_p: float = 16.0
+    penal: float = 3.0
     solve: bool = True
 
 
@@ -169,12 +173,14 @@ def _optimize(
             "local_volfrac": min(1.0, volfrac + stage.local_above),
             "local_radius": max(1, round(stage.local_radius / problem.pixel_size)),
             "local_mask": inside > stage.shell,
+            "local_p": stage.local_p,
         }
     result = topopt.optimize(
         problem.forces,
         problem.fixed,
         mask=problem.mask,
         volfrac=volfrac,
+        penal=stage.penal,
         rmin=stage.rmin,
         weights=problem.weights,
         max_iter=stage.iterations,
@@ -371,6 +377,17 @@ def preview(density: np.ndarray, path: str | Path) -> None:
         Image.fromarray(pixels).save(stream, format="PNG")
 
 
+def _with_stage_defaults(listing: dict[str, Any]) -> dict[str, Any]:
+    """A manifest whose stages lack fields Stage gained since (it was written by an older
+    femsr) with their defaults: the values it was grown with."""
+    stages = (listing.get("settings") or {}).get("stages")
+    if not isinstance(stages, list):
+        return listing
+    defaults = {f.name: f.default for f in fields(Stage) if f.default is not MISSING}
+    filled = [{**defaults, **stage} if isinstance(stage, dict) else stage for stage in stages]
+    return {**listing, "settings": {**listing["settings"], "stages": filled}}
+
+
 def _reuse_hint(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> str:
     """How the stages two settings share can be kept: their checkpoints carry over."""
     old = existing.get("settings") or {}
@@ -418,7 +435,7 @@ def generate(
     listing = {"settings": settings, "femurs": entries}
     path = out / MANIFEST
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = _with_stage_defaults(json.loads(path.read_text()))
         if existing.get("settings") != settings:
             raise ValueError(
                 f"{path} was written with other settings ({existing.get('settings')}); "

@@ -145,6 +145,41 @@ def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
         generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], only=["femur_09"])
 
 
+def test_a_manifest_from_before_a_stage_field_existed_is_the_same_settings(tmp_path):
+    """A folder grown by an older femsr, whose manifest lacks the Stage fields added since,
+    was grown with their defaults: a rerun with those defaults resumes it, other values not."""
+    generate.generate(tmp_path, count=1, test=0, stages=TINY[:1], progress=False)
+    path = tmp_path / "manifest.json"
+    listing = json.loads(path.read_text())
+    for stage in listing["settings"]["stages"]:
+        del stage["local_p"], stage["penal"]
+    path.write_text(json.dumps(listing))
+    stamp = (tmp_path / "femur_00.npz").stat().st_mtime_ns
+    generate.generate(tmp_path, count=1, test=0, stages=TINY[:1], progress=False)
+    assert (tmp_path / "femur_00.npz").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="other settings"):
+        generate.generate(
+            tmp_path, count=1, test=0, stages=[dataclasses.replace(TINY[0], penal=4.0)]
+        )
+
+
+def test_a_stage_passes_its_simp_and_p_norm_exponents(monkeypatch):
+    seen = []
+    optimize = topopt.optimize
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["penal"], kwargs.get("local_p")))
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(topopt, "optimize", spy)
+    stages = [
+        generate.Stage(4.0, 2, penal=4.0, local_above=0.2, local_radius=8.0, local_p=8.0),
+        generate.Stage(4.0, 2),
+    ]
+    generate.grow(Femur(), 0.35, stages=stages)
+    assert seen == [(4.0, 8.0), (3.0, None)]
+
+
 def test_a_changed_later_stage_names_the_checkpoints_that_carry_over(tmp_path, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
     generate.generate(first, count=1, test=0, stages=TINY, progress=False)
