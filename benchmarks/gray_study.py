@@ -4,13 +4,15 @@ Runs stage 1 of ``generate.STAGES`` for a femur of the dataset from its 200 µm 
 (``<dataset>/work/<name>/stage0.done.npz``), one ``topopt.optimize`` per projection level of
 the stage's β continuation, so that each level can have its own move limit and iteration
 count (``--moves``, ``--iterations``: one value per level, β 2, 4, 8, 16, 32); ``--penal``,
-``--local-p`` and ``--rmin`` replace the SIMP exponent, the p-norm's exponent and the filter
-radius (pixels). Prints one line per iteration (objective, the local p-norm against its
-bound, the share of the mask at intermediate density 0.1-0.9), then scores the result: gray,
+``--local-p``, ``--local-radius`` (mm) and ``--rmin`` (pixels) replace the stage's SIMP
+exponent, p-norm exponent, local-bound square and filter radius. Prints one line per
+iteration (objective, the local p-norm against its bound, the share of the mask at
+intermediate density 0.1-0.9), then scores the result: gray,
 Tb.Th of the bone more than 1 mm inside the outline (as trabecular_thickness.py) and the
 weighted compliance at SIMP exponent 3, so runs with other exponents compare.
 
-    python benchmarks/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02
+    python benchmarks/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02 \
+        --penal 3 --local-p 16 --local-radius 0.6
 """
 
 import argparse
@@ -38,17 +40,19 @@ def main() -> None:
     parser.add_argument("name", help="femur name in the manifest, e.g. femur_00")
     parser.add_argument("out", type=Path, help="folder for the result (density.npy)")
     parser.add_argument("--dataset", type=Path, default=Path("benchmarks/femurs"))
-    parser.add_argument("--moves", type=lambda t: per_level(t, float), default=[0.05] * 5)
+    stage = generate.STAGES[1]
+    parser.add_argument("--moves", type=lambda t: per_level(t, float), default=[stage.move] * 5)
     parser.add_argument("--iterations", type=lambda t: per_level(t, int), default=[12] * 5)
-    parser.add_argument("--penal", type=float, default=3.0)
-    parser.add_argument("--local-p", type=float, default=16.0)
-    parser.add_argument("--rmin", type=float, default=generate.STAGES[1].rmin)
+    parser.add_argument("--penal", type=float, default=stage.penal)
+    parser.add_argument("--local-p", type=float, default=stage.local_p)
+    parser.add_argument("--local-radius", type=float, default=stage.local_radius)
+    parser.add_argument("--rmin", type=float, default=stage.rmin)
     args = parser.parse_args()
 
     manifest = json.loads((args.dataset / generate.MANIFEST).read_text())
     entry = next(e for e in manifest["femurs"] if e["name"] == args.name)
     bone, volfrac = femur_module.sample(entry["seed"]), entry["volfrac"]
-    coarse_stage, stage = generate.STAGES[0], generate.STAGES[1]
+    coarse_stage = generate.STAGES[0]
     coarse, problem = bone.problem(coarse_stage.pixel_size), bone.problem(stage.pixel_size)
     with np.load(args.dataset / "work" / args.name / "stage0.done.npz") as saved:
         design = generate._initial(
@@ -88,7 +92,7 @@ def main() -> None:
             thickness=problem.thickness,
             solver_options=generate.SOLVER_OPTIONS,
             local_volfrac=alpha,
-            local_radius=max(1, round(stage.local_radius / problem.pixel_size)),
+            local_radius=max(1, round(args.local_radius / problem.pixel_size)),
             local_p=args.local_p,
             local_mask=depth > stage.shell,
             callback=report,
