@@ -21,7 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +102,11 @@ class Stage:
 # a crisp lattice of the same mean; SIMP exponent 5 with p-norm exponent 8 makes those places
 # crisp (gray 8.5 % of the mask -> 4.6 %, at the same compliance), solid in part: benchmarks/
 # RESULTS.md, "Where the gray comes from".
-_TRABECULAE = {"local_above": 0.25, "local_radius": 0.3, "local_p": 8.0, "penal": 5.0, "move": 0.02}
+_TRABECULAE = Stage(0.1, 60, move=0.02, local_above=0.25, local_radius=0.3, local_p=8.0, penal=5.0)
 STAGES = (
     Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.25, local_radius=1.2),
-    Stage(0.1, 60, beta=2.0, beta_max=32.0, **_TRABECULAE),
-    Stage(0.05, 8, beta=32.0, beta_max=32.0, **_TRABECULAE),
+    replace(_TRABECULAE, beta=2.0, beta_max=32.0),
+    replace(_TRABECULAE, pixel_size=0.05, iterations=8, beta=32.0, beta_max=32.0),
     Stage(0.05, 0, beta_max=64.0, solve=False),
 )
 
