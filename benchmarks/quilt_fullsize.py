@@ -4,6 +4,7 @@ Run each configuration in its own process so its peak RSS is its own:
 
     /usr/bin/time -v python benchmarks/quilt_fullsize.py --field uniform
     /usr/bin/time -v python benchmarks/quilt_fullsize.py --field smooth
+    /usr/bin/time -v python benchmarks/quilt_fullsize.py --field femur
     /usr/bin/time -v python benchmarks/quilt_fullsize.py --field uniform --skip-python
 
 The C++ and Python runs of a stage alternate, so that other jobs on the machine slow both alike.
@@ -12,7 +13,9 @@ The grid is reconstruct()'s: the 208x189 LR femur in 12-px windows with stride 8
 window clamped inside the image would change nothing here) gives 26x24 windows, and the x10 HR
 patches are 120 px with stride 80 (overlap 40) on a 2120x1960 canvas cropped to 2080x1890. The
 patches are independent uniform noise (no two agree: the search settles most overlap pixels) or
-one smooth field with independent noise in each patch (neighbouring network outputs).
+one smooth field with independent noise in each patch (neighbouring network outputs), or the
+bundled model's patches of the bundled femur, as reconstruct() quilts them (the patches of
+windows outside the bone are zero: there the two sides of an overlap agree exactly).
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import argparse
 import math
 import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
+from unittest import mock
 
 import numpy as np
 import scipy.ndimage as ndi
 
-from femsr import _core
+from femsr import _core, dataset, io
 from femsr import quilt as q
+from femsr.demo import BUNDLED_FEMUR
 from femsr.reference import quilt as ref
 
 T = TypeVar("T")
@@ -44,7 +50,27 @@ def grid() -> tuple[int, int, int, int]:
     return nr, nc, WINDOW * SCALE, STEP * SCALE
 
 
+def femur_patches() -> np.ndarray:
+    """The HR patches reconstruct() quilts for the bundled femur (bundled model, CPU)."""
+    module = sys.modules["femsr.reconstruct"]
+    quilt = module.quilt
+    captured = []
+
+    def keep(patches: np.ndarray, stride: int, **options: Any) -> np.ndarray:
+        captured.append(patches.astype(np.float64))
+        return quilt(patches, stride, **options)
+
+    lr = dataset.downscale_femur(io.load_femur(BUNDLED_FEMUR))
+    if lr.density.shape != LR_SHAPE:
+        raise SystemExit(f"the bundled femur is {lr.density.shape} at 500 um, not {LR_SHAPE}")
+    with mock.patch.object(module, "quilt", keep):
+        module.reconstruct(lr, device="cpu")
+    return captured[0]
+
+
 def make_patches(field: str, seed: int = 0) -> np.ndarray:
+    if field == "femur":
+        return femur_patches()
     nr, nc, patch, stride = grid()
     rng = np.random.default_rng(seed)
     if field == "uniform":
@@ -109,7 +135,7 @@ def same_images(cpp: np.ndarray, python: np.ndarray) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--field", choices=["uniform", "smooth"], default="uniform")
+    parser.add_argument("--field", choices=["uniform", "smooth", "femur"], default="uniform")
     parser.add_argument("--repeat", type=int, default=7, help="runs of the C++ path (median)")
     parser.add_argument("--python-repeat", type=int, default=3, help="runs of the Python path")
     parser.add_argument("--skip-python", action="store_true", help="C++ only (for its peak RSS)")

@@ -32,6 +32,7 @@ void SeamFinder::resize(int64_t ny, int64_t nx) {
     cost_.resize(size);
     dist_.resize(size);
     pred_.resize(size);
+    equal_.resize((size + 63) / 64);
   }
   // The interior is overwritten by load; the border of this shape is set here.
   std::fill(cost_.begin(), cost_.begin() + width_, kInf);
@@ -46,10 +47,12 @@ void SeamFinder::resize(int64_t ny, int64_t nx) {
 // order like the non-negative doubles they encode, with 4-bit digits: Dijkstra pops keys that
 // never decrease, so an entry waits in the bucket (digit position, digit value) of the highest
 // digit in which its key differs from the last key popped; bucket numbers order like the keys
-// they hold. The keys equal to the last one wait in equal_, a heap on the node, so that ties pop
-// in node order: the pops come in the order (distance, node), whatever the implementation.
+// they hold. The keys equal to the last one wait in equal_, a bit set on the node, so that ties
+// pop in node order: the pops come in the order (distance, node), whatever the implementation.
 // (On the error surfaces of quilting, buckets by single bits moved about 4.4 entries per pop;
-// 4-bit digits move about 2, and 70 % of the pops find a bucket of one entry, which moves none.)
+// 4-bit digits move about 2, and 70 % of the pops find a bucket of one entry, which moves none.
+// On a femur's surfaces 60-67 % of the pops are ties, where the patches agree to the last bit
+// outside the bone: a bit set pops them in about half the time a binary heap on the node took.)
 namespace {
 
 inline uint64_t key_of(double dist) {
@@ -70,16 +73,14 @@ inline int bucket_of(uint64_t key, uint64_t last) {
   return position * 16 + static_cast<int>((key >> (4 * position)) & 15);
 }
 
-// std heaps are max-heaps: the node order reversed makes equal_ a min-heap on the node.
-constexpr auto later_node = [](const SeamFinder::Entry& a, const SeamFinder::Entry& b) {
-  return a.node > b.node;
-};
-
 }  // namespace
 
 inline void SeamFinder::place(const Entry& e) {
   if (e.key == last_) {
-    equal_.push_back(e);
+    const auto word = static_cast<size_t>(e.node) / 64;
+    equal_[word] |= uint64_t{1} << (e.node % 64);
+    equal_low_ = std::min(equal_low_, word);
+    ++equal_count_;
     return;
   }
   const int b = bucket_of(e.key, last_);
@@ -89,13 +90,12 @@ inline void SeamFinder::place(const Entry& e) {
 
 inline void SeamFinder::push(uint64_t key, int32_t node) {
   place({key, node});
-  if (key == last_) std::push_heap(equal_.begin(), equal_.end(), later_node);
   ++size_;
 }
 
 inline SeamFinder::Entry SeamFinder::pop() {
   --size_;
-  if (equal_.empty()) {
+  if (equal_count_ == 0) {
     // The lowest occupied bucket holds the least key. Making it the last key keeps every other
     // bucket valid: the new last key agrees with the old one in all digits above this bucket's
     // digit, and in that digit its value is below those of the other buckets of the digit.
@@ -116,12 +116,14 @@ inline SeamFinder::Entry SeamFinder::pop() {
     // Spread the bucket over the lower ones, all empty, and equal_.
     for (const Entry& e : from) place(e);
     from.clear();
-    std::make_heap(equal_.begin(), equal_.end(), later_node);
   }
-  std::pop_heap(equal_.begin(), equal_.end(), later_node);
-  const Entry top = equal_.back();
-  equal_.pop_back();
-  return top;
+  size_t word = equal_low_;
+  while (equal_[word] == 0) ++word;
+  const int bit = __builtin_ctzll(equal_[word]);
+  equal_[word] &= equal_[word] - 1;
+  // An empty set starts its next search wherever its next node lands.
+  equal_low_ = --equal_count_ == 0 ? equal_.size() : word;
+  return {last_, static_cast<int32_t>(word * 64 + static_cast<size_t>(bit))};
 }
 
 int64_t SeamFinder::solve(int64_t* path) {
@@ -129,7 +131,9 @@ int64_t SeamFinder::solve(int64_t* path) {
   const int64_t size = (ny_ + 2) * w;
   std::fill(dist_.begin(), dist_.begin() + size, kInf);
   for (auto& bucket : buckets_) bucket.clear();
-  equal_.clear();
+  std::fill(equal_.begin(), equal_.end(), 0);
+  equal_count_ = 0;
+  equal_low_ = equal_.size();
   std::fill(std::begin(occupied_), std::end(occupied_), 0);
   size_ = 0;
   last_ = 0;

@@ -73,7 +73,10 @@ class SeamFinder {
   std::vector<double> cost_, dist_;
   std::vector<int32_t> pred_;
   std::vector<Entry> buckets_[kBuckets];
-  std::vector<Entry> equal_;              // the entries whose key is last_, a heap on the node
+  // The nodes whose key is last_, one bit per node: a node waits there at most once, as its
+  // distance only ever falls. Pops take the lowest set bit at or after word equal_low_.
+  std::vector<uint64_t> equal_;
+  size_t equal_count_ = 0, equal_low_ = 0;
   uint64_t occupied_[kBuckets / 64] = {};  // bit b set when bucket b holds entries
   uint64_t last_ = 0;
   size_t size_ = 0;
