@@ -1,11 +1,13 @@
 """Where the gray comes from: the 100 µm stage of one femur under other settings.
 
-Runs stage 1 of ``generate.STAGES`` for a femur of the dataset from its 200 µm result
-(``<dataset>/work/<name>/stage0.done.npz``), one ``topopt.optimize`` per projection level of
-the stage's β continuation, so that each level can have its own move limit and iteration
-count (``--moves``, ``--iterations``: one value per level, β 2, 4, 8, 16, 32); ``--penal``,
-``--local-p``, ``--local-radius`` (mm) and ``--rmin`` (pixels) replace the stage's SIMP
-exponent, p-norm exponent, local-bound square and filter radius. Prints one line per
+Runs the 100 µm stages of ``generate.STAGES`` for a femur of the dataset from its 200 µm
+result (``<dataset>/work/<name>/stage0.done.npz``), one ``topopt.optimize`` per projection
+level of their β continuation, so that each level can have its own move limit and iteration
+count (``--moves``, ``--iterations``: one value per level, β 2, 4, 8, 16, 32; by default the
+stages' moves and 12 iterations); ``--penal``,
+``--local-p``, ``--local-radius`` (mm), ``--local-above`` and ``--rmin`` (pixels) replace the
+stage's SIMP exponent, p-norm exponent, local-bound square, bound above the femur's volume
+fraction and filter radius. Prints one line per
 iteration (objective, the local p-norm against its bound, the share of the mask at
 intermediate density 0.1-0.9), then scores the result: gray,
 Tb.Th of the bone more than 1 mm inside the outline (as trabecular_thickness.py) and the
@@ -41,11 +43,14 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for the result (density.npy)")
     parser.add_argument("--dataset", type=Path, default=Path("benchmarks/femurs"))
     stage = generate.STAGES[1]
-    parser.add_argument("--moves", type=lambda t: per_level(t, float), default=[stage.move] * 5)
+    trabeculae = [s for s in generate.STAGES if s.pixel_size == stage.pixel_size]
+    moves = [next(s.move for s in trabeculae if s.beta <= b <= s.beta_max) for b in LEVELS]
+    parser.add_argument("--moves", type=lambda t: per_level(t, float), default=moves)
     parser.add_argument("--iterations", type=lambda t: per_level(t, int), default=[12] * 5)
     parser.add_argument("--penal", type=float, default=stage.penal)
     parser.add_argument("--local-p", type=float, default=stage.local_p)
     parser.add_argument("--local-radius", type=float, default=stage.local_radius)
+    parser.add_argument("--local-above", type=float, default=stage.local_above)
     parser.add_argument("--rmin", type=float, default=stage.rmin)
     args = parser.parse_args()
 
@@ -59,7 +64,7 @@ def main() -> None:
             coarse_stage, stage, saved["design"], saved["density"], coarse.mask, problem.mask
         )
     depth = ndi.distance_transform_edt(problem.mask) * problem.pixel_size
-    alpha = min(1.0, volfrac + stage.local_above)
+    alpha = min(1.0, volfrac + args.local_above)
     count = [0]
 
     def report(state: topopt.State) -> None:

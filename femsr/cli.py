@@ -56,7 +56,7 @@ def _fe(args: argparse.Namespace) -> int:
 
 
 # generate.STAGES as --stages spells it; the CLI does not import generate to print its help.
-DEFAULT_STAGES = "0.2:20,0.1:60,0.05:8,0.05:0"
+DEFAULT_STAGES = "0.2:20,0.1:12,0.1:12,0.1:36,0.05:8,0.05:0"
 
 
 def _stages(text: str) -> list[object]:

@@ -93,20 +93,36 @@ class Stage:
 
 
 # The density's large-scale layout at 200 µm (gray, local bound over 2.4 mm squares); the
-# trabeculae at 100 µm (local bound over 0.65 mm squares, projection from β 2 to 32); thinner
-# at 50 µm (half the filter radius, 8 iterations on the structure alone: 6-11 s each with
-# PARDISO), then sharpened. Trabecular thickness (benchmarks/trabecular_thickness.py,
-# femur_00): median 1.45 mm when the layout formed at 200 µm, 0.75 mm with 1.2 mm squares at
-# 100 µm, 0.45 mm with these. A move limit of 0.02 settles the two-state swing that 0.05 makes
-# from β 8 on. Where the bound binds, its p-norm (exponent 16) favours a uniform gray field over
-# a crisp lattice of the same mean; SIMP exponent 5 with p-norm exponent 8 makes those places
-# crisp (gray 8.5 % of the mask -> 4.6 %, at the same compliance), solid in part: benchmarks/
-# RESULTS.md, "Where the gray comes from".
-_TRABECULAE = Stage(0.1, 60, move=0.02, local_above=0.25, local_radius=0.3, local_p=8.0, penal=5.0)
+# trabeculae at 100 µm (local bound over 0.65 mm squares, projection from β 2 to 32, 12
+# iterations at each); thinner at 50 µm (half the filter radius, 8 iterations on the structure
+# alone: 6-11 s each with PARDISO), then sharpened. Trabecular thickness (benchmarks/
+# trabecular_thickness.py, femur_00): median 1.45 mm when the layout formed at 200 µm, 0.75 mm
+# with 1.2 mm squares at 100 µm, 0.45 mm with these. Where the bound binds, its p-norm
+# (exponent 16) favours a uniform gray field over a crisp lattice of the same mean; SIMP
+# exponent 5 with p-norm exponent 8 makes those places crisp (gray 8.5 % of the mask -> 4.6 %,
+# at the same compliance), solid in part. A move limit of 0.02 settles the two-state swing
+# that 0.05 makes from β 8 on; before that, at β 2 and 4, moves of 0.1 and 0.05 give the
+# 200 µm layout, which overfills the smaller squares, room to break up into struts while the
+# projection is still soft: fewer solid nodes (Tb.Th mean 0.83 -> 0.68 mm, p90 2.05 -> 1.45 mm
+# on femur_00) for 1.6 % more compliance. benchmarks/RESULTS.md, "Where the gray comes from"
+# and "Solid nodes".
+_TRABECULAE = Stage(
+    0.1,
+    36,
+    beta=8.0,
+    beta_max=32.0,
+    move=0.02,
+    local_above=0.25,
+    local_radius=0.3,
+    local_p=8.0,
+    penal=5.0,
+)
 STAGES = (
     Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.25, local_radius=1.2),
-    replace(_TRABECULAE, beta=2.0, beta_max=32.0),
-    replace(_TRABECULAE, pixel_size=0.05, iterations=8, beta=32.0, beta_max=32.0),
+    replace(_TRABECULAE, iterations=12, beta=2.0, beta_max=2.0, move=0.1),
+    replace(_TRABECULAE, iterations=12, beta=4.0, beta_max=4.0, move=0.05),
+    _TRABECULAE,
+    replace(_TRABECULAE, pixel_size=0.05, iterations=8, beta=32.0),
     Stage(0.05, 0, beta_max=64.0, solve=False),
 )
 
