@@ -57,6 +57,20 @@ def test_local_stage_bounds_the_inner_local_density():
     assert shell.max() > 0.45  # the shell is exempt from the bound
 
 
+def test_a_stage_split_at_a_beta_level_grows_the_same_design():
+    # generate.STAGES splits the 100 µm stage to give each beta level its own move limit; at the
+    # same pixel size and filter radius the next stage carries the design variables over.
+    whole = generate.Stage(2.0, 6, beta=2.0, beta_max=8.0, move=0.05)
+    split = [
+        dataclasses.replace(whole, iterations=2, beta_max=2.0),
+        dataclasses.replace(whole, iterations=4, beta=4.0),
+    ]
+    density, records = generate.grow(Femur(), 0.35, stages=[whole])
+    density_split, records_split = generate.grow(Femur(), 0.35, stages=split)
+    np.testing.assert_allclose(density_split, density, rtol=0, atol=1e-9)
+    assert records_split[-1]["compliance"] == pytest.approx(records[0]["compliance"], rel=1e-9)
+
+
 @pytest.mark.parametrize(("beta", "fine_rmin"), [(4.0, 1.5), (8.0, 1.5), (8.0, 3.0)])
 def test_a_finer_stage_starts_as_stiff_as_the_coarse_one_ended(beta, fine_rmin):
     """The finer outline reaches past the coarse one; left void, the loads on it made the
