@@ -4,14 +4,13 @@ Runs the 100 µm stages of ``generate.STAGES`` for a femur of the dataset from i
 result (``<dataset>/work/<name>/stage0.done.npz``), one ``topopt.optimize`` per projection
 level of their β continuation, so that each level can have its own move limit and iteration
 count (``--moves``, ``--iterations``: one value per level, β 2, 4, 8, 16, 32; by default the
-stages' moves and 12 iterations); ``--penal``,
-``--local-p``, ``--local-radius`` (mm), ``--local-above`` and ``--rmin`` (pixels) replace the
-stage's SIMP exponent, p-norm exponent, local-bound square, bound above the femur's volume
-fraction and filter radius. Prints one line per
-iteration (objective, the local p-norm against its bound, the share of the mask at
-intermediate density 0.1-0.9), then scores the result: gray,
-Tb.Th of the bone more than 1 mm inside the outline (as trabecular_thickness.py) and the
-weighted compliance at SIMP exponent 3, so runs with other exponents compare.
+stages' moves and 12 iterations); ``--penal``, ``--local-p``, ``--local-radius`` (mm),
+``--local-above`` and ``--rmin`` (pixels) replace the stages' SIMP exponent, p-norm exponent,
+local-bound square, bound above the femur's volume fraction and filter radius. Prints one line
+per iteration (objective, the local p-norm against its bound, the share of the mask at
+intermediate density 0.1-0.9), then scores the result: gray, Tb.Th of the bone more than 1 mm
+inside the outline (as trabecular_thickness.py) and the weighted compliance at SIMP exponent 3,
+so runs with other exponents compare.
 
     python benchmarks/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02 \
         --penal 3 --local-p 16 --local-radius 0.6

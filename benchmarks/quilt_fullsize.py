@@ -53,19 +53,12 @@ def grid() -> tuple[int, int, int, int]:
 def femur_patches() -> np.ndarray:
     """The HR patches reconstruct() quilts for the bundled femur (bundled model, CPU)."""
     module = sys.modules["femsr.reconstruct"]
-    quilt = module.quilt
-    captured = []
-
-    def keep(patches: np.ndarray, stride: int, **options: Any) -> np.ndarray:
-        captured.append(patches.astype(np.float64))
-        return quilt(patches, stride, **options)
-
     lr = dataset.downscale_femur(io.load_femur(BUNDLED_FEMUR))
     if lr.density.shape != LR_SHAPE:
         raise SystemExit(f"the bundled femur is {lr.density.shape} at 500 um, not {LR_SHAPE}")
-    with mock.patch.object(module, "quilt", keep):
+    with mock.patch.object(module, "quilt", wraps=module.quilt) as quilt:
         module.reconstruct(lr, device="cpu")
-    return captured[0]
+    return quilt.call_args.args[0].astype(np.float64)
 
 
 def make_patches(field: str, seed: int = 0) -> np.ndarray:
