@@ -5,12 +5,13 @@ result (``<dataset>/work/<name>/stage0.done.npz``), one ``topopt.optimize`` per 
 level of their β continuation, so that each level can have its own move limit and iteration
 count (``--moves``, ``--iterations``: one value per level, β 2, 4, 8, 16, 32; by default the
 stages' moves and 12 iterations); ``--penal``, ``--local-p``, ``--local-radius`` (mm),
-``--local-above`` and ``--rmin`` (pixels) replace the stages' SIMP exponent, p-norm exponent,
-local-bound square, bound above the femur's volume fraction and filter radius. Prints one line
-per iteration (objective, the local p-norm against its bound, the share of the mask at
-intermediate density 0.1-0.9), then scores the result: gray, Tb.Th of the bone more than 1 mm
-inside the outline (as trabecular_thickness.py) and the weighted compliance at SIMP exponent 3,
-so runs with other exponents compare.
+``--local-above``, ``--rmin`` (pixels) and ``--noise`` replace the stages' SIMP exponent, p-norm
+exponent, local-bound square, bound above the femur's volume fraction, filter radius and the
+amplitude of the noise on the gray start (seeded by the femur's seed, as ``generate`` does).
+Prints one line per iteration (objective, the local p-norm against its bound, the share of the
+mask at intermediate density 0.1-0.9), then scores the result: gray, Tb.Th of the bone more
+than 1 mm inside the outline (as trabecular_thickness.py) and the weighted compliance at SIMP
+exponent 3, so runs with other exponents compare.
 
     python benchmarks/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02 \
         --penal 3 --local-p 16 --local-radius 0.6
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--local-radius", type=float, default=stage.local_radius)
     parser.add_argument("--local-above", type=float, default=stage.local_above)
     parser.add_argument("--rmin", type=float, default=stage.rmin)
+    parser.add_argument("--noise", type=float, default=stage.noise)
     args = parser.parse_args()
 
     manifest = json.loads((args.dataset / generate.MANIFEST).read_text())
@@ -62,6 +64,8 @@ def main() -> None:
         design = generate._initial(
             coarse_stage, stage, saved["design"], saved["density"], coarse.mask, problem.mask
         )
+    if args.noise:
+        design = generate._perturb(design, problem.mask, args.noise, [entry["seed"], 1])
     depth = ndi.distance_transform_edt(problem.mask) * problem.pixel_size
     alpha = min(1.0, volfrac + args.local_above)
     count = [0]

@@ -71,6 +71,34 @@ def test_a_stage_split_at_a_beta_level_grows_the_same_design():
     assert records_split[-1]["compliance"] == pytest.approx(records[0]["compliance"], rel=1e-9)
 
 
+def test_noise_perturbs_only_the_gray_design_and_is_seeded():
+    design = np.tile([0.0, 1.0, 0.5, 0.2, 0.9], (40, 8))
+    mask = np.ones(design.shape, bool)
+    mask[:, -3:] = False
+    perturbed = generate._perturb(design, mask, 0.3, [7, 1])
+    change = perturbed - design
+    crisp = (design == 0.0) | (design == 1.0)
+    assert np.all(change[crisp & mask] == 0.0) and np.all(perturbed[~mask] == 0.0)
+    gray = ~crisp & mask
+    assert np.all(np.abs(change[gray]) <= 0.3 * 4 * design[gray] * (1 - design[gray]) + 1e-15)
+    assert change[gray].std() > 0.05 and abs(change[gray].mean()) < 0.03
+    np.testing.assert_array_equal(generate._perturb(design, mask, 0.3, [7, 1]), perturbed)
+    assert not np.array_equal(generate._perturb(design, mask, 0.3, [8, 1]), perturbed)
+
+
+def test_a_noisy_stage_grows_the_same_femur_again_and_another_than_without():
+    stages = [TINY[0], dataclasses.replace(TINY[1], noise=0.3)]
+    density, _ = generate.grow(Femur(seed=3), 0.35, stages=stages)
+    again, _ = generate.grow(Femur(seed=3), 0.35, stages=stages)
+    quiet, _ = generate.grow(Femur(seed=3), 0.35, stages=TINY)
+    np.testing.assert_array_equal(again, density)
+    assert np.abs(density - quiet).max() > 0.01
+    with pytest.raises(ValueError, match="takes no noise"):
+        generate.grow(Femur(), 0.35, stages=stages[::-1])
+    with pytest.raises(ValueError, match=r"noise must lie in \[0, 1\)"):
+        generate.grow(Femur(), 0.35, stages=[TINY[0], dataclasses.replace(TINY[1], noise=1.5)])
+
+
 @pytest.mark.parametrize(("beta", "fine_rmin"), [(4.0, 1.5), (8.0, 1.5), (8.0, 3.0)])
 def test_a_finer_stage_starts_as_stiff_as_the_coarse_one_ended(beta, fine_rmin):
     """The finer outline reaches past the coarse one; left void, the loads on it made the
