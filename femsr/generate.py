@@ -98,21 +98,15 @@ class Stage:
 # The density's large-scale layout at 200 µm (gray, local bound over 2.4 mm squares); the
 # trabeculae at 100 µm (local bound over 0.65 mm squares, projection from β 2 to 32, 12
 # iterations at each); thinner at 50 µm (half the filter radius, 8 iterations on the structure
-# alone: 6-11 s each with PARDISO), then sharpened. Trabecular thickness (benchmarks/
-# trabecular_thickness.py, femur_00): median 1.45 mm when the layout formed at 200 µm, 0.75 mm
-# with 1.2 mm squares at 100 µm, 0.45 mm with these. Where the bound binds, its p-norm
-# (exponent 16) favours a uniform gray field over a crisp lattice of the same mean; SIMP
-# exponent 5 with p-norm exponent 8 makes those places crisp (gray 8.5 % of the mask -> 4.6 %,
-# at the same compliance), solid in part. A move limit of 0.02 settles the two-state swing
-# that 0.05 makes from β 8 on; before that, at β 2 and 4, moves of 0.1 and 0.05 give the
-# 200 µm layout, which overfills the smaller squares, room to break up into struts while the
-# projection is still soft: fewer solid nodes (Tb.Th mean 0.83 -> 0.68 mm, p90 2.05 -> 1.45 mm
-# on femur_00) for 1.6 % more compliance. Where the 200 µm layout is gray and dense, its
-# upsampled uniform field still ends as a plateau at the projection threshold (gray, or solid
-# after sharpening); seeded noise of amplitude 0.3 on the gray start seeds the struts it
-# breaks into (femur_00 at 100 µm: gray 9.3 -> 0.1 %, Tb.Th p90 1.70 -> 0.50 mm, compliance
-# 3 % lower; 0.5 costs 32 % compliance). benchmarks/RESULTS.md, "Where the gray comes from",
-# "Solid nodes" and "Gray plateaus".
+# alone: 6-11 s each with PARDISO), then sharpened. Why each setting (benchmarks/RESULTS.md,
+# "Where the gray comes from", "Solid nodes", "Gray plateaus"): smaller squares thin the struts
+# (femur_00 median Tb.Th 1.45 mm with the layout at 200 µm, 0.45 mm with these); SIMP exponent
+# 5 with p-norm exponent 8 keeps the bound-binding places from staying gray; a move of 0.02
+# settles the two-state swing that 0.05 makes from β 8 on, while 0.1 and 0.05 at β 2 and 4 let
+# the layout break up before the projection hardens. The 200 µm layout's dense gray upsamples
+# to uniform patches, which the OC step keeps uniform (a plateau at the projection threshold);
+# noise of amplitude 0.3 on the gray start seeds the struts they break into (femur_00 at 100
+# µm: gray 9.3 -> 0.1 %, Tb.Th p90 1.70 -> 0.50 mm, 3 % stiffer; 0.5 costs a third).
 _TRABECULAE = Stage(
     0.1,
     36,
