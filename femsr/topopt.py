@@ -541,7 +541,8 @@ class OptimizeResult:
     Attributes
     ----------
     density : ndarray, shape (ny, nx)
-        Final physical density (filtered and projected design; 0 outside the mask).
+        Final physical density (filtered and projected design; 1 on the passive solid
+        pixels, 0 elsewhere outside the mask).
     design : ndarray, shape (ny, nx)
         Final design variables.
     compliance : float
@@ -549,7 +550,7 @@ class OptimizeResult:
     case_compliance : ndarray, shape (ncases,)
         Compliance of each load case for ``density`` (N·mm).
     mass : float
-        ``Σ density / (number of mask pixels)``.
+        ``Σ density / (number of mask pixels)`` over the mask (the design).
     iterations : int
         Updates made (including those before a resume).
     converged : bool
@@ -678,11 +679,15 @@ class _Problem:
         solver_options: Mapping[str, Any],
         backend: str,
         local_mask: np.ndarray | None = None,
+        solid: np.ndarray | None = None,
     ) -> None:
         self.forces = forces
         self.active = active
         self.inside = active.astype(bool)
         self.count = int(self.inside.sum())
+        # Passive solid pixels: in the FE model at density 1, outside the design.
+        self.solid = np.zeros_like(self.inside) if solid is None else solid
+        self.model = self.inside | self.solid
         self.target = options.volfrac * self.count
         self.options = options
         self.weights = np.array(options.weights)
@@ -724,7 +729,7 @@ class _Problem:
     def solver(self) -> fem.Solver:
         """The solver of the whole mask, made when first needed: where the structure alone is
         solved (``drop_void``) it never is (at 50 µm its pattern holds 0.5 GB)."""
-        return fem.Solver(self.fixed, mask=self.inside, **self.solver_options)
+        return fem.Solver(self.fixed, mask=self.model, **self.solver_options)
 
     def physical(self, x: np.ndarray, beta: float | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Physical density of the design and ``drho/drho~`` (None without projection)."""
@@ -752,13 +757,13 @@ class _Problem:
         if self.drop_void is None:
             return None
         keep = structure_model(
-            density, self.fixed, self.drop_void, forces=self.forces, mask=self.inside
+            density, self.fixed, self.drop_void, forces=self.forces, mask=self.model
         )
-        if keep.sum() > _DROP_WORTH * self.count:
+        if keep.sum() > _DROP_WORTH * self.model.sum():
             return None
         solver = self._reduced
         if solver is None or np.any(keep & (solver.active == 0)):
-            ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & self.inside
+            ring = ndi.binary_dilation(keep, np.ones((3, 3), bool)) & self.model
             grown = keep | (ring & (density <= self.drop_void))
             solver = self._reduced = None  # the old model goes before the new one comes
             try:
@@ -773,12 +778,17 @@ class _Problem:
         self.stats = solver.stats
         return u, solver.active.astype(bool)
 
+    def with_solid(self, density: np.ndarray) -> np.ndarray:
+        """The design's physical density with the passive solid pixels at 1."""
+        return np.where(self.solid, 1.0, density)
+
     def analyse(self, density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Compliance of each case and the weighted unit-modulus element energies; the
         solve's figures in ``stats``."""
+        density = self.with_solid(density)
         reduced = self._reduced_solve(density)
         if reduced is None:
-            u, model = self.solver.solve(density, self.forces), self.inside
+            u, model = self.solver.solve(density, self.forces), self.model
             self.stats = self.solver.stats
         else:
             u, model = reduced
@@ -972,7 +982,7 @@ def _read_checkpoint(
             )
         if str(data["fingerprint"]) != fingerprint:
             raise ValueError(
-                "resume: the checkpoint was written for other forces, fixed DOFs or mask"
+                "resume: the checkpoint was written for other forces, fixed DOFs, mask or solid"
             )
         design = np.array(data["design"], dtype=np.float64)
         if design.shape != shape:
@@ -1031,6 +1041,7 @@ def optimize(
     local_radius: int = 6,
     local_p: float = 16.0,
     local_mask: np.ndarray | None = None,
+    solid: np.ndarray | None = None,
     initial: np.ndarray | None = None,
     E0: float = 1.0,
     nu: float = 0.3,
@@ -1100,6 +1111,10 @@ def optimize(
     local_mask : ndarray of bool, shape (ny, nx), optional
         The pixels whose local density is bounded (e.g. all but a cortical shell along the
         outline). Default: the whole mask.
+    solid : ndarray of bool, shape (ny, nx), optional
+        Passive solid pixels outside ``mask`` (e.g. a prescribed cortex): in the FE model at
+        density 1, but not design variables, not in the filter neighbourhoods and not in the
+        mass, which stays ``volfrac`` of the mask. The result's density holds them as 1.
     initial : ndarray, shape (ny, nx), optional
         Starting design variables in [0, 1] (e.g. a coarse solution, upsampled). Default: the
         uniform design whose physical density meets the mass exactly.
@@ -1214,6 +1229,11 @@ def optimize(
             constrained = local_mask
     elif local_mask is not None:
         raise ValueError("local_mask needs local_volfrac (the bound it applies)")
+    if solid is not None:
+        if not (isinstance(solid, np.ndarray) and solid.dtype == np.bool_ and solid.shape == shape):
+            raise TypeError(f"solid must be a bool array of shape {shape}")
+        if np.any(solid & active.astype(bool)):
+            raise ValueError("solid must lie outside mask: a passive pixel is no design variable")
     unknown = set(solver_options or {}) - set(_SOLVER_OPTIONS)
     if unknown:
         raise ValueError(
@@ -1240,10 +1260,14 @@ def optimize(
         local_radius=local_radius if local_volfrac is not None else 0,
         local_p=float(local_p) if local_volfrac is not None else 0.0,
     )
-    problem = _Problem(forces, fixed, active, options, solver_options or {}, backend, constrained)
+    problem = _Problem(
+        forces, fixed, active, options, solver_options or {}, backend, constrained, solid
+    )
     inside = problem.inside
 
-    problem_arrays = [forces, fixed, active] + ([] if constrained is None else [constrained])
+    problem_arrays = [forces, fixed, active] + [
+        extra for extra in (constrained, solid) if extra is not None
+    ]
     fingerprint = (
         _fingerprint(*problem_arrays) if checkpoint is not None or resume is not None else ""
     )
@@ -1316,7 +1340,7 @@ def optimize(
     compliance, _ = problem.analyse(density)
     save(density)
     return OptimizeResult(
-        density=density,
+        density=problem.with_solid(density),
         design=run.design,
         compliance=float(problem.weights @ compliance),
         case_compliance=compliance,

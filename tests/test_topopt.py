@@ -360,9 +360,14 @@ def test_oc_update_out_of_reach_takes_the_nearest_extreme():
 # --- Gradients -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("with_solid", [False, True])
 @pytest.mark.parametrize("beta", [None, 3.0])
-def test_sensitivities_match_finite_differences(beta):
+def test_sensitivities_match_finite_differences(beta, with_solid):
     mask, forces, fixed = l_bracket(8, 9)
+    solid = np.zeros_like(mask)
+    if with_solid:  # a passive solid strip along the bottom, as a prescribed cortex
+        solid[-2:] = mask[-2:]
+        mask = mask & ~solid
     options = topopt._Options(
         volfrac=0.4,
         penal=3.0,
@@ -386,7 +391,9 @@ def test_sensitivities_match_finite_differences(beta):
     )
     constrained = mask.copy()
     constrained[:, :2] = False  # a strip exempt from the local bound, as a cortical shell is
-    problem = topopt._Problem(forces, fixed, mask.astype(np.uint8), options, {}, "cpp", constrained)
+    problem = topopt._Problem(
+        forces, fixed, mask.astype(np.uint8), options, {}, "cpp", constrained, solid
+    )
     x = np.where(mask, np.random.default_rng(0).uniform(0.2, 0.9, mask.shape), 0.0)
 
     def objective_mass_local(design):
@@ -402,7 +409,7 @@ def test_sensitivities_match_finite_differences(beta):
     _, energy = problem.analyse(density)
     dc, dv = problem.sensitivities(x, density, slope, energy)
     _, dg = problem.local_constraint(density, slope)
-    step = 1e-6
+    step = 1e-5  # 1e-6 loses digits to round-off once a solid strip stiffens the bracket
     for e in np.flatnonzero(mask)[::5]:
         plus, minus = x.copy(), x.copy()
         plus.flat[e] += step
@@ -716,6 +723,43 @@ def test_initial_design_is_used():
 # --- Checkpoints -----------------------------------------------------------------------------
 
 
+def test_solid_pixels_are_in_the_model_at_full_density():
+    mask, forces, fixed = l_bracket()
+    solid = np.zeros_like(mask)
+    solid[-3:] = mask[-3:]
+    # A design of ones beside the solid strip is the whole L at density 1.
+    whole = topopt.optimize(forces, fixed, mask=mask, volfrac=1.0, max_iter=0)
+    split = topopt.optimize(forces, fixed, mask=mask & ~solid, solid=solid, volfrac=1.0, max_iter=0)
+    assert split.compliance == pytest.approx(whole.compliance, rel=1e-9)
+    np.testing.assert_array_equal(split.density, whole.density)
+
+
+@pytest.mark.parametrize("beta", [None, 2.0])
+def test_solid_pixels_stay_solid_outside_the_mass(beta):
+    mask, forces, fixed = l_bracket()
+    solid = np.zeros_like(mask)
+    solid[:, :2] = mask[:, :2]
+    design = mask & ~solid
+    result = topopt.optimize(
+        forces, fixed, mask=design, solid=solid, volfrac=0.3, max_iter=8, beta=beta, rmin=1.5
+    )
+    assert (result.density[solid] == 1.0).all()
+    assert (result.density[~mask] == 0.0).all()
+    assert result.mass == pytest.approx(0.3, abs=1e-9)
+    assert result.density[design].mean() == pytest.approx(0.3, abs=1e-9)
+    free = topopt.optimize(
+        forces,
+        fixed,
+        mask=design,
+        volfrac=0.3,
+        max_iter=8,
+        beta=beta,
+        rmin=1.5,
+        solver_options={"direct_below": 10**6},
+    )
+    assert result.compliance < free.compliance  # the solid strip carries load
+
+
 def comparable(history):
     return [(r.iteration, r.objective, r.compliance, r.mass, r.change, r.beta) for r in history]
 
@@ -772,8 +816,13 @@ def test_resume_rejects_another_problem(tmp_path):
     topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
     with pytest.raises(ValueError, match=r"other options: volfrac=0\.5 there, 0\.4 here"):
         topopt.optimize(forces, fixed, volfrac=0.4, resume=path)
-    with pytest.raises(ValueError, match="other forces, fixed DOFs or mask"):
+    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
         topopt.optimize(2 * forces, fixed, resume=path)
+    mask, solid = np.ones((6, 12), bool), np.zeros((6, 12), bool)
+    mask[3, 6], solid[3, 6] = False, True
+    topopt.optimize(forces, fixed, mask=mask, max_iter=2, checkpoint=path)
+    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
+        topopt.optimize(forces, fixed, mask=mask, solid=solid, resume=path)
     other = tmp_path / "other.npz"
     np.savez(other, design=np.zeros((6, 12)))
     with pytest.raises(ValueError, match="not a femsr topopt checkpoint"):
@@ -827,6 +876,14 @@ def test_bad_options_are_rejected(kwargs, match):
     forces, fixed = half_mbb(6, 12)
     with pytest.raises(ValueError, match=match):
         topopt.optimize(forces, fixed, **kwargs)
+
+
+def test_bad_solid_is_rejected():
+    forces, fixed = half_mbb(6, 12)
+    with pytest.raises(TypeError, match=r"solid must be a bool array of shape \(6, 12\)"):
+        topopt.optimize(forces, fixed, solid=np.zeros((6, 12)))
+    with pytest.raises(ValueError, match="solid must lie outside mask"):
+        topopt.optimize(forces, fixed, solid=np.ones((6, 12), bool))
 
 
 def test_bad_forces_and_fixed_are_rejected():
