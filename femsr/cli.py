@@ -12,8 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from femsr.defaults import (
+    BATCH_SIZE,
+    EPOCHS,
+    LEARNING_RATE,
+    N_BLOCKS,
+    TISSUE_MODULUS,
+    UP_WIDTH,
+    WIDTH,
+)
+
 if TYPE_CHECKING:
     from femsr.io import FemurImage
+
+
+_E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
 
 
 def _fe(args: argparse.Namespace) -> int:
@@ -404,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     fe = commands.add_parser("fe", help="finite-element solve of the femur phantom's load cases")
     fe.add_argument("--pixel-size", type=float, default=0.5, help="pixel side in mm (0.05 = full)")
     fe.add_argument("--density", type=float, default=0.5, help="uniform density inside the femur")
-    fe.add_argument("--E0", type=float, default=15e3, help="tissue modulus in MPa")
+    fe.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
     fe.add_argument(
         "--seed", type=int, default=None, help="femur variant (default: the mean femur)"
     )
@@ -462,12 +475,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
     )
-    tr.add_argument("--width", type=int, default=32, help="feature channels (32)")
-    tr.add_argument("--blocks", type=int, default=8, help="residual blocks (8)")
-    tr.add_argument("--up-width", type=int, default=8, help="channels at HR (8)")
-    tr.add_argument("--epochs", type=int, default=20, help="epochs in all, resumed ones too (20)")
-    tr.add_argument("--batch-size", type=int, default=32, help="pairs per step (32)")
-    tr.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (1e-3)")
+    tr.add_argument("--width", type=int, default=WIDTH, help=f"feature channels ({WIDTH})")
+    tr.add_argument("--blocks", type=int, default=N_BLOCKS, help=f"residual blocks ({N_BLOCKS})")
+    tr.add_argument("--up-width", type=int, default=UP_WIDTH, help=f"channels at HR ({UP_WIDTH})")
+    tr.add_argument(
+        "--epochs", type=int, default=EPOCHS, help=f"epochs in all, resumed ones too ({EPOCHS})"
+    )
+    tr.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"pairs per step ({BATCH_SIZE})"
+    )
+    tr.add_argument(
+        "--lr", type=float, default=LEARNING_RATE, help=f"initial learning rate ({LEARNING_RATE:g})"
+    )
     tr.add_argument(
         "--schedule", default="cosine", choices=("cosine", "step", "constant"), help="(cosine)"
     )
@@ -520,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--without-quilting", type=Path, metavar="FILE", help="a third image for the figure"
     )
     ev.add_argument("--pixel-size", type=float, help="pixel side in mm of bare .npy densities")
-    ev.add_argument("--E0", type=float, default=15e3, help="tissue modulus in MPa")
+    ev.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
     ev.add_argument("--threshold", type=float, default=0.5, help="bone is density > threshold")
     ev.set_defaults(run=_evaluate)
 
@@ -545,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
     rp.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
     rp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    rp.add_argument("--E0", type=float, default=15e3, help="tissue modulus in MPa")
+    rp.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
     rp.add_argument("--quiet", action="store_true", help="no progress")
     rp.set_defaults(run=_report)
 

@@ -69,6 +69,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from femsr import fem
+from femsr.defaults import TISSUE_MODULUS
 from femsr.femur import Problem
 from femsr.io import FemurImage, atomic_write, load_femur
 
@@ -109,8 +110,7 @@ _CHUNK = 512  # windows extracted and written at once: bounds memory for any str
 # (and 17 s with Emin = 1e-9 E0), so LR images are factorized up to this size.
 _DIRECT_BELOW = 200_000
 # LR FE material of the training data (build_dataset's defaults; reconstruct must use the same):
-# tissue modulus (MPa; femsr.generate.E0), Poisson's ratio, SIMP exponent, void modulus / E0.
-_E0 = 15e3
+# Poisson's ratio, SIMP exponent, void modulus / E0 (the tissue modulus is TISSUE_MODULUS).
 _NU = 0.3
 _PENAL = 3.0
 _VOID_MODULUS = 1e-3
@@ -284,7 +284,7 @@ def lr_displacement(
     lr_density: np.ndarray,
     problem: Problem,
     *,
-    E0: float = _E0,
+    E0: float = TISSUE_MODULUS,
     nu: float = _NU,
     penal: float = _PENAL,
     void_modulus: float = _VOID_MODULUS,
@@ -767,7 +767,7 @@ def build_dataset(
     factor: int = 10,
     lr_dtype: str = "float16",
     hr_dtype: str = "uint8",
-    E0: float = _E0,
+    E0: float = TISSUE_MODULUS,
     nu: float = _NU,
     penal: float = _PENAL,
     void_modulus: float = _VOID_MODULUS,
@@ -803,8 +803,8 @@ def build_dataset(
     hr_dtype : {"uint8", "float16", "float32"}
         Storage of the HR targets.
     E0, nu, penal : float
-        Tissue modulus (MPa; :data:`femsr.generate.E0`), Poisson's ratio, SIMP exponent. The
-        normalization makes the inputs independent of ``E0``.
+        Tissue modulus (MPa; :data:`femsr.defaults.TISSUE_MODULUS`), Poisson's ratio, SIMP
+        exponent. The normalization makes the inputs independent of ``E0``.
     void_modulus : float
         Modulus of a void pixel as a fraction of ``E0`` (the SIMP ``Emin``). LR pixels inside
         the femur can be all marrow; at the TO's 1e-9 a region hanging on such pixels moves

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse.linalg as spla
 
-from femsr import fem
+from femsr import defaults, fem
 from femsr.io import FemurImage, atomic_write
 
 __all__ = [
@@ -847,7 +847,7 @@ def write_report(
     reconstruction: np.ndarray,
     *,
     without_quilting: np.ndarray | None = None,
-    E0: float = 15e3,
+    E0: float = defaults.TISSUE_MODULUS,
     threshold: float = 0.5,
     names: tuple[str, str] = ("reference", "reconstruction"),
 ) -> str:

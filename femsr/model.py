@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from femsr import defaults
+
 __all__ = [
     "ModelConfig",
     "SRNet",
@@ -77,7 +79,8 @@ class ModelConfig:
         Input channels: the LR density (channel 0) and two displacement channels per load case.
         Default 7 (three load cases).
     width : int
-        Feature channels of the head and the residual blocks.
+        Feature channels of the head and the residual blocks. The defaults of ``width``,
+        ``n_blocks`` and ``up_width`` are the bundled model's (:mod:`femsr.defaults`).
     n_blocks : int
         Residual blocks (0 allowed: head, conv, upsampler, tail).
     scale : int
@@ -114,12 +117,12 @@ class ModelConfig:
     """
 
     in_channels: int = 7
-    width: int = 48
-    n_blocks: int = 8
+    width: int = defaults.WIDTH
+    n_blocks: int = defaults.N_BLOCKS
     scale: int = 10
     res_scale: float = 0.1
     upsampling: str = "2x5"
-    up_width: int = 16
+    up_width: int = defaults.UP_WIDTH
     output: str = "sigmoid"
     density_skip: str = "bilinear"
     patch_size: int = 12

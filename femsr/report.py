@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from femsr import dataset, evaluate, io
+from femsr import dataset, defaults, evaluate, io
 from femsr.reconstruct import reconstruct
 
 __all__ = ["PAPER_TABLE1", "heldout_report"]
@@ -44,7 +44,7 @@ def heldout_report(
     out_dir: str | os.PathLike[str],
     *,
     device: str = "auto",
-    E0: float = 15e3,
+    E0: float = defaults.TISSUE_MODULUS,
     progress: bool = True,
 ) -> evaluate.Table:
     """Mean apparent-stiffness error of each model over held-out femurs, beside the paper's.

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from femsr import defaults
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
 from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, resolve_device
@@ -425,9 +426,9 @@ def train(
     out_dir: str | os.PathLike[str],
     loss: str = "l1",
     mass_weight: float = 0.0,
-    epochs: int = 50,
-    batch_size: int = 64,
-    lr: float = 2e-4,
+    epochs: int = defaults.EPOCHS,
+    batch_size: int = defaults.BATCH_SIZE,
+    lr: float = defaults.LEARNING_RATE,
     schedule: str = "cosine",
     seed: int = 0,
     device: str | torch.device = "auto",

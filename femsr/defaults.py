@@ -1,0 +1,30 @@
+"""Defaults shared by the library and the ``femsr`` command, each written once.
+
+Plain numbers, so the command can print them in its help without loading torch.
+"""
+
+__all__ = [
+    "BATCH_SIZE",
+    "EPOCHS",
+    "LEARNING_RATE",
+    "N_BLOCKS",
+    "TISSUE_MODULUS",
+    "UP_WIDTH",
+    "WIDTH",
+]
+
+# Tissue modulus (MPa): 15 GPa lies in the 10-20 GPa published for trabecular tissue
+# (Bayraktar et al. 2004, J Biomech 37:27, measured 18 GPa; Rho et al. 1993, 10-15 GPa).
+TISSUE_MODULUS = 15e3
+
+# Size of the network (femsr.model.ModelConfig): that of the bundled model (femsr/data/README.md),
+# 254,129 parameters.
+WIDTH = 32
+N_BLOCKS = 8
+UP_WIDTH = 8
+
+# Training (femsr.train.train): Adam's initial rate and the batch the bundled models were trained
+# with (benchmarks/runs/*/checkpoint.pt); benchmarks/reproduce.sh asks for 64 epochs.
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 32
+EPOCHS = 20
