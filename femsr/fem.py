@@ -7,32 +7,47 @@ row ``i`` (from the top) and column ``j``; it has the DOFs ``2*(i*(nx+1)+j)`` (x
 array's ``ravel()`` is in DOF order.
 
 The tissue law is modified SIMP: ``E = Emin + density**penal * (E0 - Emin)``. With ``E0`` in MPa,
-lengths in mm and forces in N, displacements come out in mm and energies in N·mm.
+lengths in mm and forces in N, displacements come out in mm and energies in N·mm. A
+:class:`Material` holds the law's constants with the pixel geometry.
 
 Every compiled kernel has a pure numpy twin in :mod:`femsr.reference.fem`, selected by
-``backend="python"``.
+``backend="python"``; the linear solvers behind :class:`Solver` are in :mod:`femsr.solvers`.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import itertools
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
-from femsr import _core
-from femsr.reference import fem as ref
+from femsr import _kernels, solvers
+from femsr.checks import (
+    check_backend,
+    check_density,
+    check_finite_array,
+    check_fixed,
+    check_mask,
+)
+from femsr.solvers import (
+    AmgCG,
+    ConvergenceError,
+    GmgCG,
+    Pardiso,
+    SolveStats,
+    Strategy,
+    SuperLU,
+)
 
 __all__ = [
     "ConvergenceError",
+    "Material",
     "Solver",
     "assemble",
     "element_energies",
@@ -42,8 +57,6 @@ __all__ = [
     "youngs_modulus",
 ]
 
-BACKENDS = ("cpp", "python")
-_INDEX_LIMIT = np.iinfo(np.int32).max
 METHODS = ("auto", "gmg", "amg", "direct")
 DIRECT_SOLVERS = ("superlu", "pardiso")
 # Geometric multigrid (cpp/mg.hpp): Chebyshev degree and interval [lmax / ratio, lmax], Lanczos
@@ -56,61 +69,72 @@ GMG_OPTIONS = {
     "coarse_nodes": 800,
 }
 
-
-class ConvergenceError(RuntimeError):
-    """An iterative solve did not reach its tolerance within its iteration limit."""
+# Names that dataset, evaluate, reconstruct and topopt still reach through this module; their
+# homes are femsr.checks and femsr.solvers.
+_check_backend = check_backend
+_check_finite_array = check_finite_array
+_check_fixed = check_fixed
+dissection_order = solvers.dissection_order
 
 
 # ---------------------------------------------------------------------------------------------
-# Input checks
+# Material
 
 
-def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def youngs_modulus(
+    density: np.ndarray, *, E0: float = 1.0, penal: float = 3.0, Emin: float | None = None
+) -> np.ndarray:
+    """Element modulus of modified SIMP: ``Emin + density**penal * (E0 - Emin)`` (MPa).
+
+    ``Emin`` defaults to ``1e-9 * E0``.
+
+    Examples
+    --------
+    >>> youngs_modulus(np.array([0.0, 0.5, 1.0]), E0=8.0, Emin=0.0).tolist()
+    [0.0, 1.0, 8.0]
+    """
+    Emin = 1e-9 * E0 if Emin is None else Emin
+    return Emin + np.power(density, penal) * (E0 - Emin)
 
 
-def _check_finite_array(name: str, value: object, ndim: int) -> np.ndarray:
-    if not isinstance(value, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(value).__name__}")
-    if value.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {value.shape}")
-    if not np.issubdtype(value.dtype, np.floating) and not np.issubdtype(value.dtype, np.integer):
-        raise TypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-    array = np.ascontiguousarray(value, dtype=np.float64)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return array
+@dataclass(frozen=True, init=False)
+class Material:
+    """Tissue law and pixel geometry of a grid FE model.
 
+    Parameters
+    ----------
+    E0 : float
+        Tissue modulus (MPa), > 0.
+    nu : float
+        Poisson's ratio, in (-1, 0.5).
+    penal : float
+        SIMP exponent, >= 1.
+    Emin : float, optional
+        Void modulus (MPa), in [0, E0); default ``1e-9 * E0``.
+    h : float
+        Pixel side (mm), > 0. The stiffness of a square Q4 pixel does not depend on it; it
+        scales the rigid-body modes.
+    thickness : float
+        Out-of-plane thickness (mm), > 0.
 
-def check_density(density: object) -> np.ndarray:
-    """Validate a density image and return it as C-contiguous float64 (ny, nx)."""
-    array = _check_finite_array("density", density, 2)
-    if array.size == 0:
-        raise ValueError(f"density must not be empty, got shape {array.shape}")
-    low, high = array.min(), array.max()
-    if low < 0.0 or high > 1.0:
-        raise ValueError(f"density must lie in [0, 1], got values in [{low:g}, {high:g}]")
-    return array
+    Raises
+    ------
+    ValueError
+        If a value is outside its range; the message names it.
 
+    See Also
+    --------
+    youngs_modulus : the tissue law.
 
-def check_mask(mask: object, shape: tuple[int, int]) -> np.ndarray:
-    """Validate an element mask against an image shape; ``None`` means all elements."""
-    if mask is None:
-        return np.ones(shape, dtype=np.uint8)
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"mask must be a numpy array, got {type(mask).__name__}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"mask must be a bool array, got dtype {mask.dtype}")
-    if mask.shape != shape:
-        raise ValueError(f"mask must have the image shape {shape}, got {mask.shape}")
-    if not mask.any():
-        raise ValueError("mask is empty: no element is in the model")
-    return np.ascontiguousarray(mask, dtype=np.uint8)
+    Examples
+    --------
+    >>> bone = Material(E0=15e3, h=0.05)
+    >>> bone.Emin
+    1.5e-05
+    >>> bone.youngs_modulus(np.array([0.5, 1.0])).round(3).tolist()
+    [1875.0, 15000.0]
+    """
 
-
-@dataclass(frozen=True)
-class _Material:
     E0: float
     nu: float
     penal: float
@@ -118,24 +142,63 @@ class _Material:
     h: float
     thickness: float
 
+    def __init__(
+        self,
+        E0: float = 1.0,
+        nu: float = 0.3,
+        penal: float = 3.0,
+        Emin: float | None = None,
+        h: float = 1.0,
+        thickness: float = 1.0,
+    ) -> None:
+        Emin = 1e-9 * E0 if Emin is None else Emin
+        if not E0 > 0:
+            raise ValueError(f"E0 must be positive, got {E0}")
+        if not 0 <= Emin < E0:
+            raise ValueError(f"Emin must lie in [0, E0), got {Emin} with E0={E0}")
+        if not -1.0 < nu < 0.5:
+            raise ValueError(f"nu must lie in (-1, 0.5), got {nu}")
+        if not penal >= 1:
+            raise ValueError(f"penal must be at least 1, got {penal}")
+        if not h > 0:
+            raise ValueError(f"h must be positive, got {h}")
+        if not thickness > 0:
+            raise ValueError(f"thickness must be positive, got {thickness}")
+        fields = {"E0": E0, "nu": nu, "penal": penal, "Emin": Emin, "h": h, "thickness": thickness}
+        for name, value in fields.items():
+            object.__setattr__(self, name, float(value))  # frozen: set once, here
 
-def _material(
-    E0: float, nu: float, penal: float, Emin: float | None, h: float, thickness: float
-) -> _Material:
-    Emin = 1e-9 * E0 if Emin is None else Emin
-    if not E0 > 0:
-        raise ValueError(f"E0 must be positive, got {E0}")
-    if not 0 <= Emin < E0:
-        raise ValueError(f"Emin must lie in [0, E0), got {Emin} with E0={E0}")
-    if not -1.0 < nu < 0.5:
-        raise ValueError(f"nu must lie in (-1, 0.5), got {nu}")
-    if not penal >= 1:
-        raise ValueError(f"penal must be at least 1, got {penal}")
-    if not h > 0:
-        raise ValueError(f"h must be positive, got {h}")
-    if not thickness > 0:
-        raise ValueError(f"thickness must be positive, got {thickness}")
-    return _Material(float(E0), float(nu), float(penal), float(Emin), float(h), float(thickness))
+    def youngs_modulus(self, density: np.ndarray) -> np.ndarray:
+        """Element moduli (MPa) of a density image: :func:`youngs_modulus` with this law."""
+        return youngs_modulus(density, E0=self.E0, penal=self.penal, Emin=self.Emin)
+
+    def element_stiffness(self, backend: str = "cpp") -> np.ndarray:
+        """Unit-modulus element stiffness (8, 8) of this Poisson's ratio and thickness."""
+        return element_stiffness(self.nu, self.thickness, backend=backend)
+
+
+def _material_of(
+    material: Material | None,
+    E0: float | None,
+    nu: float | None,
+    penal: float | None,
+    Emin: float | None,
+    h: float | None,
+    thickness: float | None,
+) -> Material:
+    """The material of a call: ``material``, or the one its keyword fields spell."""
+    fields = {"E0": E0, "nu": nu, "penal": penal, "Emin": Emin, "h": h, "thickness": thickness}
+    given = {name: value for name, value in fields.items() if value is not None}
+    if material is None:
+        return Material(**given)
+    if not isinstance(material, Material):
+        raise TypeError(f"material must be a femsr.fem.Material, got {type(material).__name__}")
+    if given:
+        raise ValueError(
+            f"give the material either as material= or as keywords, not both: got material "
+            f"and {sorted(given)}"
+        )
+    return material
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,26 +225,18 @@ def element_stiffness(
         Stiffness for ``E = 1``; local nodes bottom-left, bottom-right, top-right, top-left, each
         with its (x, y) DOFs. A square element's stiffness does not depend on its side.
 
+    See Also
+    --------
+    femsr.reference.fem.element_stiffness : the numpy twin.
+
     Examples
     --------
     >>> ke = element_stiffness(0.3)
     >>> bool(np.allclose(ke, ke.T)), bool(np.allclose(ke.sum(axis=1), 0))
     (True, True)
     """
-    _check_backend(backend)
-    if backend == "python":
-        return ref.element_stiffness(nu, thickness)
-    ke = np.empty((8, 8))
-    _core.element_stiffness(float(nu), float(thickness), ke)
-    return ke
-
-
-def youngs_modulus(
-    density: np.ndarray, *, E0: float = 1.0, penal: float = 3.0, Emin: float | None = None
-) -> np.ndarray:
-    """Element modulus of modified SIMP: ``Emin + density**penal * (E0 - Emin)`` (MPa)."""
-    Emin = 1e-9 * E0 if Emin is None else Emin
-    return Emin + np.power(density, penal) * (E0 - Emin)
+    check_backend(backend)
+    return _kernels.element_stiffness(nu, thickness, backend)
 
 
 def rigid_body_modes(nodes: np.ndarray, nx: int, h: float = 1.0) -> np.ndarray:
@@ -223,63 +278,25 @@ def _node_mask(active: np.ndarray) -> np.ndarray:
     return padded[:-1, :-1] | padded[:-1, 1:] | padded[1:, :-1] | padded[1:, 1:]
 
 
-@dataclass(frozen=True)
-class _BlockPattern:
-    """2x2-block sparsity of the active elements on the nodes of ``nodemap``."""
-
-    nodemap: np.ndarray  # system node of every grid node, -1 where left out
-    bindptr: np.ndarray
-    bindices: np.ndarray
-
-    @property
-    def nnodes(self) -> int:
-        return len(self.bindptr) - 1
-
-
-def _block_pattern(active: np.ndarray, nodemap: np.ndarray) -> _BlockPattern:
-    nnodes = int(nodemap.max()) + 1
-    counts = np.zeros(nnodes, dtype=np.int32)
-    _core.block_row_counts(active, nodemap, counts)
-    total = int(counts.sum(dtype=np.int64))
-    if 4 * total > _INDEX_LIMIT:
-        raise ValueError(f"the system has {4 * total} entries, over the int32 index limit")
-    bindptr = np.zeros(nnodes + 1, dtype=np.int32)
-    np.cumsum(counts, out=bindptr[1:])
-    bindices = np.empty(total, dtype=np.int32)
-    _core.block_fill_indices(active, nodemap, bindptr, bindices)
-    return _BlockPattern(nodemap, bindptr, bindices)
-
-
-def _csr_pattern(
-    active: np.ndarray, nodemap: np.ndarray
-) -> tuple[_BlockPattern, np.ndarray, np.ndarray]:
-    """Block pattern with its scalar CSR form (indptr, indices)."""
-    pattern = _block_pattern(active, nodemap)
-    indptr = np.empty(2 * pattern.nnodes + 1, dtype=np.int32)
-    indices = np.empty(4 * len(pattern.bindices), dtype=np.int32)
-    _core.csr_from_blocks(pattern.bindptr, pattern.bindices, indptr, indices)
-    return pattern, indptr, indices
-
-
 @functools.lru_cache(maxsize=4)
-def _grid_pattern(
-    shape: tuple[int, int], mask_bytes: bytes
-) -> tuple[_BlockPattern, np.ndarray, np.ndarray]:
-    """CSR pattern on every grid node; cached per mask."""
+def _grid_assembler(shape: tuple[int, int], mask_bytes: bytes, backend: str) -> _kernels.Assembler:
+    """Assembler on every grid node; cached per mask (the compiled one holds its pattern)."""
     active = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(shape)
-    return _csr_pattern(active, np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32))
+    nodemap = np.arange((shape[0] + 1) * (shape[1] + 1), dtype=np.int32)
+    return _kernels.Assembler(active, nodemap, None, backend)
 
 
 def assemble(
     density: np.ndarray,
     *,
     mask: np.ndarray | None = None,
-    E0: float = 1.0,
-    nu: float = 0.3,
-    penal: float = 3.0,
+    material: Material | None = None,
+    E0: float | None = None,
+    nu: float | None = None,
+    penal: float | None = None,
     Emin: float | None = None,
-    h: float = 1.0,
-    thickness: float = 1.0,
+    h: float | None = None,
+    thickness: float | None = None,
     backend: str = "cpp",
 ) -> sp.csr_matrix:
     """Global stiffness matrix of a density image.
@@ -290,13 +307,10 @@ def assemble(
         Element densities in [0, 1].
     mask : ndarray of bool, shape (ny, nx), optional
         Elements in the model; the others contribute nothing. Default: all.
-    E0, nu, penal, Emin : float
-        Tissue modulus (MPa), Poisson's ratio, SIMP exponent, void modulus (default ``1e-9*E0``).
-    h : float
-        Pixel side (mm). The stiffness of square Q4 pixels does not depend on it; it is accepted
-        so every FE call takes the same material arguments.
-    thickness : float
-        Out-of-plane thickness (mm).
+    material : Material, optional
+        Tissue law and geometry. Default: ``Material()`` with the keyword fields below.
+    E0, nu, penal, Emin, h, thickness : float, optional
+        The fields of the :class:`Material`, for a call without ``material``.
     backend : {"cpp", "python"}
         ``"cpp"`` writes CSR straight from a pattern cached per mask, in parallel;
         ``"python"`` is the top88-style COO assembly of :func:`femsr.reference.fem.assemble`.
@@ -310,7 +324,8 @@ def assemble(
     Raises
     ------
     TypeError, ValueError
-        On a density or mask of the wrong type, shape or range, or an empty mask.
+        On a density or mask of the wrong type, shape or range, an empty mask, or a bad
+        material.
 
     See Also
     --------
@@ -324,21 +339,12 @@ def assemble(
     >>> bool(abs(K - K.T).max() < 1e-12)
     True
     """
-    _check_backend(backend)
+    check_backend(backend)
     density = check_density(density)
     active = check_mask(mask, density.shape)
-    material = _material(E0, nu, penal, Emin, h, thickness)
-    modulus = youngs_modulus(density, E0=material.E0, penal=material.penal, Emin=material.Emin)
-    ke = element_stiffness(material.nu, material.thickness, backend=backend)
-    ny, nx = density.shape
-    ndof = 2 * (ny + 1) * (nx + 1)
-    if backend == "python":
-        dofmap = np.arange(ndof)
-        return ref.assemble(active, modulus, ke, dofmap, ndof)
-    pattern, indptr, indices = _grid_pattern(density.shape, active.tobytes())
-    data = np.empty(len(indices))
-    _core.fill_values(active, modulus, ke, pattern.nodemap, None, pattern.bindptr, data)
-    return sp.csr_matrix((data, indices, indptr), shape=(ndof, ndof))
+    material = _material_of(material, E0, nu, penal, Emin, h, thickness)
+    assembler = _grid_assembler(density.shape, active.tobytes(), backend)
+    return assembler(material.youngs_modulus(density), material.element_stiffness(backend))
 
 
 def element_energies(
@@ -369,40 +375,29 @@ def element_energies(
         ``(youngs_modulus(density) * energies).sum()``, and ``-penal * density**(penal-1) *
         (E0 - Emin) * energies`` its density sensitivity.
 
+    See Also
+    --------
+    femsr.reference.fem.element_energies : the numpy twin.
+
     Examples
     --------
     >>> u = np.zeros((1, 3, 3, 2)); u[0, :, :, 0] = 0.1  # a rigid shift stores no energy
     >>> bool(abs(element_energies(u)).max() < 1e-15)
     True
     """
-    _check_backend(backend)
-    u = _check_finite_array("u", u, 4)
+    check_backend(backend)
+    u = check_finite_array("u", u, 4)
     ncases, ny1, nx1, two = u.shape
     if two != 2 or ny1 < 2 or nx1 < 2:
         raise ValueError(f"u must have shape (ncases, ny+1, nx+1, 2), got {u.shape}")
     active = check_mask(mask, (ny1 - 1, nx1 - 1))
     ke = element_stiffness(nu, thickness, backend=backend)
-    flat = u.reshape(ncases, -1)
-    if backend == "python":
-        energies = ref.element_energies(active, ke, flat)
-    else:
-        energies = np.empty((ncases, (ny1 - 1) * (nx1 - 1)))
-        _core.element_energies(active, ke, flat, energies)
+    energies = _kernels.element_energies(active, ke, u.reshape(ncases, -1), backend)
     return energies.reshape(ncases, ny1 - 1, nx1 - 1)
 
 
 # ---------------------------------------------------------------------------------------------
 # Solving
-
-
-def _check_fixed(fixed: object) -> np.ndarray:
-    if not isinstance(fixed, np.ndarray):
-        raise TypeError(f"fixed must be a numpy array, got {type(fixed).__name__}")
-    if fixed.dtype != np.bool_:
-        raise TypeError(f"fixed must be a bool array, got dtype {fixed.dtype}")
-    if fixed.ndim != 3 or fixed.shape[2] != 2 or fixed.shape[0] < 2 or fixed.shape[1] < 2:
-        raise ValueError(f"fixed must have shape (ny+1, nx+1, 2), got {fixed.shape}")
-    return fixed
 
 
 def _rigid_rows(i: np.ndarray, j: np.ndarray, axis: int, shape: tuple[int, int]) -> np.ndarray:
@@ -471,139 +466,6 @@ def _check_held(active: np.ndarray, fixed: np.ndarray) -> None:
         )
 
 
-@dataclass
-class SolveStats:
-    """What one call of :meth:`Solver.solve` did."""
-
-    method: str
-    iterations: list[int] = field(default_factory=list)
-    setup_seconds: float = 0.0
-    assembly_seconds: float = 0.0
-    solve_seconds: float = 0.0
-    rebuilt: bool = False
-
-
-def dissection_order(ny: int, nx: int, leaf: int = 64) -> np.ndarray:
-    """Nested-dissection order of the nodes of an ``ny x nx`` grid (numbered row by row).
-
-    Each block is split by its middle row or column into two halves, ordered first, and the
-    separator, ordered last: the fill of a sparse factorization of a grid problem grows as
-    n log n in this order. On the 199x199 inner nodes of a crisp 200 px ROI, SuperLU factorizes
-    in this order with diagonal pivots in 0.65 s and 13.9 M entries of L+U, against 1.8 s and
-    24.5 M in its own COLAMD order.
-    """
-    grid = np.arange(ny * nx).reshape(ny, nx)
-
-    def order(block: np.ndarray) -> list[np.ndarray]:
-        if block.size <= leaf:
-            return [block.ravel()]
-        if block.shape[0] >= block.shape[1]:
-            mid = block.shape[0] // 2
-            return [*order(block[:mid]), *order(block[mid + 1 :]), block[mid]]
-        mid = block.shape[1] // 2
-        return [*order(block[:, :mid]), *order(block[:, mid + 1 :]), block[:, mid]]
-
-    return np.concatenate(order(grid)) if grid.size else grid.ravel()
-
-
-class _Pardiso:
-    """One MKL PARDISO handle per process (pypardiso searches the disk for MKL each time it
-    makes one: 0.2 s, 2 % of a 50 µm TO iteration), and which sparsity pattern it last
-    analysed.
-
-    PARDISO's analysis (the fill-reducing METIS order and the symbolic factorization) takes
-    as long as the numeric factorization itself at 50 µm (3.5 s of 6.5 s on two cores), and
-    depends on the pattern alone: a :class:`Solver` keeps its pattern, so its later solves
-    skip it.
-    """
-
-    def __init__(self) -> None:
-        import pypardiso
-
-        self.handle = pypardiso.PyPardisoSolver(mtype=2)
-        # Our own settings instead of MKL's defaults (iparm[0] = 0): the parallel nested
-        # dissection (iparm[1] = 3) and no iterative refinement (a Cholesky factor of an SPD
-        # matrix needs none). At 50 µm (1.8M unknowns, 2 threads) 6.9 s instead of 11.8 s.
-        self.handle.iparm[0], self.handle.iparm[1], self.handle.iparm[7] = 1, 3, 0
-        self.analysed: int | None = None  # the key of the pattern the handle holds
-
-    def _phase(self, phase: int, upper: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
-        # pypardiso's own factorize/solve would redo the analysis on every new matrix and
-        # hash or copy it; its _call_pardiso runs one phase.
-        self.handle.set_phase(phase)
-        return np.asarray(self.handle._call_pardiso(upper, rhs))
-
-    def solve(
-        self, upper: sp.csr_matrix, loads: np.ndarray, key: int, stats: SolveStats
-    ) -> np.ndarray:
-        """Solutions for the columns of ``loads`` of the SPD matrix whose upper triangle is
-        ``upper``; ``key`` names its sparsity pattern."""
-        import pypardiso
-
-        start = time.perf_counter()
-        rhs = np.asfortranarray(loads)
-        upper.sort_indices()
-        if not np.diff(upper.indptr).all():  # PARDISO crashes on an empty row
-            raise ValueError("the stiffness matrix is singular: it has an empty row")
-        try:
-            if self.analysed != key:
-                self.release()
-                self._phase(11, upper, rhs)
-                self.analysed, stats.rebuilt = key, True
-            self._phase(22, upper, rhs)
-            stats.setup_seconds = time.perf_counter() - start
-            return self._phase(33, upper, rhs)
-        except pypardiso.pardiso_wrapper.PyPardisoError as error:
-            self.release()
-            raise ValueError(f"the stiffness matrix is singular: {error}") from error
-        finally:
-            if self.analysed is not None:  # hand the factor's memory back; the analysis stays
-                self._phase(0, upper, np.zeros(0))
-
-    def release(self) -> None:
-        """Free everything PARDISO holds, the analysis too."""
-        self.handle.free_memory(everything=True)
-        self.analysed = None
-
-
-@functools.cache
-def _pardiso() -> _Pardiso:
-    return _Pardiso()
-
-
-_PATTERN_KEYS = itertools.count()
-
-
-def _upper_triangle(matrix: sp.csr_matrix, backend: str) -> sp.csr_matrix:
-    """The entries on and above the diagonal, cut row by row (sp.triu goes through COO: 0.6 s at
-    50 µm; the numpy twin, ``femsr.reference.fem.upper_triangle``, 0.45 s; compiled 0.05 s)."""
-    if backend == "python":
-        return ref.upper_triangle(matrix)
-    matrix.sort_indices()
-    parts = _core.upper_triangle(
-        matrix.indptr.astype(np.int32, copy=False),
-        matrix.indices.astype(np.int32, copy=False),
-        matrix.data.astype(float, copy=False),
-    )
-    return sp.csr_matrix(parts, shape=matrix.shape)
-
-
-def _solve_pardiso(
-    matrix: sp.csr_matrix,
-    loads: np.ndarray,
-    stats: SolveStats,
-    backend: str = "cpp",
-    key: int | None = None,
-) -> np.ndarray:
-    """All cases at once by MKL PARDISO's Cholesky (real symmetric positive definite).
-    ``key`` names the sparsity pattern: called again with the key of the call before, the
-    analysis made then is kept."""
-    upper = _upper_triangle(matrix, backend)  # PARDISO reads the upper triangle of symmetric types
-    key = next(_PATTERN_KEYS) if key is None else key
-    solution = _pardiso().solve(upper, np.ascontiguousarray(loads.T), key, stats)
-    return np.ascontiguousarray(solution.reshape(len(loads[0]), -1).T)
-
-
 class Solver:
     """Reusable linear-elastic solver for one mask and one set of fixed DOFs.
 
@@ -618,8 +480,10 @@ class Solver:
         Prescribed-zero DOFs.
     mask : ndarray of bool, shape (ny, nx), optional
         Elements in the model. Nodes that no masked-in element touches are not unknowns.
-    E0, nu, penal, Emin, h, thickness : float
-        Material and geometry, as in :func:`assemble`.
+    material : Material, optional
+        Tissue law and geometry. Default: ``Material()`` with the keyword fields below.
+    E0, nu, penal, Emin, h, thickness : float, optional
+        The fields of the :class:`Material`, for a solver made without ``material``.
     backend : {"cpp", "python"}
         Assembly path: compiled CSR fill into a cached pattern, or the numpy twin's COO assembly.
     tol : float
@@ -657,6 +521,10 @@ class Solver:
     ValueError
         On bad shapes or values, a structure that is not held by ``fixed``, or
         ``direct_solver="pardiso"`` without ``pypardiso``.
+
+    See Also
+    --------
+    femsr.solvers : the strategies behind ``method`` and ``direct_solver``.
     """
 
     def __init__(
@@ -664,12 +532,13 @@ class Solver:
         fixed: np.ndarray,
         *,
         mask: np.ndarray | None = None,
-        E0: float = 1.0,
-        nu: float = 0.3,
-        penal: float = 3.0,
+        material: Material | None = None,
+        E0: float | None = None,
+        nu: float | None = None,
+        penal: float | None = None,
         Emin: float | None = None,
-        h: float = 1.0,
-        thickness: float = 1.0,
+        h: float | None = None,
+        thickness: float | None = None,
         backend: str = "cpp",
         tol: float = 1e-8,
         maxiter: int = 5000,
@@ -679,7 +548,7 @@ class Solver:
         gmg_options: Mapping[str, Any] | None = None,
         direct_solver: str = "superlu",
     ) -> None:
-        _check_backend(backend)
+        check_backend(backend)
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         if direct_solver not in DIRECT_SOLVERS:
@@ -693,10 +562,10 @@ class Solver:
             raise ValueError("method 'gmg' needs backend 'cpp' (its V-cycle is compiled)")
         if not 0 < tol < 1:
             raise ValueError(f"tol must lie in (0, 1), got {tol}")
-        fixed = _check_fixed(fixed)
+        fixed = check_fixed(fixed)
         self.shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
         self.active = check_mask(mask, self.shape)
-        self.material = _material(E0, nu, penal, Emin, h, thickness)
+        self.material = _material_of(material, E0, nu, penal, Emin, h, thickness)
         self.backend = backend
         self.tol = tol
         self.maxiter = maxiter
@@ -719,36 +588,26 @@ class Solver:
             method = "direct" if self.nunknowns <= direct_below else iterative
         self.method = method
 
-        self.ke = element_stiffness(self.material.nu, self.material.thickness, backend=backend)
-        self._pattern = _csr_pattern(self.active, self.nodemap) if backend == "cpp" else None
-        self._modes = rigid_body_modes(self.nodes, self.shape[1], self.material.h)
-        self._modes[self.fixed] = 0.0
-        self._hierarchy: Any = None
-        self._fresh_iterations = 0
-        self._rebuild = True
+        self.ke = self.material.element_stiffness(backend)
+        self.assembler = _kernels.Assembler(
+            self.active, self.nodemap, self.grid_fixed.ravel(), backend
+        )
+        self._strategy = self._make_strategy()
         self._last = np.zeros((0, 0))
-        self._order: np.ndarray | None = None  # DOFs in nested-dissection order (direct)
-        self._pattern_key = next(_PATTERN_KEYS)  # PARDISO keeps the analysis of this pattern
 
-    def _modulus(self, density: np.ndarray) -> np.ndarray:
-        m = self.material
-        return youngs_modulus(density, E0=m.E0, penal=m.penal, Emin=m.Emin)
-
-    def _assemble(self, modulus: np.ndarray) -> sp.csr_matrix:
-        n = 2 * len(self.nodes)
-        if self._pattern is None:
-            dofmap = np.stack([2 * self.nodemap, 2 * self.nodemap + 1], axis=1).ravel()
-            dofmap[np.repeat(self.nodemap < 0, 2)] = -1
-            matrix = ref.assemble(self.active, modulus, self.ke, dofmap, n)
-            return ref.decouple(matrix, self.fixed)
-        pattern, indptr, indices = self._pattern
-        data = np.empty(len(indices))
-        fixed = self.grid_fixed.ravel()
-        _core.fill_values(self.active, modulus, self.ke, self.nodemap, fixed, pattern.bindptr, data)
-        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    def _make_strategy(self) -> Strategy:
+        if self.method == "direct" and self.direct_solver == "pardiso":
+            return Pardiso(self.backend)
+        if self.method == "direct":
+            return SuperLU(self.nodemap, self.shape)
+        if self.method == "gmg":
+            return GmgCG(self.assembler, self.ke, self.gmg_options, self.tol, self.maxiter)
+        modes = rigid_body_modes(self.nodes, self.shape[1], self.material.h)
+        modes[self.fixed] = 0.0
+        return AmgCG(modes, self.tol, self.maxiter, self.rebuild_ratio)
 
     def _loads(self, forces: np.ndarray) -> np.ndarray:
-        forces = _check_finite_array("forces", forces, 4)
+        forces = check_finite_array("forces", forces, 4)
         if forces.shape[1:] != (*np.add(self.shape, 1), 2) or forces.shape[0] < 1:
             raise ValueError(
                 f"forces must have shape (ncases, {self.shape[0] + 1}, {self.shape[1] + 1}, 2), "
@@ -790,130 +649,19 @@ class Solver:
         loads = self._loads(forces)
         stats = SolveStats(self.method)
         start = time.perf_counter()
-        modulus = self._modulus(density)
-        matrix = self._assemble(modulus)
+        modulus = self.material.youngs_modulus(density)
+        matrix = self.assembler(modulus, self.ke)
         stats.assembly_seconds = time.perf_counter() - start
         if self._last.shape != loads.shape:
             self._last = np.zeros_like(loads)
         start = time.perf_counter()
-        if self.method == "direct":
-            solution = self._solve_direct(matrix, loads, stats)
-        elif self.method == "gmg":
-            solution = self._solve_gmg(matrix, modulus, loads, stats)
-        else:
-            solution = self._solve_amg(matrix, loads, stats)
+        solution = self._strategy.solve(matrix, modulus, loads, self._last, stats)
         stats.solve_seconds = time.perf_counter() - start - stats.setup_seconds
         self._last = solution
         self.stats = stats
         u = np.zeros((len(loads), (self.shape[0] + 1) * (self.shape[1] + 1), 2))
         u[:, self.nodes] = solution.reshape(len(loads), -1, 2)
         return u.reshape(len(loads), self.shape[0] + 1, self.shape[1] + 1, 2)
-
-    def _solve_direct(
-        self, matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats
-    ) -> np.ndarray:
-        if self.direct_solver == "pardiso":
-            return _solve_pardiso(matrix, loads, stats, self.backend, self._pattern_key)
-        start = time.perf_counter()
-        if self._order is None:
-            grid = self.nodemap[dissection_order(self.shape[0] + 1, self.shape[1] + 1)]
-            grid = grid[grid >= 0]
-            self._order = np.stack([2 * grid, 2 * grid + 1], axis=1).ravel()
-        order = self._order
-        try:
-            # Symmetric positive definite: diagonal pivots keep the dissection order's fill
-            # (4x faster than SuperLU's COLAMD on a 226k-unknown femur at 200 µm).
-            factor = spla.splu(
-                matrix[order][:, order].tocsc(),
-                permc_spec="NATURAL",
-                options={"SymmetricMode": True, "DiagPivotThresh": 0.01},
-            )
-        except RuntimeError as error:  # SuperLU reports a singular matrix this way
-            raise ValueError(f"the stiffness matrix is singular: {error}") from error
-        stats.setup_seconds = time.perf_counter() - start
-        solution = np.empty_like(loads)
-        solution[:, order] = factor.solve(np.ascontiguousarray(loads[:, order].T)).T
-        return solution
-
-    def _solve_gmg(
-        self, matrix: sp.csr_matrix, modulus: np.ndarray, loads: np.ndarray, stats: SolveStats
-    ) -> np.ndarray:
-        # The hierarchy is rebuilt for every density: its Galerkin operators follow the new
-        # moduli, and building costs about as much as two CG iterations.
-        start = time.perf_counter()
-        multigrid = _core.Multigrid(
-            self.active,
-            modulus,
-            self.ke.ravel(),
-            self.nodemap,
-            self.grid_fixed.ravel(),
-            matrix.indptr,
-            matrix.indices,
-            matrix.data,
-            **self.gmg_options,
-        )
-        stats.setup_seconds = time.perf_counter() - start
-        stats.rebuilt = True
-        solution = self._last.copy()
-        for case, b in enumerate(loads):
-            iterations, residual = multigrid.cg(b, solution[case], self.tol, self.maxiter)
-            stats.iterations.append(iterations)
-            if residual > self.tol:
-                raise ConvergenceError(
-                    f"GMG-CG reached a relative residual of {residual:.2e} after {iterations} "
-                    f"iterations, short of tol={self.tol:g} (load case {case}); the structure "
-                    f"may be nearly floating, or raise maxiter"
-                )
-        return solution
-
-    def _solve_amg(self, matrix: sp.csr_matrix, loads: np.ndarray, stats: SolveStats) -> np.ndarray:
-        import pyamg
-
-        if self._rebuild or self._hierarchy is None:
-            start = time.perf_counter()
-            self._hierarchy = pyamg.smoothed_aggregation_solver(
-                matrix, B=self._modes, max_coarse=500, keep=False
-            )
-            stats.setup_seconds = time.perf_counter() - start
-            stats.rebuilt = True
-            self._rebuild = False
-        preconditioner = self._hierarchy.aspreconditioner(cycle="V")
-        solution = np.empty_like(loads)
-        for case, b in enumerate(loads):
-            count = [0]
-
-            def step(_: np.ndarray, count: list[int] = count) -> None:
-                count[0] += 1
-
-            if not b.any():
-                solution[case] = 0.0
-                stats.iterations.append(0)
-                continue
-            x, info = spla.cg(
-                matrix,
-                b,
-                x0=self._last[case],
-                rtol=self.tol,
-                atol=0.0,
-                maxiter=self.maxiter,
-                M=preconditioner,
-                callback=step,
-            )
-            residual = np.linalg.norm(b - matrix @ x) / np.linalg.norm(b)
-            if info != 0 or residual > 10 * self.tol:
-                raise ConvergenceError(
-                    f"AMG-CG reached a relative residual of {residual:.2e} after {count[0]} "
-                    f"iterations, short of tol={self.tol:g} (load case {case}); the structure "
-                    f"may be nearly floating, or raise maxiter"
-                )
-            solution[case] = x
-            stats.iterations.append(count[0])
-        worst = max(stats.iterations)
-        if stats.rebuilt:
-            self._fresh_iterations = max(worst, 1)
-        elif worst > self.rebuild_ratio * self._fresh_iterations:
-            self._rebuild = True
-        return solution
 
 
 def solve(
@@ -922,12 +670,13 @@ def solve(
     fixed: np.ndarray,
     *,
     mask: np.ndarray | None = None,
-    E0: float = 1.0,
-    nu: float = 0.3,
-    penal: float = 3.0,
+    material: Material | None = None,
+    E0: float | None = None,
+    nu: float | None = None,
+    penal: float | None = None,
     Emin: float | None = None,
-    h: float = 1.0,
-    thickness: float = 1.0,
+    h: float | None = None,
+    thickness: float | None = None,
     backend: str = "cpp",
     tol: float = 1e-8,
     maxiter: int = 5000,
@@ -949,7 +698,7 @@ def solve(
         Nodal forces (N), (x right, y up).
     fixed : ndarray of bool, shape (ny+1, nx+1, 2)
         Prescribed-zero DOFs.
-    mask, E0, nu, penal, Emin, h, thickness, backend, tol, maxiter, direct_below, method
+    mask, material, E0, nu, penal, Emin, h, thickness, backend, tol, maxiter, direct_below, method
         As for :class:`Solver`.
 
     Returns
@@ -971,19 +720,14 @@ def solve(
     >>> ny, nx = 2, 8
     >>> fixed = np.zeros((ny + 1, nx + 1, 2), bool); fixed[:, 0] = True
     >>> forces = np.zeros((1, ny + 1, nx + 1, 2)); forces[0, :, -1, 0] = [0.25, 0.5, 0.25]
-    >>> u = solve(np.ones((ny, nx)), forces, fixed, E0=200e3, nu=0.0)
+    >>> u = solve(np.ones((ny, nx)), forces, fixed, material=Material(E0=200e3, nu=0.0))
     >>> float(round(u[0, 1, -1, 0] / (1 * 8 / (200e3 * 2)), 6))  # F L / (E A)
     1.0
     """
     solver = Solver(
         fixed,
         mask=mask,
-        E0=E0,
-        nu=nu,
-        penal=penal,
-        Emin=Emin,
-        h=h,
-        thickness=thickness,
+        material=_material_of(material, E0, nu, penal, Emin, h, thickness),
         backend=backend,
         tol=tol,
         maxiter=maxiter,

@@ -24,8 +24,8 @@ from typing import Literal, overload
 
 import numpy as np
 
-from femsr import _core, fem
-from femsr.reference import quilt as ref
+from femsr import _kernels
+from femsr.checks import check_backend, check_finite_array
 
 __all__ = ["METHODS", "min_error_seam", "quilt", "seam_mask"]
 
@@ -37,7 +37,7 @@ METHODS = ("seam", "average", "cut")
 
 
 def _check_cost(cost: object) -> np.ndarray:
-    array = fem._check_finite_array("cost", cost, 2)
+    array = check_finite_array("cost", cost, 2)
     if array.size == 0:
         raise ValueError(f"cost must not be empty, got shape {array.shape}")
     if array.min() < 0.0:
@@ -88,18 +88,13 @@ def min_error_seam(cost: np.ndarray, backend: str = "cpp") -> np.ndarray:
     >>> min_error_seam(cost).tolist()
     [[0, 1], [1, 2], [2, 1]]
     """
-    fem._check_backend(backend)
-    array = _check_cost(cost)
-    if backend == "python":
-        seam = ref.min_error_seam(array)
-        if seam is None:
-            raise ValueError(
-                "the seam cost overflows: every path sums to infinity (scale the cost down)"
-            )
-        return seam
-    path = np.empty((array.size, 2), dtype=np.int64)
-    length = _core.min_error_seam(array, path)
-    return path[:length].copy()
+    check_backend(backend)
+    seam = _kernels.min_error_seam(_check_cost(cost), backend)
+    if seam is None:
+        raise ValueError(
+            "the seam cost overflows: every path sums to infinity (scale the cost down)"
+        )
+    return seam
 
 
 def _check_shape(name: str, shape: object) -> tuple[int, int]:
@@ -176,14 +171,9 @@ def seam_mask(seam: np.ndarray, shape: tuple[int, int], backend: str = "cpp") ->
            [0, 0, 1, 1],
            [0, 1, 1, 1]], dtype=uint8)
     """
-    fem._check_backend(backend)
+    check_backend(backend)
     shape = _check_shape("shape", shape)
-    path = _check_seam(seam, shape)
-    if backend == "python":
-        return ref.seam_mask(path, shape)
-    mask = np.empty(shape, dtype=np.uint8)
-    _core.seam_mask(path, mask)
-    return mask
+    return _kernels.seam_mask(_check_seam(seam, shape), shape, backend)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,7 +181,7 @@ def seam_mask(seam: np.ndarray, shape: tuple[int, int], backend: str = "cpp") ->
 
 
 def _check_patches(patches: object) -> np.ndarray:
-    array = fem._check_finite_array("patches", patches, 4)
+    array = check_finite_array("patches", patches, 4)
     nr, nc, rows, cols = array.shape
     if rows != cols or rows < 2:
         raise ValueError(
@@ -314,7 +304,7 @@ def quilt(
     >>> quilt(patches, 4, method="average", shape=(8, 8)).shape
     (8, 8)
     """
-    fem._check_backend(backend)
+    check_backend(backend)
     array = _check_patches(patches)
     nr, nc, patch, _ = array.shape
     stride = _check_stride(stride, patch)
@@ -334,39 +324,23 @@ def quilt(
 
     if method == "cut":
         column_masks: np.ndarray | None = _straight_masks(overlap, (nr, nc - 1, patch, overlap), 3)
-    elif method == "seam" and backend == "python":
-        column_masks = ref.vertical_seam_masks(array, stride)
     elif method == "seam":
-        column_masks = np.empty((nr, nc - 1, patch, overlap), dtype=np.uint8)
-        _core.vertical_seam_masks(array, stride, column_masks)
+        column_masks = _kernels.vertical_seam_masks(array, stride, backend)
     else:
         column_masks = None
-
-    if backend == "python":
-        strips, strip_owner = ref.compose_columns(array, stride, column_masks, ramp)
-    else:
-        strips = np.empty((nr, patch, width))
-        strip_owner = np.empty((nr, patch, width), dtype=np.int32) if return_owner else None
-        _core.compose_columns(array, stride, column_masks, ramp, strips, strip_owner)
+    strips, strip_owner = _kernels.compose_columns(
+        array, stride, column_masks, ramp, return_owner, backend
+    )
 
     if method == "cut":
         row_masks: np.ndarray | None = _straight_masks(overlap, (nr - 1, overlap, width), 1)
-    elif method == "seam" and backend == "python":
-        row_masks = ref.horizontal_seam_masks(strips, stride)
     elif method == "seam":
-        row_masks = np.empty((nr - 1, overlap, width), dtype=np.uint8)
-        _core.horizontal_seam_masks(strips, stride, row_masks)
+        row_masks = _kernels.horizontal_seam_masks(strips, stride, backend)
     else:
         row_masks = None
-
-    if backend == "python":
-        image, owner = ref.compose_rows(
-            strips, nc, stride, row_masks, ramp, strip_owner if return_owner else None, out_shape
-        )
-    else:
-        image = np.empty(out_shape)
-        owner = np.empty(out_shape, dtype=np.int32) if return_owner else None
-        _core.compose_rows(strips, nc, stride, row_masks, ramp, strip_owner, image, owner)
+    image, owner = _kernels.compose_rows(
+        strips, nc, stride, row_masks, ramp, strip_owner, out_shape, backend
+    )
     if return_owner:
         assert owner is not None
         return image, owner

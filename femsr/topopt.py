@@ -47,9 +47,9 @@ from typing import Any
 import numpy as np
 import scipy.ndimage as ndi
 
-from femsr import _core, fem
+from femsr import _kernels, fem
+from femsr.checks import check_backend, check_finite_array, check_mask
 from femsr.io import atomic_write
-from femsr.reference import topopt as ref
 
 __all__ = [
     "FILTERS",
@@ -124,18 +124,12 @@ class _Filter:
         self.mask = mask
         self.rmin = rmin
         self.backend = backend
-        if backend == "python":
-            self.wsum = ref.filter_weight_sums(mask, rmin)
-        else:
-            self.wsum = np.empty(mask.shape)
-            _core.filter_weight_sums(mask, rmin, self.wsum)
+        self.wsum = _kernels.filter_weight_sums(mask, rmin, backend)
 
     def __call__(self, values: np.ndarray, transpose: bool = False) -> np.ndarray:
-        if self.backend == "python":
-            return ref.density_filter(self.mask, self.rmin, self.wsum, values, transpose)
-        out = np.empty(self.mask.shape)
-        _core.density_filter(self.mask, self.rmin, self.wsum, values, out, transpose)
-        return out
+        return _kernels.density_filter(
+            self.mask, self.rmin, self.wsum, values, transpose, self.backend
+        )
 
 
 def density_filter(
@@ -189,10 +183,10 @@ def density_filter(
     >>> bool(np.array_equal(density_filter(np.ones((5, 5)), 2.5), np.ones((5, 5))))
     True
     """
-    fem._check_backend(backend)
+    check_backend(backend)
     values = _check_image("values", values)
     rmin = _check_rmin(rmin)
-    active = fem.check_mask(mask, values.shape)
+    active = check_mask(mask, values.shape)
     return _Filter(active, rmin, backend)(values, transpose)
 
 
@@ -235,15 +229,11 @@ def project(
     >>> p.round(6).tolist()
     [0.0, 0.5, 1.0]
     """
-    fem._check_backend(backend)
+    check_backend(backend)
     _check_projection(beta, threshold)
     array = np.asarray(values)
-    flat = fem._check_finite_array("values", array.reshape(1, -1), 2)
-    if backend == "python":
-        projected, derivative = ref.project(flat, float(beta), float(threshold))
-    else:
-        projected, derivative = np.empty_like(flat), np.empty_like(flat)
-        _core.project(flat, float(beta), float(threshold), projected, derivative)
+    flat = check_finite_array("values", array.reshape(1, -1), 2)
+    projected, derivative = _kernels.project(flat, float(beta), float(threshold), backend)
     return projected.reshape(array.shape), derivative.reshape(array.shape)
 
 
@@ -337,11 +327,11 @@ def oc_update(
     >>> float(round(m, 12)), float(round(new.sum(), 12))
     (8.0, 8.0)
     """
-    fem._check_backend(backend)
+    check_backend(backend)
     design = _check_unit("design", _check_image("design", design))
     dc = _check_image("dc", dc, design.shape)
     dv = _check_image("dv", dv, design.shape)
-    active = fem.check_mask(mask, design.shape)
+    active = check_mask(mask, design.shape)
     _check_step(move, damping)
     if not mass > 0:
         raise ValueError(f"mass must be positive, got {mass}")
@@ -389,14 +379,8 @@ def _oc(
     backend: str,
 ) -> tuple[np.ndarray, float, float]:
     b = 1.0 if beta is None else float(beta)
-    if backend == "python":
-        new, multiplier, met, _ = ref.oc_update(
-            active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold
-        )
-        return new, multiplier, met
-    new = np.empty(x.shape)
-    multiplier, met, _ = _core.oc_update(
-        active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold, new
+    new, multiplier, met, _ = _kernels.oc_update(
+        active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold, backend
     )
     return new, multiplier, met
 
@@ -708,7 +692,7 @@ class _Problem:
             backend=backend,
             **solver_options,
         )
-        self.material = fem._material(
+        self.material = fem.Material(
             options.E0, options.nu, options.penal, options.Emin, options.h, options.thickness
         )
         self._reduced: fem.Solver | None = None  # the last model of _reduced_solve

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from femsr import fem
+from femsr import _kernels, fem, solvers
 
 
 def random_case(seed, shape=(9, 13), fill=0.7):
@@ -277,7 +277,7 @@ def test_upper_triangle_keeps_the_entries_on_and_above_the_diagonal(backend, see
     dense[np.arange(0, 30, 3), np.arange(0, 30, 3)] = 0.0  # also rows without a diagonal entry
     matrix = sp.csr_matrix(dense)
     matrix.data[:] = np.arange(1, matrix.nnz + 1)  # no explicit zeros to lose
-    upper = fem._upper_triangle(matrix, backend)
+    upper = _kernels.upper_triangle(matrix, backend)
     np.testing.assert_array_equal(upper.toarray(), np.triu(matrix.toarray()))
     assert upper.nnz == sp.triu(matrix).nnz
     assert upper.has_sorted_indices
@@ -287,14 +287,18 @@ def test_pardiso_is_checked_and_reports_a_singular_matrix(monkeypatch):
     held = np.ones((3, 3, 2), bool)
     with pytest.raises(ValueError, match="direct_solver must be one of"):
         fem.Solver(held, direct_solver="umfpack")
+
     # The Solver refuses floating structures before any factorization; PARDISO's own
     # complaint about a singular matrix still reaches the user as one.
-    singular = sp.csr_matrix(np.array([[1.0, 1.0], [1.0, 1.0]]))
+    def pardiso(matrix):
+        loads = np.ones((1, 2))
+        stats = solvers.SolveStats("direct")
+        return solvers.Pardiso("cpp").solve(matrix, np.ones(1), loads, np.zeros_like(loads), stats)
+
     with pytest.raises(ValueError, match="the stiffness matrix is singular"):
-        fem._solve_pardiso(singular, np.ones((1, 2)), fem.SolveStats("direct"))
-    empty_row = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 0.0]]))
+        pardiso(sp.csr_matrix(np.array([[1.0, 1.0], [1.0, 1.0]])))
     with pytest.raises(ValueError, match="empty row"):
-        fem._solve_pardiso(empty_row, np.ones((1, 2)), fem.SolveStats("direct"))
+        pardiso(sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 0.0]])))
     monkeypatch.setattr(fem.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"pip install femsr\[pardiso\]"):
         fem.Solver(held, direct_solver="pardiso")
@@ -477,5 +481,5 @@ def test_hinged_part_with_its_own_support_is_held():
 
 def test_dissection_order_is_a_permutation():
     for ny, nx in [(0, 0), (1, 5), (9, 4), (199, 199)]:
-        order = fem.dissection_order(ny, nx)
+        order = solvers.dissection_order(ny, nx)
         np.testing.assert_array_equal(np.sort(order), np.arange(ny * nx))

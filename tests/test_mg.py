@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from femsr import _core, fem
+from femsr import _kernels, fem
 from femsr.reference import mg as ref
 
 OPTIONS = {"degree": 2, "ratio": 10.0, "lanczos_steps": 20, "lmax_safety": 1.1, "coarse_nodes": 40}
@@ -20,19 +20,9 @@ def system(seed, shape=(21, 18), fill=0.8, contrast=1e-3):
     fixed[-1] = True
     fixed[-1, ::3, 0] = False  # a free DOF here and there on the support row
     solver = fem.Solver(fixed, mask=mask, E0=10.0, method="gmg", gmg_options=OPTIONS)
-    modulus = solver._modulus(density)
-    matrix = solver._assemble(modulus)
-    multigrid = _core.Multigrid(
-        solver.active,
-        modulus,
-        solver.ke.ravel(),
-        solver.nodemap,
-        solver.grid_fixed.ravel(),
-        matrix.indptr,
-        matrix.indices,
-        matrix.data,
-        **OPTIONS,
-    )
+    modulus = solver.material.youngs_modulus(density)
+    matrix = solver.assembler(modulus, solver.ke)
+    multigrid = _kernels.multigrid(solver.assembler, modulus, solver.ke, matrix, OPTIONS)
     levels = ref.hierarchy(
         matrix,
         shape,
@@ -148,7 +138,7 @@ def test_smoothing_interval_covers_the_spectrum_of_every_level():
     fixed = np.zeros((ny + 1, nx + 1, 2), bool)
     fixed[-1] = True
     solver = fem.Solver(fixed, method="gmg")
-    matrix = solver._assemble(solver._modulus(density))
+    matrix = solver.assembler(solver.material.youngs_modulus(density), solver.ke)
     options = fem.GMG_OPTIONS
     levels = ref.hierarchy(
         matrix,
