@@ -1,15 +1,15 @@
 """Reconstruction: a 500 µm femur density in, a 50 µm one out.
 
 :func:`reconstruct` runs the pipeline the network was trained on, in the same order and with the
-same code as the training data (:mod:`femsr.dataset`):
+same code as the training data (:mod:`femsr.encoding`):
 
-1. **LR FE** (:func:`femsr.dataset.lr_displacement`, the material of the training data) gives
+1. **LR FE** (:func:`femsr.encoding.lr_displacement`, the material of the training data) gives
    the displacement field of the LR image under its load cases, unless the caller passes the
    field.
-2. **Windows**: the :func:`~femsr.dataset.patch_grid` (the model's patch, stride 2/3 of it:
+2. **Windows**: the :func:`~femsr.encoding.patch_grid` (the model's patch, stride 2/3 of it:
    12 px at 8), the ones touching the femur (FE mask or a positive LR pixel,
-   :func:`~femsr.dataset.window_mask`) normalized per patch by
-   :func:`~femsr.dataset.lr_patches`. Windows wholly outside the femur are not run: they are
+   :func:`~femsr.encoding.window_mask`) normalized per patch by
+   :func:`~femsr.encoding.lr_patches`. Windows wholly outside the femur are not run: they are
    void.
 3. **Inference** (:func:`femsr.export.predict`) in batches of ``batch_size`` windows, each
    written straight into the grid of HR patches, so memory holds one batch of network
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from femsr import dataset, fem
+from femsr import encoding, fem
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
@@ -166,10 +166,10 @@ def reconstruct(
 
     The network needs the displacement channels of the LR image: pass them
     (``displacement=``), or a load spec to compute them by LR FE exactly as the training data
-    did (:func:`femsr.dataset.lr_displacement`): a femur record (``femur=`` with
+    did (:func:`femsr.encoding.lr_displacement`): a femur record (``femur=`` with
     ``pixel_size=``, or ``lr`` as a :class:`~femsr.io.FemurImage`, which carries both), or
     your own ``forces=`` and ``fixed=`` (with ``mask=``). Loads of any magnitude do: each
-    patch's field is normalized (:data:`femsr.dataset.NORMALIZATION`).
+    patch's field is normalized (:data:`femsr.encoding.NORMALIZATION`).
 
     Parameters
     ----------
@@ -178,7 +178,7 @@ def reconstruct(
         density, ``pixel_size`` and ``femur``.
     displacement : ndarray, shape (ncases, H+1, W+1, 2), optional
         Nodal displacements of the LR image (x right, y up), e.g. from
-        :func:`femsr.dataset.lr_displacement`; ``2 * ncases + 1`` must be the model's input
+        :func:`femsr.encoding.lr_displacement`; ``2 * ncases + 1`` must be the model's input
         channels. Excludes a load spec.
     femur : femsr.femur.Femur, optional
         Load spec: the femur's load cases, fixed edge and mask on the LR grid
@@ -293,7 +293,7 @@ def reconstruct(
         if progress:
             print("reconstruct: LR FE of the load cases", file=sys.stderr)
         tick = time.perf_counter()
-        u, solve_stats = dataset.lr_displacement(density, problem)
+        u, solve_stats = encoding.lr_displacement(density, problem)
         seconds["lr_fe"] = time.perf_counter() - tick
         fe_method = solve_stats.method
         region = problem.mask
@@ -305,13 +305,13 @@ def reconstruct(
 
     patch, scale = config.patch_size, config.scale
     stride = max(-(-patch // 2), round(2 * patch / 3))
-    grid = dataset.patch_grid(shape, patch, stride)
-    run = dataset.window_mask(region | (density > 0), grid, patch)
+    grid = encoding.patch_grid(shape, patch, stride)
+    run = encoding.window_mask(region | (density > 0), grid, patch)
     corners = grid[run]
     hr_size = patch * scale
     tiles = np.zeros((*grid.shape[:2], hr_size, hr_size), dtype=np.float32)
     rows, cols = np.nonzero(run)
-    inputs = dataset.lr_patches(density, u, corners, patch=patch, mask=region)
+    inputs = encoding.lr_patches(density, u, corners, patch=patch, mask=region)
 
     from femsr.export import place, predict
 

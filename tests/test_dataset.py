@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from femsr import dataset, fem
+from femsr import dataset, encoding, fem
 from femsr.femur import Femur
 from femsr.io import FemurImage, save_femur
 
@@ -62,12 +62,12 @@ def test_displacement_channels_of_a_linear_field_are_its_values_at_pixel_centres
     r, c = np.mgrid[0:ny, 0:nx]
     xc, yc = (c + 0.5) * h, -(r + 0.5) * h
     expected = [1 + 2 * xc - yc, 3 * yc, -xc, 0.5 + xc + yc]
-    np.testing.assert_allclose(dataset.displacement_channels(u), expected, atol=1e-14)
+    np.testing.assert_allclose(encoding.displacement_channels(u), expected, atol=1e-14)
     mask = np.zeros((ny, nx), bool)
     mask[1:3, 2:5] = True
-    masked = dataset.displacement_channels(u, mask)
+    masked = encoding.displacement_channels(u, mask)
     np.testing.assert_allclose(masked, np.array(expected) * mask, atol=1e-14)
-    inputs = dataset.lr_inputs(np.full((ny, nx), 0.25), u, mask)
+    inputs = encoding.lr_inputs(np.full((ny, nx), 0.25), u, mask)
     assert inputs.dtype == np.float32 and inputs.shape == (5, ny, nx)
     assert (inputs[0] == 0.25).all()
 
@@ -88,12 +88,12 @@ def lr_problem():
 
 def test_normalized_patches_are_centred_and_scaled_to_one(lr_problem):
     lr, problem, u, _ = lr_problem
-    grid = dataset.patch_grid(lr.shape, PATCH, STRIDE)
-    corners = grid[dataset.window_mask(problem.mask, grid, PATCH)]
-    x = dataset.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
-    inside = dataset.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
+    grid = encoding.patch_grid(lr.shape, PATCH, STRIDE)
+    corners = grid[encoding.window_mask(problem.mask, grid, PATCH)]
+    x = encoding.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
+    inside = encoding.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
     assert x.dtype == np.float32 and x.shape == (len(corners), 7, PATCH, PATCH)
-    lr_windows = dataset.extract_patches(lr[None].astype(np.float32), corners, PATCH)
+    lr_windows = encoding.extract_patches(lr[None].astype(np.float32), corners, PATCH)
     np.testing.assert_array_equal(x[:, 0], lr_windows[:, 0])
     assert not x[:, 1:][np.broadcast_to(~inside[:, None], x[:, 1:].shape)].any()
     sums = (x[:, 1:] * inside[:, None]).sum(axis=(2, 3))
@@ -105,11 +105,11 @@ def test_normalized_patches_are_centred_and_scaled_to_one(lr_problem):
 
 def test_normalization_ignores_rigid_translation_and_load_level(lr_problem):
     lr, problem, u, options = lr_problem
-    corners = dataset.patch_grid(lr.shape, PATCH, STRIDE)
-    corners = corners[dataset.window_mask(problem.mask, corners, PATCH)]
+    corners = encoding.patch_grid(lr.shape, PATCH, STRIDE)
+    corners = corners[encoding.window_mask(problem.mask, corners, PATCH)]
 
     def inputs(displacement):
-        return dataset.lr_patches(lr, displacement, corners, patch=PATCH, mask=problem.mask)
+        return encoding.lr_patches(lr, displacement, corners, patch=PATCH, mask=problem.mask)
 
     reference = inputs(u)
     nodes = fem._node_mask(problem.mask)[None, :, :, None]
@@ -126,7 +126,7 @@ def test_normalization_ignores_rigid_translation_and_load_level(lr_problem):
 def test_translation_only_patch_gets_zero_displacement():
     p = np.zeros((1, 3, 2, 2))
     p[0, 1], p[0, 2] = 0.1, 0.3  # one and the same vector at every pixel
-    assert not dataset.normalize_displacement(p)[0, 1:].any()
+    assert not encoding.normalize_displacement(p)[0, 1:].any()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_translation_only_patch_gets_zero_displacement():
     [((208, 189), 12, 8), ((7, 30), 4, 3), ((3, 5), 12, 8), ((12, 13), 12, 12)],
 )
 def test_patch_grid_covers_every_pixel_on_the_quilting_canvas(shape, patch, stride):
-    grid = dataset.patch_grid(shape, patch, stride)
+    grid = encoding.patch_grid(shape, patch, stride)
     nr, nc, _ = grid.shape
     covered = np.zeros(((nr - 1) * stride + patch, (nc - 1) * stride + patch), int)
     for r, c in grid.reshape(-1, 2):
@@ -154,8 +154,8 @@ def test_patch_grid_covers_every_pixel_on_the_quilting_canvas(shape, patch, stri
 def test_windows_outside_the_mask_are_skipped_as_brute_force_says():
     rng = np.random.default_rng(3)
     mask = ndimage.gaussian_filter(rng.random((30, 25)), 3) > 0.52
-    grid = dataset.patch_grid(mask.shape, 6, 4)
-    keep = dataset.window_mask(mask, grid, 6)
+    grid = encoding.patch_grid(mask.shape, 6, 4)
+    keep = encoding.window_mask(mask, grid, 6)
     brute = np.array([[mask[r : r + 6, c : c + 6].any() for r, c in row] for row in grid])
     assert np.array_equal(keep, brute) and 0 < keep.sum() < keep.size
 
@@ -163,9 +163,9 @@ def test_windows_outside_the_mask_are_skipped_as_brute_force_says():
 def test_hr_windows_sit_under_their_lr_windows():
     hr = femur_density(2)
     lr = dataset.downscale(hr, FACTOR)
-    corners = dataset.patch_grid(lr.shape, PATCH, STRIDE).reshape(-1, 2)
-    lr_windows = dataset.extract_patches(lr[None], corners, PATCH)
-    hr_windows = dataset.extract_patches(hr[None], corners * FACTOR, PATCH * FACTOR)
+    corners = encoding.patch_grid(lr.shape, PATCH, STRIDE).reshape(-1, 2)
+    lr_windows = encoding.extract_patches(lr[None], corners, PATCH)
+    hr_windows = encoding.extract_patches(hr[None], corners * FACTOR, PATCH * FACTOR)
     means = hr_windows.reshape(-1, 1, PATCH, FACTOR, PATCH, FACTOR).mean(axis=(3, 5))
     np.testing.assert_allclose(means, lr_windows, atol=1e-12)
 
@@ -175,12 +175,12 @@ def test_hr_windows_sit_under_their_lr_windows():
 
 
 def nodal(u, k, flip):
-    """Transform nodal vectors (..., ny+1, nx+1, 2) as dataset.transform does pixel channels."""
+    """Transform nodal vectors (..., ny+1, nx+1, 2) as encoding.transform does pixel channels."""
     cases = u.reshape(-1, *u.shape[-3:])
     channels = np.concatenate(
         [np.zeros((1, *u.shape[-3:-1])), cases.transpose(0, 3, 1, 2).reshape(-1, *u.shape[-3:-1])]
     )
-    out = dataset.transform(channels, k, flip)[1:]
+    out = encoding.transform(channels, k, flip)[1:]
     return out.reshape(len(cases), 2, *out.shape[1:]).transpose(0, 2, 3, 1)
 
 
@@ -200,7 +200,7 @@ def test_augmented_displacement_is_the_fe_solution_of_the_augmented_problem(k, f
     forces[1, 2, 4] = [0.3, 0.2]
     u = fem.solve(density, forces, fixed, E0=100.0, method="direct")
 
-    turned_density = dataset.transform(density[None], k, flip)[0]
+    turned_density = encoding.transform(density[None], k, flip)[0]
     turned_fixed = nodal(fixed.astype(float), k, flip)[0] != 0
     u_turned = fem.solve(
         turned_density, nodal(forces, k, flip), turned_fixed, E0=100.0, method="direct"
@@ -208,8 +208,8 @@ def test_augmented_displacement_is_the_fe_solution_of_the_augmented_problem(k, f
     np.testing.assert_allclose(u_turned, nodal(u, k, flip), atol=1e-12 * np.abs(u).max())
     # ... and so on the pixel channels the network sees.
     np.testing.assert_allclose(
-        dataset.transform(dataset.lr_inputs(density, u), k, flip),
-        dataset.lr_inputs(turned_density, u_turned),
+        encoding.transform(encoding.lr_inputs(density, u), k, flip),
+        encoding.lr_inputs(turned_density, u_turned),
         atol=1e-6 * np.abs(u).max(),
     )
 
@@ -218,19 +218,19 @@ def test_flips_negate_one_component_and_turns_swap_them():
     x = np.zeros((3, 2, 2))
     x[0] = [[0.1, 0.2], [0.3, 0.4]]
     x[1], x[2] = 1.0, 2.0  # a uniform vector (1, 2)
-    mirrored = dataset.transform(x, 0, flip=True)  # left-right
+    mirrored = encoding.transform(x, 0, flip=True)  # left-right
     assert mirrored[0].tolist() == [[0.2, 0.1], [0.4, 0.3]]
     assert (mirrored[1] == -1).all() and (mirrored[2] == 2).all()
-    upside_down = dataset.transform(x, 2, flip=True)
+    upside_down = encoding.transform(x, 2, flip=True)
     assert upside_down[0].tolist() == [[0.3, 0.4], [0.1, 0.2]]
     assert (upside_down[1] == 1).all() and (upside_down[2] == -2).all()
-    turned = dataset.transform(x, 1)  # counter-clockwise: the top-right pixel goes top-left
+    turned = encoding.transform(x, 1)  # counter-clockwise: the top-right pixel goes top-left
     assert turned[0].tolist() == [[0.2, 0.4], [0.1, 0.3]]
     assert (turned[1] == -2).all() and (turned[2] == 1).all()
     for k in range(4):
         for flip in (False, True):  # each symmetry has its inverse among the eight
             back = [
-                dataset.transform(dataset.transform(x, k, flip), m, f)
+                encoding.transform(encoding.transform(x, k, flip), m, f)
                 for m in range(4)
                 for f in (0, 1)
             ]
@@ -239,14 +239,14 @@ def test_flips_negate_one_component_and_turns_swap_them():
 
 def test_augmentation_commutes_with_normalization(lr_problem):
     lr, problem, u, _ = lr_problem
-    channels = dataset.lr_inputs(lr, u, problem.mask)
+    channels = encoding.lr_inputs(lr, u, problem.mask)
     corners = np.array([[20, 20], [30, 10]])
-    windows = dataset.extract_patches(channels, corners, PATCH)
-    inside = dataset.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
+    windows = encoding.extract_patches(channels, corners, PATCH)
+    inside = encoding.extract_patches(problem.mask[None], corners, PATCH)[:, 0]
     for k, flip in ((1, False), (3, True)):
-        after = dataset.transform(dataset.normalize_displacement(windows, inside), k, flip)
-        turned_mask = dataset.transform(inside[:, None].astype(float), k, flip)[:, 0] > 0
-        before = dataset.normalize_displacement(dataset.transform(windows, k, flip), turned_mask)
+        after = encoding.transform(encoding.normalize_displacement(windows, inside), k, flip)
+        turned_mask = encoding.transform(inside[:, None].astype(float), k, flip)[:, 0] > 0
+        before = encoding.normalize_displacement(encoding.transform(windows, k, flip), turned_mask)
         np.testing.assert_allclose(after, before, atol=1e-6)
 
 
@@ -278,7 +278,7 @@ def test_stored_pairs_round_trip(built, femur_files):
     assert index["counts"]["train"] == index["femurs"][0]["count"] + index["femurs"][1]["count"]
     assert index["counts"]["test"] == index["femurs"][2]["count"] > 0
     assert index["channels"] == ["density", "ux_0", "uy_0", "ux_1", "uy_1", "ux_2", "uy_2"]
-    assert index["normalization"] == dataset.NORMALIZATION
+    assert index["normalization"] == encoding.NORMALIZATION
     entry = index["femurs"][0]
     lr_stored = np.load(out / entry["lr"])
     hr_stored = np.load(out / entry["hr"])
@@ -295,13 +295,13 @@ def test_stored_pairs_round_trip(built, femur_files):
     options = {"mask": problem.mask, "h": 2.0, "thickness": problem.thickness}
     assert index["settings"]["void_modulus"] == 1e-3  # Emin = 15 MPa
     u = fem.solve(lr, problem.forces, problem.fixed, E0=15e3, Emin=15.0, method="direct", **options)
-    grid = dataset.patch_grid(lr.shape, PATCH, STRIDE)
-    expected = grid[dataset.window_mask(problem.mask | (lr > 0), grid, PATCH)]
+    grid = encoding.patch_grid(lr.shape, PATCH, STRIDE)
+    expected = grid[encoding.window_mask(problem.mask | (lr > 0), grid, PATCH)]
     assert np.array_equal(corners, expected)
-    x = dataset.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
+    x = encoding.lr_patches(lr, u, corners, patch=PATCH, mask=problem.mask)
     np.testing.assert_allclose(lr_stored[:, 0], x[:, 0], atol=2.5e-4)
     np.testing.assert_allclose(lr_stored[:, 1:], x[:, 1:], atol=5e-4)
-    hr = dataset.extract_patches(image.density[None], corners * FACTOR, PATCH * FACTOR)
+    hr = encoding.extract_patches(image.density[None], corners * FACTOR, PATCH * FACTOR)
     np.testing.assert_allclose(hr_stored / 255, hr, atol=1 / 510 + 1e-9)
 
 
@@ -351,7 +351,7 @@ def test_float32_storage_is_exact(tmp_path):
     hr = np.load(tmp_path / "solo.hr.npy")
     corners = np.load(tmp_path / "solo.corners.npy")
     assert index["counts"] == {"train": len(corners), "test": 0}
-    expected = dataset.extract_patches(
+    expected = encoding.extract_patches(
         image.density[None].astype(np.float32), corners * FACTOR, PATCH * FACTOR
     )
     assert np.array_equal(hr, expected)
@@ -363,23 +363,23 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="factor must be >= 1"):
         dataset.downscale(np.ones((4, 4)), 0)
     with pytest.raises(ValueError, match="u must have shape"):
-        dataset.displacement_channels(np.zeros((1, 3, 3, 3)))
+        encoding.displacement_channels(np.zeros((1, 3, 3, 3)))
     with pytest.raises(ValueError, match="NaN"):
-        dataset.displacement_channels(np.full((1, 3, 3, 2), np.nan))
+        encoding.displacement_channels(np.full((1, 3, 3, 2), np.nan))
     with pytest.raises(ValueError, match="nodal on the density's grid"):
-        dataset.lr_inputs(np.ones((3, 3)), np.zeros((1, 3, 3, 2)))
+        encoding.lr_inputs(np.ones((3, 3)), np.zeros((1, 3, 3, 2)))
     with pytest.raises(ValueError, match="stride must be <= patch"):
-        dataset.patch_grid((20, 20), 4, 5)
+        encoding.patch_grid((20, 20), 4, 5)
     with pytest.raises(TypeError, match="patch must be an int"):
-        dataset.patch_grid((20, 20), 4.0, 2)
+        encoding.patch_grid((20, 20), 4.0, 2)
     with pytest.raises(ValueError, match="corners must be >= 0"):
-        dataset.extract_patches(np.ones((1, 4, 4)), np.array([[-1, 0]]), 2)
+        encoding.extract_patches(np.ones((1, 4, 4)), np.array([[-1, 0]]), 2)
     with pytest.raises(TypeError, match="integer numpy array"):
-        dataset.extract_patches(np.ones((1, 4, 4)), np.array([[0.5, 0]]), 2)
+        encoding.extract_patches(np.ones((1, 4, 4)), np.array([[0.5, 0]]), 2)
     with pytest.raises(ValueError, match="density then"):
-        dataset.transform(np.ones((2, 3, 3)))
+        encoding.transform(np.ones((2, 3, 3)))
     with pytest.raises(ValueError, match="mask must have shape"):
-        dataset.normalize_displacement(np.ones((2, 3, 4, 4)), np.ones((2, 4, 3), bool))
+        encoding.normalize_displacement(np.ones((2, 3, 4, 4)), np.ones((2, 4, 3), bool))
     with pytest.raises(ValueError, match=r"void_modulus must lie in \[0, 1\)"):
         build(tmp_path, [], void_modulus=1.5)
     with pytest.raises(ValueError, match="lr_dtype must be one of"):
@@ -454,8 +454,8 @@ def test_augmented_items_are_symmetries_of_the_stored_pair(built):
             (k, f)
             for k in range(4)
             for f in (False, True)
-            if np.array_equal(dataset.transform(lr.numpy(), k, f), a_lr.numpy())
-            and np.array_equal(dataset.transform(hr.numpy(), k, f), a_hr.numpy())
+            if np.array_equal(encoding.transform(lr.numpy(), k, f), a_lr.numpy())
+            and np.array_equal(encoding.transform(hr.numpy(), k, f), a_hr.numpy())
         ]
         assert matches
         seen.add(matches[0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import femsr
-from femsr import dataset
+from femsr import dataset, encoding
 from femsr.cli import main
 from femsr.femur import Femur
 from femsr.io import FemurImage, read_image, save_femur, write_image
@@ -54,8 +54,8 @@ def test_shape_range_and_void_windows(exported, femur_lr):
     assert hr.shape == (10 * lr.shape[0], 10 * lr.shape[1]) and hr.dtype == np.float32
     assert hr.min() >= 0.0 and hr.max() <= 1.0
     assert hr[np.kron(lr > 0, np.ones((10, 10), bool))].min() > 0  # sigmoid: never exactly 0
-    grid = dataset.patch_grid(lr.shape, 12, 8)
-    run = dataset.window_mask(problem.mask | (lr > 0), grid, 12)
+    grid = encoding.patch_grid(lr.shape, 12, 8)
+    run = encoding.window_mask(problem.mask | (lr > 0), grid, 12)
     assert stats["windows"] == run.size and stats["inferred"] == run.sum() < run.size
     assert set(stats) >= {"model", "lr_fe", "inference", "quilting", "total", "device"}
     assert stats["fe_method"] == "direct"
@@ -92,7 +92,7 @@ def test_displacement_given_or_computed(exported, femur_lr):
     net, _ = exported
     bone, problem, lr = femur_lr
     computed = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
-    u, _ = dataset.lr_displacement(lr, problem)
+    u, _ = encoding.lr_displacement(lr, problem)
     given = reconstruct(lr, displacement=u, mask=problem.mask, model=net, device="cpu")
     np.testing.assert_array_equal(computed, given)
     own = reconstruct(
