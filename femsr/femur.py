@@ -1,8 +1,10 @@
 """Parametric 2D proximal femur: outline, landmarks, load cases, fixed edge and ROIs.
 
-The phantom is a **right femur seen from the front** (anterior view, frontal plane): the head is
-top right, so medial is +x, and the greater trochanter top left (lateral is -x). The shaft runs
-out of the bottom of the box, where the bone is cut and held.
+The phantom is a femur seen from the front (anterior view, frontal plane). A **right** femur has
+its head top right, so medial is +x, and the greater trochanter top left (lateral is -x); a
+**left** femur (``side="left"``) is its mirror image about the middle of the box. The shaft runs
+out of the bottom of the box, where the bone is cut and held. Everything below is said of the
+right femur; for the left one, mirror x.
 
 Geometry is continuous, in millimetres: ``x`` to the right from the left edge of the box, ``y``
 upward from its bottom edge. The box is ``BOX = (104, 94.15)`` mm (height, width), the paper's
@@ -16,8 +18,12 @@ of :mod:`femsr.fem` sits at ``(j p, 104 - i p)``.
 The outline is a signed-distance construction: a disc (head), a tapered capsule along the neck
 axis (neck), a capsule reaching far below the box (shaft), a tapered capsule rising from the
 lateral shaft (greater trochanter) and a small disc on the medial shaft (lesser trochanter),
-joined by a polynomial smooth minimum so every junction is a fillet. No cortex is modelled: the
-mask is the whole bone.
+joined by a polynomial smooth minimum so every junction is a fillet. The mask is the whole bone
+(periosteal outline). Inside it lie the **cortex**, a continuous shell between the outline and
+an endosteal outline built the same way from the parts shrunk by the local cortical thickness
+(thick along the shaft and the inferior neck, thin at the superior neck, the head and the
+trochanters), and the **medullary canal**, which opens below the lesser trochanter; the rest is
+the trabecular compartment (:meth:`Femur.compartments`).
 
 Loads are Carter's three daily load cases for the 2D proximal femur (:data:`CARTER_1989`; angle
 convention in :class:`LoadCase`). Each force is spread over the boundary nodes of the rasterized
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -211,6 +218,15 @@ def _smin(a: np.ndarray, b: np.ndarray, k: float) -> np.ndarray:
     return np.minimum(a, b) - h * h * k / 4.0
 
 
+def _join(fillet: float, **parts: np.ndarray) -> np.ndarray:
+    """The union of a femur's parts: shaft, neck, trochanter, head, lesser (signed distances),
+    each junction a fillet."""
+    bone = _smin(parts["shaft"], parts["neck"], 2.5 * fillet)  # the long calcar curve
+    bone = _smin(bone, parts["trochanter"], fillet / 2)  # keeps the trochanteric fossa a notch
+    bone = _smin(bone, parts["head"], fillet / 2)
+    return _smin(bone, parts["lesser"], fillet / 2)
+
+
 def _round_cone(
     x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray, ra: float, rb: float
 ) -> np.ndarray:
@@ -278,6 +294,23 @@ class Landmarks:
         return math.degrees(math.acos(float(np.clip(cos, -1.0, 1.0))))
 
 
+def _mirror_point(point: tuple[float, float]) -> tuple[float, float]:
+    return BOX[1] - point[0], point[1]
+
+
+def _mirror_landmarks(marks: Landmarks) -> Landmarks:
+    """The landmarks of the mirror image about the middle of the box."""
+    return replace(
+        marks,
+        head_centre=_mirror_point(marks.head_centre),
+        neck_axis=(_mirror_point(marks.neck_axis[0]), _mirror_point(marks.neck_axis[1])),
+        greater_trochanter=_mirror_point(marks.greater_trochanter),
+        lesser_trochanter=_mirror_point(marks.lesser_trochanter),
+        shaft_axis=(_mirror_point(marks.shaft_axis[0]), _mirror_point(marks.shaft_axis[1])),
+        fixed_edge=(_mirror_point(marks.fixed_edge[1]), _mirror_point(marks.fixed_edge[0])),
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class Problem:
     """A femur as the arrays of :mod:`femsr.fem` at one pixel size.
@@ -298,6 +331,9 @@ class Problem:
         Pixel side (mm): the ``h`` of :func:`femsr.fem.solve`.
     thickness : float
         Plate thickness (mm) the forces assume: the ``thickness`` of :func:`femsr.fem.solve`.
+    cortex, canal : ndarray of bool, shape (ny, nx), optional
+        The cortical shell and the medullary canal inside ``mask``
+        (:meth:`Femur.compartments`); the rest of the mask is trabecular.
     """
 
     mask: np.ndarray
@@ -307,6 +343,8 @@ class Problem:
     names: tuple[str, ...]
     pixel_size: float
     thickness: float
+    cortex: np.ndarray | None = None
+    canal: np.ndarray | None = None
 
 
 _PARAMETERS = (
@@ -327,7 +365,16 @@ _PARAMETERS = (
     "thickness",
     "joint_arc",
     "abductor_arc",
+    "cortex_shaft",
+    "cortex_metaphysis",
+    "cortex_calcar",
+    "cortex_superior",
+    "cortex_head",
+    "cortex_trochanter",
+    "canal_drop",
 )
+_CORTEX = _PARAMETERS[-7:-1]
+SIDES = ("right", "left")
 
 
 @dataclass(frozen=True)
@@ -374,6 +421,33 @@ class Femur:
     joint_arc, abductor_arc : float
         Radius of the surface arcs over which the joint and abductor forces are spread: boundary
         nodes within this distance of the anchor point take a share of the force.
+    cortex_shaft : float
+        Cortical thickness of the shaft at the bottom of the box, about 30 mm below the lesser
+        trochanter: 4.5 mm. The subtrochanteric cortex is 4-6 mm thick, the thickest of the
+        proximal femur (Treece et al. 2010, Med Image Anal 14:276, map 0.3 to over 5 mm over
+        the proximal femur).
+    cortex_metaphysis : float
+        Cortical thickness of the shaft's walls at the level where the neck axis meets the
+        shaft axis: 1.5 mm; the shaft's cortex tapers linearly between the two levels, so
+        the lateral wall under the greater trochanter thins as in Treece et al. (2010).
+    cortex_calcar : float
+        Cortical thickness of the inferior neck (the calcar): 3.5 mm, in the 3-4 mm that
+        Poole et al. (2010, J Bone Miner Res 25:482) measured in the inferomedial neck.
+    cortex_superior : float
+        Cortical thickness of the superior neck: 0.8 mm, in the 0.3-1.6 mm of Poole et al.
+        (2010), thinning with age.
+    cortex_head : float
+        Thickness of the subchondral shell of the head: 0.8 mm (0.3-1.6 mm with the superior
+        neck in Poole et al. 2010 and Treece et al. 2010).
+    cortex_trochanter : float
+        Cortical thickness of the greater and lesser trochanters: 0.8 mm (under 1 mm over the
+        trochanters in Treece et al. 2010).
+    canal_drop : float
+        How far below the lesser trochanter's centre the medullary canal opens: 5 mm. The
+        canal opens only below the lesser trochanter; above it trabecular bone fills the
+        metaphysis (Singh et al. 1970, J Bone Joint Surg Am 52:457).
+    side : {"right", "left"}
+        A right femur, or its mirror image.
     loads : tuple of LoadCase
         Load cases, by default :data:`CARTER_1989`.
     seed : int or None
@@ -411,6 +485,14 @@ class Femur:
     thickness: float = 30.0
     joint_arc: float = 12.0
     abductor_arc: float = 8.0
+    cortex_shaft: float = 4.5
+    cortex_metaphysis: float = 1.5
+    cortex_calcar: float = 3.5
+    cortex_superior: float = 0.8
+    cortex_head: float = 0.8
+    cortex_trochanter: float = 0.8
+    canal_drop: float = 5.0
+    side: str = "right"
     loads: tuple[LoadCase, ...] = CARTER_1989
     seed: int | None = None
 
@@ -443,6 +525,19 @@ class Femur:
             raise ValueError(
                 f"trochanter_top {self.trochanter_top} mm puts the greater trochanter's tip below "
                 f"its base; raise it"
+            )
+        if self.side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {self.side!r}")
+        thickest = max(self.cortex_shaft, self.cortex_metaphysis)
+        if not thickest < self.shaft_width / 2:
+            raise ValueError(
+                f"the shaft's cortex ({thickest} mm) must be thinner than half the shaft "
+                f"({self.shaft_width / 2} mm)"
+            )
+        if not self.cortex_calcar + self.cortex_superior < self.neck_width:
+            raise ValueError(
+                f"cortex_calcar + cortex_superior ({self.cortex_calcar + self.cortex_superior} "
+                f"mm) must be less than neck_width ({self.neck_width} mm)"
             )
         if self.seed is not None and (
             isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
@@ -508,6 +603,14 @@ class Femur:
             "lesser": np.array([xs + half_shaft, self.head_y - self.lesser_drop]),
         }
 
+    def _right_x(self, x: np.ndarray) -> np.ndarray:
+        """``x`` in the frame of the right femur: a left femur is mirrored about the box's
+        middle, so its geometry is the right femur's at the mirrored point."""
+        return BOX[1] - x if self.side == "left" else x
+
+    def _right(self) -> Femur:
+        return replace(self, side="right")
+
     def sdf(self, x: ArrayLike, y: ArrayLike) -> np.ndarray:
         """Signed distance (mm, approximately) to the outline; negative inside the bone.
 
@@ -521,27 +624,78 @@ class Femur:
         ndarray
             Broadcast shape of ``x`` and ``y``.
         """
-        x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+        x, y = self._right_x(np.asarray(x, dtype=float)), np.asarray(y, dtype=float)
         pt = self._points()
         half_shaft = self.shaft_width / 2
-        head = np.hypot(x - pt["head"][0], y - pt["head"][1]) - self.head_radius
-        neck = _round_cone(
-            x, y, pt["head"], pt["junction"], self.neck_width / 2, self.neck_base_width / 2
+        return _join(
+            self.fillet,
+            shaft=_round_cone(x, y, pt["shaft_bottom"], pt["junction"], half_shaft, half_shaft),
+            neck=_round_cone(
+                x, y, pt["head"], pt["junction"], self.neck_width / 2, self.neck_base_width / 2
+            ),
+            trochanter=self._trochanter(x, y, 0.0),
+            head=np.hypot(x - pt["head"][0], y - pt["head"][1]) - self.head_radius,
+            lesser=np.hypot(x - pt["lesser"][0], y - pt["lesser"][1]) - self.lesser_radius,
         )
-        shaft = _round_cone(x, y, pt["shaft_bottom"], pt["junction"], half_shaft, half_shaft)
-        trochanter = _round_cone(
+
+    def _trochanter(self, x: np.ndarray, y: np.ndarray, shrink: float) -> np.ndarray:
+        pt = self._points()
+        return _round_cone(
             x,
             y,
             pt["trochanter_base"],
             pt["trochanter_tip"],
-            self.trochanter_width / 2,
-            0.35 * self.trochanter_width,
+            self.trochanter_width / 2 - shrink,
+            0.35 * self.trochanter_width - shrink,
         )
-        lesser = np.hypot(x - pt["lesser"][0], y - pt["lesser"][1]) - self.lesser_radius
-        bone = _smin(shaft, neck, 2.5 * self.fillet)  # the long calcar curve under the neck
-        bone = _smin(bone, trochanter, self.fillet / 2)  # keeps the trochanteric fossa a notch
-        bone = _smin(bone, head, self.fillet / 2)
-        return _smin(bone, lesser, self.fillet / 2)
+
+    def _endosteal(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Signed distance to the endosteal outline, in the right femur's frame: the parts of
+        the outline shrunk by their cortical thickness and joined the same way, so the cortex
+        is at least the thinnest of them everywhere (the smooth minimum commutes with a shift).
+        """
+        pt = self._points()
+        half_shaft = self.shaft_width / 2
+        axis = (pt["head"] - pt["junction"]) / np.linalg.norm(pt["head"] - pt["junction"])
+        superior = np.array([-axis[1], axis[0]])
+        # The neck's axis moves up by half the difference, so the calcar keeps its thickness.
+        shift = 0.5 * (self.cortex_calcar - self.cortex_superior) * superior
+        narrow = 0.5 * (self.cortex_calcar + self.cortex_superior)
+        trochanter = self.cortex_trochanter
+        return _join(
+            self.fillet,
+            shaft=_round_cone(
+                x,
+                y,
+                np.array([self.shaft_x, 0.0]),
+                pt["junction"],
+                half_shaft - self.cortex_shaft,
+                half_shaft - self.cortex_metaphysis,
+            ),
+            neck=_round_cone(
+                x,
+                y,
+                pt["head"] + shift,
+                pt["junction"] + shift,
+                self.neck_width / 2 - narrow,
+                self.neck_base_width / 2 - narrow,
+            ),
+            trochanter=self._trochanter(x, y, trochanter),
+            head=np.hypot(x - pt["head"][0], y - pt["head"][1])
+            - (self.head_radius - self.cortex_head),
+            lesser=np.hypot(x - pt["lesser"][0], y - pt["lesser"][1])
+            - (self.lesser_radius - trochanter),
+        )
+
+    def _canal(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Signed distance (an upper bound) to the medullary canal, in the right femur's frame:
+        the endosteal shaft below a dome as wide as the shaft, whose top lies ``canal_drop``
+        below the lesser trochanter's centre."""
+        pt = self._points()
+        half_shaft = self.shaft_width / 2
+        top = np.array([self.shaft_x, pt["lesser"][1] - self.canal_drop - half_shaft])
+        dome = _round_cone(x, y, pt["shaft_bottom"], top, half_shaft, half_shaft)
+        return np.maximum(self._endosteal(x, y), dome)
 
     def _surface_point(self, origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
         """Where the ray from ``origin`` (inside) along ``direction`` leaves the outline."""
@@ -560,6 +714,8 @@ class Femur:
 
     def landmarks(self) -> Landmarks:
         """Anatomical landmarks (mm); see :class:`Landmarks`."""
+        if self.side == "left":
+            return _mirror_landmarks(self._right().landmarks())
         pt = self._points()
         superolateral = np.array([-math.sin(math.radians(30.0)), math.cos(math.radians(30.0))])
         gt = self._surface_point(pt["trochanter_tip"], superolateral)
@@ -602,15 +758,58 @@ class Femur:
         >>> mask.shape, bool(mask[-1].any()), bool(mask[0].any())
         ((104, 95), True, False)
         """
+        (mask,) = self._raster(pixel_size, self.sdf)
+        return mask
+
+    def _raster(
+        self, pixel_size: float, *distances: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    ) -> list[np.ndarray]:
+        """Where each signed distance is negative at the pixel centres of the grid."""
         p = _check_pixel_size(pixel_size)
         ny, nx = grid_shape(p)
         x = (np.arange(nx) + 0.5) * p
-        mask = np.empty((ny, nx), dtype=bool)
+        images = [np.empty((ny, nx), dtype=bool) for _ in distances]
         for start in range(0, ny, _ROW_BLOCK):
             rows = np.arange(start, min(start + _ROW_BLOCK, ny))
             y = BOX[0] - (rows + 0.5) * p
-            mask[rows] = self.sdf(x[None, :], y[:, None]) < 0
-        return mask
+            for image, distance in zip(images, distances, strict=True):
+                image[rows] = distance(x[None, :], y[:, None]) < 0
+        return images
+
+    def compartments(self, pixel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The bone's mask, its cortical shell and its medullary canal on the grid.
+
+        The cortex lies between the outline and the endosteal outline: the parts of the femur
+        shrunk by their cortical thickness (``cortex_*``), so it is thickest along the shaft
+        and the inferior neck and thin over the superior neck, the head and the trochanters.
+        The canal is the endosteal shaft below ``canal_drop`` under the lesser trochanter. What
+        is left, ``mask & ~cortex & ~canal``, is the trabecular compartment.
+
+        Parameters
+        ----------
+        pixel_size : float
+            Pixel side (mm).
+
+        Returns
+        -------
+        mask, cortex, canal : ndarray of bool, shape ``grid_shape(pixel_size)``
+            ``cortex`` and ``canal`` lie inside ``mask`` and do not overlap.
+
+        Examples
+        --------
+        >>> mask, cortex, canal = Femur().compartments(1.0)
+        >>> bool((cortex <= mask).all() and (canal <= mask).all() and not (cortex & canal).any())
+        True
+        """
+
+        def endosteal(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return self._endosteal(self._right_x(x), y)
+
+        def canal(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return self._canal(self._right_x(x), y)
+
+        mask, inner, in_canal = self._raster(pixel_size, self.sdf, endosteal, canal)
+        return mask, mask & ~inner, mask & inner & in_canal
 
     def anchors(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Anchor points (mm) of a case's joint and abductor arcs on the outline.
@@ -619,6 +818,9 @@ class Femur:
         centred where its line of action enters the head; the abductor arc is centred on the
         greater-trochanter landmark, the same for every case.
         """
+        if self.side == "left":
+            joint, abductor = self._right().anchors(name)
+            return joint * [-1.0, 1.0] + [BOX[1], 0.0], abductor * [-1.0, 1.0] + [BOX[1], 0.0]
         a = math.radians(self.load_case(name).joint.angle)
         # against the joint force, whose magnitude may be zero
         joint = self._surface_point(self._points()["head"], np.array([math.sin(a), math.cos(a)]))
@@ -663,7 +865,8 @@ class Femur:
         if isinstance(cases, str):
             cases = (cases,)
         chosen = [self.load_case(n) for n in cases] if cases is not None else list(self.loads)
-        mask = self.mask(p)
+        mask, cortex, canal = self.compartments(p)
+        mirror = np.array([-1.0 if self.side == "left" else 1.0, 1.0])
         ny, nx = mask.shape
         boundary = _node_mask(mask) & _node_mask(~mask)
         i, j = np.nonzero(boundary)
@@ -672,8 +875,8 @@ class Femur:
         for c, case in enumerate(chosen):
             joint, abductor = self.anchors(case.name)
             for anchor, radius, vector, what in (
-                (joint, self.joint_arc, case.joint_vector, "joint"),
-                (abductor, self.abductor_arc, case.abductor_vector, "abductor"),
+                (joint, self.joint_arc, mirror * case.joint_vector, "joint"),
+                (abductor, self.abductor_arc, mirror * case.abductor_vector, "abductor"),
             ):
                 r = np.linalg.norm(nodes - anchor, axis=1) / radius
                 near = r < 1.0
@@ -695,6 +898,8 @@ class Femur:
             names=tuple(case.name for case in chosen),
             pixel_size=p,
             thickness=float(self.thickness),
+            cortex=cortex,
+            canal=canal,
         )
 
     def rois(self, pixel_size: float, size: float = ROI_SIZE) -> dict[str, tuple[slice, slice]]:
@@ -720,7 +925,7 @@ class Femur:
         ------
         ValueError
             If ``size`` is not positive or under one pixel, or an ROI is not wholly inside the
-            mask.
+            trabecular compartment (:meth:`compartments`).
 
         Examples
         --------
@@ -741,17 +946,19 @@ class Femur:
             "intertrochanteric": ((gx + lx) / 2, (gy + ly) / 2),
         }
         n = round(size / p)
-        mask = self.mask(p)
+        mask, cortex, canal = self.compartments(p)
+        trabecular = mask & ~cortex & ~canal
         ny, nx = mask.shape
         rois = {}
         for name, (cx, cy) in centres.items():
             col = round(cx / p - n / 2)
             row = round((BOX[0] - cy) / p - n / 2)
             window = (slice(row, row + n), slice(col, col + n))
-            inside = 0 <= row <= ny - n and 0 <= col <= nx - n and bool(mask[window].all())
-            if not inside:
+            inside = 0 <= row <= ny - n and 0 <= col <= nx - n
+            if not (inside and trabecular[window].all()):
                 raise ValueError(
-                    f"the {name} ROI ({size} mm at {p} mm pixels) is not wholly inside the femur"
+                    f"the {name} ROI ({size} mm at {p} mm pixels) is not wholly inside the "
+                    f"trabecular bone"
                 )
             rois[name] = window
         return rois
@@ -771,6 +978,7 @@ class Femur:
             "format": "femsr.femur",
             "version": 1,
             "seed": self.seed,
+            "side": self.side,
             "geometry": {name: float(getattr(self, name)) for name in _PARAMETERS},
             "loads": [_case_to_dict(case) for case in self.loads],
         }
@@ -790,40 +998,60 @@ class Femur:
         if unknown:
             raise ValueError(f"unknown femur parameter(s) {sorted(unknown)}")
         loads = tuple(_case_from_dict(case) for case in data["loads"])
-        return cls(**geometry, loads=loads, seed=data.get("seed"))
+        return cls(**geometry, side=data.get("side", "right"), loads=loads, seed=data.get("seed"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Seeded variation
 
-_VARIATION = {
-    "head_radius": 1.5,
-    "neck_shaft_angle": 2.0,
-    "offset": 2.5,
-    "neck_width": 2.0,
-    "neck_base_width": 3.0,
-    "shaft_width": 2.0,
-    "shaft_x": 1.0,
-    "head_y": 1.0,
-    "trochanter_top": 2.0,
-    "trochanter_width": 2.0,
-    "trochanter_flare": 1.0,
-    "lesser_drop": 3.0,
-    "lesser_radius": 1.0,
+RANGES: dict[str, tuple[float, float]] = {
+    "head_radius": (20.0, 24.5),
+    "neck_shaft_angle": (120.0, 140.0),
+    "offset": (36.0, 44.0),
+    "shaft_width": (27.0, 33.0),
+    "shaft_x": (24.0, 28.0),
+    "head_y": (74.0, 78.0),
+    "trochanter_top": (0.0, 8.0),
+    "trochanter_width": (24.0, 28.0),
+    "trochanter_flare": (2.0, 4.0),
+    "lesser_drop": (47.0, 53.0),
+    "lesser_radius": (6.0, 8.0),
+    "cortex_shaft": (3.5, 5.5),
+    "cortex_metaphysis": (1.0, 2.0),
+    "cortex_calcar": (3.0, 4.0),
+    "cortex_superior": (0.4, 1.2),
+    "cortex_head": (0.5, 1.0),
+    "cortex_trochanter": (0.5, 1.0),
 }
-"""Half-widths of the uniform variations that :func:`sample` draws (mm or degrees)."""
+"""Ranges (mm, degrees) that :func:`sample` draws the femur's parameters from, uniformly.
 
-_MAGNITUDE_SPREAD = 0.1  # each force's magnitude is scaled by U(0.9, 1.1)
-_ANGLE_SPREAD = 3.0  # each force's angle moves by U(-3, 3) degrees
+Head diameter 40-49 mm and neck-shaft angle 120-140 degrees (mean near 129) span adults
+(Toogood, Skalak & Cooperman 2009, Clin Orthop Relat Res 467:876); femoral offset 36-44 mm
+about the 43 +- 7 mm of Noble et al. (1988, Clin Orthop Relat Res 235:148), cut where the head
+would leave the paper's 94 x 104 mm box. Cortical thicknesses: the inferior neck 3-4 mm and the
+superior neck 0.4-1.2 mm (Poole et al. 2010, J Bone Miner Res 25:482; thin in the old), the
+head, trochanters and shaft as in :class:`Femur` (Treece et al. 2010, Med Image Anal 14:276).
+The shaft's position and width, the head's height and the trochanters' size are chosen so the
+femur fills the box as the paper's images do. The neck is 0.66-0.74 of the head's diameter
+where it leaves the head, and 1-5 mm wider where it meets the shaft.
+"""
+
+NECK_TO_HEAD = (0.66, 0.74)
+BODY_WEIGHT_SPREAD = 0.2  # all forces of a femur scaled by U(0.8, 1.2): body weights of adults
+_MAGNITUDE_SPREAD = 0.1  # each force's magnitude then scaled by U(0.9, 1.1)
+_ANGLE_SPREAD = 5.0  # each force's angle moves by U(-5, 5) degrees
+_DRAWS = 1000
 
 
 def sample(seed: int) -> Femur:
-    """A plausibly varied femur and load set, reproducible from its seed.
+    """A femur drawn across adult anatomy, side and loads, reproducible from its seed.
 
-    Each geometric parameter moves uniformly within ``±`` its entry of ``_VARIATION`` (head
-    radius ±1.5 mm, neck-shaft angle ±2°, offset ±2.5 mm, neck width ±2 mm, shaft width ±2 mm,
-    ...) about the :class:`Femur` defaults; each force of :data:`CARTER_1989` has its magnitude
-    scaled by a factor in [0.9, 1.1] and its angle moved by up to ±3°. Cycle counts stay.
+    Each parameter of :data:`RANGES` is drawn uniformly from its range, the neck's width from
+    :data:`NECK_TO_HEAD` of the head's diameter, the side right or left with equal odds. The
+    forces of :data:`CARTER_1989` are scaled together by a body weight factor in [0.8, 1.2],
+    each by a factor in [0.9, 1.1], and each angle moves by up to +-5 degrees; cycle counts
+    stay. A draw whose femur leaves the box or puts an ROI outside the trabecular bone is drawn
+    again from the same generator.
 
     Parameters
     ----------
@@ -844,24 +1072,38 @@ def sample(seed: int) -> Femur:
     --------
     >>> sample(1) == sample(1), sample(1) == sample(2)
     (True, False)
+    >>> 120 <= sample(5).neck_shaft_angle <= 140
+    True
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {type(seed).__name__}")
     if seed < 0:
         raise ValueError(f"seed must be non-negative, got {seed}")
     rng = np.random.default_rng(int(seed))
-    base = Femur()
-    geometry = {
-        name: float(getattr(base, name) + rng.uniform(-spread, spread))
-        for name, spread in _VARIATION.items()
-    }
+    for _ in range(_DRAWS):
+        try:
+            femur = _draw(rng, int(seed))
+            femur.rois(LR_PIXEL)
+        except ValueError:
+            continue
+        return femur
+    raise RuntimeError(f"no valid femur in {_DRAWS} draws of seed {seed}")  # pragma: no cover
+
+
+def _draw(rng: np.random.Generator, seed: int) -> Femur:
+    geometry = {name: float(rng.uniform(low, high)) for name, (low, high) in RANGES.items()}
+    neck = float(rng.uniform(*NECK_TO_HEAD)) * 2 * geometry["head_radius"]
+    geometry["neck_width"] = neck
+    geometry["neck_base_width"] = neck + float(rng.uniform(1.0, 5.0))
+    side = SIDES[int(rng.integers(2))]
+    weight = rng.uniform(1 - BODY_WEIGHT_SPREAD, 1 + BODY_WEIGHT_SPREAD)
 
     def vary(force: Force) -> Force:
-        scale = rng.uniform(1 - _MAGNITUDE_SPREAD, 1 + _MAGNITUDE_SPREAD)
+        scale = weight * rng.uniform(1 - _MAGNITUDE_SPREAD, 1 + _MAGNITUDE_SPREAD)
         turn = rng.uniform(-_ANGLE_SPREAD, _ANGLE_SPREAD)
         return Force(float(force.magnitude * scale), float(force.angle + turn))
 
     loads = tuple(
         replace(case, joint=vary(case.joint), abductor=vary(case.abductor)) for case in CARTER_1989
     )
-    return replace(base, **geometry, loads=loads, seed=int(seed))
+    return Femur(**geometry, side=side, loads=loads, seed=seed)

@@ -81,7 +81,7 @@ def test_anatomy_head_top_right_trochanters_on_their_sides(default):
 @pytest.mark.parametrize("femur_", [Femur(), *map(femur.sample, SEEDS)], ids=lambda f: str(f.seed))
 def test_neck_shaft_angle_from_landmarks_and_mask(femur_):
     marks = femur_.landmarks()
-    assert 125.0 <= marks.neck_shaft_angle <= 130.0
+    assert 120.0 <= marks.neck_shaft_angle <= 140.0
     assert marks.neck_shaft_angle == pytest.approx(femur_.neck_shaft_angle, abs=1e-9)
 
     p = 0.25
@@ -109,8 +109,9 @@ def test_neck_shaft_angle_from_landmarks_and_mask(femur_):
     _, t, offset = min(sections)
     neck = -(t * axis + offset * across)  # from the narrowest section towards the head
     measured = math.degrees(math.acos(neck @ shaft_down / np.linalg.norm(neck)))
-    assert 125.0 <= measured <= 130.0
-    assert measured == pytest.approx(femur_.neck_shaft_angle, abs=1.5)
+    assert 120.0 <= measured <= 140.0
+    # the trochanter's fillet moves the narrowest section's midpoint on wide, short necks
+    assert measured == pytest.approx(femur_.neck_shaft_angle, abs=5.0)
 
 
 def test_area_is_the_same_at_every_pixel_size(default):
@@ -137,7 +138,9 @@ def test_carter_load_cases_and_angle_convention():
 
 
 @pytest.mark.parametrize("pixel_size", [2.0, 1.0])
-@pytest.mark.parametrize("femur_", [Femur(), femur.sample(5)], ids=["default", "seed5"])
+@pytest.mark.parametrize(
+    "femur_", [Femur(), Femur(side="left"), femur.sample(5)], ids=["default", "left", "seed5"]
+)
 def test_forces_sum_to_the_case_and_lie_on_boundary_arcs(femur_, pixel_size):
     problem = femur_.problem(pixel_size)
     mask = problem.mask
@@ -148,22 +151,21 @@ def test_forces_sum_to_the_case_and_lie_on_boundary_arcs(femur_, pixel_size):
 
     xy = node_xy(mask.shape, pixel_size)
     on_boundary = boundary_nodes(mask)
+    mirror = np.array([-1.0 if femur_.side == "left" else 1.0, 1.0])  # medial is -x on a left one
     for c, case in enumerate(femur_.loads):
+        joint_vector, abductor_vector = mirror * case.joint_vector, mirror * case.abductor_vector
         forces = problem.forces[c]
         loaded = np.abs(forces).sum(axis=-1) > 0
         assert on_boundary[loaded].all()  # boundary nodes, hence nodes the mask touches
         np.testing.assert_allclose(
-            forces.sum(axis=(0, 1)), case.joint_vector + case.abductor_vector, rtol=1e-12
+            forces.sum(axis=(0, 1)), joint_vector + abductor_vector, rtol=1e-12
         )
         joint, abductor = femur_.anchors(case.name)
         near_joint = np.linalg.norm(xy - joint, axis=-1) < femur_.joint_arc
         near_abductor = np.linalg.norm(xy - abductor, axis=-1) < femur_.abductor_arc
         assert not (near_joint & near_abductor).any()
         assert (near_joint | near_abductor)[loaded].all()
-        for near, vector in (
-            (near_joint, case.joint_vector),
-            (near_abductor, case.abductor_vector),
-        ):
+        for near, vector in ((near_joint, joint_vector), (near_abductor, abductor_vector)):
             part = forces[near & loaded]
             assert len(part) >= 5  # spread over an arc, never a point load
             np.testing.assert_allclose(part.sum(axis=0), vector, rtol=1e-12)
@@ -173,8 +175,8 @@ def test_forces_sum_to_the_case_and_lie_on_boundary_arcs(femur_, pixel_size):
         # the joint force enters the head where its line through the head centre meets it
         radial = joint - np.array(femur_.landmarks().head_centre)
         assert np.linalg.norm(radial) == pytest.approx(femur_.head_radius, abs=1e-6)
-        assert radial @ case.joint_vector / np.linalg.norm(radial) == pytest.approx(
-            -np.linalg.norm(case.joint_vector)
+        assert radial @ joint_vector / np.linalg.norm(radial) == pytest.approx(
+            -np.linalg.norm(joint_vector)
         )
 
 
@@ -264,8 +266,16 @@ def test_rois_are_squares_inside_the_mask(seed, pixel_size):
 
 
 def test_seeds_give_different_valid_femurs_and_load_sets():
-    femurs = [femur.sample(seed) for seed in SEEDS]
+    femurs = [femur.sample(seed) for seed in range(40)]
     assert femur.sample(3) == femurs[3]
+    assert {f.side for f in femurs} == {"right", "left"}
+    for name, (low, high) in femur.RANGES.items():
+        values = [getattr(f, name) for f in femurs]
+        assert low <= min(values) and max(values) <= high
+        assert max(values) - min(values) > 0.75 * (high - low)  # the draws span the range
+    for f in femurs:
+        low, high = femur.NECK_TO_HEAD
+        assert low <= f.neck_width / (2 * f.head_radius) <= high
     assert len({f.head_radius for f in femurs}) == len(femurs)
     assert len({f.loads for f in femurs}) == len(femurs)
     masks = [f.mask(2.0) for f in femurs]
@@ -275,8 +285,8 @@ def test_seeds_give_different_valid_femurs_and_load_sets():
         assert [c.cycles for c in f.loads] == [c.cycles for c in CARTER_1989]
         for case, carter in zip(f.loads, CARTER_1989, strict=True):
             for force, base in ((case.joint, carter.joint), (case.abductor, carter.abductor)):
-                assert 0.9 <= force.magnitude / base.magnitude <= 1.1
-                assert abs(force.angle - base.angle) <= 3.0
+                assert 0.8 * 0.9 <= force.magnitude / base.magnitude <= 1.2 * 1.1
+                assert abs(force.angle - base.angle) <= 5.0
                 assert force != base
 
 
@@ -381,3 +391,56 @@ def test_bad_dict(default):
         Femur.from_dict({**data, "version": 2})
     with pytest.raises(ValueError, match=r"unknown femur parameter\(s\) \['colour'\]"):
         Femur.from_dict({**data, "geometry": {**data["geometry"], "colour": 1.0}})
+
+
+# --- cortex, canal, side ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "femur_", [Femur(), *map(femur.sample, range(6))], ids=lambda f: str(f.seed)
+)
+def test_cortex_is_a_closed_shell_of_its_thickness(femur_):
+    p = 0.1
+    mask, cortex, canal = femur_.compartments(p)
+    trabecular = mask & ~cortex & ~canal
+    assert not (cortex & canal).any() and (cortex <= mask).all() and (canal <= mask).all()
+    # closed: the trabecular bone and the canal never touch the outside but at the shaft's cut
+    inner = ndi.binary_dilation(trabecular | canal, np.ones((3, 3), bool))
+    assert not (inner[:-1] & ~mask[:-1]).any()
+    depth = ndi.distance_transform_edt(mask) * p  # the bottom row is no outline: the cut
+    assert (depth[trabecular].min()) >= 0.9 * min(getattr(femur_, n) for n in femur._CORTEX)
+    # thickness where the construction puts it: the inferior neck thick, the superior thin
+    marks = femur_.landmarks()
+    centre, junction = np.array(marks.neck_axis[0]), np.array(marks.neck_axis[1])
+    axis = (centre - junction) / np.linalg.norm(centre - junction)
+    up = np.array([-axis[1], axis[0]]) * (1 if axis[0] > 0 else -1)  # towards the superior side
+    xy = node_xy(mask.shape, p)[:-1, :-1] + [p / 2, -p / 2]  # pixel centres
+    along = (xy - junction) @ axis / np.linalg.norm(centre - junction)
+    across = (xy - junction) @ up
+    neck = cortex & (along > 0.35) & (along < 0.6) & (np.abs(across) < femur_.neck_width / 2 + 2)
+    inferior, superior = depth[neck & (across < 0)].max(), depth[neck & (across > 0)].max()
+    assert inferior == pytest.approx(femur_.cortex_calcar, abs=1.0)  # the calcar's fillet
+    # thin; the trochanteric fossa's notch thickens the superior shell to 1.5-2.2 mm there
+    assert superior <= 2.5 < inferior
+    # the canal opens below the lesser trochanter, in the shaft
+    rows = np.flatnonzero(canal.any(axis=1))
+    top = BOX[0] - (rows.min() + 0.5) * p
+    assert rows.size and top <= marks.lesser_trochanter[1] - femur_.canal_drop
+
+
+def test_a_left_femur_is_the_mirror_of_the_right():
+    right, left = Femur(), Femur(side="left")
+    p = 0.05  # the box is 1883 pixels wide: the mirror is a flip of the columns
+    for a, b in zip(right.compartments(p), left.compartments(p), strict=True):
+        np.testing.assert_array_equal(a[:, ::-1], b)
+    rois_r, rois_l = right.rois(p), left.rois(p)
+    width = femur.grid_shape(p)[1]
+    for name, (rows, cols) in rois_r.items():
+        assert rois_l[name][0] == rows
+        assert (rois_l[name][1].start, rois_l[name][1].stop) == (
+            width - cols.stop,
+            width - cols.start,
+        )
+    fr, fl = right.problem(1.0).forces.sum(axis=(1, 2)), left.problem(1.0).forces.sum(axis=(1, 2))
+    np.testing.assert_allclose(fl, fr * [-1.0, 1.0], rtol=1e-12)
+    assert Femur.from_dict(left.to_dict()) == left
