@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from femsr import fem
+from femsr.checks import check_density
 from femsr.defaults import TISSUE_MODULUS
 from femsr.encoding import (
     NORMALIZATION,
@@ -113,7 +113,7 @@ def downscale(hr: np.ndarray, factor: int = 10) -> np.ndarray:
     array([[1.  , 1.  , 0.5 ],
            [0.5 , 0.5 , 0.25]])
     """
-    density = fem.check_density(hr)
+    density = check_density(hr)
     factor = _check_int("factor", factor, 1)
     ny, nx = density.shape
     rows, cols = -(-ny // factor), -(-nx // factor)

@@ -35,6 +35,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from femsr import fem
+from femsr.checks import check_density, check_finite_array, check_mask
 from femsr.defaults import TISSUE_MODULUS
 from femsr.femur import Problem
 
@@ -86,7 +87,7 @@ def _check_int(name: str, value: object, low: int) -> int:
 
 
 def _check_image(name: str, value: object, ndim: int) -> np.ndarray:
-    array = fem._check_finite_array(name, value, ndim)
+    array = check_finite_array(name, value, ndim)
     if array.shape[-1] == 0 or array.shape[-2] == 0:
         raise ValueError(f"{name} must not be empty, got shape {array.shape}")
     return array
@@ -141,7 +142,7 @@ def displacement_channels(u: np.ndarray, mask: np.ndarray | None = None) -> np.n
     pixels = 0.25 * (u[:, :-1, :-1] + u[:, :-1, 1:] + u[:, 1:, :-1] + u[:, 1:, 1:])
     channels = pixels.transpose(0, 3, 1, 2).reshape(-1, *pixels.shape[1:3])
     if mask is not None:
-        channels *= fem.check_mask(mask, channels.shape[1:]).astype(bool)
+        channels *= check_mask(mask, channels.shape[1:]).astype(bool)
     return channels
 
 
@@ -178,7 +179,7 @@ def lr_inputs(
     >>> lr_inputs(np.full((2, 3), 0.5), np.zeros((3, 3, 4, 2))).shape
     (7, 2, 3)
     """
-    density = fem.check_density(lr_density)
+    density = check_density(lr_density)
     channels = displacement_channels(displacement, mask)
     if channels.shape[1:] != density.shape:
         raise ValueError(

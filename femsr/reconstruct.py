@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from femsr import encoding, fem
+from femsr import encoding
+from femsr.checks import check_finite_array, check_mask
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
@@ -107,7 +108,7 @@ def _load_problem(
 ) -> Problem:
     """The LR FE problem from a femur record or from the caller's forces, fixed DOFs and mask."""
     shape = density.shape
-    region = None if mask is None else fem.check_mask(mask, shape).astype(bool)
+    region = None if mask is None else check_mask(mask, shape).astype(bool)
     if femur is not None:
         if forces is not None or fixed is not None:
             raise ValueError("give either femur= or forces= and fixed=, not both")
@@ -130,10 +131,10 @@ def _load_problem(
             "reconstruct needs the displacement channels: pass displacement=, or a load spec "
             "to compute them (femur= with pixel_size=, a FemurImage, or forces= and fixed=)"
         )
-    loads = fem._check_finite_array("forces", forces, 4)
+    loads = check_finite_array("forces", forces, 4)
     ncases = loads.shape[0]
     return Problem(
-        mask=fem.check_mask(density > 0, shape).astype(bool) if region is None else region,
+        mask=check_mask(density > 0, shape).astype(bool) if region is None else region,
         forces=loads,
         fixed=fixed,
         weights=np.full(ncases, 1.0 / max(ncases, 1)),
@@ -280,14 +281,14 @@ def reconstruct(
     if displacement is not None:
         if femur is not None or forces is not None or fixed is not None:
             raise ValueError("give either displacement= or a load spec (femur=, forces=), not both")
-        u = fem._check_finite_array("displacement", displacement, 4)
+        u = check_finite_array("displacement", displacement, 4)
         expected = (ncases, shape[0] + 1, shape[1] + 1, 2)
         if u.shape[1:] != expected[1:]:
             raise ValueError(
                 f"displacement must be nodal on lr's grid, (ncases, {shape[0] + 1}, "
                 f"{shape[1] + 1}, 2), got shape {u.shape}"
             )
-        region = density > 0 if mask is None else fem.check_mask(mask, shape).astype(bool)
+        region = density > 0 if mask is None else check_mask(mask, shape).astype(bool)
     else:
         problem = _load_problem(density, femur, pixel_size, forces, fixed, mask)
         if progress:

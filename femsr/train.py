@@ -47,11 +47,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from femsr import defaults
+from femsr.evaluate import ssim
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
 from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, resolve_device
 
-__all__ = ["TrainResult", "block_mean", "objective", "psnr", "ssim", "train"]
+__all__ = ["TrainResult", "block_mean", "objective", "psnr", "train"]
 
 LOSSES = ("l1", "l2")
 SCHEDULES = ("cosine", "step", "constant")
@@ -141,63 +142,6 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
     """
     mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(_MIN_MSE))
-
-
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype) -> torch.Tensor:
-    coordinates = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    weights = torch.exp(-(coordinates**2) / (2 * sigma**2))
-    return (weights / weights.sum()).to(dtype)
-
-
-def ssim(
-    prediction: torch.Tensor,
-    target: torch.Tensor,
-    data_range: float = 1.0,
-    window: int = 11,
-    sigma: float = 1.5,
-) -> torch.Tensor:
-    """Structural similarity of each image of a batch ``(N, C, H, W)`` → ``(N,)``.
-
-    Wang et al. (2004): local means, variances and covariance under a normalized Gaussian
-    window (``window`` pixels, standard deviation ``sigma`` pixels), ``K1 = 0.01``,
-    ``K2 = 0.03``, evaluated where the window fits inside the image ("valid") and averaged over
-    those positions and the channels.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ or an image is smaller than the window.
-
-    Examples
-    --------
-    >>> import torch
-    >>> x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    >>> ssim(x, x).tolist()
-    [1.0, 1.0]
-    """
-    if prediction.shape != target.shape or prediction.ndim != 4:
-        raise ValueError(
-            f"prediction and target must be (N, C, H, W) of one shape, got "
-            f"{tuple(prediction.shape)} and {tuple(target.shape)}"
-        )
-    if min(prediction.shape[-2:]) < window:
-        raise ValueError(f"images {tuple(prediction.shape[-2:])} are smaller than window={window}")
-    channels = prediction.shape[1]
-    line = _gaussian_window(window, sigma, prediction.dtype).to(prediction.device)
-    kernel = torch.outer(line, line).expand(channels, 1, window, window)
-
-    def local_mean(image: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(image, kernel, groups=channels)
-
-    mu_x, mu_y = local_mean(prediction), local_mean(target)
-    var_x = local_mean(prediction * prediction) - mu_x**2
-    var_y = local_mean(target * target) - mu_y**2
-    cov = local_mean(prediction * target) - mu_x * mu_y
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
-    return index.flatten(1).mean(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,7 +357,9 @@ def _evaluate(
             )
             totals["val_loss"] += float(value) * size
             totals["val_psnr"] += float(psnr(prediction, hr_batch).sum())
-            totals["val_ssim"] += float(ssim(prediction, hr_batch).sum())
+            # One HR channel: the SSIM of each patch's image.
+            similarity = ssim(prediction[:, 0].cpu().numpy(), hr_batch[:, 0].cpu().numpy())
+            totals["val_ssim"] += float(np.sum(similarity))
             count += size
     return {key: total / count for key, total in totals.items()}
 

@@ -235,26 +235,22 @@ def test_ssim_of_identical_images_is_one_and_of_constants_is_the_luminance_term(
     assert ssim(255 * a, 255 * noisy, data_range=255) == pytest.approx(ssim(a, noisy))
 
 
-def test_ssim_matches_a_brute_force_gaussian_window():
-    # 15x15 images: the 5x5 pixels at least 5 px from the border have whole 11x11 windows.
+def test_ssim_matches_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
     rng = np.random.default_rng(9)
-    a, b = rng.random((15, 15)), rng.random((15, 15))
-    offsets = np.arange(-5, 6)
-    window = np.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * 1.5**2))
-    window /= window.sum()
-    c1, c2 = 0.01**2, 0.03**2
-    values = []
-    for i in range(5, 10):
-        for j in range(5, 10):
-            pa, pb = a[i - 5 : i + 6, j - 5 : j + 6], b[i - 5 : i + 6, j - 5 : j + 6]
-            ma, mb = (window * pa).sum(), (window * pb).sum()
-            va = (window * (pa - ma) ** 2).sum()
-            vb = (window * (pb - mb) ** 2).sum()
-            cov = (window * (pa - ma) * (pb - mb)).sum()
-            values.append(
-                (2 * ma * mb + c1) * (2 * cov + c2) / ((ma**2 + mb**2 + c1) * (va + vb + c2))
-            )
-    assert ssim(a, b) == pytest.approx(np.mean(values), rel=1e-10)
+    a = rng.random((3, 15, 23))
+    b = np.clip(a + rng.normal(0, 0.3, a.shape), 0, 1)
+    b[1] = 1 - a[1]  # anti-correlated: SSIM < 0
+    expected = [
+        metrics.structural_similarity(
+            a[k], b[k], data_range=1.0, gaussian_weights=True, sigma=1.5,
+            use_sample_covariance=False,
+        )
+        for k in range(3)
+    ]  # fmt: skip
+    np.testing.assert_allclose(ssim(a, b), expected, rtol=1e-10)
+    assert ssim(a[0], b[0]) == pytest.approx(expected[0], rel=1e-10)
+    assert ssim(a[1], b[1]) < 0 < ssim(a[0], b[0]) < 1
 
 
 def test_psnr_known_values():
@@ -342,6 +338,7 @@ def test_dice_on_hand_made_cases():
     [
         (lambda: ssim(np.ones((10, 12)), np.ones((10, 12))), ValueError, "at least 11x11"),
         (lambda: ssim(np.ones((12, 12)), np.ones((12, 13))), ValueError, "same shape"),
+        (lambda: ssim(np.ones(12), np.ones(12)), ValueError, r"a must be a non-empty stack"),
         (lambda: ssim(np.ones((12, 12)), np.ones((12, 12)), data_range=0), ValueError, "data_"),
         (lambda: psnr(np.ones((2, 2)), np.ones((2, 2)), data_range=-1), ValueError, "data_"),
         (lambda: psnr(np.ones(4), np.ones(4)), ValueError, "a must be a non-empty 2-D image"),

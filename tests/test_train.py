@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, TensorDataset  # noqa: E402
 
 from femsr.export import load_model  # noqa: E402
 from femsr.model import ModelConfig  # noqa: E402
-from femsr.train import block_mean, objective, psnr, ssim, train  # noqa: E402
+from femsr.train import block_mean, objective, psnr, train  # noqa: E402
 
 CFG = ModelConfig(in_channels=3, width=8, n_blocks=1, up_width=4, patch_size=4)
 
@@ -47,50 +47,6 @@ def same_weights(a, b):
 
 # ---------------------------------------------------------------------------------------------
 # Metrics and losses
-
-
-def ssim_numpy(x, y, window=11, sigma=1.5):
-    """SSIM by its definition: weighted moments of each window position, no convolution."""
-    line = np.exp(-((np.arange(window) - (window - 1) / 2) ** 2) / (2 * sigma**2))
-    weights = np.outer(line, line) / np.outer(line, line).sum()
-    c1, c2 = 0.01**2, 0.03**2
-    values = []
-    for i in range(x.shape[0] - window + 1):
-        for j in range(x.shape[1] - window + 1):
-            a, b = x[i : i + window, j : j + window], y[i : i + window, j : j + window]
-            mx, my = (weights * a).sum(), (weights * b).sum()
-            vx, vy = (weights * (a - mx) ** 2).sum(), (weights * (b - my) ** 2).sum()
-            cov = (weights * (a - mx) * (b - my)).sum()
-            values.append(
-                ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-            )
-    return float(np.mean(values))
-
-
-def test_ssim_against_numpy():
-    rng = np.random.default_rng(3)
-    x = rng.random((3, 1, 16, 19))
-    y = np.clip(x + 0.2 * rng.standard_normal(x.shape), 0, 1)
-    y[1] = 1 - x[1]  # anti-correlated: SSIM < 0
-    got = ssim(torch.from_numpy(x), torch.from_numpy(y)).numpy()
-    expected = [ssim_numpy(x[k, 0], y[k, 0]) for k in range(3)]
-    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
-    assert got[1] < 0 < got[0] < 1
-
-
-def test_ssim_other_window_and_channels_mean():
-    rng = np.random.default_rng(4)
-    x, y = rng.random((1, 2, 12, 12)), rng.random((1, 2, 12, 12))
-    got = float(ssim(torch.from_numpy(x), torch.from_numpy(y), window=7, sigma=1.0)[0])
-    expected = np.mean([ssim_numpy(x[0, c], y[0, c], window=7, sigma=1.0) for c in range(2)])
-    assert got == pytest.approx(expected, rel=1e-10)
-
-
-def test_ssim_errors():
-    with pytest.raises(ValueError, match=r"must be \(N, C, H, W\) of one shape"):
-        ssim(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 16, 15))
-    with pytest.raises(ValueError, match=r"images \(8, 16\) are smaller than window=11"):
-        ssim(torch.zeros(1, 1, 8, 16), torch.zeros(1, 1, 8, 16))
 
 
 def test_psnr_against_numpy():
