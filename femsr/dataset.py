@@ -67,6 +67,7 @@ from femsr.encoding import (
     window_mask,
 )
 from femsr.io import FemurImage, atomic_write, load_femur
+from femsr.resume import resume as resume_run
 
 # PatchDataset (torch) is created on first access and stays out of __all__, so that a star
 # import does not load torch either.
@@ -362,15 +363,13 @@ def build_dataset(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / INDEX).exists():
-        index = load_index(out)
-        if index["settings"] != settings:
-            changed = sorted(k for k in settings if index["settings"].get(k) != settings[k])
-            raise ValueError(
-                f"{str(out)!r} holds a dataset built with other settings ({', '.join(changed)}); "
-                f"use another folder or the same settings"
-            )
-    else:
+    index = resume_run(
+        out / INDEX,
+        settings,
+        lambda path: load_index(path.parent),
+        remedy="use another folder or the same settings",
+    )
+    if index is None:
         index = {"format": FORMAT, "settings": settings, "normalization": NORMALIZATION}
         index["femurs"] = []
     done = {

@@ -51,6 +51,7 @@ from femsr.evaluate import ssim
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
 from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, resolve_device
+from femsr.resume import resume as resume_run
 
 __all__ = ["TrainResult", "block_mean", "objective", "psnr", "train"]
 
@@ -293,7 +294,7 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
             stream.write(json.dumps(record) + "\n")
 
 
-def _load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -302,14 +303,6 @@ def _load_checkpoint(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a femsr training checkpoint")
-    stored = checkpoint["settings"]
-    changed = sorted(key for key in settings if stored.get(key) != settings[key])
-    if changed:
-        details = ", ".join(f"{key}: {stored.get(key)!r} → {settings[key]!r}" for key in changed)
-        raise ValueError(
-            f"checkpoint {path} was written with other settings ({details}); "
-            f"use another out_dir or resume=False"
-        )
     return checkpoint
 
 
@@ -500,8 +493,11 @@ def train(
     loader_generator = torch.Generator().manual_seed(seed)
     start, history = 0, []
     best_epoch, best_loss = 0, math.inf
-    if resume and checkpoint_path.exists():
-        checkpoint = _load_checkpoint(checkpoint_path, settings)
+    checkpoint = None
+    if resume:
+        remedy = "use another out_dir or resume=False"
+        checkpoint = resume_run(checkpoint_path, settings, _read_checkpoint, remedy=remedy)
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])

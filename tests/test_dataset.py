@@ -319,7 +319,10 @@ def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, cap
         e["name"]: e["count"] for e in index["femurs"]
     }
     assert (out / "femur_00.lr.npy").stat().st_mtime_ns == stamps["femur_00.lr.npy"]
-    with pytest.raises(ValueError, match=r"other settings \(stride\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"index.json was written with other settings \(stride: 3 → 2\); use another folder",
+    ):
         build(out, femur_files, stride=2)
 
 
