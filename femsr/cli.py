@@ -25,6 +25,8 @@ from femsr.defaults import (
 if TYPE_CHECKING:
     from femsr.io import FemurImage
 
+    _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+
 
 _E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
 
@@ -66,6 +68,24 @@ def _fe(args: argparse.Namespace) -> int:
         io.save_npz(args.output, displacement=u, density=density, mask=problem.mask)
         print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _add_fe(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "fe", help="finite-element solve of the femur phantom's load cases"
+    )
+    command.add_argument(
+        "--pixel-size", type=float, default=0.5, help="pixel side in mm (0.05 = full)"
+    )
+    command.add_argument(
+        "--density", type=float, default=0.5, help="uniform density inside the femur"
+    )
+    command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
+    command.add_argument(
+        "--seed", type=int, default=None, help="femur variant (default: the mean femur)"
+    )
+    command.add_argument("--output", help="write the displacements to this .npz file")
+    command.set_defaults(run=_fe)
 
 
 # generate.STAGES as --stages spells it; the CLI does not import generate to print its help.
@@ -111,6 +131,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "generate",
+        help="grow the dataset's femurs by topology optimization (resumes)",
+        description="Grow seeded femurs (geometry, loads, bone mass) by coarse-to-fine topology "
+        "optimization into OUTPUT: manifest.json, <name>.npz, <name>.png. Rerun to resume.",
+    )
+    command.add_argument("output", type=Path, help="dataset folder")
+    command.add_argument("--count", type=int, default=11, help="femurs in the dataset")
+    command.add_argument("--test", type=int, default=4, help="femurs held out for testing")
+    command.add_argument("--seed", type=int, default=0, help="seed of the manifest")
+    command.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
+    command.add_argument(
+        "--stages",
+        type=_stages,
+        help=f"pixel:iterations per stage, coarse to fine (default {DEFAULT_STAGES})",
+    )
+    command.add_argument("--quiet", action="store_true", help="no per-iteration progress")
+    command.set_defaults(run=_generate)
+
+
 def _femur_files(folder: Path, split: str | None = None) -> list[Path]:
     """The femur files of a folder's manifest.json (of one split), else its every .npz."""
     import json
@@ -149,6 +190,25 @@ def _dataset(args: argparse.Namespace) -> int:
         f"pairs in {args.output}"
     )
     return 0
+
+
+def _add_dataset(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "dataset",
+        help="cut grown femurs into LR/HR patch pairs for training (resumes)",
+        description="Downscale each femur of FEMUR_DIR (its manifest.json, else every .npz) x10, "
+        "solve the LR image's load cases, and write the overlapping LR window + displacement -> "
+        "HR window pairs to OUT_DIR (memory-mapped .npy per femur, index.json). Rerun to resume.",
+    )
+    command.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of femur images")
+    command.add_argument("output", type=Path, metavar="OUT_DIR", help="dataset folder")
+    command.add_argument("--patch", type=int, default=12, help="LR window side in pixels")
+    command.add_argument("--stride", type=int, default=8, help="LR window offset in pixels")
+    command.add_argument("--factor", type=int, default=10, help="HR pixels per LR pixel")
+    command.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
+    command.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
+    command.add_argument("--quiet", action="store_true", help="no per-femur progress")
+    command.set_defaults(run=_dataset)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -210,6 +270,59 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "train",
+        help="train the super-resolution network on a patch dataset (resumes)",
+        description="Train the residual network on the training femurs of DATASET (written by "
+        "femsr dataset), holding out one of them (--val-femurs) for validation every epoch. "
+        "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
+        "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
+        "command to resume after an interruption; export best.pt with femsr export.",
+    )
+    command.add_argument("dataset", type=Path, metavar="DATASET", help="patch dataset folder")
+    command.add_argument("output", type=Path, metavar="OUT_DIR", help="training run folder")
+    command.add_argument("--loss", default="l1", choices=("l1", "l2"), help="pixel loss (l1)")
+    command.add_argument(
+        "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
+    )
+    command.add_argument("--width", type=int, default=WIDTH, help=f"feature channels ({WIDTH})")
+    command.add_argument(
+        "--blocks", type=int, default=N_BLOCKS, help=f"residual blocks ({N_BLOCKS})"
+    )
+    command.add_argument(
+        "--up-width", type=int, default=UP_WIDTH, help=f"channels at HR ({UP_WIDTH})"
+    )
+    command.add_argument(
+        "--epochs", type=int, default=EPOCHS, help=f"epochs in all, resumed ones too ({EPOCHS})"
+    )
+    command.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help=f"pairs per step ({BATCH_SIZE})"
+    )
+    command.add_argument(
+        "--lr", type=float, default=LEARNING_RATE, help=f"initial learning rate ({LEARNING_RATE:g})"
+    )
+    command.add_argument(
+        "--schedule", default="cosine", choices=("cosine", "step", "constant"), help="(cosine)"
+    )
+    command.add_argument(
+        "--pairs", type=int, help="train on a seeded random subset of this many pairs"
+    )
+    command.add_argument(
+        "--val-pairs", type=int, default=2000, help="validation subset size (2000)"
+    )
+    command.add_argument(
+        "--val-femurs", nargs="+", metavar="NAME", help="held out (default: the last train femur)"
+    )
+    command.add_argument("--no-augment", action="store_true", help="no flips and quarter turns")
+    command.add_argument("--seed", type=int, default=0, help="seeds weights, order and subsets")
+    command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    command.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    command.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.set_defaults(run=_train)
+
+
 def _subset(data: Any, count: int | None, seed: int) -> Any:
     """A seeded random subset of ``count`` items (all when ``count`` is None or larger)."""
     from torch.utils.data import Subset
@@ -245,6 +358,23 @@ def _export(args: argparse.Namespace) -> int:
     size = path.stat().st_size / 2**20
     print(f"wrote {path} ({exported.format}, {size:.2f} MiB); max |exported - eager| {error:.1e}")
     return 0
+
+
+def _add_export(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "export",
+        help="export trained weights for batched inference (.pt2, .ts or .pt)",
+        description="Read WEIGHTS (best.pt of femsr train, or any model file femsr loads) and "
+        "write OUTPUT: .pt2 (torch.export, dynamic batch; the default format of femsr), .ts "
+        "(TorchScript, deprecated in PyTorch) or .pt (state dict). The export is loaded back "
+        "and checked against the weights on random input (max difference <= 1e-5).",
+    )
+    command.add_argument("weights", type=Path, metavar="WEIGHTS", help="trained model file")
+    command.add_argument("output", type=Path, metavar="OUTPUT", help="exported model file")
+    command.add_argument(
+        "--format", choices=("pt2", "torchscript", "state"), help="(default: from the suffix)"
+    )
+    command.set_defaults(run=_export)
 
 
 def _density_image(path: Path, pixel_size: float | None) -> FemurImage:
@@ -298,6 +428,33 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "evaluate",
+        help="apparent stiffness of the ROIs and image measures of a reconstruction",
+        description="Compare RECONSTRUCTION with REFERENCE: apparent stiffness (E_x, E_y, E_xy) "
+        "of the femoral head, neck and intertrochanteric ROIs by FE homogenization with the "
+        "error % (the paper's Table 1), SSIM, PSNR, BV/TV and Dice; writes table.md, table.csv, "
+        "images.csv, rois.png, femur.png and femur_reconstruction.png to OUTPUT. Femur files "
+        "(.npz) carry their pixel size and ROIs; a bare .npy needs --pixel-size and takes the "
+        "default femur's ROIs.",
+    )
+    command.add_argument("reference", type=Path, metavar="REFERENCE", help="reference density file")
+    command.add_argument(
+        "reconstruction", type=Path, metavar="RECONSTRUCTION", help="reconstructed density file"
+    )
+    command.add_argument(
+        "--output", type=Path, default=Path("evaluation"), help="output folder (./evaluation)"
+    )
+    command.add_argument(
+        "--without-quilting", type=Path, metavar="FILE", help="a third image for the figure"
+    )
+    command.add_argument("--pixel-size", type=float, help="pixel side in mm of bare .npy densities")
+    command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
+    command.add_argument("--threshold", type=float, default=0.5, help="bone is density > threshold")
+    command.set_defaults(run=_evaluate)
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     """Super-resolve an LR density image x10 and write it (and a preview)."""
     from femsr import femur, io
@@ -336,6 +493,36 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_reconstruct(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "reconstruct",
+        help="super-resolve a 500 µm femur density x10 with the network",
+        description="Read INPUT (.npy, .npz, PNG or TIFF; a femur file (.npz) carries its pixel "
+        "size and load cases, a bare image gets the default femur's at --pixel-size), compute the "
+        "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
+        "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
+        "float32).",
+    )
+    command.add_argument("input", type=Path, metavar="INPUT", help="LR density image")
+    command.add_argument("output", type=Path, metavar="OUTPUT", help="HR density image to write")
+    command.add_argument(
+        "--model", type=Path, help="exported model file (default: the bundled one)"
+    )
+    command.add_argument(
+        "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"
+    )
+    command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    command.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    command.add_argument(
+        "--pixel-size",
+        type=float,
+        help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid)",
+    )
+    command.add_argument("--preview", type=Path, metavar="PNG", help="also write an 8-bit preview")
+    command.add_argument("--quiet", action="store_true", help="no progress")
+    command.set_defaults(run=_reconstruct)
+
+
 def _demo(args: argparse.Namespace) -> int:
     """Reconstruct the bundled held-out femur with the bundled model and score it."""
     from femsr.demo import demo
@@ -353,6 +540,25 @@ def _demo(args: argparse.Namespace) -> int:
         f"{timings['quilting']:.2f} s); total {timings['total']:.1f} s; wrote {args.output}"
     )
     return 0
+
+
+def _add_demo(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "demo",
+        help="reconstruct the bundled held-out femur with the bundled model, and score it",
+        description="Downscale the bundled 50 µm femur to 500 µm, reconstruct it with the "
+        "bundled network (LR FE, batched inference, seam quilting) and without quilting, and "
+        "write the HR image, the side-by-side ROI figures, the ROI stiffness table and the "
+        "stage timings to OUTPUT.",
+    )
+    command.add_argument(
+        "output", type=Path, nargs="?", default=Path("femsr-demo"), help="(./femsr-demo)"
+    )
+    command.add_argument("--model", type=Path, help="exported model (default: the bundled one)")
+    command.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
+    command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    command.add_argument("--quiet", action="store_true", help="no progress")
+    command.set_defaults(run=_demo)
 
 
 def _model_label(text: str) -> tuple[str, Path]:
@@ -390,160 +596,8 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="femsr",
-        description="Super-resolution of proximal-femur bone images (500 µm -> 50 µm).",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    dm = commands.add_parser(
-        "demo",
-        help="reconstruct the bundled held-out femur with the bundled model, and score it",
-        description="Downscale the bundled 50 µm femur to 500 µm, reconstruct it with the "
-        "bundled network (LR FE, batched inference, seam quilting) and without quilting, and "
-        "write the HR image, the side-by-side ROI figures, the ROI stiffness table and the "
-        "stage timings to OUTPUT.",
-    )
-    dm.add_argument(
-        "output", type=Path, nargs="?", default=Path("femsr-demo"), help="(./femsr-demo)"
-    )
-    dm.add_argument("--model", type=Path, help="exported model (default: the bundled one)")
-    dm.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
-    dm.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    dm.add_argument("--quiet", action="store_true", help="no progress")
-    dm.set_defaults(run=_demo)
-
-    fe = commands.add_parser("fe", help="finite-element solve of the femur phantom's load cases")
-    fe.add_argument("--pixel-size", type=float, default=0.5, help="pixel side in mm (0.05 = full)")
-    fe.add_argument("--density", type=float, default=0.5, help="uniform density inside the femur")
-    fe.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
-    fe.add_argument(
-        "--seed", type=int, default=None, help="femur variant (default: the mean femur)"
-    )
-    fe.add_argument("--output", help="write the displacements to this .npz file")
-    fe.set_defaults(run=_fe)
-
-    gen = commands.add_parser(
-        "generate",
-        help="grow the dataset's femurs by topology optimization (resumes)",
-        description="Grow seeded femurs (geometry, loads, bone mass) by coarse-to-fine topology "
-        "optimization into OUTPUT: manifest.json, <name>.npz, <name>.png. Rerun to resume.",
-    )
-    gen.add_argument("output", type=Path, help="dataset folder")
-    gen.add_argument("--count", type=int, default=11, help="femurs in the dataset")
-    gen.add_argument("--test", type=int, default=4, help="femurs held out for testing")
-    gen.add_argument("--seed", type=int, default=0, help="seed of the manifest")
-    gen.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
-    gen.add_argument(
-        "--stages",
-        type=_stages,
-        help=f"pixel:iterations per stage, coarse to fine (default {DEFAULT_STAGES})",
-    )
-    gen.add_argument("--quiet", action="store_true", help="no per-iteration progress")
-    gen.set_defaults(run=_generate)
-
-    data = commands.add_parser(
-        "dataset",
-        help="cut grown femurs into LR/HR patch pairs for training (resumes)",
-        description="Downscale each femur of FEMUR_DIR (its manifest.json, else every .npz) x10, "
-        "solve the LR image's load cases, and write the overlapping LR window + displacement -> "
-        "HR window pairs to OUT_DIR (memory-mapped .npy per femur, index.json). Rerun to resume.",
-    )
-    data.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of femur images")
-    data.add_argument("output", type=Path, metavar="OUT_DIR", help="dataset folder")
-    data.add_argument("--patch", type=int, default=12, help="LR window side in pixels")
-    data.add_argument("--stride", type=int, default=8, help="LR window offset in pixels")
-    data.add_argument("--factor", type=int, default=10, help="HR pixels per LR pixel")
-    data.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
-    data.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
-    data.add_argument("--quiet", action="store_true", help="no per-femur progress")
-    data.set_defaults(run=_dataset)
-
-    tr = commands.add_parser(
-        "train",
-        help="train the super-resolution network on a patch dataset (resumes)",
-        description="Train the residual network on the training femurs of DATASET (written by "
-        "femsr dataset), holding out one of them (--val-femurs) for validation every epoch. "
-        "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
-        "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
-        "command to resume after an interruption; export best.pt with femsr export.",
-    )
-    tr.add_argument("dataset", type=Path, metavar="DATASET", help="patch dataset folder")
-    tr.add_argument("output", type=Path, metavar="OUT_DIR", help="training run folder")
-    tr.add_argument("--loss", default="l1", choices=("l1", "l2"), help="pixel loss (l1)")
-    tr.add_argument(
-        "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
-    )
-    tr.add_argument("--width", type=int, default=WIDTH, help=f"feature channels ({WIDTH})")
-    tr.add_argument("--blocks", type=int, default=N_BLOCKS, help=f"residual blocks ({N_BLOCKS})")
-    tr.add_argument("--up-width", type=int, default=UP_WIDTH, help=f"channels at HR ({UP_WIDTH})")
-    tr.add_argument(
-        "--epochs", type=int, default=EPOCHS, help=f"epochs in all, resumed ones too ({EPOCHS})"
-    )
-    tr.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help=f"pairs per step ({BATCH_SIZE})"
-    )
-    tr.add_argument(
-        "--lr", type=float, default=LEARNING_RATE, help=f"initial learning rate ({LEARNING_RATE:g})"
-    )
-    tr.add_argument(
-        "--schedule", default="cosine", choices=("cosine", "step", "constant"), help="(cosine)"
-    )
-    tr.add_argument("--pairs", type=int, help="train on a seeded random subset of this many pairs")
-    tr.add_argument("--val-pairs", type=int, default=2000, help="validation subset size (2000)")
-    tr.add_argument(
-        "--val-femurs", nargs="+", metavar="NAME", help="held out (default: the last train femur)"
-    )
-    tr.add_argument("--no-augment", action="store_true", help="no flips and quarter turns")
-    tr.add_argument("--seed", type=int, default=0, help="seeds weights, order and subsets")
-    tr.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    tr.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    tr.add_argument("--restart", action="store_true", help="start over instead of resuming")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    tr.set_defaults(run=_train)
-
-    ex = commands.add_parser(
-        "export",
-        help="export trained weights for batched inference (.pt2, .ts or .pt)",
-        description="Read WEIGHTS (best.pt of femsr train, or any model file femsr loads) and "
-        "write OUTPUT: .pt2 (torch.export, dynamic batch; the default format of femsr), .ts "
-        "(TorchScript, deprecated in PyTorch) or .pt (state dict). The export is loaded back "
-        "and checked against the weights on random input (max difference <= 1e-5).",
-    )
-    ex.add_argument("weights", type=Path, metavar="WEIGHTS", help="trained model file")
-    ex.add_argument("output", type=Path, metavar="OUTPUT", help="exported model file")
-    ex.add_argument(
-        "--format", choices=("pt2", "torchscript", "state"), help="(default: from the suffix)"
-    )
-    ex.set_defaults(run=_export)
-
-    ev = commands.add_parser(
-        "evaluate",
-        help="apparent stiffness of the ROIs and image measures of a reconstruction",
-        description="Compare RECONSTRUCTION with REFERENCE: apparent stiffness (E_x, E_y, E_xy) "
-        "of the femoral head, neck and intertrochanteric ROIs by FE homogenization with the "
-        "error % (the paper's Table 1), SSIM, PSNR, BV/TV and Dice; writes table.md, table.csv, "
-        "images.csv, rois.png, femur.png and femur_reconstruction.png to OUTPUT. Femur files "
-        "(.npz) carry their pixel size and ROIs; a bare .npy needs --pixel-size and takes the "
-        "default femur's ROIs.",
-    )
-    ev.add_argument("reference", type=Path, metavar="REFERENCE", help="reference density file")
-    ev.add_argument(
-        "reconstruction", type=Path, metavar="RECONSTRUCTION", help="reconstructed density file"
-    )
-    ev.add_argument(
-        "--output", type=Path, default=Path("evaluation"), help="output folder (./evaluation)"
-    )
-    ev.add_argument(
-        "--without-quilting", type=Path, metavar="FILE", help="a third image for the figure"
-    )
-    ev.add_argument("--pixel-size", type=float, help="pixel side in mm of bare .npy densities")
-    ev.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
-    ev.add_argument("--threshold", type=float, default=0.5, help="bone is density > threshold")
-    ev.set_defaults(run=_evaluate)
-
-    rp = commands.add_parser(
+def _add_report(commands: _Commands) -> None:
+    command = commands.add_parser(
         "report",
         help="mean ROI stiffness errors of trained models over the held-out femurs (Table 1)",
         description="Reconstruct each held-out femur of FEMUR_DIR (the test split of its "
@@ -552,8 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
         "paper's Table 1 (heldout.md, heldout.csv), every femur's errors (per_femur.csv) and "
         "previews of the reconstructions to OUTPUT.",
     )
-    rp.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of grown femurs")
-    rp.add_argument(
+    command.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of grown femurs")
+    command.add_argument(
         "--model",
         type=_model_label,
         action="append",
@@ -561,38 +615,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABEL=FILE",
         help="a model to evaluate, e.g. L1=runs/l1/model.pt2 (repeat for more)",
     )
-    rp.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
-    rp.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
-    rp.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    rp.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
-    rp.add_argument("--quiet", action="store_true", help="no progress")
-    rp.set_defaults(run=_report)
+    command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
+    command.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
+    command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
+    command.add_argument("--quiet", action="store_true", help="no progress")
+    command.set_defaults(run=_report)
 
-    rec = commands.add_parser(
-        "reconstruct",
-        help="super-resolve a 500 µm femur density x10 with the network",
-        description="Read INPUT (.npy, .npz, PNG or TIFF; a femur file (.npz) carries its pixel "
-        "size and load cases, a bare image gets the default femur's at --pixel-size), compute the "
-        "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
-        "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
-        "float32).",
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="femsr",
+        description="Super-resolution of proximal-femur bone images (500 µm -> 50 µm).",
     )
-    rec.add_argument("input", type=Path, metavar="INPUT", help="LR density image")
-    rec.add_argument("output", type=Path, metavar="OUTPUT", help="HR density image to write")
-    rec.add_argument("--model", type=Path, help="exported model file (default: the bundled one)")
-    rec.add_argument(
-        "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"
-    )
-    rec.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    rec.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
-    rec.add_argument(
-        "--pixel-size",
-        type=float,
-        help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid)",
-    )
-    rec.add_argument("--preview", type=Path, metavar="PNG", help="also write an 8-bit preview")
-    rec.add_argument("--quiet", action="store_true", help="no progress")
-    rec.set_defaults(run=_reconstruct)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_demo,
+        _add_fe,
+        _add_generate,
+        _add_dataset,
+        _add_train,
+        _add_export,
+        _add_evaluate,
+        _add_report,
+        _add_reconstruct,
+    ):
+        add(commands)
     return parser
 
 
