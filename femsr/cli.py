@@ -215,8 +215,9 @@ def _train(args: argparse.Namespace) -> int:
     """Train the network on a patch dataset, validating on one held-out training femur."""
     import torch
 
-    from femsr.dataset import PatchDataset, load_index
+    from femsr.dataset import load_index
     from femsr.model import ModelConfig, build_model
+    from femsr.patch_dataset import PatchDataset
     from femsr.train import train
 
     names = [e["name"] for e in load_index(args.dataset)["femurs"] if e["split"] == "train"]

@@ -13,7 +13,7 @@ window ten times larger. This module builds those pairs from the femur images th
    (:func:`femsr.encoding.lr_displacement`, :func:`~femsr.encoding.patch_grid`,
    :func:`~femsr.encoding.normalize_displacement`), and the HR window of each.
 3. :func:`build_dataset` writes a dataset folder, femur by femur, resumable;
-   :class:`PatchDataset` (torch, imported lazily) reads it through memory maps.
+   :class:`femsr.patch_dataset.PatchDataset` (torch) reads it through memory maps.
 
 Dataset folder
 --------------
@@ -63,14 +63,11 @@ from femsr.encoding import (
     lr_inputs,
     normalize_displacement,
     patch_grid,
-    transform,
     window_mask,
 )
 from femsr.io import FemurImage, atomic_write, load_femur
 from femsr.resume import resume as resume_run
 
-# PatchDataset (torch) is created on first access and stays out of __all__, so that a star
-# import does not load torch either.
 __all__ = ["build_dataset", "downscale", "downscale_femur", "load_index"]
 
 FORMAT = "femsr.patch-dataset/1"
@@ -426,129 +423,3 @@ def _write_index(out: Path, index: dict[str, Any]) -> None:
         index["channels"] = ["density"] + [f"{a}_{c}" for c in range(ncases) for a in ("ux", "uy")]
     with atomic_write(out / INDEX, "w") as stream:
         json.dump(index, stream, indent=1)
-
-
-# ---------------------------------------------------------------------------------------------
-# torch Dataset (torch is imported on first use of PatchDataset, never by `import femsr`)
-
-
-def _patch_dataset_class() -> type:
-    import torch
-    from torch.utils.data import Dataset
-
-    class PatchDataset(Dataset):
-        """Patch pairs of a dataset folder as a map-style torch ``Dataset``.
-
-        Items are ``(lr, hr)`` float32 tensors of shapes ``(1 + 2*ncases, P, P)`` and
-        ``(1, P*factor, P*factor)`` (HR in [0, 1]), what :func:`femsr.train.train` expects.
-        The arrays are memory-mapped (opened on first access in each process, so DataLoader
-        workers open their own maps), so a dataset larger than memory trains.
-
-        Parameters
-        ----------
-        folder : path
-            A folder written by :func:`build_dataset`.
-        split : {"train", "test"}
-            Which femurs.
-        augment : bool
-            Apply one of the eight symmetries of the square (:func:`~femsr.encoding.transform`)
-            per item, drawn from torch's global generator (which :func:`femsr.train.train`
-            seeds).
-        femurs : sequence of str, optional
-            Only these femurs of the split (e.g. one held out for validation).
-
-        Raises
-        ------
-        FileNotFoundError, ValueError
-            If the folder is not a dataset, a femur is unknown, or no femur is selected.
-
-        Examples
-        --------
-        >>> import tempfile
-        >>> from femsr.femur import Femur
-        >>> image = FemurImage(0.4 * Femur().mask(0.4), 0.4, Femur(), {"name": "f"})
-        >>> folder = tempfile.mkdtemp()
-        >>> _ = build_dataset([image], folder, patch=4, stride=4, factor=5, progress=False)
-        >>> data = PatchDataset(folder, "train", augment=True)
-        >>> lr, hr = data[0]
-        >>> len(data), tuple(lr.shape), tuple(hr.shape), hr.dtype
-        (91, (7, 4, 4), (1, 20, 20), torch.float32)
-        """
-
-        def __init__(
-            self,
-            folder: str | os.PathLike[str],
-            split: str = "train",
-            *,
-            augment: bool = False,
-            femurs: Sequence[str] | None = None,
-        ) -> None:
-            if split not in SPLITS:
-                raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-            self.folder = Path(folder)
-            self.index = load_index(folder)
-            known = {entry["name"] for entry in self.index["femurs"]}
-            unknown = sorted(set(femurs or ()) - known)
-            if unknown:
-                raise ValueError(f"unknown femur(s) {unknown}; the dataset has {sorted(known)}")
-            self.entries = [
-                entry
-                for entry in self.index["femurs"]
-                if entry["split"] == split and (femurs is None or entry["name"] in femurs)
-            ]
-            if not self.entries or not sum(entry["count"] for entry in self.entries):
-                raise ValueError(f"no patch pairs of split {split!r} in {str(folder)!r}")
-            self.split = split
-            self.augment = bool(augment)
-            self.offsets = np.cumsum([0] + [entry["count"] for entry in self.entries])
-            settings = self.index["settings"]
-            self.patch, self.factor = settings["patch"], settings["factor"]
-            self.in_channels = len(self.index["channels"])
-            self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
-
-        def __len__(self) -> int:
-            return int(self.offsets[-1])
-
-        def __getstate__(self) -> dict[str, Any]:
-            return {**self.__dict__, "_maps": None}  # workers map the files themselves
-
-        def _arrays(self) -> list[tuple[np.ndarray, np.ndarray]]:
-            if self._maps is None:
-                self._maps = [
-                    (
-                        np.load(self.folder / entry["lr"], mmap_mode="r"),
-                        np.load(self.folder / entry["hr"], mmap_mode="r"),
-                    )
-                    for entry in self.entries
-                ]
-            return self._maps
-
-        def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-            index = int(item) + (len(self) if item < 0 else 0)
-            if not 0 <= index < len(self):
-                raise IndexError(f"index {item} is out of range for {len(self)} patch pairs")
-            femur = int(np.searchsorted(self.offsets, index, side="right")) - 1
-            lr_map, hr_map = self._arrays()[femur]
-            row = index - int(self.offsets[femur])
-            lr = np.asarray(lr_map[row], dtype=np.float32)
-            hr = np.asarray(hr_map[row], dtype=np.float32)
-            if hr_map.dtype == np.uint8:
-                hr /= 255.0
-            if self.augment:
-                draw = int(torch.randint(8, ()))
-                lr, hr = transform(lr, draw % 4, draw >= 4), transform(hr, draw % 4, draw >= 4)
-            return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(
-                np.ascontiguousarray(hr)
-            )
-
-    # Pickle (spawned DataLoader workers) finds the class as femsr.dataset.PatchDataset.
-    PatchDataset.__qualname__ = "PatchDataset"
-    return PatchDataset
-
-
-def __getattr__(name: str) -> Any:
-    if name == "PatchDataset":
-        cls = _patch_dataset_class()
-        globals()[name] = cls
-        return cls
-    raise AttributeError(f"module 'femsr.dataset' has no attribute {name!r}")

@@ -417,8 +417,10 @@ def test_import_femsr_and_dataset_does_not_import_torch():
 
 def test_patch_dataset_yields_what_train_expects(built):
     torch = pytest.importorskip("torch")
+    from femsr.patch_dataset import PatchDataset
+
     out, index = built
-    train_data = dataset.PatchDataset(out, "train")
+    train_data = PatchDataset(out, "train")
     assert len(train_data) == index["counts"]["train"]
     lr, hr = train_data[len(train_data) - 1]  # the last pair of the second femur
     assert lr.dtype == hr.dtype == torch.float32
@@ -426,9 +428,7 @@ def test_patch_dataset_yields_what_train_expects(built):
     last = np.load(out / "femur_01.lr.npy")[-1]
     np.testing.assert_array_equal(lr.numpy(), last.astype(np.float32))
     assert float(hr.min()) >= 0 and float(hr.max()) <= 1
-    assert (
-        len(dataset.PatchDataset(out, "train", femurs=["femur_01"])) == index["femurs"][1]["count"]
-    )
+    assert len(PatchDataset(out, "train", femurs=["femur_01"])) == index["femurs"][1]["count"]
     assert torch.equal(train_data[-1][0], lr)
     # Spawned DataLoader workers get a pickled copy: it maps the files itself.
     copy = pickle.loads(pickle.dumps(train_data))
@@ -436,18 +436,20 @@ def test_patch_dataset_yields_what_train_expects(built):
     with pytest.raises(IndexError, match="out of range"):
         train_data[len(train_data)]
     with pytest.raises(ValueError, match=r"unknown femur\(s\) \['femur_99'\]"):
-        dataset.PatchDataset(out, "train", femurs=["femur_99"])
+        PatchDataset(out, "train", femurs=["femur_99"])
     with pytest.raises(ValueError, match="no patch pairs of split 'test'"):
-        dataset.PatchDataset(out, "test", femurs=["femur_00"])
+        PatchDataset(out, "test", femurs=["femur_00"])
     with pytest.raises(ValueError, match="split must be one of"):
-        dataset.PatchDataset(out, "val")
+        PatchDataset(out, "val")
 
 
 def test_augmented_items_are_symmetries_of_the_stored_pair(built):
     torch = pytest.importorskip("torch")
+    from femsr.patch_dataset import PatchDataset
+
     out, _ = built
-    plain = dataset.PatchDataset(out, "test")
-    augmented = dataset.PatchDataset(out, "test", augment=True)
+    plain = PatchDataset(out, "test")
+    augmented = PatchDataset(out, "test", augment=True)
     torch.manual_seed(0)
     lr, hr = plain[3]
     seen = set()
@@ -468,6 +470,7 @@ def test_augmented_items_are_symmetries_of_the_stored_pair(built):
 def test_tiny_training_run_on_the_dataset(built, tmp_path):
     pytest.importorskip("torch")
     from femsr.model import ModelConfig
+    from femsr.patch_dataset import PatchDataset
     from femsr.train import train
 
     out, _ = built
@@ -482,8 +485,8 @@ def test_tiny_training_run_on_the_dataset(built, tmp_path):
     )
     result = train(
         cfg,
-        dataset.PatchDataset(out, "train", augment=True, femurs=["femur_00"]),
-        dataset.PatchDataset(out, "train", femurs=["femur_01"]),
+        PatchDataset(out, "train", augment=True, femurs=["femur_00"]),
+        PatchDataset(out, "train", femurs=["femur_01"]),
         out_dir=tmp_path,
         epochs=1,
         batch_size=32,
