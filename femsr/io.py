@@ -10,6 +10,7 @@ import os
 import tempfile
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from femsr.checks import check_density
 from femsr.femur import Femur
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 FEMUR_FORMAT = "femsr.femur-image/1"
+_FEMUR_FIELDS = ("density", "pixel_size", "femur", "meta")
 # Densities are stored as 16-bit fractions: an error of at most 1/131070, far below anything an
 # image or a stiffness can tell, and crisp designs compress to a few MB at full size.
 _LEVELS = 65535
@@ -127,22 +130,63 @@ def save_femur(path: str | os.PathLike[str], image: FemurImage) -> None:
     )
 
 
-def load_femur(path: str | os.PathLike[str]) -> FemurImage:
-    """Read a file written by :func:`save_femur`, with a clear error for anything else."""
-    path = Path(path)
+def _check_file(kind: str, path: Path) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"{kind} {str(path)!r} is a directory, not a file")
     if not path.is_file():
-        raise FileNotFoundError(f"femur file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"{kind} {str(path)!r} does not exist")
+
+
+def _read_npz(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` archive, or a ValueError naming the path if it cannot be read."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable femur image: {error}") from None
+        # Opened here: np.load leaves its own handle open when the archive is damaged.
+        with open(path, "rb") as stream, np.load(stream, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, zlib.error) as error:
+        raise ValueError(
+            f"{str(path)!r} is not a readable {kind} (truncated, damaged, or not a .npz "
+            f"archive): {error}"
+        ) from None
+
+
+def load_femur(path: str | os.PathLike[str]) -> FemurImage:
+    """Read a file written by :func:`save_femur`.
+
+    Parameters
+    ----------
+    path : path
+        The ``.npz`` femur file.
+
+    Returns
+    -------
+    FemurImage
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
+    ValueError
+        If the file is truncated or damaged, is not a femur image, or lacks one of its fields;
+        the message names the path.
+    """
+    path = Path(path)
+    _check_file("femur file", path)
+    arrays = _read_npz(path, "femur image")
     if "format" not in arrays or str(arrays["format"]) != FEMUR_FORMAT:
         raise ValueError(f"{str(path)!r} is not a femsr femur image ({FEMUR_FORMAT})")
-    density = arrays["density"].astype(np.float64) / _LEVELS
-    pixel_size = float(arrays["pixel_size"])
-    femur = Femur.from_dict(json.loads(str(arrays["femur"])))
-    meta = json.loads(str(arrays["meta"]))
+    missing = [name for name in _FEMUR_FIELDS if name not in arrays]
+    if missing:
+        raise ValueError(f"{str(path)!r} is a damaged femur image: it lacks {missing}")
+    try:
+        density = arrays["density"].astype(np.float64) / _LEVELS
+        pixel_size = float(arrays["pixel_size"])
+        femur = Femur.from_dict(json.loads(str(arrays["femur"])))
+        meta = json.loads(str(arrays["meta"]))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{str(path)!r} is a damaged femur image: {error!r}") from None
     return FemurImage(density, pixel_size, femur, meta)
 
 
@@ -201,6 +245,8 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
     ------
     FileNotFoundError
         If ``path`` does not exist.
+    IsADirectoryError
+        If ``path`` is a directory.
     ValueError
         For an unknown suffix, or a file that cannot be read as a 2-D grayscale image.
 
@@ -215,8 +261,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
     """
     path = Path(path)
     suffix = _suffix(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    _check_file("image file", path)
     if suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
@@ -224,11 +269,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
             raise ValueError(f"{str(path)!r} is not a readable .npy array: {error}") from None
         return _plain_array(path, array), None, None
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except (OSError, zipfile.BadZipFile, EOFError, ValueError) as error:
-            raise ValueError(f"{str(path)!r} is not a readable .npz archive: {error}") from None
+        arrays = _read_npz(path, ".npz archive")
         if "format" in arrays and str(arrays["format"]) == FEMUR_FORMAT:
             image = load_femur(path)
             return image.density, image.pixel_size, image.femur
@@ -293,8 +334,6 @@ def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int 
     >>> read_image(path)[0].shape
     (2, 3)
     """
-    from femsr.fem import check_density
-
     path = Path(path)
     suffix = _suffix(path)
     if bits not in (8, 16):

@@ -90,7 +90,7 @@ _DROP_WORTH = 0.8
 
 
 def _check_image(name: str, value: object, shape: tuple[int, int] | None = None) -> np.ndarray:
-    array = fem._check_finite_array(name, value, 2)
+    array = check_finite_array(name, value, 2)
     if shape is not None and array.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
     return array

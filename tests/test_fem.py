@@ -23,6 +23,18 @@ def clamped_left(ny, nx):
     return fixed
 
 
+def bar_pulled_by_1_newton(ny, nx):
+    """Forces and supports of a bar pulled by 1 N spread over its right edge, its left edge on
+    rollers and pinned at mid-height."""
+    forces = np.zeros((1, ny + 1, nx + 1, 2))
+    forces[0, :, -1, 0] = 1.0 / ny
+    forces[0, [0, -1], -1, 0] = 0.5 / ny
+    fixed = np.zeros((ny + 1, nx + 1, 2), dtype=bool)
+    fixed[:, 0, 0] = True
+    fixed[ny // 2, 0, 1] = True
+    return forces, fixed
+
+
 def affine_field(ny, nx, strain):
     """Nodal displacements of the uniform strain (exx, eyy, gxy), x right and y up."""
     exx, eyy, gxy = strain
@@ -70,6 +82,80 @@ def test_element_energies_backends_agree_and_sum_to_compliance(seed):
     for case in range(3):
         flat = u[case].ravel()
         assert np.isclose((modulus * cpp[case]).sum(), flat @ (K @ flat), rtol=1e-10)
+
+
+# --- Shared by both backends: checked against formulas written out here --------------------
+
+
+def test_youngs_modulus_is_the_modified_simp_law():
+    density = np.array([0.0, 0.25, 0.5, 1.0])
+    # Emin + rho**3 (E0 - Emin) with E0 = 1e4, Emin = 1: 9999 / 4**3, 9999 / 2**3.
+    expected = [1.0, 1.0 + 156.234375, 1.0 + 1249.875, 1e4]
+    np.testing.assert_allclose(
+        fem.youngs_modulus(density, E0=1e4, penal=3.0, Emin=1.0), expected, rtol=1e-15
+    )
+    # penal 2: 9999 / 2**2 at rho = 0.5.
+    assert fem.youngs_modulus(np.array(0.5), E0=1e4, penal=2.0, Emin=1.0) == 2500.75
+    # The void modulus defaults to 1e-9 E0.
+    assert fem.youngs_modulus(np.array(0.0), E0=2e4) == pytest.approx(2e-5, rel=1e-15)
+    material = fem.Material(E0=1e4, penal=3.0, Emin=1.0)
+    np.testing.assert_allclose(material.youngs_modulus(density), expected, rtol=1e-15)
+
+
+def test_material_fills_in_the_void_modulus_and_is_frozen():
+    material = fem.Material(E0=15e3, nu=0.25, h=0.05, thickness=2.0)
+    assert (material.E0, material.nu, material.penal) == (15e3, 0.25, 3.0)
+    assert material.Emin == pytest.approx(15e3 * 1e-9, rel=1e-15)
+    assert (material.h, material.thickness) == (0.05, 2.0)
+    assert material == fem.Material(15e3, 0.25, 3.0, 15e3 * 1e-9, 0.05, 2.0)
+    with pytest.raises(AttributeError):
+        material.E0 = 1.0  # type: ignore[misc]
+    np.testing.assert_array_equal(material.element_stiffness(), fem.element_stiffness(0.25, 2.0))
+
+
+@pytest.mark.parametrize("method", ["direct", "amg", "gmg"])
+@pytest.mark.parametrize("penal", [1.0, 3.0])
+def test_gray_bar_in_tension_follows_the_simp_law(method, penal):
+    """u = F L / (E(rho) A) with E(rho) = Emin + rho**penal (E0 - Emin), rho = 0.5."""
+    ny, nx, E0, Emin, h, t = 8, 40, 2e5, 10.0, 0.5, 2.0
+    forces, fixed = bar_pulled_by_1_newton(ny, nx)
+    material = fem.Material(E0=E0, nu=0.0, penal=penal, Emin=Emin, h=h, thickness=t)
+    # A coarsest level of at most 40 nodes: three GMG levels on this grid.
+    options = {"coarse_nodes": 40}
+    solver = fem.Solver(fixed, material=material, method=method, tol=1e-12, gmg_options=options)
+    u = solver.solve(np.full((ny, nx), 0.5), forces)
+    modulus = Emin + 0.5**penal * (E0 - Emin)
+    expected = 1.0 * nx * h / (modulus * ny * h * t)
+    np.testing.assert_allclose(u[0, :, -1, 0], expected, rtol=1e-9)
+    # The compliance F·u is the sum over elements of E(rho) u_eᵀ k0 u_e.
+    energies = fem.element_energies(u, nu=0.0, thickness=t)
+    assert (modulus * energies).sum() == pytest.approx(expected, rel=1e-9)
+
+
+def test_material_and_keywords_give_the_same_model():
+    density, mask = random_case(4)
+    material = fem.Material(E0=17e3, nu=0.25, penal=2.5, Emin=1e-3, thickness=1.5)
+    by_keywords = fem.assemble(
+        density, mask=mask, E0=17e3, nu=0.25, penal=2.5, Emin=1e-3, thickness=1.5
+    )
+    assert abs(fem.assemble(density, mask=mask, material=material) - by_keywords).max() == 0
+    solver = fem.Solver(clamped_left(9, 13), material=material)
+    assert solver.material is material
+
+
+def test_material_is_given_once():
+    with pytest.raises(ValueError, match=r"not both: got material and \['E0', 'nu'\]"):
+        fem.assemble(np.ones((2, 2)), material=fem.Material(), E0=2.0, nu=0.2)
+    with pytest.raises(TypeError, match=r"material must be a femsr\.fem\.Material, got dict"):
+        fem.Solver(clamped_left(2, 2), material={"E0": 1.0})
+
+
+def test_dissection_order_puts_each_separator_after_its_halves():
+    # 3x7 grid, leaf 3: the middle column (3) splits it; each 3x3 half is split by its middle
+    # row, whose rows of three are leaves.
+    expected = [0, 1, 2, 14, 15, 16, 7, 8, 9, 4, 5, 6, 18, 19, 20, 11, 12, 13, 3, 10, 17]
+    assert solvers.dissection_order(3, 7, leaf=3).tolist() == expected
+    assert solvers.dissection_order(2, 2).tolist() == [0, 1, 2, 3]  # one leaf, row by row
 
 
 # --- Physics --------------------------------------------------------------------------------
@@ -163,12 +249,7 @@ def test_cantilever_converges_to_timoshenko_beam():
 
 def test_bar_in_tension_matches_hooke():
     ny, nx, E = 4, 20, 2e5
-    forces = np.zeros((1, ny + 1, nx + 1, 2))
-    forces[0, :, -1, 0] = 1.0 / ny
-    forces[0, [0, -1], -1, 0] = 0.5 / ny
-    fixed = np.zeros((ny + 1, nx + 1, 2), dtype=bool)
-    fixed[:, 0, 0] = True
-    fixed[ny // 2, 0, 1] = True
+    forces, fixed = bar_pulled_by_1_newton(ny, nx)
     u = fem.solve(np.ones((ny, nx)), forces, fixed, E0=E, nu=0.3, h=0.5, thickness=2.0)
     area = ny * 0.5 * 2.0
     np.testing.assert_allclose(u[0, :, -1, 0], 1.0 * nx * 0.5 / (E * area), rtol=1e-9)

@@ -38,6 +38,66 @@ def test_other_files_give_clear_errors(tmp_path):
         io.load_femur(tmp_path / "junk.npz")
 
 
+def saved_femur(path):
+    density = np.random.default_rng(0).random(grid_shape(4.0))
+    io.save_femur(path, io.FemurImage(density, 4.0, sample(1), {"name": "f"}))
+    return path.read_bytes()
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path.name}' is a directory"):
+        io.load_femur(tmp_path)
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"folder\.png' is a directory"):
+        io.read_image(tmp_path / "folder.png")
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_femur_file_is_named(tmp_path, keep):
+    data = saved_femur(tmp_path / "f.npz")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[: int(keep * len(data))])
+    with pytest.raises(ValueError, match=r"cut\.npz' is not a readable femur image \(truncated"):
+        io.load_femur(cut)
+
+
+def test_damaged_compressed_data_is_named(tmp_path):
+    import zipfile
+
+    data = bytearray(saved_femur(tmp_path / "f.npz"))
+    with zipfile.ZipFile(tmp_path / "f.npz") as archive:
+        offset = archive.getinfo("density.npy").header_offset
+    damaged = slice(offset + 80, offset + 200, 7)
+    data[damaged] = bytes(b ^ 0xFF for b in data[damaged])
+    (tmp_path / "bad.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"bad\.npz' is not a readable femur image"):
+        io.load_femur(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match=r"bad\.npz' is not a readable \.npz archive"):
+        io.read_image(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"pixel_size": None}, r"lacks \['pixel_size'\]"),
+        ({"femur": np.array("{not json")}, "JSONDecodeError"),
+        ({"meta": None, "femur": None}, r"lacks \['femur', 'meta'\]"),
+    ],
+)
+def test_a_femur_file_missing_or_garbling_a_field_is_named(tmp_path, fields, match):
+    saved_femur(tmp_path / "f.npz")
+    with np.load(tmp_path / "f.npz") as data:
+        arrays = {name: data[name] for name in data.files}
+    for name, value in fields.items():
+        if value is None:
+            del arrays[name]
+        else:
+            arrays[name] = value
+    np.savez(tmp_path / "g.npz", **arrays)
+    with pytest.raises(ValueError, match=rf"g\.npz' is a damaged femur image: .*{match}"):
+        io.load_femur(tmp_path / "g.npz")
+
+
 def test_atomic_write_gives_the_permissions_open_would(tmp_path):
     import os
 
