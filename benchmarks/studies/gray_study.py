@@ -13,7 +13,7 @@ mask at intermediate density 0.1-0.9), then scores the result: gray, Tb.Th of th
 than 1 mm inside the outline (as trabecular_thickness.py) and the weighted compliance at SIMP
 exponent 3, so runs with other exponents compare.
 
-    python benchmarks/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02 \
+    python benchmarks/studies/gray_study.py femur_00 /tmp/gray/a --moves 0.05,0.05,0.02,0.02,0.02 \
         --penal 3 --local-p 16 --local-radius 0.6
 """
 

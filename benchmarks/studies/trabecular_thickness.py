@@ -6,7 +6,7 @@ as mean, median and 10th-90th percentiles in mm, with the bone fraction there an
 the mask at intermediate density (0.1-0.9); from the growth records, the split, the bone mass,
 the compliance (N mm) after the last optimizing stage and the minutes the growth took.
 
-    python benchmarks/trabecular_thickness.py benchmarks/femurs/femur_*.npz
+    python benchmarks/studies/trabecular_thickness.py benchmarks/femurs/femur_*.npz
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Seams and quilting: the compiled Dijkstra and composition against the heapq/numpy twins.
 
-pytest benchmarks/bench_quilt.py --benchmark-only --benchmark-group-by=group
+pytest benchmarks/kernels/bench_quilt.py --benchmark-only --benchmark-group-by=group
 
 Surfaces are the overlaps of a full femur's quilt: HR patches of 120 px with stride 80 overlap by
 40 px, so a vertical seam crosses a 120x40 error surface and a horizontal seam the 40 rows of two

@@ -2,8 +2,8 @@
 
 Candidate sizes (``SIZES``) on 12 x 12 LR patches with 7 channels, x10 output, batch 64.
 
-pytest benchmarks/bench_model.py --benchmark-only --benchmark-group-by=group
-python benchmarks/bench_model.py [--threads 2] [--patches 1000]   (prints the table)
+pytest benchmarks/kernels/bench_model.py --benchmark-only --benchmark-group-by=group
+python benchmarks/kernels/bench_model.py [--threads 2] [--patches 1000]   (prints the table)
 
 The table gives parameters, GFLOP per patch, training pairs/s, inference patches/s per format,
 and the time of one femur's worth of patches through ``femsr.export.predict`` with the fastest

@@ -2,7 +2,7 @@
 
 Run with the peak memory measured from outside::
 
-    /usr/bin/time -v python benchmarks/dataset_fullsize.py [--femur FILE] [--stride 8]
+    /usr/bin/time -v python benchmarks/scripts/dataset_fullsize.py [--femur FILE] [--stride 8]
 
 Without ``--femur`` the HR density is synthetic: the mean phantom's mask filled with crisp
 struts (smoothed noise through a steep sigmoid, 0.001-1), which costs the LR FE what a grown

@@ -1,6 +1,6 @@
 """A mid-size topology optimization: time per iteration and CG iterations per solve over a run.
 
-    python benchmarks/topopt_midsize.py --size 400 --iterations 100
+    python benchmarks/studies/topopt_midsize.py --size 400 --iterations 100
 
 A square block (``--size`` pixels a side, 50 µm pixels, E0 = 15 GPa) clamped along its bottom
 edge carries three load cases on its top edge, like the femoral head under Carter's daily loads:

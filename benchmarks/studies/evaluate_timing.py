@@ -1,6 +1,6 @@
 """Apparent stiffness of the three 10 mm ROIs at 50 µm (200x200 px each), C++ vs Python assembly.
 
-    python benchmarks/evaluate_timing.py [--repeat 3]
+    python benchmarks/studies/evaluate_timing.py [--repeat 3]
 
 The ROIs are the femur phantom's (head, neck, intertrochanteric; ``Femur().rois(0.05)``); their
 density is a seeded crisp trabecular-like pattern (smoothed anisotropic noise thresholded at

@@ -1,6 +1,6 @@
 """Topology-optimization kernels: cone filter and OC update, C++ against the numpy twins.
 
-pytest benchmarks/bench_topopt.py --benchmark-only --benchmark-group-by=group
+pytest benchmarks/kernels/bench_topopt.py --benchmark-only --benchmark-group-by=group
 
 Sizes run up to the full 2080x1883 box at 50 µm with an elliptical mask filling about half of it,
 like the femur; ``rmin = 3`` px (25 cone taps). The projected OC update filters and projects the

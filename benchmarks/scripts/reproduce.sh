@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole reproduction at full size, each step resumable: rerun after an interruption.
 #
-#   benchmarks/reproduce.sh [EPOCHS]
+#   benchmarks/scripts/reproduce.sh [EPOCHS]
 #
 # 1. grow the 11 femurs (7 train, 4 test) into benchmarks/femurs (committed: a resume needs them)
 # 2. cut them into patch pairs in data/patches (rebuilt in minutes, not committed)
@@ -11,7 +11,7 @@
 # 4. export them, score them on the held-out femurs beside the paper's Table 1 (out/report)
 # 5. bundle the model with the smallest summed error and the first held-out femur into femsr/data
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 epochs=${1:-64}
 femurs=benchmarks/femurs
 runs=benchmarks/runs

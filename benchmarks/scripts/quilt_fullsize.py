@@ -2,10 +2,10 @@
 
 Run each configuration in its own process so its peak RSS is its own:
 
-    /usr/bin/time -v python benchmarks/quilt_fullsize.py --field uniform
-    /usr/bin/time -v python benchmarks/quilt_fullsize.py --field smooth
-    /usr/bin/time -v python benchmarks/quilt_fullsize.py --field femur
-    /usr/bin/time -v python benchmarks/quilt_fullsize.py --field uniform --skip-python
+    /usr/bin/time -v python benchmarks/scripts/quilt_fullsize.py --field uniform
+    /usr/bin/time -v python benchmarks/scripts/quilt_fullsize.py --field smooth
+    /usr/bin/time -v python benchmarks/scripts/quilt_fullsize.py --field femur
+    /usr/bin/time -v python benchmarks/scripts/quilt_fullsize.py --field uniform --skip-python
 
 The C++ and Python runs of a stage alternate, so that other jobs on the machine slow both alike.
 
@@ -34,10 +34,9 @@ from unittest import mock
 import numpy as np
 import scipy.ndimage as ndi
 
-from femsr import _core, dataset, io
+from femsr import _kernels, dataset, io
 from femsr import quilt as q
 from femsr.demo import BUNDLED_FEMUR
-from femsr.reference import quilt as ref
 
 T = TypeVar("T")
 
@@ -76,22 +75,10 @@ def make_patches(field: str, seed: int = 0) -> np.ndarray:
     return windows + 0.05 * rng.standard_normal(windows.shape)
 
 
-def seams_cpp(patches: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    nr, nc, patch, _ = patches.shape
-    overlap = patch - stride
-    vertical = np.empty((nr, nc - 1, patch, overlap), dtype=np.uint8)
-    _core.vertical_seam_masks(patches, stride, vertical)
-    strips = np.empty((nr, patch, (nc - 1) * stride + patch))
-    _core.compose_columns(patches, stride, vertical, None, strips, None)
-    horizontal = np.empty((nr - 1, overlap, strips.shape[2]), dtype=np.uint8)
-    _core.horizontal_seam_masks(strips, stride, horizontal)
-    return vertical, horizontal
-
-
-def seams_python(patches: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
-    vertical = ref.vertical_seam_masks(patches, stride)
-    strips, _ = ref.compose_columns(patches, stride, vertical, None)
-    return vertical, ref.horizontal_seam_masks(strips, stride)
+def seams(patches: np.ndarray, stride: int, backend: str) -> tuple[np.ndarray, np.ndarray]:
+    vertical = _kernels.vertical_seam_masks(patches, stride, backend)
+    strips, _ = _kernels.compose_columns(patches, stride, vertical, None, False, backend)
+    return vertical, _kernels.horizontal_seam_masks(strips, stride, backend)
 
 
 def paired_medians(
@@ -149,8 +136,8 @@ def main() -> None:
     stages: list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[Any, Any], None]]] = [
         (
             "all seams (search + masks)",
-            partial(seams_cpp, patches, stride),
-            partial(seams_python, patches, stride),
+            partial(seams, patches, stride, "cpp"),
+            partial(seams, patches, stride, "python"),
             same_masks,
         )
     ]

@@ -7,9 +7,10 @@ is the final 50 µm density of a grown femur, or at ``--pixel-size 0.1`` the 100
 result kept in its checkpoint folder (``benchmarks/femurs/work/<name>/stage1.done.npz``, left
 by ``femsr generate``).
 
-    OMP_NUM_THREADS=1 python benchmarks/cg_tolerance.py --pixel-size 0.1 --direct
-    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/cg_tolerance.py --tol 1e-2 1e-3
-    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/cg_tolerance.py --drop-void 1e-3 --direct
+    OMP_NUM_THREADS=1 python benchmarks/studies/cg_tolerance.py --pixel-size 0.1 --direct
+    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/studies/cg_tolerance.py --tol 1e-2 1e-3
+    OMP_NUM_THREADS=1 /usr/bin/time -v python benchmarks/studies/cg_tolerance.py \\
+        --drop-void 1e-3 --direct
 """
 
 import argparse
@@ -21,7 +22,7 @@ import numpy as np
 
 from femsr import fem, femur, generate, io, topopt
 
-FEMURS = Path(__file__).parent / "femurs"
+FEMURS = Path(__file__).parents[1] / "femurs"
 
 
 def design(name: str, pixel_size: float) -> np.ndarray:

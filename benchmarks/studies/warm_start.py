@@ -4,7 +4,7 @@ A TO run of the mean femur (local volume bound, as in ``generate.STAGES``) recor
 densities; each is then solved by GMG-CG to 1e-6 twice: starting from the previous solution
 (what ``fem.Solver`` does) and from zero. Prints CG iterations and seconds per TO iteration.
 
-    OMP_NUM_THREADS=1 python benchmarks/warm_start.py [--pixel-size 0.2] [--iterations 12]
+    OMP_NUM_THREADS=1 python benchmarks/studies/warm_start.py [--pixel-size 0.2] [--iterations 12]
 """
 
 import argparse

@@ -9,9 +9,9 @@ them.
 
     mkdir -p /tmp/r03/work/femur_00
     cp benchmarks/femurs/work/femur_00/stage0.done.npz /tmp/r03/work/femur_00/
-    python benchmarks/grow_variant.py femur_00 /tmp/r03 --set 1:local_radius=0.3 \\
+    python benchmarks/studies/grow_variant.py femur_00 /tmp/r03 --set 1:local_radius=0.3 \\
         --set 2:local_radius=0.3
-    python benchmarks/trabecular_thickness.py /tmp/r03/femur_00.npz
+    python benchmarks/studies/trabecular_thickness.py /tmp/r03/femur_00.npz
 """
 
 import argparse

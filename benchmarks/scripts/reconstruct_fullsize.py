@@ -2,7 +2,7 @@
 
 Run with the peak memory measured from outside::
 
-    /usr/bin/time -v python benchmarks/reconstruct_fullsize.py [--repeat 3] [--device cpu]
+    /usr/bin/time -v python benchmarks/scripts/reconstruct_fullsize.py [--repeat 3] [--device cpu]
         [--batch-size 64] [--dtype bfloat16]
 
 The LR image is the mean phantom's mask (0.5 mm) filled with a synthetic gray density (smoothed

@@ -2,10 +2,10 @@
 
 Run each configuration in its own process so its peak RSS is its own:
 
-    /usr/bin/time -v python benchmarks/fe_fullsize.py --mask box
-    /usr/bin/time -v python benchmarks/fe_fullsize.py --mask femur
-    /usr/bin/time -v python benchmarks/fe_fullsize.py --mask box --stage python-assembly
-    /usr/bin/time -v python benchmarks/fe_fullsize.py --mask femur --method amg
+    /usr/bin/time -v python benchmarks/scripts/fe_fullsize.py --mask box
+    /usr/bin/time -v python benchmarks/scripts/fe_fullsize.py --mask femur
+    /usr/bin/time -v python benchmarks/scripts/fe_fullsize.py --mask box --stage python-assembly
+    /usr/bin/time -v python benchmarks/scripts/fe_fullsize.py --mask femur --method amg
 
 The density is a smooth gray field (the easy case for AMG; crisp designs are measured by the
 topology-optimization benchmarks). Loads: three cases on the top of the box (or the femur's own
