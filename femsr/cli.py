@@ -1,4 +1,8 @@
-"""The ``femsr`` command: one subcommand per stage of the pipeline."""
+"""The ``femsr`` command: one subcommand per stage of the pipeline.
+
+Each subcommand is a handler and, beside it, the small function that declares its arguments;
+they stay in one module past 600 lines so that ``femsr --help`` and the handlers share it.
+"""
 
 from __future__ import annotations
 

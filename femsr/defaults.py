@@ -24,7 +24,7 @@ N_BLOCKS = 8
 UP_WIDTH = 8
 
 # Training (femsr.train.train): Adam's initial rate and the batch the bundled models were trained
-# with (benchmarks/runs/*/checkpoint.pt); benchmarks/reproduce.sh asks for 64 epochs.
+# with (benchmarks/runs/*/checkpoint.pt); benchmarks/scripts/reproduce.sh asks for 64 epochs.
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 32
 EPOCHS = 20

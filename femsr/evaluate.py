@@ -6,6 +6,9 @@ intertrochanteric region; :meth:`femsr.femur.Femur.rois`) by FE homogenization, 
 ``E_x = C11``, ``E_y = C22``, ``E_xy = C33`` of the 3x3 plane-stress stiffness and as the error %
 of the reconstruction against the topology-optimized reference. Image measures (SSIM, PSNR,
 BV/TV, Dice) complement it. Figures need matplotlib, which is imported only when one is drawn.
+
+One module past 600 lines because the stiffness, the image measures, the tables and the
+figures are the parts of the one report (:func:`write_report`) and share its checks.
 """
 
 from __future__ import annotations

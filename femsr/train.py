@@ -357,6 +357,79 @@ def _evaluate(
     return {key: total / count for key, total in totals.items()}
 
 
+def _check_arguments(
+    cfg: object,
+    loss: str,
+    schedule: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    mass_weight: float,
+) -> None:
+    if not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {lr!r}")
+    if not (isinstance(mass_weight, (int, float)) and math.isfinite(mass_weight)):
+        raise ValueError(f"mass_weight must be a finite number, got {mass_weight!r}")
+    if mass_weight < 0:
+        raise ValueError(f"mass_weight must be >= 0, got {mass_weight!r}")
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    bar: _Progress,
+    epoch: int,
+    rate: float,
+    *,
+    loss: str,
+    mass_weight: float,
+    scale: int,
+) -> tuple[float, int]:
+    """One pass over ``loader``: the summed loss of its pairs and their count."""
+    pin = device.type == "cuda"
+    total, count = 0.0, 0
+    for step, (lr_batch, hr_batch) in enumerate(loader, start=1):
+        lr_batch = lr_batch.to(device, memory_format=FAST_LAYOUT, non_blocking=pin)
+        hr_batch = hr_batch.to(device, non_blocking=pin)
+        with _autocast(device, amp_dtype):
+            prediction = model(lr_batch)
+        batch_loss = objective(
+            prediction.float(),
+            hr_batch,
+            lr_batch,
+            loss=loss,
+            mass_weight=mass_weight,
+            scale=scale,
+        )
+        loss_value = float(batch_loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(
+                f"training loss became {loss_value} at epoch {epoch}, step {step}; "
+                f"lower lr (now {rate:g}) or check the data for NaN"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(batch_loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        size = lr_batch.shape[0]
+        total, count = total + loss_value * size, count + size
+        bar.update(size, f"loss {total / count:.4g}")
+    return total, count
+
+
 def train(
     cfg: ModelConfig,
     train_dataset: Dataset,
@@ -450,21 +523,7 @@ def train(
     >>> [record["epoch"] for record in result.history]
     [1, 2]
     """
-    if not isinstance(cfg, ModelConfig):
-        raise TypeError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be positive and finite, got {lr!r}")
-    if not (isinstance(mass_weight, (int, float)) and math.isfinite(mass_weight)):
-        raise ValueError(f"mass_weight must be a finite number, got {mass_weight!r}")
-    if mass_weight < 0:
-        raise ValueError(f"mass_weight must be >= 0, got {mass_weight!r}")
+    _check_arguments(cfg, loss, schedule, epochs, batch_size, lr, mass_weight)
     _check_dataset("train_dataset", train_dataset, cfg)
     _check_dataset("val_dataset", val_dataset, cfg)
     device = resolve_device(device)
@@ -524,33 +583,20 @@ def train(
         started = time.perf_counter()
         rate = optimizer.param_groups[0]["lr"]
         bar = _Progress(len(train_dataset), f"epoch {epoch}/{epochs}", progress)  # type: ignore[arg-type]
-        total, count = 0.0, 0
-        for step, (lr_batch, hr_batch) in enumerate(train_loader, start=1):
-            lr_batch = lr_batch.to(device, memory_format=FAST_LAYOUT, non_blocking=pin)
-            hr_batch = hr_batch.to(device, non_blocking=pin)
-            with _autocast(device, amp_dtype):
-                prediction = model(lr_batch)
-            batch_loss = objective(
-                prediction.float(),
-                hr_batch,
-                lr_batch,
-                loss=loss,
-                mass_weight=mass_weight,
-                scale=cfg.scale,
-            )
-            loss_value = float(batch_loss.detach())
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(
-                    f"training loss became {loss_value} at epoch {epoch}, step {step}; "
-                    f"lower lr (now {rate:g}) or check the data for NaN"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(batch_loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            size = lr_batch.shape[0]
-            total, count = total + loss_value * size, count + size
-            bar.update(size, f"loss {total / count:.4g}")
+        total, count = _train_epoch(
+            model,
+            train_loader,
+            optimizer,
+            scaler,
+            device,
+            amp_dtype,
+            bar,
+            epoch,
+            rate,
+            loss=loss,
+            mass_weight=mass_weight,
+            scale=cfg.scale,
+        )
         scheduler.step()
         seconds = time.perf_counter() - started
         metrics = _evaluate(model, val_loader, device, amp_dtype, loss, mass_weight, cfg.scale)
