@@ -69,8 +69,8 @@ GMG_OPTIONS = {
     "coarse_nodes": 800,
 }
 
-# Names that dataset, evaluate, reconstruct and topopt still reach through this module; their
-# homes are femsr.checks and femsr.solvers.
+# Names that evaluate and topopt still reach through this module; their homes are
+# femsr.checks and femsr.solvers.
 _check_backend = check_backend
 _check_finite_array = check_finite_array
 _check_fixed = check_fixed
