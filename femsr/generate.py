@@ -21,7 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ import scipy.ndimage as ndi
 
 from femsr import femur as femur_module
 from femsr import io, topopt
+from femsr.defaults import TISSUE_MODULUS
 
 __all__ = [
-    "E0",
     "SOLVER_OPTIONS",
     "STAGES",
     "Stage",
@@ -43,19 +43,21 @@ __all__ = [
     "sharpen",
 ]
 
-# Tissue modulus (MPa): 15 GPa lies in the 10-20 GPa published for trabecular tissue
-# (Bayraktar et al. 2004, J Biomech 37:27, measured 18 GPa; Rho et al. 1993, 10-15 GPa).
-E0 = 15e3
 MANIFEST = "manifest.json"
+_LOWEST_BOUND = 0.05  # a local bound that follows the layout stays above this
+VOLFRAC_RANGE = (0.15, 0.35)
+"""Trabecular BV/TV (the mean over the compartment) that :func:`manifest` draws from: about
+0.1-0.15 in the osteoporotic proximal femur and 0.25-0.35 in the healthy femoral head
+(Hildebrand et al. 1999, J Bone Miner Res 14:1167: head 0.26 +- 0.06)."""
 # FE of the structure alone (topopt.structure_model: void elements next to no denser one leave
 # the model), which on crisp designs halves the unknowns. Direct solves by MKL PARDISO where
 # pypardiso is installed (femsr[pardiso]; a crisp femur at 50 µm: 8 s and 3.6 GB on two cores,
 # against 26 s and 5.6 GB with SuperLU), up to 2.5M unknowns, which takes in the 50 µm models
 # of the densest femurs (2.0-2.3M); SuperLU up to 2M otherwise. Beyond (a gray 50 µm design),
-# GMG-CG stopped at a relative residual of 1e-4, which grows the design of exact solves to
-# within 5e-4 (1e-3 did on the femurs, but took a small test problem 0.09 away, near a
-# bifurcation: tests/test_generate.py, benchmarks/RESULTS.md).
-SOLVER_OPTIONS: dict[str, Any] = {"tol": 1e-4, "drop_void": 1e-3} | (
+# GMG-CG stopped at a relative residual of 1e-6: beside the solid cortex a small test problem
+# near a bifurcation ends 0.03 from the design of exact solves with it, 0.17 with 1e-4
+# (tests/test_generate.py).
+SOLVER_OPTIONS: dict[str, Any] = {"tol": 1e-6, "drop_void": 1e-3} | (
     {"direct_solver": "pardiso", "direct_below": 2_500_000}
     if importlib.util.find_spec("pypardiso") is not None
     else {"direct_solver": "superlu", "direct_below": 2_000_000}
@@ -70,8 +72,11 @@ class Stage:
     ``rmin`` in pixels of this stage, projection sharpness from ``beta`` doubling up to ``beta_max``
     (``None``: no projection), each value for an equal share of the iterations. ``local_above``
     turns on the local volume constraint of :func:`femsr.topopt.optimize`: the mean density of every
-    square of half side ``local_radius`` mm stays below ``volfrac + local_above``, except within
-    ``shell`` mm of the outline, where the cortex may be solid; ``local_p`` is the exponent of the
+    square of half side ``local_radius`` mm of the trabecular compartment stays below
+    ``volfrac + local_above``, plus ``local_contrast`` times the amount by which the first
+    stage's density (the layout), averaged over the same square, exceeds ``volfrac``: a bound
+    that follows the loads' layout, denser in the head than in Ward's triangle, while its
+    small slack over the mass leaves no room for large voids; ``local_p`` is the exponent of the
     p-norm that aggregates the squares (lower: nearer their mean, a weaker bound on the densest
     ones), ``penal`` the SIMP exponent. ``noise`` perturbs the design variables the stage
     starts from, where they are gray, by seeded uniform noise of that amplitude (weighted by
@@ -88,7 +93,7 @@ class Stage:
     move: float = 0.2
     local_above: float | None = None
     local_radius: float = 1.2
-    shell: float = 1.0
+    local_contrast: float = 0.0
     local_p: float = 16.0
     penal: float = 3.0
     noise: float = 0.0
@@ -184,22 +189,30 @@ def _optimize(
     checkpoint: Path | None,
     progress: bool,
     solver_options: dict[str, Any] | None,
+    layout: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One optimizing stage: its design, density and record."""
+    """One optimizing stage: its design, density and record; ``layout`` is the first stage's
+    density and domain, which a bound with ``local_contrast`` follows."""
     options = SOLVER_OPTIONS if solver_options is None else solver_options
     local: dict[str, Any] = {}
     if stage.local_above is not None:
-        inside = ndi.distance_transform_edt(problem.mask) * problem.pixel_size
+        radius = max(1, round(stage.local_radius / problem.pixel_size))
+        bound: float | np.ndarray = volfrac + stage.local_above
+        if stage.local_contrast and layout is not None:
+            domain = trabecular(problem)
+            coarse = np.where(domain, _upsample(layout[0], domain.shape, layout[1]), 0.0)
+            excess = topopt.local_density(coarse, radius, mask=domain) - volfrac
+            bound = np.clip(bound + stage.local_contrast * excess, _LOWEST_BOUND, 1.0)
         local = {
-            "local_volfrac": min(1.0, volfrac + stage.local_above),
-            "local_radius": max(1, round(stage.local_radius / problem.pixel_size)),
-            "local_mask": inside > stage.shell,
+            "local_volfrac": np.minimum(bound, 1.0),
+            "local_radius": radius,
             "local_p": stage.local_p,
         }
     result = topopt.optimize(
         problem.forces,
         problem.fixed,
-        mask=problem.mask,
+        mask=trabecular(problem),
+        solid=problem.cortex,
         volfrac=volfrac,
         penal=stage.penal,
         rmin=stage.rmin,
@@ -210,7 +223,7 @@ def _optimize(
         beta_every=_beta_every(stage),
         move=stage.move,
         initial=initial,
-        E0=E0,
+        E0=TISSUE_MODULUS,
         h=problem.pixel_size,
         thickness=problem.thickness,
         solver_options=options,
@@ -231,6 +244,15 @@ def _optimize(
         "direct_solver": options.get("direct_solver", "superlu"),
     }
     return result.design, result.density, record
+
+
+def trabecular(problem: femur_module.Problem) -> np.ndarray:
+    """The design domain: the bone's mask without its cortex and canal."""
+    mask = problem.mask
+    for part in (problem.cortex, problem.canal):
+        if part is not None:
+            mask = mask & ~part
+    return mask
 
 
 def _beta_every(stage: Stage) -> int:
@@ -259,7 +281,8 @@ def grow(
     femur : Femur
         Geometry and load cases.
     volfrac : float
-        Bone mass as a fraction of the mask, in (0, 1).
+        Bone volume fraction of the trabecular compartment (the mask without its cortex and
+        canal), in (0, 1); the cortex is solid, the canal void.
     stages : sequence of Stage
         Coarse to fine; each starts from the previous stage's result, upsampled.
     checkpoint_dir : path, optional
@@ -271,7 +294,7 @@ def grow(
         Passed to :func:`femsr.topopt.optimize`; default :data:`SOLVER_OPTIONS`: the
         structure without its void, solved directly (PARDISO up to 2.5M unknowns where
         pypardiso is installed, else SuperLU up to 2M), by GMG-CG to a relative residual of
-        1e-4 beyond, which grows the design exact solves grow.
+        1e-6 beyond, which grows nearly the design exact solves grow.
 
     Returns
     -------
@@ -300,43 +323,49 @@ def grow(
         folder.mkdir(parents=True, exist_ok=True)
     design = density = None
     coarse = np.zeros((0, 0), bool)  # the mask of the previous stage
+    layout: tuple[np.ndarray, np.ndarray] | None = None  # the first stage's density and domain
     records = []
     for k, stage in enumerate(stages):
         problem = femur.problem(stage.pixel_size)
+        domain = trabecular(problem)
         done = folder / f"stage{k}.done.npz" if folder is not None else None
         if done is not None and done.exists():
             with np.load(done) as saved:
                 design, density = saved["design"], saved["density"]
                 records.append(json.loads(str(saved["record"])))
-            coarse = problem.mask
+            coarse = domain
+            layout = layout or (density, domain)
             continue
         initial = None
         if design is not None and density is not None:
-            initial = _initial(stages[k - 1], stage, design, density, coarse, problem.mask)
+            initial = _initial(stages[k - 1], stage, design, density, coarse, domain)
             if stage.noise:
-                initial = _perturb(initial, problem.mask, stage.noise, [femur.seed or 0, k])
-        coarse = problem.mask
+                initial = _perturb(initial, domain, stage.noise, [femur.seed or 0, k])
+        coarse = domain
         start = time.perf_counter()
         if stage.solve:
             checkpoint = folder / f"stage{k}.npz" if folder is not None else None
             design, density, record = _optimize(
-                problem, stage, volfrac, initial, checkpoint, progress, solver_options
+                problem, stage, volfrac, initial, checkpoint, progress, solver_options, layout
             )
         else:
             if initial is None:
                 raise ValueError("a stage without FE (solve=False) needs a stage before it")
             design = initial
-            density = sharpen(initial, problem.mask, volfrac, stage.rmin, stage.beta_max)
+            density = sharpen(initial, domain, volfrac, stage.rmin, stage.beta_max)
+            if problem.cortex is not None:
+                density[problem.cortex] = 1.0
             record = {
                 "pixel_size": stage.pixel_size,
                 "shape": list(density.shape),
                 "iterations": 0,
                 "compliance": None,
-                "mass": float(density[problem.mask].mean()),
+                "mass": float(density[domain].mean()),
                 "beta": stage.beta_max,
             }
         record["seconds"] = time.perf_counter() - start
         records.append(record)
+        layout = layout or (density, domain)
         if done is not None:
             io.save_npz(done, design=design, density=density, record=np.array(json.dumps(record)))
     assert density is not None  # stages is not empty
@@ -379,8 +408,8 @@ def _perturb(
 def manifest(count: int = 11, test: int = 4, seed: int = 0) -> list[dict[str, Any]]:
     """Names, femur seeds, bone masses and splits of a dataset, all from ``seed``.
 
-    The last ``test`` femurs are held out. Bone mass is drawn uniformly in [0.30, 0.45] of the
-    mask, spanning sparse to dense proximal femurs.
+    The last ``test`` femurs are held out. The trabecular bone volume fraction is drawn
+    uniformly in :data:`VOLFRAC_RANGE`, spanning osteoporotic to healthy proximal femurs.
 
     Examples
     --------
@@ -390,7 +419,7 @@ def manifest(count: int = 11, test: int = 4, seed: int = 0) -> list[dict[str, An
     if count < 1 or not 0 <= test <= count:
         raise ValueError(f"need count >= 1 and 0 <= test <= count, got {count} and {test}")
     rng = np.random.default_rng(seed)
-    volfracs = rng.uniform(0.30, 0.45, count)
+    volfracs = rng.uniform(*VOLFRAC_RANGE, count)
     seeds = rng.integers(0, 2**31, count)
     return [
         {
@@ -411,17 +440,6 @@ def preview(density: np.ndarray, path: str | Path) -> None:
     pixels = np.round(np.clip(density, 0.0, 1.0) * 255).astype(np.uint8)
     with io.atomic_write(path) as stream:
         Image.fromarray(pixels).save(stream, format="PNG")
-
-
-def _with_stage_defaults(listing: dict[str, Any]) -> dict[str, Any]:
-    """A manifest whose stages lack fields Stage gained since (it was written by an older
-    femsr) with their defaults: the values it was grown with."""
-    stages = (listing.get("settings") or {}).get("stages")
-    if not isinstance(stages, list):
-        return listing
-    defaults = {f.name: f.default for f in fields(Stage) if f.default is not MISSING}
-    filled = [{**defaults, **stage} if isinstance(stage, dict) else stage for stage in stages]
-    return {**listing, "settings": {**listing["settings"], "stages": filled}}
 
 
 def _reuse_hint(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> str:
@@ -471,7 +489,7 @@ def generate(
     listing = {"settings": settings, "femurs": entries}
     path = out / MANIFEST
     if path.exists():
-        existing = _with_stage_defaults(json.loads(path.read_text()))
+        existing = json.loads(path.read_text())
         if existing.get("settings") != settings:
             raise ValueError(
                 f"{path} was written with other settings ({existing.get('settings')}); "

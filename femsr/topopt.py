@@ -48,7 +48,7 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from femsr import _kernels, fem
-from femsr.checks import check_backend, check_finite_array, check_mask
+from femsr.checks import check_backend, check_finite_array, check_fixed, check_mask
 from femsr.io import atomic_write
 
 __all__ = [
@@ -396,12 +396,18 @@ class _LocalVolume:
     """Local averages of the density and the p-norm constraint on them (Wu et al. 2018).
 
     ``rho̅_e`` is the mean density over the mask pixels of the (2r+1)² square around ``e``;
-    the constraint ``G = (mean over L of rho̅_e^p)^(1/p) / alpha - 1 <= 0`` aggregates
-    ``rho̅_e <= alpha`` over the constrained pixels ``L``; as ``p`` grows it tends to the max.
+    the constraint ``G = (mean over L of (rho̅_e / alpha_e)^p)^(1/p) - 1 <= 0`` aggregates
+    ``rho̅_e <= alpha_e`` over the constrained pixels ``L``; as ``p`` grows it tends to the
+    max. The bound ``alpha`` is one number or one per pixel.
     """
 
     def __init__(
-        self, active: np.ndarray, constrained: np.ndarray, radius: int, alpha: float, p: float
+        self,
+        active: np.ndarray,
+        constrained: np.ndarray,
+        radius: int,
+        alpha: float | np.ndarray,
+        p: float,
     ) -> None:
         self.inside = active.astype(bool)
         self.constrained = constrained & self.inside
@@ -409,7 +415,8 @@ class _LocalVolume:
         if self.count == 0:
             raise ValueError("local_mask leaves no mask pixel under the local volume constraint")
         self.size = 2 * radius + 1
-        self.alpha = alpha
+        self.alpha = np.where(self.constrained, alpha, 1.0) if np.ndim(alpha) else alpha
+        self.mean_alpha = float(np.mean(np.broadcast_to(alpha, active.shape)[self.constrained]))
         self.p = p
         self.neighbours = self._box(self.inside.astype(float))
 
@@ -421,15 +428,23 @@ class _LocalVolume:
         summed = self._box(np.where(self.inside, density, 0.0))
         return np.divide(summed, self.neighbours, out=np.zeros_like(summed), where=self.inside)
 
+    def _ratio(self, density: np.ndarray) -> tuple[np.ndarray, float]:
+        """``rho̅ / alpha`` on the constrained pixels (0 elsewhere) and its p-norm."""
+        ratio = np.where(self.constrained, self.average(density) / self.alpha, 0.0)
+        return ratio, float(np.mean(ratio[self.constrained] ** self.p)) ** (1.0 / self.p)
+
+    def value(self, density: np.ndarray) -> float:
+        """``G`` of the density."""
+        return self._ratio(density)[1] - 1.0
+
     def __call__(self, density: np.ndarray) -> tuple[float, np.ndarray]:
         """``G`` of the density and ``dG/drho``."""
-        local = np.where(self.constrained, self.average(density), 0.0)
-        norm = float(np.mean(local[self.constrained] ** self.p)) ** (1.0 / self.p)
+        ratio, norm = self._ratio(density)
         if norm == 0.0:
             return -1.0, np.zeros_like(density)
-        outer = local ** (self.p - 1.0) * (norm ** (1.0 - self.p) / (self.count * self.alpha))
+        outer = ratio ** (self.p - 1.0) * (norm ** (1.0 - self.p) / self.count) / self.alpha
         scaled = np.divide(outer, self.neighbours, out=np.zeros_like(outer), where=self.inside)
-        return norm / self.alpha - 1.0, np.where(self.inside, self._box(scaled), 0.0)
+        return norm - 1.0, np.where(self.inside, self._box(scaled), 0.0)
 
 
 def local_density(
@@ -447,7 +462,7 @@ def local_density(
     """
     density = _check_image("density", density)
     _check_local(radius, 1.0)
-    active = fem.check_mask(mask, density.shape)
+    active = check_mask(mask, density.shape)
     return _LocalVolume(active, active.astype(bool), radius, 1.0, 1.0).average(density)
 
 
@@ -664,6 +679,7 @@ class _Problem:
         backend: str,
         local_mask: np.ndarray | None = None,
         solid: np.ndarray | None = None,
+        local_bound: np.ndarray | None = None,
     ) -> None:
         self.forces = forces
         self.active = active
@@ -682,19 +698,10 @@ class _Problem:
             raise ValueError(f"drop_void must lie in [0, 1), got {self.drop_void}")
         self.stats = fem.SolveStats("")
         self.fixed = fixed
-        self.solver_options = dict(
-            E0=options.E0,
-            nu=options.nu,
-            penal=options.penal,
-            Emin=options.Emin,
-            h=options.h,
-            thickness=options.thickness,
-            backend=backend,
-            **solver_options,
-        )
         self.material = fem.Material(
             options.E0, options.nu, options.penal, options.Emin, options.h, options.thickness
         )
+        self.solver_options = dict(material=self.material, backend=backend, **solver_options)
         self._reduced: fem.Solver | None = None  # the last model of _reduced_solve
         self.filter = _Filter(active, options.rmin, backend)
         self.local = (
@@ -704,7 +711,7 @@ class _Problem:
                 active,
                 self.inside if local_mask is None else local_mask,
                 options.local_radius,
-                options.local_volfrac,
+                options.local_volfrac if local_bound is None else local_bound,
                 options.local_p,
             )
         )
@@ -780,7 +787,7 @@ class _Problem:
         energies = fem.element_energies(
             u, mask=model, nu=m.nu, thickness=m.thickness, backend=self.backend
         )
-        modulus = fem.youngs_modulus(density, E0=m.E0, penal=m.penal, Emin=m.Emin)
+        modulus = m.youngs_modulus(density)
         compliance = np.einsum("kij,ij->k", energies, modulus)
         return compliance, np.tensordot(self.weights, energies, axes=1)
 
@@ -812,9 +819,10 @@ class _Problem:
         return value, gradient
 
     def local_volume(self, value: float) -> float:
-        """The p-norm of the local densities whose constraint value is ``value``."""
+        """The p-norm of the local densities whose constraint value is ``value`` (with a bound
+        per pixel, the p-norm of their ratios to it times its mean)."""
         assert self.local is not None
-        return (value + 1.0) * self.local.alpha
+        return (value + 1.0) * self.local.mean_alpha
 
     def _oc(self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None) -> np.ndarray:
         o = self.options
@@ -850,21 +858,24 @@ class _Problem:
         is written as ``B = -dc / (λ (dv + κ dG))``, ``κ = μ/λ``, which is the one-constraint
         update for the sensitivity ``dc dv / (dv + κ dG)``: the inner OC search meets the
         mass exactly for any ``κ``, and ``κ >= 0`` is the smallest ratio whose step keeps the
-        linearized constraint ``G + dG·(x_new - x) <= 0``: zero where the plain step already
+        constraint ``G(x_new) <= 0``, evaluated through filter and projection (its
+        linearization, convex in the density, lets a step of the p-norm overshoot the bound
+        and the design never come back from the voids it left): zero where the plain step already
         does, else found by bisection on ``log κ`` from a bracket around the last one,
         ``multiplier``, and at most ``_LOCAL_STRONGEST`` times the ratio that weighs both
         sensitivities alike (the strongest step, taken when the move limits cannot reach
         the bound). Returns the new design and ``κ``.
         """
-        if local is None:
+        if local is None or self.local is None:
             return self._oc(x, dc, dv, beta), 0.0
-        value, gradient = local
+        _, gradient = local
+        bound = self.local
 
         def step(kappa: float) -> tuple[np.ndarray, bool]:
             weight = dv + kappa * gradient
             scaled = np.divide(dc * dv, weight, out=np.zeros_like(dc), where=weight > 0)
             new = self._oc(x, scaled, dv, beta)
-            return new, value + float(np.vdot(gradient, new - x)) <= 0.0
+            return new, bound.value(self.physical(new, beta)[0]) <= 0.0
 
         new, feasible = step(0.0)
         if feasible:
@@ -1021,7 +1032,7 @@ def optimize(
     beta_max: float = 32.0,
     beta_every: int = 50,
     threshold: float = 0.5,
-    local_volfrac: float | None = None,
+    local_volfrac: float | np.ndarray | None = None,
     local_radius: int = 6,
     local_p: float = 16.0,
     local_mask: np.ndarray | None = None,
@@ -1087,7 +1098,9 @@ def optimize(
         structures", IEEE TVCG 24:1127: the mean density of the square of side
         ``2 local_radius + 1`` around each pixel stays below ``alpha``, aggregated into one
         constraint by a p-norm. It turns the few thick members of a plain compliance design
-        into many thin struts along the stress paths, as in trabecular bone. Default: none.
+        into many thin struts along the stress paths, as in trabecular bone. An array of shape
+        (ny, nx) bounds each pixel's square by its own value (a bound that varies over the
+        domain); its mean stands for it in the checkpoint's options. Default: none.
     local_radius : int
         Half side (pixels) of the local square.
     local_p : float
@@ -1166,10 +1179,10 @@ def optimize(
     >>> bool(abs(result.mass - 0.5) < 1e-9), result.compliance < result.history[0].objective
     (True, True)
     """
-    fem._check_backend(backend)
-    fixed = fem._check_fixed(fixed)
+    check_backend(backend)
+    fixed = check_fixed(fixed)
     shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
-    forces = fem._check_finite_array("forces", forces, 4)
+    forces = check_finite_array("forces", forces, 4)
     if forces.shape[0] < 1 or forces.shape[1:] != (shape[0] + 1, shape[1] + 1, 2):
         raise ValueError(
             f"forces must have shape (ncases, {shape[0] + 1}, {shape[1] + 1}, 2) to match "
@@ -1177,7 +1190,7 @@ def optimize(
         )
     if not forces.any():
         raise ValueError("forces are all zero: there is nothing to optimize for")
-    active = fem.check_mask(mask, shape)
+    active = check_mask(mask, shape)
     if not 0 < volfrac <= 1:
         raise ValueError(f"volfrac must lie in (0, 1], got {volfrac}")
     rmin = _check_rmin(rmin)
@@ -1199,6 +1212,14 @@ def optimize(
         if not (isinstance(beta_every, int) and beta_every >= 1):
             raise ValueError(f"beta_every must be a positive integer, got {beta_every!r}")
     constrained = None
+    local_bound = None
+    if isinstance(local_volfrac, np.ndarray):
+        local_bound = check_finite_array("local_volfrac", local_volfrac, 2)
+        if local_bound.shape != shape:
+            raise ValueError(f"local_volfrac must have shape {shape}, got {local_bound.shape}")
+        local_volfrac = float(np.mean(local_bound[active.astype(bool)]))
+        if not ((local_bound > 0) & (local_bound <= 1)).all():
+            raise ValueError("local_volfrac must lie in (0, 1] at every pixel")
     if local_volfrac is not None:
         if not 0 < local_volfrac <= 1:
             raise ValueError(f"local_volfrac must lie in (0, 1], got {local_volfrac}")
@@ -1245,12 +1266,20 @@ def optimize(
         local_p=float(local_p) if local_volfrac is not None else 0.0,
     )
     problem = _Problem(
-        forces, fixed, active, options, solver_options or {}, backend, constrained, solid
+        forces,
+        fixed,
+        active,
+        options,
+        solver_options or {},
+        backend,
+        constrained,
+        solid,
+        local_bound,
     )
     inside = problem.inside
 
     problem_arrays = [forces, fixed, active] + [
-        extra for extra in (constrained, solid) if extra is not None
+        extra for extra in (constrained, solid, local_bound) if extra is not None
     ]
     fingerprint = (
         _fingerprint(*problem_arrays) if checkpoint is not None or resume is not None else ""

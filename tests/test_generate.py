@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.ndimage as ndi
 
 from femsr import cli, generate, io, topopt
 from femsr.femur import Femur, grid_shape
@@ -39,22 +38,23 @@ def test_a_stage_spends_its_last_iterations_at_beta_max():
 
 
 def test_local_stage_bounds_the_inner_local_density():
-    """A stage with local_above: the p-norm of the local densities inside the shell ends near
-    volfrac + local_above, below what the unconstrained stage reaches, at the same mass."""
+    """A stage with local_above: the p-norm of the local densities of the trabecular bone ends
+    near volfrac + local_above, below what the unconstrained stage reaches, at the same mass;
+    the cortex is solid in both."""
     femur = Femur()
     free = generate.Stage(1.0, 30, move=0.05)
-    bounded = generate.Stage(1.0, 30, move=0.05, local_above=0.1, local_radius=3.0, shell=2.0)
+    bounded = generate.Stage(1.0, 30, move=0.05, local_above=0.1, local_radius=3.0)
     density_free, _ = generate.grow(femur, 0.35, stages=[free])
     density, records = generate.grow(femur, 0.35, stages=[bounded])
     assert records[0]["mass"] == pytest.approx(0.35, abs=1e-9)
     assert records[0]["local_volume"] <= 0.45 * 1.06  # linearized steps overshoot a little
-    mask = femur.problem(1.0).mask
-    inner = ndi.distance_transform_edt(mask) * 1.0 > 2.0
-    local = topopt.local_density(density, 3, mask=mask)[inner]
-    local_free = topopt.local_density(density_free, 3, mask=mask)[inner]
+    problem = femur.problem(1.0)
+    inner = generate.trabecular(problem)
+    assert density[inner].mean() == pytest.approx(0.35, abs=1e-9)
+    assert (density[problem.cortex] == 1.0).all() and (density[problem.canal] == 0.0).all()
+    local = topopt.local_density(density, 3, mask=inner)[inner]
+    local_free = topopt.local_density(density_free, 3, mask=inner)[inner]
     assert np.quantile(local, 0.95) < np.quantile(local_free, 0.95) - 0.05
-    shell = topopt.local_density(density, 3, mask=mask)[mask & ~inner]
-    assert shell.max() > 0.45  # the shell is exempt from the bound
 
 
 def test_a_stage_split_at_a_beta_level_grows_the_same_design():
@@ -88,9 +88,9 @@ def test_noise_perturbs_only_the_gray_design_and_is_seeded():
 
 def test_noise_breaks_a_uniform_gray_start_into_a_crisper_stiffer_design():
     """A stage without iterations hands on a uniform gray field, as the 200 µm layout does
-    where it is dense. From it the noiseless stage ends grayer and less stiff (on this grid:
-    6.9 % gray, compliance 953) than the same stage with noise on its start (1.3-2.3 %, 397-450
-    over five seeds); benchmarks/RESULTS.md, "Gray plateaus"."""
+    where it is dense. From it the noiseless stage ends grayer and less stiff (on this grid,
+    beside the solid cortex: 5.6 % of the trabecular bone gray, compliance 507) than the same
+    stage with noise on its start (2.9 %, 452)."""
     femur = Femur(seed=2)
     fine = generate.Stage(
         1.0,
@@ -100,11 +100,10 @@ def test_noise_breaks_a_uniform_gray_start_into_a_crisper_stiffer_design():
         move=0.05,
         local_above=0.15,
         local_radius=3.0,
-        shell=2.0,
         penal=5.0,
         local_p=8.0,
     )
-    mask = femur.problem(1.0).mask
+    mask = generate.trabecular(femur.problem(1.0))
     results = []
     for noise in (0.0, 0.3):
         stages = [generate.Stage(2.0, 0), dataclasses.replace(fine, noise=noise)]
@@ -112,8 +111,8 @@ def test_noise_breaks_a_uniform_gray_start_into_a_crisper_stiffer_design():
         gray = ((density > 0.1) & (density < 0.9))[mask].mean()
         results.append((gray, records[-1]["compliance"]))
     (gray_plain, compliance_plain), (gray_noisy, compliance_noisy) = results
-    assert gray_noisy < gray_plain / 2
-    assert compliance_noisy < 0.7 * compliance_plain
+    assert gray_noisy < 0.6 * gray_plain
+    assert compliance_noisy < 0.95 * compliance_plain
 
 
 def test_a_noisy_stage_grows_the_same_femur_again_and_another_than_without():
@@ -150,21 +149,25 @@ def test_a_stage_without_fe_sharpens_at_the_mass():
         generate.Stage(1.0, 0, rmin=3.0, beta_max=32.0, solve=False),
     ]
     density, records = generate.grow(femur, 0.35, stages=stages)
-    mask = femur.problem(1.0).mask
+    problem = femur.problem(1.0)
+    mask, domain = problem.mask, generate.trabecular(problem)
     assert density.shape == mask.shape and not density[~mask].any()
-    assert density[mask].mean() == pytest.approx(0.35, rel=1e-8)
+    assert density[domain].mean() == pytest.approx(0.35, rel=1e-8)
+    assert (density[problem.cortex] == 1.0).all()
     assert records[1]["iterations"] == 0 and records[1]["compliance"] is None
     coarse = generate.grow(femur, 0.35, stages=stages[:1])[0]
-    gray = ((density > 0.1) & (density < 0.9))[mask].mean()
-    assert gray < ((coarse > 0.1) & (coarse < 0.9))[femur.problem(2.0).mask].mean()
+    gray = ((density > 0.1) & (density < 0.9))[domain].mean()
+    coarse_domain = generate.trabecular(femur.problem(2.0))
+    assert gray < ((coarse > 0.1) & (coarse < 0.9))[coarse_domain].mean()
     with pytest.raises(ValueError, match="needs a stage before it"):
         generate.grow(femur, 0.35, stages=stages[1:])
 
 
 def test_the_cg_tolerance_of_growth_gives_the_design_of_exact_solves():
-    """generate stops CG at a loose relative residual; through projection and the local bound
-    the design it grows must stay close to the one direct solves grow (CG to 1e-4 ends 5e-4
-    away, 3e-4 7e-4, 1e-6 3e-6; 1e-3, 0.09: this problem sits near a bifurcation)."""
+    """generate stops CG at a relative residual; through projection and the local bound the
+    design it grows must stay close to the one direct solves grow. Beside the solid cortex
+    this problem sits near a bifurcation: CG to 1e-4 ends 0.17 away, 1e-5 0.19, 1e-6 0.03,
+    1e-8 2e-6."""
     stage = generate.Stage(1.0, 20, beta=1.0, beta_max=4.0, local_above=0.15, local_radius=3.0)
     iterative = {**generate.SOLVER_OPTIONS, "method": "gmg", "drop_void": None}
     loose, records = generate.grow(Femur(), 0.35, stages=[stage], solver_options=iterative)
@@ -172,8 +175,8 @@ def test_the_cg_tolerance_of_growth_gives_the_design_of_exact_solves():
         Femur(), 0.35, stages=[stage], solver_options={"method": "direct"}
     )
     assert records[0]["cg_iterations"] > 0
-    np.testing.assert_allclose(loose, exact, rtol=0, atol=5e-3)
-    assert records[0]["compliance"] == pytest.approx(exact_records[0]["compliance"], rel=1e-4)
+    np.testing.assert_allclose(loose, exact, rtol=0, atol=0.05)
+    assert records[0]["compliance"] == pytest.approx(exact_records[0]["compliance"], rel=1e-3)
 
 
 def test_upsample_covers_the_finer_grid():
@@ -193,7 +196,8 @@ def test_manifest_is_seeded_and_split_by_femur():
     entries = generate.manifest(11, 4, seed=3)
     assert entries == generate.manifest(11, 4, seed=3)
     assert [e["split"] for e in entries].count("test") == 4
-    assert all(0.30 <= e["volfrac"] <= 0.45 for e in entries)
+    low, high = generate.VOLFRAC_RANGE
+    assert all(low <= e["volfrac"] <= high for e in entries)
     assert len({e["seed"] for e in entries}) == 11
     with pytest.raises(ValueError, match="0 <= test <= count"):
         generate.manifest(3, 4)
@@ -215,24 +219,6 @@ def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
         generate.generate(tmp_path, count=3, test=1, stages=TINY[:1], progress=False)
     with pytest.raises(ValueError, match="unknown femur name"):
         generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], only=["femur_09"])
-
-
-def test_a_manifest_from_before_a_stage_field_existed_is_the_same_settings(tmp_path):
-    """A folder grown by an older femsr, whose manifest lacks the Stage fields added since,
-    was grown with their defaults: a rerun with those defaults resumes it, other values not."""
-    generate.generate(tmp_path, count=1, test=0, stages=TINY[:1], progress=False)
-    path = tmp_path / "manifest.json"
-    listing = json.loads(path.read_text())
-    for stage in listing["settings"]["stages"]:
-        del stage["local_p"], stage["penal"]
-    path.write_text(json.dumps(listing))
-    stamp = (tmp_path / "femur_00.npz").stat().st_mtime_ns
-    generate.generate(tmp_path, count=1, test=0, stages=TINY[:1], progress=False)
-    assert (tmp_path / "femur_00.npz").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="other settings"):
-        generate.generate(
-            tmp_path, count=1, test=0, stages=[dataclasses.replace(TINY[0], penal=4.0)]
-        )
 
 
 def test_a_stage_passes_its_simp_and_p_norm_exponents(monkeypatch):
@@ -303,3 +289,30 @@ def test_cli_generate(tmp_path, capsys):
 
 def test_the_documented_default_stages_are_the_stages_generate_uses():
     assert cli._stages(cli.DEFAULT_STAGES) == list(generate.STAGES)
+
+
+def test_a_contrast_bound_follows_the_layout(monkeypatch):
+    """With local_contrast, a stage's local bound is volfrac + local_above plus the contrast
+    times the layout's (the first stage's) local excess over volfrac: higher where the layout
+    is dense, its mean volfrac + local_above."""
+    bounds = []
+    optimize = topopt.optimize
+
+    def spy(*args, **kwargs):
+        bounds.append(kwargs.get("local_volfrac"))
+        return optimize(*args, **kwargs)
+
+    monkeypatch.setattr(topopt, "optimize", spy)
+    layout = generate.Stage(2.0, 10, local_above=0.2, local_radius=4.0)
+    fine = generate.Stage(1.0, 2, local_above=0.05, local_radius=2.0, local_contrast=0.5)
+    femur = Femur()
+    coarse, _ = generate.grow(femur, 0.3, stages=[layout])
+    generate.grow(femur, 0.3, stages=[layout, fine])
+    bound = bounds[-1]
+    domain = generate.trabecular(femur.problem(1.0))
+    assert isinstance(bound, np.ndarray) and bound.shape == domain.shape
+    assert bound[domain].mean() == pytest.approx(0.35, abs=0.01)  # clipping moves it a little
+    assert bound[domain].min() >= 0.3 * 0.5 + 0.05 - 1e-9  # the floor: (1 - contrast) volfrac
+    up = generate._upsample(coarse, domain.shape, generate.trabecular(femur.problem(2.0)))
+    expected = 0.35 + 0.5 * (topopt.local_density(np.where(domain, up, 0.0), 2, mask=domain) - 0.3)
+    np.testing.assert_allclose(bound[domain], np.clip(expected, 0.05, 1.0)[domain], atol=1e-12)

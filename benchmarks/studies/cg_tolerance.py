@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from femsr import fem, femur, generate, io, topopt
+from femsr import fem, femur, io, topopt
+from femsr.defaults import TISSUE_MODULUS
 
 FEMURS = Path(__file__).parents[1] / "femurs"
 
@@ -56,7 +57,7 @@ def main() -> None:
         mask = topopt.structure_model(
             density, problem.fixed, args.drop_void, forces=problem.forces, mask=mask
         )
-    options = dict(mask=mask, E0=generate.E0, h=problem.pixel_size)
+    options = dict(mask=mask, E0=TISSUE_MODULUS, h=problem.pixel_size)
 
     def solve(**solver: object) -> tuple[np.ndarray, float, list[int]]:
         s = fem.Solver(problem.fixed, thickness=problem.thickness, **options, **solver)

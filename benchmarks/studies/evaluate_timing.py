@@ -21,8 +21,8 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from femsr import evaluate, fem
+from femsr.defaults import TISSUE_MODULUS
 from femsr.femur import HR_PIXEL, Femur
-from femsr.generate import E0
 
 
 def trabecular_density(shape: tuple[int, int], seed: int) -> np.ndarray:
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rois = Femur().rois(HR_PIXEL)
-    material = {"E0": E0, "h": HR_PIXEL}
+    material = {"E0": TISSUE_MODULUS, "h": HR_PIXEL}
     print(f"{'ROI':<18} {'px':>8} {'backend':>8} {'assembly s':>11} {'total s':>8} {'E_x MPa':>9}")
     totals = {"cpp": 0.0, "python": 0.0}
     for seed, (name, (rows, cols)) in enumerate(rois.items()):

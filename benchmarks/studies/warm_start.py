@@ -13,7 +13,8 @@ import time
 import numpy as np
 import scipy.ndimage as ndi
 
-from femsr import fem, femur, generate, topopt
+from femsr import fem, femur, topopt
+from femsr.defaults import TISSUE_MODULUS
 
 
 def densities(problem, iterations, pixel_size):
@@ -31,7 +32,7 @@ def densities(problem, iterations, pixel_size):
         beta=1.0,
         beta_max=8.0,
         beta_every=max(1, iterations // 4),
-        E0=generate.E0,
+        E0=TISSUE_MODULUS,
         h=pixel_size,
         thickness=problem.thickness,
         local_volfrac=0.6,
@@ -51,7 +52,7 @@ def main():
     sequence = densities(problem, args.iterations, args.pixel_size)
     options = dict(
         mask=problem.mask,
-        E0=generate.E0,
+        E0=TISSUE_MODULUS,
         h=args.pixel_size,
         thickness=problem.thickness,
         method="gmg",
