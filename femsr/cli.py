@@ -566,6 +566,45 @@ def _add_demo(commands: _Commands) -> None:
     command.set_defaults(run=_demo)
 
 
+def _morphometry(args: argparse.Namespace) -> int:
+    """Per-region morphometry of femur files against the published ranges."""
+    from femsr import evaluate, io, morphometry
+
+    tables = []
+    for path in args.femurs:
+        image = io.load_femur(path)
+        rows = morphometry.morphometry(
+            image.density, image.femur, image.pixel_size, threshold=args.threshold
+        )
+        table = evaluate.Table(
+            morphometry.COLUMNS, tuple({"band": "", **row} for row in rows)
+        ).to_markdown(digits=3)
+        missed = [name for name, met in morphometry.check(rows).items() if not met]
+        verdict = "every target met" if not missed else "targets missed: " + ", ".join(missed)
+        tables.append(f"## {path.name}\n\n{table}\n{verdict}\n")
+        print(tables[-1])
+    if args.output is not None:
+        with io.atomic_write(args.output, "w") as stream:
+            stream.write("\n".join(tables))
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _add_morphometry(commands: _Commands) -> None:
+    command = commands.add_parser(
+        "morphometry",
+        help="bone morphometry of femur files per region, against published ranges",
+        description="Per region of each FEMUR file (head, neck, Ward's triangle, greater "
+        "trochanter, intertrochanteric region, cortex, the three evaluation ROIs): BV/TV, "
+        "Tb.Th, Tb.Sp, Tb.N, degree of anisotropy and orientation, the largest void and the "
+        "cortex's fill of the outline (lengths in mm), and which published ranges are missed.",
+    )
+    command.add_argument("femurs", type=Path, nargs="+", metavar="FEMUR", help="femur file (.npz)")
+    command.add_argument("--output", type=Path, help="also write the tables to this Markdown file")
+    command.add_argument("--threshold", type=float, default=0.5, help="bone is density > threshold")
+    command.set_defaults(run=_morphometry)
+
+
 def _model_label(text: str) -> tuple[str, Path]:
     """``"L1=runs/l1/model.pt2"`` -> ("L1", path)."""
     label, sep, path = text.partition("=")
@@ -642,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_train,
         _add_export,
         _add_evaluate,
+        _add_morphometry,
         _add_report,
         _add_reconstruct,
     ):

@@ -27,7 +27,10 @@ import scipy.ndimage as ndi
 import scipy.sparse.linalg as spla
 
 from femsr import defaults, fem
+from femsr.checks import check_density
 from femsr.io import FemurImage, atomic_write
+from femsr.morphometry import local_thickness, morphometry
+from femsr.solvers import dissection_order
 
 __all__ = [
     "BONELESS_STIFFNESS",
@@ -42,6 +45,7 @@ __all__ = [
     "femur_figure",
     "image_table",
     "local_thickness",
+    "morphometry",
     "psnr",
     "roi_figure",
     "roi_table",
@@ -201,7 +205,7 @@ def apparent_stiffness(
     >>> round(s.E_x, 6), round(s.E_y, 6), round(s.E_xy, 6)
     (1066.666667, 1066.666667, 400.0)
     """
-    density = fem.check_density(density)
+    density = check_density(density)
     if Emin is not None and not Emin > 0:
         raise ValueError(f"Emin must be positive for homogenization got {Emin}")
     if not (isinstance(h, (int, float, np.floating)) and h > 0 and math.isfinite(h)):
@@ -221,7 +225,7 @@ def apparent_stiffness(
     free = ~prescribed
     if free.any():
         ny, nx = density.shape
-        nodes = fem.dissection_order(ny - 1, nx - 1)
+        nodes = dissection_order(ny - 1, nx - 1)
         # Inner DOFs in dissection order: inner node (a, b) is grid node (a+1, b+1).
         inner = np.flatnonzero(free)
         dofs = inner[np.stack([2 * nodes, 2 * nodes + 1], axis=1).ravel()]
@@ -287,9 +291,9 @@ class Table:
 
 
 def _check_pair(reference: object, reconstruction: object) -> tuple[np.ndarray, np.ndarray]:
-    reference = fem.check_density(reference)
+    reference = check_density(reference)
     try:
-        reconstruction = fem.check_density(reconstruction)
+        reconstruction = check_density(reconstruction)
     except (TypeError, ValueError) as error:
         raise type(error)(str(error).replace("density", "reconstruction", 1)) from None
     if reference.shape != reconstruction.shape:
@@ -634,39 +638,6 @@ def bone_volume_fraction_error(
     return _error_percent(bone_volume_fraction(reconstruction, threshold, mask=mask), bv_ref)
 
 
-def local_thickness(density: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """Local thickness (pixels) of the bone phase ``density > threshold``, 0 off the bone.
-
-    The thickness at a bone pixel is the diameter of the largest disc of bone pixels that
-    covers it (Hildebrand & Rüegsegger 1997, J Microsc 185:67), on the pixel grid: the disc of
-    integer radius ``R`` about a pixel is the pixels closer than ``R`` to it, ``2R - 1`` across,
-    so a strut an odd number of pixels wide has that thickness and an even one a pixel less.
-
-    Examples
-    --------
-    >>> bar = np.zeros((9, 9)); bar[:, 2:5] = 1.0
-    >>> local_thickness(bar)[4].tolist()
-    [0.0, 0.0, 3.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0]
-    """
-    bone = _check_image("density", density) > _check_threshold(threshold)
-    # Outside the image counts as background, so a strut cut by the border is measured as cut.
-    padded = np.pad(bone, 1)
-    depth = ndi.distance_transform_edt(padded)
-    thickness = np.zeros(padded.shape)
-    for radius in range(1, int(depth.max()) + 1):
-        centres = depth >= radius  # a disc of this radius about them lies in the bone
-        # The discs lie within the centres' bounding box grown by the radius.
-        (top, bottom), (left, right) = (
-            np.flatnonzero(centres.any(axis=1 - axis))[[0, -1]] for axis in (0, 1)
-        )
-        box = np.s_[
-            max(top - radius, 0) : bottom + radius + 1, max(left - radius, 0) : right + radius + 1
-        ]
-        covered = ndi.distance_transform_edt(~centres[box]) < radius
-        thickness[box][covered] = 2 * radius - 1
-    return thickness[1:-1, 1:-1]
-
-
 def trabecular_thickness(
     density: np.ndarray,
     threshold: float = 0.5,
@@ -829,7 +800,7 @@ def femur_figure(
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    density = fem.check_density(density)
+    density = check_density(density)
     windows = _check_rois(rois, density.shape)
     ny, nx = density.shape
     figure = Figure(figsize=(6.0, 6.0 * ny / nx + 0.5), dpi=dpi, layout="tight")

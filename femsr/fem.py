@@ -27,7 +27,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import scipy.sparse as sp
 
-from femsr import _kernels, solvers
+from femsr import _kernels
 from femsr.checks import (
     check_backend,
     check_density,
@@ -68,14 +68,6 @@ GMG_OPTIONS = {
     "lmax_safety": 1.1,
     "coarse_nodes": 800,
 }
-
-# Names that evaluate and topopt still reach through this module; their homes are
-# femsr.checks and femsr.solvers.
-_check_backend = check_backend
-_check_finite_array = check_finite_array
-_check_fixed = check_fixed
-dissection_order = solvers.dissection_order
-
 
 # ---------------------------------------------------------------------------------------------
 # Material

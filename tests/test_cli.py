@@ -25,3 +25,21 @@ def test_bad_arguments_give_an_error_and_exit_code_2(capsys):
 def test_unknown_command_is_refused():
     with pytest.raises(SystemExit):
         cli.main(["nonsense"])
+
+
+def test_morphometry_reports_each_region_and_the_missed_targets(tmp_path, capsys):
+    from femsr import io
+    from femsr.femur import Femur
+
+    femur = Femur()
+    _, cortex, _ = femur.compartments(0.2)
+    solid_cortex = np.where(cortex, 1.0, 0.0)  # no trabeculae: BV/TV 0 in every ROI
+    path = tmp_path / "femur.npz"
+    io.save_femur(path, io.FemurImage(solid_cortex, 0.2, femur))
+    table = tmp_path / "table.md"
+    assert cli.main(["morphometry", str(path), "--output", str(table)]) == 0
+    out = capsys.readouterr().out
+    for region in ("head", "wards_triangle", "cortex", "roi_intertrochanteric"):
+        assert f"| {region} |" in out
+    assert "targets missed: bvtv roi_head" in out and "band" not in out.split("missed:")[1]
+    assert table.read_text().strip() == out.strip()
