@@ -31,6 +31,7 @@ import scipy.ndimage as ndi
 from femsr import femur as femur_module
 from femsr import io, topopt
 from femsr.defaults import TISSUE_MODULUS
+from femsr.resume import check_settings
 
 __all__ = [
     "SOLVER_OPTIONS",
@@ -100,31 +101,33 @@ class Stage:
     solve: bool = True
 
 
-# The density's large-scale layout at 200 µm (gray, local bound over 2.4 mm squares); the
-# trabeculae at 100 µm (local bound over 0.65 mm squares, projection from β 2 to 32, 12
-# iterations at each); thinner at 50 µm (half the filter radius, 8 iterations on the structure
-# alone: 6-11 s each with PARDISO), then sharpened. Why each setting (benchmarks/RESULTS.md,
-# "Where the gray comes from", "Solid nodes", "Gray plateaus"): smaller squares thin the struts
-# (femur_00 median Tb.Th 1.45 mm with the layout at 200 µm, 0.45 mm with these); SIMP exponent
-# 5 with p-norm exponent 8 keeps the bound-binding places from staying gray; a move of 0.02
-# settles the two-state swing that 0.05 makes from β 8 on, while 0.1 and 0.05 at β 2 and 4 let
-# the layout break up before the projection hardens. The 200 µm layout's dense gray upsamples
-# to uniform patches, which the OC step keeps uniform (a plateau at the projection threshold);
-# noise of amplitude 0.3 on the gray start seeds the struts they break into (femur_00 at 100
-# µm: gray 9.3 -> 0.1 %, Tb.Th p90 1.70 -> 0.50 mm, 3 % stiffer; 0.5 costs a third).
+# The trabecular bone grows inside the solid cortex under a tight local bound: every square of
+# 0.9 mm (2.4 mm at 200 µm) may hold at most volfrac + 0.03, so the mass cannot gather into a
+# few members and leave centimetre voids, as it does under volfrac + 0.08 or more (sample(0):
+# a 17 mm void in the neck), and the trabeculae the loads call for fill every region. Each OC
+# step is checked on the bound itself (femsr.topopt); moves of 0.1 and less keep it. The
+# layout at 200 µm (gray, no projection; its moves of 0.2 end its local densities near 0.4,
+# which the finer stages bring back under the bound); the trabeculae at 100 µm, filter radius
+# 0.2 mm, projection from β 2 to 32 with moves of 0.1, 0.05 and 0.02 so the layout breaks up
+# before the projection hardens and the two-state swing of larger moves settles; seeded noise
+# (amplitude 0.3, weighted 4x(1 - x)) on the 100 µm start breaks the uniform gray that the
+# layout upsamples to, which OC would keep; SIMP exponent 5 with p-norm exponent 8 keeps the
+# bound-binding places from staying gray; 8 iterations at 50 µm on the structure alone, then
+# sharpened at the mass.
 _TRABECULAE = Stage(
     0.1,
     36,
+    rmin=2.0,
     beta=8.0,
     beta_max=32.0,
     move=0.02,
-    local_above=0.25,
-    local_radius=0.3,
+    local_above=0.03,
+    local_radius=0.45,
     local_p=8.0,
     penal=5.0,
 )
 STAGES = (
-    Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.25, local_radius=1.2),
+    Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.03, local_radius=1.2),
     replace(_TRABECULAE, iterations=12, beta=2.0, beta_max=2.0, move=0.1, noise=0.3),
     replace(_TRABECULAE, iterations=12, beta=4.0, beta_max=4.0, move=0.05),
     _TRABECULAE,
@@ -490,11 +493,12 @@ def generate(
     path = out / MANIFEST
     if path.exists():
         existing = json.loads(path.read_text())
-        if existing.get("settings") != settings:
-            raise ValueError(
-                f"{path} was written with other settings ({existing.get('settings')}); "
-                f"use another folder or the same settings{_reuse_hint(existing, settings, out)}"
-            )
+        check_settings(
+            existing.get("settings") or {},
+            settings,
+            source=str(path),
+            remedy=f"use another folder or the same settings{_reuse_hint(existing, settings, out)}",
+        )
     else:
         with io.atomic_write(path, "w") as stream:
             json.dump(listing, stream, indent=1)

@@ -50,6 +50,7 @@ import scipy.ndimage as ndi
 from femsr import _kernels, fem
 from femsr.checks import check_backend, check_finite_array, check_fixed, check_mask
 from femsr.io import atomic_write
+from femsr.resume import check_settings
 
 __all__ = [
     "FILTERS",
@@ -964,17 +965,12 @@ def _read_checkpoint(
     with np.load(os.fspath(path), allow_pickle=False) as data:
         if "format" not in data.files or str(data["format"]) != _CHECKPOINT_FORMAT:
             raise ValueError(f"resume: {os.fspath(path)!r} is not a femsr topopt checkpoint")
-        saved = json.loads(str(data["options"]))
-        current = json.loads(options.to_json())
-        differ = [
-            f"{k}={saved.get(k)!r} there, {v!r} here"
-            for k, v in current.items()
-            if saved.get(k) != v
-        ]
-        if differ:
-            raise ValueError(
-                f"resume: the checkpoint was written with other options: {'; '.join(differ)}"
-            )
+        check_settings(
+            json.loads(str(data["options"])),
+            json.loads(options.to_json()),
+            source=f"resume: {os.fspath(path)!r}",
+            remedy="optimize the problem it was written for, or start without resume",
+        )
         if str(data["fingerprint"]) != fingerprint:
             raise ValueError(
                 "resume: the checkpoint was written for other forces, fixed DOFs, mask or solid"

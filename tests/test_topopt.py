@@ -862,7 +862,7 @@ def test_resume_rejects_another_problem(tmp_path):
     forces, fixed = half_mbb(6, 12)
     path = tmp_path / "run.npz"
     topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
-    with pytest.raises(ValueError, match=r"other options: volfrac=0\.5 there, 0\.4 here"):
+    with pytest.raises(ValueError, match=r"other settings \(volfrac: 0\.5 → 0\.4\)"):
         topopt.optimize(forces, fixed, volfrac=0.4, resume=path)
     with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
         topopt.optimize(2 * forces, fixed, resume=path)
