@@ -113,13 +113,14 @@ def regions(femur: Femur, pixel_size: float) -> dict[str, np.ndarray]:
 
     In the neck's frame (``along`` the neck axis from where it meets the shaft axis, 0, to
     the head centre, 1): the head is the trabecular bone within the head's radius of its
-    centre; the neck the rest with ``along`` in [0.3, 1]; Ward's triangle, where Singh's
-    compressive and tensile groups part (Singh et al. 1970, J Bone Joint Surg Am 52:457), a
-    disc of a fifth of the neck's base width about the neck axis at ``along`` 0.3, moved a
-    tenth of that width inferiorly; the greater trochanter the rest lateral of the shaft axis
-    and above the junction; the intertrochanteric region what remains. The cortex and the
-    three ROIs come from :meth:`~femsr.femur.Femur.compartments` and
-    :meth:`~femsr.femur.Femur.rois`.
+    centre and beyond the head-neck junction, the plane across the neck axis where the neck's
+    outline meets the head's circle; the neck the rest with ``along`` from 0.3 to there;
+    Ward's triangle, where Singh's compressive and tensile groups part (Singh et al. 1970, J
+    Bone Joint Surg Am 52:457), a disc of a fifth of the neck's base width about the neck
+    axis at ``along`` 0.3, moved a tenth of that width inferiorly; the greater trochanter the
+    rest lateral of the shaft axis and above the junction; the intertrochanteric region what
+    remains. The cortex and the three ROIs come from
+    :meth:`~femsr.femur.Femur.compartments` and :meth:`~femsr.femur.Femur.rois`.
 
     Returns
     -------
@@ -138,7 +139,11 @@ def regions(femur: Femur, pixel_size: float) -> dict[str, np.ndarray]:
     axis = (centre - junction) / length
     inferior = np.array([axis[1], -axis[0]]) * (1.0 if axis[0] > 0 else -1.0)
     along = ((xx - junction[0]) * axis[0] + (yy - junction[1]) * axis[1]) / length
-    head = trabecular & (np.hypot(xx - centre[0], yy - centre[1]) < marks.head_radius)
+    radius = marks.head_radius
+    junction_plane = 1.0 - math.sqrt(max(radius**2 - (femur.neck_width / 2) ** 2, 0.0)) / length
+    head = (
+        trabecular & (np.hypot(xx - centre[0], yy - centre[1]) < radius) & (along >= junction_plane)
+    )
     width = femur.neck_base_width
     ward = junction + 0.3 * length * axis + 0.1 * width * inferior
     wards = trabecular & ~head & (np.hypot(xx - ward[0], yy - ward[1]) < width / 5)

@@ -57,8 +57,8 @@ def test_regions_split_the_trabecular_bone(femur_with_plates):
     assert all(p.sum() * PIXEL**2 > 40 for p in parts)  # every region holds bone to measure
     head = np.argwhere(found["head"]).mean(axis=0)
     centre = femur.landmarks().head_centre
-    assert head[1] * PIXEL == pytest.approx(centre[0], abs=1.0)
-    assert BOX[0] - head[0] * PIXEL == pytest.approx(centre[1], abs=1.0)
+    assert head[1] * PIXEL == pytest.approx(centre[0], abs=3.0)  # cut at the head-neck junction
+    assert BOX[0] - head[0] * PIXEL == pytest.approx(centre[1], abs=3.0)
     for roi in ("head", "neck", "intertrochanteric"):
         assert (found[f"roi_{roi}"] <= (mask & ~cortex & ~canal)).all()
 

@@ -2,16 +2,16 @@
 
 Each ``--set K:FIELD=VALUE`` replaces a field of stage K of ``generate.STAGES`` (a number, or
 ``none``). ``femsr generate``'s own run, with the dataset's count, split and seed, grows the
-femur into OUT (``<name>.npz``, readable by ``trabecular_thickness.py``, and its preview),
+femur into OUT (``<name>.npz``, measured by ``femsr morphometry``, and its preview),
 checkpoints in OUT/work/<name>, so a rerun resumes. Stages before the first changed one grow
 as in the dataset: copy their ``stage<k>.done.npz`` from ``<dataset>/work/<name>/`` to skip
 them.
 
     mkdir -p /tmp/r03/work/femur_00
     cp benchmarks/femurs/work/femur_00/stage0.done.npz /tmp/r03/work/femur_00/
-    python benchmarks/studies/grow_variant.py femur_00 /tmp/r03 --set 1:local_radius=0.3 \\
-        --set 2:local_radius=0.3
-    python benchmarks/studies/trabecular_thickness.py /tmp/r03/femur_00.npz
+    python benchmarks/studies/grow_variant.py femur_00 /tmp/r03 --set 1:local_above=0.05 \\
+        --set 2:local_above=0.05
+    femsr morphometry /tmp/r03/femur_00.npz
 """
 
 import argparse
