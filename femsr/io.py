@@ -26,6 +26,7 @@ __all__ = [
     "atomic_write",
     "load_femur",
     "read_image",
+    "read_npz",
     "save_femur",
     "save_npz",
     "write_image",
@@ -137,8 +138,9 @@ def _check_file(kind: str, path: Path) -> None:
         raise FileNotFoundError(f"{kind} {str(path)!r} does not exist")
 
 
-def _read_npz(path: Path, kind: str) -> dict[str, np.ndarray]:
-    """Every array of a ``.npz`` archive, or a ValueError naming the path if it cannot be read."""
+def read_npz(path: str | os.PathLike[str], kind: str) -> dict[str, np.ndarray]:
+    """Every array of a ``.npz`` archive (a ``kind`` of file, for the message), or a ValueError
+    naming the path if it cannot be read."""
     try:
         # Opened here: np.load leaves its own handle open when the archive is damaged.
         with open(path, "rb") as stream, np.load(stream, allow_pickle=False) as data:
@@ -174,7 +176,7 @@ def load_femur(path: str | os.PathLike[str]) -> FemurImage:
     """
     path = Path(path)
     _check_file("femur file", path)
-    arrays = _read_npz(path, "femur image")
+    arrays = read_npz(path, "femur image")
     if "format" not in arrays or str(arrays["format"]) != FEMUR_FORMAT:
         raise ValueError(f"{str(path)!r} is not a femsr femur image ({FEMUR_FORMAT})")
     missing = [name for name in _FEMUR_FIELDS if name not in arrays]
@@ -269,7 +271,7 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
             raise ValueError(f"{str(path)!r} is not a readable .npy array: {error}") from None
         return _plain_array(path, array), None, None
     if suffix == ".npz":
-        arrays = _read_npz(path, ".npz archive")
+        arrays = read_npz(path, ".npz archive")
         if "format" in arrays and str(arrays["format"]) == FEMUR_FORMAT:
             image = load_femur(path)
             return image.density, image.pixel_size, image.femur

@@ -49,7 +49,7 @@ import scipy.ndimage as ndi
 
 from femsr import _kernels, fem
 from femsr.checks import check_backend, check_finite_array, check_fixed, check_mask
-from femsr.io import atomic_write
+from femsr.io import atomic_write, read_npz
 from femsr.resume import check_settings
 
 __all__ = [
@@ -962,48 +962,55 @@ def _write_checkpoint(
 def _read_checkpoint(
     path: str | os.PathLike[str], options: _Options, fingerprint: str, shape: tuple[int, int]
 ) -> _Progress:
-    with np.load(os.fspath(path), allow_pickle=False) as data:
-        if "format" not in data.files or str(data["format"]) != _CHECKPOINT_FORMAT:
-            raise ValueError(f"resume: {os.fspath(path)!r} is not a femsr topopt checkpoint")
-        check_settings(
-            json.loads(str(data["options"])),
-            json.loads(options.to_json()),
-            source=f"resume: {os.fspath(path)!r}",
-            remedy="optimize the problem it was written for, or start without resume",
+    data = read_npz(path, "topopt checkpoint")
+    if "format" not in data or str(data["format"]) != _CHECKPOINT_FORMAT:
+        raise ValueError(f"resume: {os.fspath(path)!r} is not a femsr topopt checkpoint")
+    fields = ("options", "fingerprint", "design", "iteration", "beta", "beta_iterations")
+    wanted = {*fields, "reason", "multiplier", *(f"history_{name}" for name in _RECORD_FIELDS)}
+    missing = wanted - set(data)
+    if missing:
+        raise ValueError(
+            f"resume: {os.fspath(path)!r} is a damaged checkpoint: it lacks {sorted(missing)}"
         )
-        if str(data["fingerprint"]) != fingerprint:
-            raise ValueError(
-                "resume: the checkpoint was written for other forces, fixed DOFs, mask or solid"
-            )
-        design = np.array(data["design"], dtype=np.float64)
-        if design.shape != shape:
-            raise ValueError(f"resume: the checkpoint design has shape {design.shape}, not {shape}")
-        columns = {name: data[f"history_{name}"] for name in _RECORD_FIELDS}
-        history = [
-            Record(
-                iteration=int(columns["iteration"][k]),
-                objective=float(columns["objective"][k]),
-                compliance=tuple(float(c) for c in columns["compliance"][k]),
-                mass=float(columns["mass"][k]),
-                change=float(columns["change"][k]),
-                beta=float(columns["beta"][k]),
-                cg_iterations=tuple(int(c) for c in columns["cg_iterations"][k]),
-                local_volume=float(columns["local_volume"][k]),
-                fe_seconds=float(columns["fe_seconds"][k]),
-                seconds=float(columns["seconds"][k]),
-            )
-            for k in range(len(columns["iteration"]))
-        ]
-        beta = float(data["beta"])
-        return _Progress(
-            design=design,
-            iteration=int(data["iteration"]),
-            beta=None if math.isnan(beta) else beta,
-            beta_iterations=int(data["beta_iterations"]),
-            history=history,
-            reason=str(data["reason"]),
-            multiplier=float(data["multiplier"]),
+    check_settings(
+        json.loads(str(data["options"])),
+        json.loads(options.to_json()),
+        source=f"resume: {os.fspath(path)!r}",
+        remedy="optimize the problem it was written for, or start without resume",
+    )
+    if str(data["fingerprint"]) != fingerprint:
+        raise ValueError(
+            "resume: the checkpoint was written for other forces, fixed DOFs, mask or solid"
         )
+    design = np.array(data["design"], dtype=np.float64)
+    if design.shape != shape:
+        raise ValueError(f"resume: the checkpoint design has shape {design.shape}, not {shape}")
+    columns = {name: data[f"history_{name}"] for name in _RECORD_FIELDS}
+    history = [
+        Record(
+            iteration=int(columns["iteration"][k]),
+            objective=float(columns["objective"][k]),
+            compliance=tuple(float(c) for c in columns["compliance"][k]),
+            mass=float(columns["mass"][k]),
+            change=float(columns["change"][k]),
+            beta=float(columns["beta"][k]),
+            cg_iterations=tuple(int(c) for c in columns["cg_iterations"][k]),
+            local_volume=float(columns["local_volume"][k]),
+            fe_seconds=float(columns["fe_seconds"][k]),
+            seconds=float(columns["seconds"][k]),
+        )
+        for k in range(len(columns["iteration"]))
+    ]
+    beta = float(data["beta"])
+    return _Progress(
+        design=design,
+        iteration=int(data["iteration"]),
+        beta=None if math.isnan(beta) else beta,
+        beta_iterations=int(data["beta_iterations"]),
+        history=history,
+        reason=str(data["reason"]),
+        multiplier=float(data["multiplier"]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------

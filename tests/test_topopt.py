@@ -877,6 +877,24 @@ def test_resume_rejects_another_problem(tmp_path):
         topopt.optimize(forces, fixed, resume=other)
 
 
+def test_resume_from_a_junk_truncated_or_damaged_file_names_it(tmp_path):
+    forces, fixed = half_mbb(6, 12)
+    path = tmp_path / "run.npz"
+    topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
+    junk, truncated, damaged = (tmp_path / name for name in ("junk", "truncated", "damaged"))
+    junk.write_bytes(b"garbage" * 10)
+    truncated.write_bytes(path.read_bytes()[:-100])
+    with np.load(path) as data:
+        np.savez(damaged, **{k: data[k] for k in data.files if k != "history_mass"})
+    for bad in (junk, truncated):
+        with pytest.raises(ValueError, match=f"{bad.name}' is not a readable topopt checkpoint"):
+            topopt.optimize(forces, fixed, resume=bad)
+    with pytest.raises(ValueError, match=r"damaged checkpoint: it lacks \['history_mass'\]"):
+        topopt.optimize(forces, fixed, resume=tmp_path / "damaged.npz")
+    with pytest.raises(ValueError, match="none.npz' is not a readable .* No such file"):
+        topopt.optimize(forces, fixed, resume=tmp_path / "none.npz")
+
+
 # --- Bad input -------------------------------------------------------------------------------
 
 
