@@ -891,7 +891,7 @@ def test_resume_from_a_junk_truncated_or_damaged_file_names_it(tmp_path):
             topopt.optimize(forces, fixed, resume=bad)
     with pytest.raises(ValueError, match=r"damaged checkpoint: it lacks \['history_mass'\]"):
         topopt.optimize(forces, fixed, resume=tmp_path / "damaged.npz")
-    with pytest.raises(ValueError, match="none.npz' is not a readable .* No such file"):
+    with pytest.raises(ValueError, match=r"none\.npz' is not a readable .* No such file"):
         topopt.optimize(forces, fixed, resume=tmp_path / "none.npz")
 
 
