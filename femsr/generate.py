@@ -75,8 +75,9 @@ class Stage:
     square of half side ``local_radius`` mm of the trabecular compartment stays below
     ``volfrac + local_above``, plus ``local_contrast`` times the amount by which the first
     stage's density (the layout), averaged over the same square, exceeds ``volfrac``: a bound
-    that follows the loads' layout, denser in the head than in Ward's triangle, while its
-    small slack over the mass leaves no room for large voids; ``local_p`` is the exponent of the
+    that follows the loads' layout, denser in the head than in Ward's triangle (:data:`STAGES`
+    keep it uniform: where the layout is void such a bound is low, and on ``sample(0)`` with
+    contrast 0.6 the neck kept a 22 mm void); ``local_p`` is the exponent of the
     p-norm that aggregates the squares (lower: nearer their mean, a weaker bound on the densest
     ones), ``penal`` the SIMP exponent. ``noise`` perturbs the design variables the stage
     starts from, where they are gray, by seeded uniform noise of that amplitude (weighted by
