@@ -125,6 +125,7 @@ def _generate(args: argparse.Namespace) -> int:
         args.output,
         count=args.count,
         test=args.test,
+        validation=args.validation,
         seed=args.seed,
         only=args.only,
         progress=not args.quiet,
@@ -143,8 +144,11 @@ def _add_generate(commands: _Commands) -> None:
         "optimization into OUTPUT: manifest.json, <name>.npz, <name>.png. Rerun to resume.",
     )
     command.add_argument("output", type=Path, help="dataset folder")
-    command.add_argument("--count", type=int, default=11, help="femurs in the dataset")
-    command.add_argument("--test", type=int, default=4, help="femurs held out for testing")
+    command.add_argument("--count", type=int, default=32, help="femurs in the dataset")
+    command.add_argument("--test", type=int, default=8, help="femurs held out for testing")
+    command.add_argument(
+        "--validation", type=int, default=4, help="femurs held out to choose a model"
+    )
     command.add_argument("--seed", type=int, default=0, help="seed of the manifest")
     command.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
     command.add_argument(
@@ -224,13 +228,18 @@ def _train(args: argparse.Namespace) -> int:
     from femsr.patch_dataset import PatchDataset
     from femsr.train import train
 
-    names = [e["name"] for e in load_index(args.dataset)["femurs"] if e["split"] == "train"]
-    val_names = args.val_femurs or names[-1:]
+    femurs = load_index(args.dataset)["femurs"]
+    names = [e["name"] for e in femurs if e["split"] == "train"]
+    validation = [e["name"] for e in femurs if e["split"] == "validation"]
+    val_names = args.val_femurs or validation or names[-1:]
+    seen_test = sorted(set(val_names) & {e["name"] for e in femurs if e["split"] == "test"})
+    if seen_test:
+        raise ValueError(f"{seen_test} are test femurs: a model is chosen without the test set")
     fit_names = [name for name in names if name not in val_names]
     if not fit_names:
         raise ValueError(f"no training femur left after holding out {val_names} for validation")
     fit = PatchDataset(args.dataset, "train", augment=not args.no_augment, femurs=fit_names)
-    val = PatchDataset(args.dataset, "train", femurs=val_names)
+    val = PatchDataset(args.dataset, None, femurs=val_names)
     fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
     lr, hr = fit[0]
     scale = int(hr.shape[-1]) // int(lr.shape[-1])
@@ -280,7 +289,8 @@ def _add_train(commands: _Commands) -> None:
         "train",
         help="train the super-resolution network on a patch dataset (resumes)",
         description="Train the residual network on the training femurs of DATASET (written by "
-        "femsr dataset), holding out one of them (--val-femurs) for validation every epoch. "
+        "femsr dataset), validating every epoch on its validation femurs (else on the last "
+        "training femur, or on --val-femurs). "
         "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
         "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
         "command to resume after an interruption; export best.pt with femsr export.",
@@ -317,7 +327,10 @@ def _add_train(commands: _Commands) -> None:
         "--val-pairs", type=int, default=2000, help="validation subset size (2000)"
     )
     command.add_argument(
-        "--val-femurs", nargs="+", metavar="NAME", help="held out (default: the last train femur)"
+        "--val-femurs",
+        nargs="+",
+        metavar="NAME",
+        help="validate on these (default: the validation split, else the last train femur)",
     )
     command.add_argument("--no-augment", action="store_true", help="no flips and quarter turns")
     command.add_argument("--seed", type=int, default=0, help="seeds weights, order and subsets")

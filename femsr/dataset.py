@@ -72,7 +72,7 @@ __all__ = ["build_dataset", "downscale", "downscale_femur", "load_index"]
 
 FORMAT = "femsr.patch-dataset/1"
 INDEX = "index.json"
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 LR_DTYPES = ("float16", "float32")
 HR_DTYPES = ("uint8", "float16", "float32")
 _CHUNK = 512  # windows extracted and written at once: bounds memory for any stride
@@ -289,8 +289,8 @@ def build_dataset(
     ----------
     femurs : sequence of path or FemurImage
         Femur image files (:func:`femsr.io.save_femur`) or images. Name and split come from
-        ``meta["name"]`` (else the file stem) and ``meta["split"]`` (``"train"`` or
-        ``"test"``; default ``"train"``).
+        ``meta["name"]`` (else the file stem) and ``meta["split"]`` (one of
+        :data:`SPLITS`; default ``"train"``).
     out_dir : path
         The dataset folder (created if missing).
     patch, stride : int
@@ -331,7 +331,7 @@ def build_dataset(
     >>> index = build_dataset([image], tempfile.mkdtemp(), patch=4, stride=4, factor=5,
     ...                       progress=False)
     >>> index["counts"], index["femurs"][0]["lr_shape"]
-    ({'train': 91, 'test': 0}, [52, 48])
+    ({'train': 91, 'validation': 0, 'test': 0}, [52, 48])
     """
     patch = _check_int("patch", patch, 1)
     stride = _check_int("stride", stride, 1)

@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-_LOWEST_BOUND = 0.05  # a local bound that follows the layout stays above this
 VOLFRAC_RANGE = (0.15, 0.35)
 """Trabecular BV/TV (the mean over the compartment) that :func:`manifest` draws from: about
 0.1-0.15 in the osteoporotic proximal femur and 0.25-0.35 in the healthy femoral head
@@ -73,11 +72,11 @@ class Stage:
     (``None``: no projection), each value for an equal share of the iterations. ``local_above``
     turns on the local volume constraint of :func:`femsr.topopt.optimize`: the mean density of every
     square of half side ``local_radius`` mm of the trabecular compartment stays below
-    ``volfrac + local_above``, plus ``local_contrast`` times the amount by which the first
-    stage's density (the layout), averaged over the same square, exceeds ``volfrac``: a bound
-    that follows the loads' layout, denser in the head than in Ward's triangle (:data:`STAGES`
-    keep it uniform: where the layout is void such a bound is low, and on ``sample(0)`` with
-    contrast 0.6 the neck kept a 22 mm void); ``local_p`` is the exponent of the
+    ``volfrac + local_above``. With ``local_strut`` (mm) set, the half side is instead
+    ``local_strut / (2 (volfrac + local_above))``: a strut that thick fits across a square
+    under the bound at every bone mass, so sparse bone keeps its struts and spaces them
+    farther apart (under a fixed square a bound of 0.18 leaves room for struts of 0.16 mm at
+    most: one pixel at 100 µm); ``local_p`` is the exponent of the
     p-norm that aggregates the squares (lower: nearer their mean, a weaker bound on the densest
     ones), ``penal`` the SIMP exponent. ``noise`` perturbs the design variables the stage
     starts from, where they are gray, by seeded uniform noise of that amplitude (weighted by
@@ -94,17 +93,19 @@ class Stage:
     move: float = 0.2
     local_above: float | None = None
     local_radius: float = 1.2
-    local_contrast: float = 0.0
+    local_strut: float | None = None
     local_p: float = 16.0
     penal: float = 3.0
     noise: float = 0.0
     solve: bool = True
 
 
-# The trabecular bone grows inside the solid cortex under a tight local bound: every square of
-# 0.9 mm (2.4 mm at 200 µm) may hold at most volfrac + 0.03, so the mass cannot gather into a
-# few members and leave centimetre voids, as it does under volfrac + 0.08 or more (sample(0):
-# a 17 mm void in the neck), and the trabeculae the loads call for fill every region. Each OC
+# The trabecular bone grows inside the solid cortex under a tight local bound: every square
+# (2.4 mm at 200 µm; at 100 and 50 µm as wide as lets a 0.3 mm strut cross it under the bound,
+# 0.9 mm at volfrac 0.3 and 1.7 mm at 0.15) may hold at most volfrac + 0.03, so the mass cannot
+# gather into a few members and leave centimetre voids, as it does under volfrac + 0.08 or more
+# (sample(0): a 17 mm void in the neck), and the trabeculae the loads call for fill every
+# region. A fixed 0.9 mm square thins sparse bone's struts to one 50 µm pixel instead. Each OC
 # step is checked on the bound itself (femsr.topopt); moves of 0.1 and less keep it. The
 # layout at 200 µm (gray, no projection; its moves of 0.2 end its local densities near 0.4,
 # which the finer stages bring back under the bound); the trabeculae at 100 µm, filter radius
@@ -122,7 +123,7 @@ _TRABECULAE = Stage(
     beta_max=32.0,
     move=0.02,
     local_above=0.03,
-    local_radius=0.45,
+    local_strut=0.3,
     local_p=8.0,
     penal=5.0,
 )
@@ -192,22 +193,16 @@ def _optimize(
     checkpoint: Path | None,
     progress: bool,
     solver_options: dict[str, Any] | None,
-    layout: tuple[np.ndarray, np.ndarray] | None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One optimizing stage: its design, density and record; ``layout`` is the first stage's
-    density and domain, which a bound with ``local_contrast`` follows."""
+    """One optimizing stage: its design, density and record."""
     options = SOLVER_OPTIONS if solver_options is None else solver_options
     local: dict[str, Any] = {}
     if stage.local_above is not None:
-        radius = max(1, round(stage.local_radius / problem.pixel_size))
-        bound: float | np.ndarray = volfrac + stage.local_above
-        if stage.local_contrast and layout is not None:
-            domain = trabecular(problem)
-            coarse = np.where(domain, _upsample(layout[0], domain.shape, layout[1]), 0.0)
-            excess = topopt.local_density(coarse, radius, mask=domain) - volfrac
-            bound = np.clip(bound + stage.local_contrast * excess, _LOWEST_BOUND, 1.0)
+        bound = min(volfrac + stage.local_above, 1.0)
+        half = stage.local_radius if stage.local_strut is None else stage.local_strut / (2 * bound)
+        radius = max(1, round(half / problem.pixel_size))
         local = {
-            "local_volfrac": np.minimum(bound, 1.0),
+            "local_volfrac": bound,
             "local_radius": radius,
             "local_p": stage.local_p,
         }
@@ -326,7 +321,6 @@ def grow(
         folder.mkdir(parents=True, exist_ok=True)
     design = density = None
     coarse = np.zeros((0, 0), bool)  # the mask of the previous stage
-    layout: tuple[np.ndarray, np.ndarray] | None = None  # the first stage's density and domain
     records = []
     for k, stage in enumerate(stages):
         problem = femur.problem(stage.pixel_size)
@@ -337,7 +331,6 @@ def grow(
                 design, density = saved["design"], saved["density"]
                 records.append(json.loads(str(saved["record"])))
             coarse = domain
-            layout = layout or (density, domain)
             continue
         initial = None
         if design is not None and density is not None:
@@ -349,7 +342,7 @@ def grow(
         if stage.solve:
             checkpoint = folder / f"stage{k}.npz" if folder is not None else None
             design, density, record = _optimize(
-                problem, stage, volfrac, initial, checkpoint, progress, solver_options, layout
+                problem, stage, volfrac, initial, checkpoint, progress, solver_options
             )
         else:
             if initial is None:
@@ -368,7 +361,6 @@ def grow(
             }
         record["seconds"] = time.perf_counter() - start
         records.append(record)
-        layout = layout or (density, domain)
         if done is not None:
             io.save_npz(done, design=design, density=density, record=np.array(json.dumps(record)))
     assert density is not None  # stages is not empty
@@ -408,32 +400,82 @@ def _perturb(
     return np.where(mask, np.clip(perturbed, 0.0, 1.0), 0.0)
 
 
-def manifest(count: int = 11, test: int = 4, seed: int = 0) -> list[dict[str, Any]]:
+SPLITS = ("train", "validation", "test")
+
+
+def manifest(
+    count: int = 32, test: int = 8, validation: int = 4, seed: int = 0
+) -> list[dict[str, Any]]:
     """Names, femur seeds, bone masses and splits of a dataset, all from ``seed``.
 
-    The last ``test`` femurs are held out. The trabecular bone volume fraction is drawn
-    uniformly in :data:`VOLFRAC_RANGE`, spanning osteoporotic to healthy proximal femurs.
+    The trabecular bone volume fraction is stratified over :data:`VOLFRAC_RANGE` (one draw in
+    each of ``count`` equal slices, in random order), spanning osteoporotic to healthy proximal
+    femurs; each femur is :func:`femsr.femur.sample` of its seed. The held-out femurs spread
+    over the two ranges that matter most, bone mass and neck-shaft angle (each scaled to [0,
+    1]): the ``test`` femurs are the ones nearest the four corners, then, one at a time, the
+    one farthest from those chosen; the ``validation`` femurs are chosen the same way, without
+    the corners, from the rest. The other femurs train.
 
     Examples
     --------
-    >>> [(f["name"], f["split"]) for f in manifest(3, 1)]
-    [('femur_00', 'train'), ('femur_01', 'train'), ('femur_02', 'test')]
+    >>> [e["split"] for e in manifest(5, 2, 1)].count("train")
+    2
     """
-    if count < 1 or not 0 <= test <= count:
-        raise ValueError(f"need count >= 1 and 0 <= test <= count, got {count} and {test}")
+    if count < 1 or test < 0 or validation < 0 or test + validation > count:
+        raise ValueError(
+            "need count >= 1 and test, validation >= 0 with test + validation <= count, got "
+            f"count {count}, test {test}, validation {validation}"
+        )
     rng = np.random.default_rng(seed)
-    volfracs = rng.uniform(*VOLFRAC_RANGE, count)
+    low, high = VOLFRAC_RANGE
+    volfracs = low + (high - low) * (rng.permutation(count) + rng.uniform(size=count)) / count
     seeds = rng.integers(0, 2**31, count)
+    angle_low, angle_high = femur_module.RANGES["neck_shaft_angle"]
+    angles = [femur_module.sample(int(s)).landmarks().neck_shaft_angle for s in seeds]
+    points = np.column_stack(
+        [(volfracs - low) / (high - low), (np.array(angles) - angle_low) / (angle_high - angle_low)]
+    )
+    splits = ["train"] * count
+    chosen = _spread(points, test, [], corners=True)
+    for k in chosen:
+        splits[k] = "test"
+    for k in _spread(points, validation, chosen, corners=False):
+        splits[k] = "validation"
     return [
         {
             "name": f"femur_{k:02d}",
             "file": f"femur_{k:02d}.npz",
             "seed": int(seeds[k]),
             "volfrac": round(float(volfracs[k]), 4),
-            "split": "test" if k >= count - test else "train",
+            "neck_shaft_angle": round(angles[k], 2),
+            "split": splits[k],
         }
         for k in range(count)
     ]
+
+
+def _spread(points: np.ndarray, count: int, taken: list[int], *, corners: bool) -> list[int]:
+    """Indices of ``count`` of ``points`` (in the unit square) outside ``taken`` that spread
+    over it: the nearest to each corner first (with ``corners``), then greedily the farthest
+    from every point taken so far (which includes ``taken``)."""
+    chosen: list[int] = []
+    free = np.ones(len(points), bool)
+    free[taken] = False
+    targets = [(0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)] if corners else []
+    while len(chosen) < count:
+        if len(chosen) < len(targets):
+            distance = np.linalg.norm(points - targets[len(chosen)], axis=1)
+            pick = int(np.argmin(np.where(free, distance, np.inf)))
+        else:
+            held = points[~free]
+            if len(held) == 0:
+                pick = int(np.flatnonzero(free)[0])
+            else:
+                gaps = np.linalg.norm(points[:, None] - held[None], axis=2).min(axis=1)
+                pick = int(np.argmax(np.where(free, gaps, -np.inf)))
+        chosen.append(pick)
+        free[pick] = False
+    return chosen
 
 
 def preview(density: np.ndarray, path: str | Path) -> None:
@@ -448,7 +490,7 @@ def preview(density: np.ndarray, path: str | Path) -> None:
 def _reuse_hint(existing: dict[str, Any], settings: dict[str, Any], out: Path) -> str:
     """How the stages two settings share can be kept: their checkpoints carry over."""
     old = existing.get("settings") or {}
-    if any(old.get(key) != settings[key] for key in ("count", "test", "seed")):
+    if any(old.get(key) != settings[key] for key in ("count", "test", "validation", "seed")):
         return ""
     shared = 0
     for before, now in zip(old.get("stages") or [], settings["stages"], strict=False):
@@ -467,8 +509,9 @@ def _reuse_hint(existing: dict[str, Any], settings: dict[str, Any], out: Path) -
 def generate(
     out_dir: str | Path,
     *,
-    count: int = 11,
-    test: int = 4,
+    count: int = 32,
+    test: int = 8,
+    validation: int = 4,
     seed: int = 0,
     stages: Sequence[Stage] = STAGES,
     only: Sequence[str] | None = None,
@@ -487,8 +530,14 @@ def generate(
         The manifest entries.
     """
     out = Path(out_dir)
-    entries = manifest(count, test, seed)
-    settings = {"count": count, "test": test, "seed": seed, "stages": [asdict(s) for s in stages]}
+    entries = manifest(count, test, validation, seed)
+    settings = {
+        "count": count,
+        "test": test,
+        "validation": validation,
+        "seed": seed,
+        "stages": [asdict(s) for s in stages],
+    }
     listing = {"settings": settings, "femurs": entries}
     path = out / MANIFEST
     if path.exists():

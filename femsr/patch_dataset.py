@@ -33,8 +33,8 @@ class PatchDataset(Dataset):
     ----------
     folder : path
         A folder written by :func:`femsr.dataset.build_dataset`.
-    split : {"train", "test"}
-        Which femurs.
+    split : {"train", "validation", "test"} or None
+        Which femurs; None: those of every split (narrowed by ``femurs``).
     augment : bool
         Apply one of the eight symmetries of the square (:func:`~femsr.encoding.transform`)
         per item, drawn from torch's global generator (which :func:`femsr.train.train`
@@ -65,13 +65,13 @@ class PatchDataset(Dataset):
     def __init__(
         self,
         folder: str | os.PathLike[str],
-        split: str = "train",
+        split: str | None = "train",
         *,
         augment: bool = False,
         femurs: Sequence[str] | None = None,
     ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
         self.folder = Path(folder)
         self.index = load_index(folder)
         known = {entry["name"] for entry in self.index["femurs"]}
@@ -81,10 +81,11 @@ class PatchDataset(Dataset):
         self.entries = [
             entry
             for entry in self.index["femurs"]
-            if entry["split"] == split and (femurs is None or entry["name"] in femurs)
+            if split in (None, entry["split"]) and (femurs is None or entry["name"] in femurs)
         ]
         if not self.entries or not sum(entry["count"] for entry in self.entries):
-            raise ValueError(f"no patch pairs of split {split!r} in {str(folder)!r}")
+            which = "any split" if split is None else f"split {split!r}"
+            raise ValueError(f"no patch pairs of {which} in {str(folder)!r}")
         self.split = split
         self.augment = bool(augment)
         self.offsets = np.cumsum([0] + [entry["count"] for entry in self.entries])

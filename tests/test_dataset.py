@@ -3,6 +3,7 @@ against the FE, storage with resume, the torch Dataset and a tiny training run o
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 
@@ -353,7 +354,7 @@ def test_float32_storage_is_exact(tmp_path):
     index = build(tmp_path, [image], lr_dtype="float32", hr_dtype="float32")
     hr = np.load(tmp_path / "solo.hr.npy")
     corners = np.load(tmp_path / "solo.corners.npy")
-    assert index["counts"] == {"train": len(corners), "test": 0}
+    assert index["counts"] == {"train": len(corners), "validation": 0, "test": 0}
     expected = encoding.extract_patches(
         image.density[None].astype(np.float32), corners * FACTOR, PATCH * FACTOR
     )
@@ -388,7 +389,7 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match="lr_dtype must be one of"):
         build(tmp_path, [], lr_dtype="int8")
     with pytest.raises(ValueError, match="split must be one of"):
-        build(tmp_path / "a", [femur_image("odd", 1, split="validation")])
+        build(tmp_path / "a", [femur_image("odd", 1, split="calibration")])
     with pytest.raises(ValueError, match="two femurs are named 'twin'"):
         build(tmp_path / "b", [femur_image("twin", 1), femur_image("twin", 2)])
     with pytest.raises(ValueError, match=r"grid at 2\.0 mm"):
@@ -439,6 +440,10 @@ def test_patch_dataset_yields_what_train_expects(built):
         PatchDataset(out, "train", femurs=["femur_99"])
     with pytest.raises(ValueError, match="no patch pairs of split 'test'"):
         PatchDataset(out, "test", femurs=["femur_00"])
+    # No split: the named femurs of any split, in the index's order.
+    both = PatchDataset(out, None, femurs=["femur_02", "femur_00"])
+    assert [e["name"] for e in both.entries] == ["femur_00", "femur_02"]
+    assert len(both) == index["femurs"][0]["count"] + index["femurs"][2]["count"]
     with pytest.raises(ValueError, match="split must be one of"):
         PatchDataset(out, "val")
 
@@ -539,6 +544,8 @@ def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     assert "other settings (epochs: 2 → 3)" in capsys.readouterr().err
     assert cli.main([*argv, "--epochs", "2", "--val-femurs", "femur_00", "femur_01"]) == 2
     assert "no training femur left" in capsys.readouterr().err
+    assert cli.main([*argv, "--epochs", "2", "--val-femurs", "femur_02"]) == 2
+    assert "['femur_02'] are test femurs" in capsys.readouterr().err
 
     exported = tmp_path / "model.pt2"
     assert cli.main(["export", str(run / "best.pt"), str(exported)]) == 0
@@ -549,3 +556,19 @@ def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     with torch.no_grad():
         torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=0)
     assert cli.main(["export", str(tmp_path / "missing.pt"), str(exported)]) == 2
+
+
+def test_cli_validates_on_the_validation_split(built, tmp_path, capsys):
+    from femsr import cli
+
+    out = tmp_path / "patches"
+    shutil.copytree(built[0], out)
+    index = json.loads((out / "index.json").read_text())
+    index["femurs"][0]["split"] = "validation"
+    (out / "index.json").write_text(json.dumps(index))
+    argv = ["train", str(out), str(tmp_path / "run"), "--width", "4", "--blocks", "1"]
+    argv += ["--up-width", "2", "--pairs", "6", "--val-pairs", "6", "--batch-size", "6"]
+    assert cli.main([*argv, "--epochs", "1", "--quiet"]) == 0
+    assert "training on femur_01 (6 pairs), validating on femur_00 (6 pairs)" in (
+        capsys.readouterr().err
+    )

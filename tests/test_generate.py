@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from femsr import cli, generate, io, topopt
+from femsr import femur as femur_module
 from femsr.femur import Femur, grid_shape
 
 TINY = [generate.Stage(4.0, 4), generate.Stage(2.0, 3, beta=1.0, beta_max=2.0)]
@@ -196,33 +197,52 @@ def test_upsample_covers_the_finer_grid():
     assert set(np.unique(fine[2:, 2:4])) <= {1.0, 3.0}  # equidistant neighbours
 
 
-def test_manifest_is_seeded_and_split_by_femur():
-    entries = generate.manifest(11, 4, seed=3)
-    assert entries == generate.manifest(11, 4, seed=3)
-    assert [e["split"] for e in entries].count("test") == 4
+def test_manifest_is_seeded_stratified_and_split_by_femur():
+    entries = generate.manifest(12, 4, 2, seed=3)
+    assert entries == generate.manifest(12, 4, 2, seed=3)
+    splits = [e["split"] for e in entries]
+    assert (splits.count("test"), splits.count("validation"), splits.count("train")) == (4, 2, 6)
+    assert len({e["seed"] for e in entries}) == 12
+    # One bone mass in each twelfth of the range.
     low, high = generate.VOLFRAC_RANGE
-    assert all(low <= e["volfrac"] <= high for e in entries)
-    assert len({e["seed"] for e in entries}) == 11
-    with pytest.raises(ValueError, match="0 <= test <= count"):
-        generate.manifest(3, 4)
+    slices = sorted(int((e["volfrac"] - low) / (high - low) * 12) for e in entries)
+    assert slices == list(range(12))
+    for e in entries:
+        angle = femur_module.sample(e["seed"]).landmarks().neck_shaft_angle
+        assert e["neck_shaft_angle"] == pytest.approx(angle, abs=0.005)
+    with pytest.raises(ValueError, match="test \\+ validation <= count"):
+        generate.manifest(3, 2, 2)
+
+
+def test_held_out_femurs_take_the_corners_then_spread():
+    """_spread picks the point nearest each corner of the unit square, then the farthest."""
+    points = np.array([[0.5, 0.5], [0.1, 0.1], [0.9, 0.95], [0.05, 0.8], [0.8, 0.2], [0.45, 1.0]])
+    assert generate._spread(points, 4, [], corners=True) == [1, 2, 3, 4]
+    # Without corners: the farthest from those held out (0.447 against 0.424), then the rest.
+    assert generate._spread(points, 2, [1, 2, 3, 4], corners=False) == [5, 0]
 
 
 def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
-    entries = generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], progress=False)
+    entries = generate.generate(
+        tmp_path, count=2, test=1, validation=0, stages=TINY[:1], progress=False
+    )
     listing = json.loads((tmp_path / "manifest.json").read_text())
     assert listing["femurs"] == entries
-    image = io.load_femur(tmp_path / "femur_01.npz")
+    held_out = next(e["name"] for e in entries if e["split"] == "test")
+    image = io.load_femur(tmp_path / f"{held_out}.npz")
     assert image.meta["split"] == "test" and image.pixel_size == 4.0
     assert image.density.shape == grid_shape(4.0)
     assert (tmp_path / "femur_00.png").stat().st_size > 0
     # A rerun finds everything written and leaves the files alone.
     stamp = (tmp_path / "femur_00.npz").stat().st_mtime_ns
-    generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], progress=False)
+    generate.generate(tmp_path, count=2, test=1, validation=0, stages=TINY[:1], progress=False)
     assert (tmp_path / "femur_00.npz").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="other settings"):
-        generate.generate(tmp_path, count=3, test=1, stages=TINY[:1], progress=False)
+        generate.generate(tmp_path, count=3, test=1, validation=0, stages=TINY[:1], progress=False)
     with pytest.raises(ValueError, match="unknown femur name"):
-        generate.generate(tmp_path, count=2, test=1, stages=TINY[:1], only=["femur_09"])
+        generate.generate(
+            tmp_path, count=2, test=1, validation=0, stages=TINY[:1], only=["femur_09"]
+        )
 
 
 def test_a_stage_passes_its_simp_and_p_norm_exponents(monkeypatch):
@@ -244,10 +264,10 @@ def test_a_stage_passes_its_simp_and_p_norm_exponents(monkeypatch):
 
 def test_a_changed_later_stage_names_the_checkpoints_that_carry_over(tmp_path, monkeypatch):
     first, second = tmp_path / "first", tmp_path / "second"
-    generate.generate(first, count=1, test=0, stages=TINY, progress=False)
+    generate.generate(first, count=1, test=0, validation=0, stages=TINY, progress=False)
     changed = [TINY[0], dataclasses.replace(TINY[1], move=0.1)]
     with pytest.raises(ValueError, match="other settings") as error:
-        generate.generate(first, count=1, test=0, stages=changed, progress=False)
+        generate.generate(first, count=1, test=0, validation=0, stages=changed, progress=False)
     assert "the first 1 stage(s) are the same" in str(error.value)
     assert f"{first}/work/<name>/stage0.done.npz" in str(error.value)
     # Following the hint, the new folder grows only the changed stage.
@@ -261,10 +281,10 @@ def test_a_changed_later_stage_names_the_checkpoints_that_carry_over(tmp_path, m
         return optimize(problem, stage, *args)
 
     monkeypatch.setattr(generate, "_optimize", spy)
-    generate.generate(second, count=1, test=0, stages=changed, progress=False)
+    generate.generate(second, count=1, test=0, validation=0, stages=changed, progress=False)
     assert grown == [changed[1]]
     with pytest.raises(ValueError) as error:  # nothing shared: no hint
-        generate.generate(first, count=1, test=0, stages=[changed[1]], progress=False)
+        generate.generate(first, count=1, test=0, validation=0, stages=[changed[1]], progress=False)
     assert "carry over" not in str(error.value)
 
 
@@ -282,7 +302,19 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
 
 def test_cli_generate(tmp_path, capsys):
     out = tmp_path / "femurs"
-    argv = ["generate", str(out), "--count", "1", "--test", "0", "--stages", "4:2", "--quiet"]
+    argv = [
+        "generate",
+        str(out),
+        "--count",
+        "1",
+        "--test",
+        "0",
+        "--validation",
+        "0",
+        "--stages",
+        "4:2",
+        "--quiet",
+    ]
     assert cli.main(argv) == 0
     assert "1 of 1 femurs" in capsys.readouterr().out
     assert io.load_femur(out / "femur_00.npz").density.shape == grid_shape(4.0)
@@ -295,28 +327,18 @@ def test_the_documented_default_stages_are_the_stages_generate_uses():
     assert cli._stages(cli.DEFAULT_STAGES) == list(generate.STAGES)
 
 
-def test_a_contrast_bound_follows_the_layout(monkeypatch):
-    """With local_contrast, a stage's local bound is volfrac + local_above plus the contrast
-    times the layout's (the first stage's) local excess over volfrac: higher where the layout
-    is dense, its mean volfrac + local_above."""
-    bounds = []
+def test_a_strut_sized_square_widens_as_the_bone_thins(monkeypatch):
+    """With local_strut, the local square's half side is local_strut / (2 bound): a strut of
+    that thickness fits across a square under the bound, whatever the bone mass."""
+    seen = []
     optimize = topopt.optimize
 
     def spy(*args, **kwargs):
-        bounds.append(kwargs.get("local_volfrac"))
+        seen.append((kwargs["local_volfrac"], kwargs["local_radius"]))
         return optimize(*args, **kwargs)
 
     monkeypatch.setattr(topopt, "optimize", spy)
-    layout = generate.Stage(2.0, 10, local_above=0.2, local_radius=4.0)
-    fine = generate.Stage(1.0, 2, local_above=0.05, local_radius=2.0, local_contrast=0.5)
-    femur = Femur()
-    coarse, _ = generate.grow(femur, 0.3, stages=[layout])
-    generate.grow(femur, 0.3, stages=[layout, fine])
-    bound = bounds[-1]
-    domain = generate.trabecular(femur.problem(1.0))
-    assert isinstance(bound, np.ndarray) and bound.shape == domain.shape
-    assert bound[domain].mean() == pytest.approx(0.35, abs=0.01)  # clipping moves it a little
-    assert bound[domain].min() >= 0.3 * 0.5 + 0.05 - 1e-9  # the floor: (1 - contrast) volfrac
-    up = generate._upsample(coarse, domain.shape, generate.trabecular(femur.problem(2.0)))
-    expected = 0.35 + 0.5 * (topopt.local_density(np.where(domain, up, 0.0), 2, mask=domain) - 0.3)
-    np.testing.assert_allclose(bound[domain], np.clip(expected, 0.05, 1.0)[domain], atol=1e-12)
+    stage = generate.Stage(2.0, 1, local_above=0.05, local_strut=6.0)
+    for volfrac in (0.25, 0.45):
+        generate.grow(Femur(), volfrac, stages=[stage])
+    assert seen == [(pytest.approx(0.3), 5), (pytest.approx(0.5), 3)]  # 10 mm, 6 mm at 2 mm

@@ -3,7 +3,7 @@
 Left, the density at 50 µm with the regions of ``femsr.morphometry.regions`` tinted and the three
 evaluation ROIs outlined; right, the ROIs at full resolution.
 
-    python benchmarks/scripts/femur_figure.py benchmarks/femurs/femur_00.npz \\
+    python benchmarks/scripts/femur_figure.py benchmarks/femurs/femur_04.npz \\
         benchmarks/figures/femur_regions.png
 """
 

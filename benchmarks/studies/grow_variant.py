@@ -57,6 +57,7 @@ def main() -> None:
             args.out,
             count=settings["count"],
             test=settings["test"],
+            validation=settings["validation"],
             seed=settings["seed"],
             stages=stages,
             only=[args.name],
