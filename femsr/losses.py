@@ -1,0 +1,217 @@
+"""Training terms that target what a reconstruction breaks: struts, and the stiffness they carry.
+
+* :func:`cldice_loss`: the centreline Dice of Shit et al. (2021, CVPR, "clDice - a novel
+  topology-preserving loss function for tubular structure segmentation"): how much of each
+  image's soft skeleton lies inside the other image. A strut cut in two loses skeleton that the
+  pixel losses barely see.
+* :func:`apparent_stiffness`: the homogenized plane-stress stiffness ``C11, C22, C33`` of a batch
+  of density patches, differentiable in the density: the torch twin of
+  :func:`femsr.evaluate.apparent_stiffness` (kinematic boundary conditions, Q4 pixels, SIMP).
+  :func:`stiffness_loss` compares a reconstruction's with its reference's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from femsr import fem
+
+__all__ = ["apparent_stiffness", "cldice_loss", "soft_skeleton", "stiffness_loss"]
+
+_EPS = 1e-6
+
+
+def _erode(x: torch.Tensor) -> torch.Tensor:
+    """Soft erosion by the 3x3 cross: the minimum over the 3x1 and 1x3 neighbourhoods."""
+    rows = -F.max_pool2d(-x, (3, 1), stride=1, padding=(1, 0))
+    cols = -F.max_pool2d(-x, (1, 3), stride=1, padding=(0, 1))
+    return torch.minimum(rows, cols)
+
+
+def _dilate(x: torch.Tensor) -> torch.Tensor:
+    return F.max_pool2d(x, 3, stride=1, padding=1)
+
+
+def soft_skeleton(x: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """Soft morphological skeleton of images in [0, 1], shape (batch, 1, ny, nx).
+
+    Shit et al.'s iteration: the parts of ``x`` an opening removes, collected over
+    ``iterations`` erosions; of a binary image, its morphological skeleton (for structures up to
+    about ``2 iterations + 1`` pixels thick).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"images must have shape (batch, channels, ny, nx), got {tuple(x.shape)}")
+    skeleton = F.relu(x - _dilate(_erode(x)))
+    for _ in range(iterations):
+        x = _erode(x)
+        delta = F.relu(x - _dilate(_erode(x)))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def cldice_loss(
+    prediction: torch.Tensor, target: torch.Tensor, iterations: int = 10
+) -> torch.Tensor:
+    """``1 - clDice`` of a batch, images in [0, 1] of shape (batch, 1, ny, nx).
+
+    Topology precision (the prediction's skeleton inside the target) and sensitivity (the
+    target's skeleton inside the prediction), their harmonic mean over the whole batch.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"prediction and target differ in shape: {tuple(prediction.shape)}, "
+            f"{tuple(target.shape)}"
+        )
+    skeleton_p = soft_skeleton(prediction, iterations)
+    skeleton_t = soft_skeleton(target, iterations)
+    precision = ((skeleton_p * target).sum() + _EPS) / (skeleton_p.sum() + _EPS)
+    sensitivity = ((skeleton_t * prediction).sum() + _EPS) / (skeleton_t.sum() + _EPS)
+    return 1.0 - 2.0 * precision * sensitivity / (precision + sensitivity)
+
+
+# Local Q4 node order of femsr.fem.element_stiffness (bottom-left, bottom-right, top-right,
+# top-left) as (row, column) offsets of an element's corner nodes; grid row 0 is the top.
+_CORNERS = ((1, 0), (1, 1), (0, 1), (0, 0))
+
+
+def _element_dofs(u: torch.Tensor) -> torch.Tensor:
+    """Nodal (batch, 2, ny+1, nx+1) -> element DOFs (batch, 8, ny, nx) in local order."""
+    ny, nx = u.shape[-2] - 1, u.shape[-1] - 1
+    return torch.cat([u[:, :, r : r + ny, c : c + nx] for r, c in _CORNERS], dim=1)
+
+
+def _scatter(forces: torch.Tensor) -> torch.Tensor:
+    """Element forces (batch, 8, ny, nx) -> nodal sums (batch, 2, ny+1, nx+1)."""
+    batch, _, ny, nx = forces.shape
+    nodal = forces.new_zeros(batch, 2, ny + 1, nx + 1)
+    for k, (r, c) in enumerate(_CORNERS):
+        nodal[:, :, r : r + ny, c : c + nx] += forces[:, 2 * k : 2 * k + 2]
+    return nodal
+
+
+def _apply(modulus: torch.Tensor, ke: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``K u`` of the grid: modulus (batch, ny, nx), u (batch, 2, ny+1, nx+1)."""
+    forces = torch.einsum("ij,bjyx->biyx", ke, _element_dofs(u)) * modulus[:, None]
+    return _scatter(forces)
+
+
+def _affine(ny: int, nx: int, h: float, like: torch.Tensor) -> torch.Tensor:
+    """The three unit macro-strains' nodal fields (3, 2, ny+1, nx+1), as in femsr.evaluate."""
+    i = torch.arange(ny + 1, dtype=like.dtype, device=like.device)[:, None].expand(ny + 1, nx + 1)
+    j = torch.arange(nx + 1, dtype=like.dtype, device=like.device)[None, :].expand(ny + 1, nx + 1)
+    x, y = (j - nx / 2.0) * h, -(i - ny / 2.0) * h
+    zero = torch.zeros_like(x)
+    return torch.stack(
+        [torch.stack([x, zero]), torch.stack([zero, y]), torch.stack([y / 2.0, x / 2.0])]
+    )
+
+
+def apparent_stiffness(
+    density: torch.Tensor,
+    *,
+    E0: float,
+    nu: float = 0.3,
+    penal: float = 3.0,
+    Emin: float | None = None,
+    h: float,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+) -> torch.Tensor:
+    """``C11, C22, C33`` (MPa) of each density patch, differentiable in the density.
+
+    The solve of :func:`femsr.evaluate.apparent_stiffness` (every outline node moved by a unit
+    macro-strain, the inner nodes free) by Jacobi-preconditioned conjugate gradients on the
+    batch, matrix-free, outside autograd; the stiffness is then the energy form ``uᵀ K u / V``,
+    whose derivative in the density at the solution is ``uᵀ (dK/d density) u / V`` (the solution is
+    stationary: the envelope theorem), so autograd through ``K`` alone gives the exact
+    gradient.
+
+    Parameters
+    ----------
+    density : Tensor, shape (batch, 1, ny, nx) or (batch, ny, nx)
+        Densities in [0, 1].
+    E0, nu, penal, Emin, h
+        As :func:`femsr.evaluate.apparent_stiffness` (``Emin`` defaults to ``1e-9 E0``; CG
+        converges in fewer iterations with a stiffer void, e.g. ``1e-3 E0``).
+    tol : float
+        CG stops when every residual is below ``tol`` times its right-hand side's norm.
+    max_iter : int
+        CG iterations at most.
+
+    Returns
+    -------
+    Tensor, shape (batch, 3)
+        ``C11, C22, C33`` (the paper's E_x, E_y, E_xy).
+    """
+    rho = density[:, 0] if density.ndim == 4 else density
+    if rho.ndim != 3 or min(rho.shape[1:]) < 1:
+        raise ValueError(
+            f"density must have shape (batch, [1,] ny, nx), got {tuple(density.shape)}"
+        )
+    Emin = 1e-9 * E0 if Emin is None else Emin
+    batch, ny, nx = rho.shape
+    ke = torch.as_tensor(fem.element_stiffness(nu), dtype=rho.dtype, device=rho.device)
+    modulus = Emin + rho.clamp(0.0, 1.0) ** penal * (E0 - Emin)
+    cases = _affine(ny, nx, h, rho)  # (3, 2, ny+1, nx+1)
+    free = torch.zeros(ny + 1, nx + 1, dtype=torch.bool, device=rho.device)
+    free[1:-1, 1:-1] = True
+    with torch.no_grad():
+        fixed_modulus = modulus.detach().repeat_interleave(3, dim=0)
+        prescribed = (cases * ~free).repeat(batch, 1, 1, 1)
+        inner = _cg(
+            fixed_modulus, ke, -_apply(fixed_modulus, ke, prescribed) * free, free, tol, max_iter
+        )
+        u = prescribed + inner
+    energy = (u * _apply(modulus.repeat_interleave(3, dim=0), ke, u)).sum(dim=(1, 2, 3))
+    return energy.reshape(batch, 3) / (ny * nx * h * h)
+
+
+def _cg(
+    modulus: torch.Tensor,
+    ke: torch.Tensor,
+    rhs: torch.Tensor,
+    free: torch.Tensor,
+    tol: float,
+    max_iter: int,
+) -> torch.Tensor:
+    """Solve ``K_ff u = rhs`` for each item of the batch (zero on the prescribed nodes)."""
+    diagonal = _scatter(modulus[:, None] * torch.diagonal(ke)[None, :, None, None])
+    inverse = torch.where(free, 1.0 / diagonal, torch.zeros_like(diagonal))
+
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a * b).sum(dim=(1, 2, 3), keepdim=True)
+
+    u = torch.zeros_like(rhs)
+    r = rhs.clone()
+    z = r * inverse
+    p = z.clone()
+    rz = dot(r, z)
+    goal = tol * dot(rhs, rhs).sqrt()
+    for _ in range(max_iter):
+        if bool((dot(r, r).sqrt() <= goal).all()):
+            break
+        q = _apply(modulus, ke, p) * free
+        step = rz / dot(p, q).clamp_min(torch.finfo(rhs.dtype).tiny)
+        u = u + step * p
+        r = r - step * q
+        z = r * inverse
+        rz_new = dot(r, z)
+        p = z + rz_new / rz.clamp_min(torch.finfo(rhs.dtype).tiny) * p
+        rz = rz_new
+    return u
+
+
+def stiffness_loss(
+    prediction: torch.Tensor, target: torch.Tensor, *, E0: float, h: float, **options: float
+) -> torch.Tensor:
+    """Mean ``|log C(prediction) - log C(target)|`` over the batch and ``C11, C22, C33``.
+
+    The log makes an error of a soft patch weigh as much as one of a stiff patch, and a
+    halving as much as a doubling. ``options`` go to :func:`apparent_stiffness`.
+    """
+    floor = 1e-9 * E0
+    predicted = apparent_stiffness(prediction, E0=E0, h=h, **options).clamp_min(floor)
+    with torch.no_grad():
+        reference = apparent_stiffness(target, E0=E0, h=h, **options).clamp_min(floor)
+    return (predicted.log() - reference.log()).abs().mean()
