@@ -114,12 +114,14 @@ def regions(femur: Femur, pixel_size: float) -> dict[str, np.ndarray]:
     In the neck's frame (``along`` the neck axis from where it meets the shaft axis, 0, to
     the head centre, 1): the head is the trabecular bone within the head's radius of its
     centre and beyond the head-neck junction, the plane across the neck axis where the neck's
-    outline meets the head's circle; the neck the rest with ``along`` from 0.3 to there;
-    Ward's triangle, where Singh's compressive and tensile groups part (Singh et al. 1970, J
-    Bone Joint Surg Am 52:457), a disc of a fifth of the neck's base width about the neck
-    axis at ``along`` 0.3, moved a tenth of that width inferiorly; the greater trochanter the
-    rest lateral of the shaft axis and above the junction; the intertrochanteric region what
-    remains. The cortex and the three ROIs come from
+    outline meets the head's circle; Ward's triangle, where Singh's compressive and tensile
+    groups part (Singh et al. 1970, J Bone Joint Surg Am 52:457), a disc of a fifth of the
+    neck's base width about the neck axis at ``along`` 0.3, moved a tenth of that width
+    inferiorly; the neck the rest with ``along`` from 0.3 to the junction, within half the
+    waist's width of its axis superiorly and, below ``along`` 0.5, half a width tapering from
+    the base's to the waist's inferiorly; the greater trochanter the rest above the junction
+    that lies lateral of the shaft axis or superior of the neck axis (over the trochanteric
+    fossa); the intertrochanteric region what remains. The cortex and the three ROIs come from
     :meth:`~femsr.femur.Femur.compartments` and :meth:`~femsr.femur.Femur.rois`.
 
     Returns
@@ -147,12 +149,18 @@ def regions(femur: Femur, pixel_size: float) -> dict[str, np.ndarray]:
     width = femur.neck_base_width
     ward = junction + 0.3 * length * axis + 0.1 * width * inferior
     wards = trabecular & ~head & (np.hypot(xx - ward[0], yy - ward[1]) < width / 5)
-    neck = trabecular & ~head & ~wards & (along >= 0.3)
+    across = (xx - junction[0]) * inferior[0] + (yy - junction[1]) * inferior[1]
+    taper = np.clip(along / junction_plane, 0.0, 1.0)
+    half = (width + (femur.neck_width - width) * taper) / 2
+    # Superiorly the waist bounds the neck (the fossa and the trochanter lie beyond it),
+    # inferiorly the width that tapers towards the calcar, up to halfway to the head.
+    beside = (across >= -femur.neck_width / 2) & ((across <= half) | (along >= 0.5))
+    neck = trabecular & ~head & ~wards & (along >= 0.3) & beside
     lateral = np.sign(marks.greater_trochanter[0] - marks.shaft_axis[0][0])
     trochanter = (
         trabecular
         & ~(head | neck | wards)
-        & ((xx - marks.shaft_axis[0][0]) * lateral > 0)
+        & (((xx - marks.shaft_axis[0][0]) * lateral > 0) | (across < 0))
         & (yy > junction[1])
     )
     out = {

@@ -106,3 +106,17 @@ def test_an_open_cortex_fails_the_band(femur_with_plates):
 def test_wrong_shape_is_rejected():
     with pytest.raises(ValueError, match=r"density has shape \(3, 3\); the femur at 1.0 mm"):
         morphometry.morphometry(np.zeros((3, 3)), Femur(), 1.0)
+
+
+@pytest.mark.parametrize("angle", [120.0, 140.0])
+def test_the_greater_trochanter_holds_its_tip_and_the_neck_keeps_off_it(angle):
+    femur = Femur(neck_shaft_angle=angle)
+    found = morphometry.regions(femur, 0.5)
+    tip = np.array(femur.landmarks().greater_trochanter)
+    rows, cols = np.nonzero(found["greater_trochanter"] | found["neck"])
+    points = np.column_stack([(cols + 0.5) * 0.5, BOX[0] - (rows + 0.5) * 0.5])
+    nearest = np.argmin(np.hypot(*(points - tip).T))
+    assert found["greater_trochanter"][rows[nearest], cols[nearest]]
+    # The neck keeps off the trochanter: its nearest pixel is a quarter of the waist away.
+    in_neck = found["neck"][rows, cols]
+    assert np.hypot(*(points[in_neck] - tip).T).min() > femur.neck_width / 4
