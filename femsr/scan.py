@@ -1,0 +1,316 @@
+"""Clinical scans in: a coronal image of a femur from DICOM, NIfTI or TIFF, with its pixel spacing.
+
+:func:`read_scan` returns one 2-D coronal image in a fixed orientation (rows from superior to
+inferior, columns from the patient's right to left, as radiologists display a coronal slice
+facing the patient) and its spacing in mm:
+
+* **DICOM** (pydicom): one file holding a slice, or a folder holding a series (sorted along
+  the slice normal). Pixel spacing and orientation from the header; stored values go through
+  ``RescaleSlope`` and ``RescaleIntercept`` to Hounsfield units where the file says so (CT).
+* **NIfTI** (nibabel): 2-D or 3-D; the affine gives the orientation and spacing.
+* **TIFF** (tifffile): one page, or pages stacked front to back (a volume of coronal
+  slices); float, 8- or 16-bit as stored; spacing from the resolution tags when they name a
+  unit (centimetre or inch), else from ``spacing=``.
+
+From a volume the coronal slice with the most bone (values above ``bone_threshold``) is taken,
+unless ``index`` names one. :func:`density_from_hu` maps Hounsfield units to the bone density
+in [0, 1] that femsr works with, by a stated linear calibration. :func:`write_scan` writes an
+image with its spacing (NIfTI or TIFF). The readers come in the ``femsr[io]`` extra.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from femsr.io import atomic_write
+
+__all__ = ["MARROW_HU", "TISSUE_HU", "Scan", "density_from_hu", "read_scan", "write_scan"]
+
+MARROW_HU = 0.0
+"""Hounsfield units of marrow and soft tissue (water), density 0."""
+TISSUE_HU = 1800.0
+"""Hounsfield units of fully mineralized bone tissue, density 1: cortical bone reads 1,500 to
+2,000 HU in clinical CT (e.g. Cann 1988, Radiology 166:509); a phantom calibration replaces
+both values."""
+
+_ALIGNED = 0.9  # |cos| between an image axis and the anatomical axis it is taken for
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A coronal image of a femur and its geometry.
+
+    Attributes
+    ----------
+    image : ndarray of float64, shape (ny, nx)
+        Rows superior to inferior, columns patient right to left.
+    spacing : (float, float)
+        Row and column pixel sizes (mm).
+    unit : str
+        ``"HU"`` (Hounsfield units) or ``"stored"`` (values as the file holds them).
+    index : int or None
+        The slice taken from a volume; None for a 2-D file.
+    """
+
+    image: np.ndarray
+    spacing: tuple[float, float]
+    unit: str
+    index: int | None = None
+
+
+def density_from_hu(
+    hu: np.ndarray, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU
+) -> np.ndarray:
+    """Bone density in [0, 1] from Hounsfield units: ``(hu - marrow) / (tissue - marrow)``,
+    clipped.
+
+    Examples
+    --------
+    >>> density_from_hu(np.array([-1000.0, 0.0, 900.0, 2500.0])).tolist()
+    [0.0, 0.0, 0.5, 1.0]
+    """
+    if not tissue > marrow:
+        raise ValueError(f"tissue HU ({tissue}) must exceed marrow HU ({marrow})")
+    return np.clip((np.asarray(hu, dtype=float) - marrow) / (tissue - marrow), 0.0, 1.0)
+
+
+def read_scan(
+    path: str | os.PathLike[str],
+    *,
+    index: int | None = None,
+    spacing: tuple[float, float] | None = None,
+    bone_threshold: float = 300.0,
+) -> Scan:
+    """The coronal image of a scan file or DICOM folder (see the module docstring).
+
+    Parameters
+    ----------
+    path : path
+        ``.dcm`` (or a DICOM file without suffix), a folder of DICOM files, ``.nii``,
+        ``.nii.gz``, ``.tif`` or ``.tiff``.
+    index : int, optional
+        The coronal slice of a volume (0 the most anterior); default the one with the most bone.
+    spacing : (float, float), optional
+        Row and column pixel sizes (mm) where the file has none (TIFF without a unit); a file's
+        own spacing wins.
+    bone_threshold : float
+        Values above it are bone when a slice is chosen (300 suits HU).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        On a file that is not a scan, an axial or sagittal image where a coronal one is needed,
+        an oblique one, a missing spacing, a volume with no bone, an ``index`` out of range.
+    ImportError
+        If the format's reader is not installed (``pip install "femsr[io]"``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no scan at {str(path)!r}")
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        volume, affine, unit = _read_nifti(path)
+    elif name.endswith((".tif", ".tiff")):
+        return _read_tiff(path, index, spacing, bone_threshold)
+    else:
+        volume, affine, unit = _read_dicom(path)
+    image, row_spacing, column_spacing, taken = _coronal(volume, affine, index, bone_threshold)
+    return Scan(image, (row_spacing, column_spacing), unit, taken)
+
+
+def write_scan(path: str | os.PathLike[str], scan: Scan) -> None:
+    """Write a :class:`Scan`'s image with its spacing, as NIfTI (``.nii``, ``.nii.gz``: a
+    coronal slice, RAS affine) or float32 TIFF (``.tif``, ``.tiff``: resolution in pixels per
+    centimetre), atomically; :func:`read_scan` reads it back."""
+    path = Path(path)
+    name = path.name.lower()
+    rows, cols = scan.spacing
+    image = np.asarray(scan.image, dtype=np.float32)
+    if name.endswith((".nii", ".nii.gz")):
+        nib = _need("nibabel")
+        # Voxel axes: i patient right to left (-x), j front to back (one slice), k superior
+        # to inferior (-z); stored as (i, j, k) = (column, 0, row).
+        affine = np.diag([-cols, -1.0, -rows, 1.0])
+        data = image.T[:, None, :]
+        payload = nib.Nifti1Image(data, affine).to_bytes()
+        with atomic_write(path) as stream:
+            stream.write(gzip.compress(payload) if name.endswith(".gz") else payload)
+    elif name.endswith((".tif", ".tiff")):
+        tifffile = _need("tifffile")
+        buffer = io.BytesIO()
+        tifffile.imwrite(
+            buffer, image, resolution=(10.0 / cols, 10.0 / rows), resolutionunit="CENTIMETER"
+        )
+        with atomic_write(path) as stream:
+            stream.write(buffer.getvalue())
+    else:
+        raise ValueError(f"{str(path)!r}: write .nii, .nii.gz, .tif or .tiff")
+
+
+def _need(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"reading this scan needs {module}: pip install 'femsr[io]'") from error
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    nib = _need("nibabel")
+    try:
+        image = nib.load(path)
+        data = np.asarray(image.get_fdata(), dtype=float)
+    except Exception as error:  # nibabel raises many types on a damaged file
+        raise ValueError(f"{str(path)!r} is not a readable NIfTI file: {error}") from None
+    while data.ndim > 3 and data.shape[-1] == 1:  # a single time point
+        data = data[..., 0]
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if data.ndim != 3:
+        raise ValueError(f"{str(path)!r} has {data.ndim} dimensions; a scan has 2 or 3")
+    return data, image.affine, "stored"
+
+
+def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    pydicom = _need("pydicom")
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    slices = []
+    for file in files:
+        try:
+            slices.append(pydicom.dcmread(file))
+        except Exception as error:  # pydicom raises InvalidDicomError and others
+            if path.is_dir():
+                continue  # a folder may hold other files beside its series
+            raise ValueError(f"{str(file)!r} is not a readable DICOM file: {error}") from None
+    if not slices:
+        raise ValueError(f"{str(path)!r} holds no DICOM file")
+    first = slices[0]
+    for key in ("PixelSpacing", "ImageOrientationPatient"):
+        if key not in first:
+            raise ValueError(f"{str(path)!r}: the DICOM header has no {key}")
+    row_cosine, column_cosine = (
+        np.array(first.ImageOrientationPatient[k : k + 3], dtype=float) for k in (0, 3)
+    )
+    normal = np.cross(row_cosine, column_cosine)
+    slices.sort(key=lambda s: _position(s) @ normal)
+    first = slices[0]
+    volume = np.stack([_hounsfield(s) for s in slices], axis=-1)  # (rows, columns, slices)
+    row_step, column_step = (float(v) for v in first.PixelSpacing)
+    if len(slices) > 1:
+        gap = float((_position(slices[1]) - _position(first)) @ normal)
+    else:
+        gap = float(first.get("SliceThickness", 1.0))
+    origin = _position(first)
+    lps = np.eye(4)
+    # Voxel (r, c, s): r steps down the rows (along the column cosine), c along the rows.
+    lps[:3, 0] = column_cosine * row_step
+    lps[:3, 1] = row_cosine * column_step
+    lps[:3, 2] = normal * gap
+    lps[:3, 3] = origin
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+    unit = "HU" if first.get("Modality") == "CT" or "RescaleSlope" in first else "stored"
+    return volume, ras, unit
+
+
+def _position(dataset) -> np.ndarray:
+    return np.array(dataset.get("ImagePositionPatient", [0.0, 0.0, 0.0]), dtype=float)
+
+
+def _hounsfield(dataset) -> np.ndarray:
+    slope = float(dataset.get("RescaleSlope", 1.0))
+    intercept = float(dataset.get("RescaleIntercept", 0.0))
+    return dataset.pixel_array.astype(float) * slope + intercept
+
+
+def _coronal(
+    volume: np.ndarray, affine: np.ndarray, index: int | None, bone_threshold: float
+) -> tuple[np.ndarray, float, float, int | None]:
+    """The coronal slice of a (i, j, k) volume with a RAS affine, rows superior to inferior,
+    columns right to left, and its row and column spacing."""
+    directions = affine[:3, :3]
+    steps = np.linalg.norm(directions, axis=0)
+    if not (steps > 0).all():
+        raise ValueError("the scan's affine has a zero voxel size: its spacing is missing")
+    cosines = directions / steps
+    world = np.abs(cosines).argmax(axis=0)  # anatomical axis of each voxel axis: 0 x, 1 y, 2 z
+    if sorted(world) != [0, 1, 2] or (np.abs(cosines).max(axis=0) < _ALIGNED).any():
+        raise ValueError("the scan is oblique: its axes are not along the body's")
+    axis_of = {int(w): k for k, w in enumerate(world)}
+    depth, height, width = axis_of[1], axis_of[2], axis_of[0]
+    if volume.shape[depth] == 1 and min(volume.shape[height], volume.shape[width]) == 1:
+        raise ValueError("the scan holds a line, not an image")
+    if volume.shape[depth] == 1:
+        taken = None
+        slab = 0
+    else:
+        if volume.shape[height] == 1 or volume.shape[width] == 1:
+            plane = "axial" if volume.shape[height] == 1 else "sagittal"
+            raise ValueError(f"the scan is an {plane} image; femsr needs a coronal one")
+        # Slices are numbered from the front (anterior: +y in RAS).
+        count = volume.shape[depth]
+        front = np.moveaxis(volume, depth, 0)[:: -1 if cosines[1, depth] > 0 else 1]
+        if index is None:
+            bone = (front > bone_threshold).sum(axis=(1, 2))
+            if not bone.any():
+                raise ValueError(
+                    f"no value in the scan exceeds the bone threshold {bone_threshold}: no femur"
+                )
+            index = int(bone.argmax())
+        if not 0 <= index < count:
+            raise ValueError(f"index {index} is outside the {count} coronal slices")
+        slab = count - 1 - index if cosines[1, depth] > 0 else index
+        taken = index
+    image = np.take(volume, slab, axis=depth)
+    rest = [a for a in range(3) if a != depth]
+    image = np.transpose(image, [rest.index(height), rest.index(width)])
+    if cosines[2, height] > 0:  # rows must run superior to inferior: -z
+        image = image[::-1]
+    if cosines[0, width] > 0:  # columns must run right to left: -x
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image), float(steps[height]), float(steps[width]), taken
+
+
+def _read_tiff(
+    path: Path, index: int | None, spacing: tuple[float, float] | None, bone_threshold: float
+) -> Scan:
+    tifffile = _need("tifffile")
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            pages = np.stack([page.asarray() for page in tiff.pages]).astype(float)
+            tags = tiff.pages[0].tags
+            unit = tags["ResolutionUnit"].value if "ResolutionUnit" in tags else 1
+            resolution = [
+                tags[key].value if key in tags else None for key in ("YResolution", "XResolution")
+            ]
+    except (tifffile.TiffFileError, OSError, ValueError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable TIFF file: {error}") from None
+    if pages.ndim != 3:
+        raise ValueError(f"{str(path)!r}: a page has {pages.ndim - 1} dimensions; a scan has 2")
+    mm = {2: 25.4, 3: 10.0}.get(int(unit))
+    if mm is not None and all(r is not None and r[0] > 0 for r in resolution):
+        spacing = tuple(mm * r[1] / r[0] for r in resolution)  # type: ignore[index]
+    if spacing is None:
+        raise ValueError(
+            f"{str(path)!r} has no pixel spacing (no resolution in cm or inch): pass spacing="
+        )
+    if len(pages) == 1:
+        return Scan(pages[0], (float(spacing[0]), float(spacing[1])), "stored")
+    bone = (pages > bone_threshold).sum(axis=(1, 2))
+    if index is None:
+        if not bone.any():
+            raise ValueError(
+                f"no value in the scan exceeds the bone threshold {bone_threshold}: no femur"
+            )
+        index = int(bone.argmax())
+    if not 0 <= index < len(pages):
+        raise ValueError(f"index {index} is outside the {len(pages)} coronal slices")
+    return Scan(pages[index], (float(spacing[0]), float(spacing[1])), "stored", index)

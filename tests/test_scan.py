@@ -1,0 +1,143 @@
+"""Scans in: NIfTI, TIFF and DICOM read into one coronal orientation, with spacing and HU."""
+
+import numpy as np
+import pytest
+
+from femsr import scan
+
+nib = pytest.importorskip("nibabel")
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("tifffile")
+
+# A coronal image in femsr's orientation (rows superior to inferior, columns patient right to
+# left) that tells every flip apart; bone (1200 HU) in its top-left corner.
+IMAGE = 2.0 * np.arange(6 * 8).reshape(6, 8)  # even: DICOM stores (HU + 1024) / 2
+IMAGE[:2, :3] = 1200.0
+
+
+def test_density_from_hu_is_the_stated_linear_calibration():
+    hu = np.array([-50.0, 0.0, 450.0, 1800.0, 3000.0])
+    assert scan.density_from_hu(hu).tolist() == [0.0, 0.0, 0.25, 1.0, 1.0]
+    calibrated = scan.density_from_hu(hu, marrow=-50.0, tissue=1950.0)
+    assert calibrated[2] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="must exceed"):
+        scan.density_from_hu(hu, marrow=100.0, tissue=100.0)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".tif"])
+def test_written_scans_read_back_with_their_spacing(tmp_path, suffix):
+    path = tmp_path / f"slice{suffix}"
+    scan.write_scan(path, scan.Scan(IMAGE, (0.6, 0.4), "HU"))
+    found = scan.read_scan(path)
+    np.testing.assert_allclose(found.image, IMAGE)
+    assert found.spacing == pytest.approx((0.6, 0.4))
+
+
+def ras_volume(affine_axes, flips, depth=5, at=3):
+    """IMAGE as slice ``at`` of a volume whose voxel axes are ``affine_axes`` (a permutation
+    of RAS x, y, z) with ``flips`` (+1 or -1 per voxel axis), and its affine."""
+    ny, nx = IMAGE.shape
+    canonical = np.zeros((nx, depth, ny))  # i: x, j: y, k: z, all increasing (RAS)
+    # Columns run right to left (-x), rows superior to inferior (-z); slice at+... anterior.
+    canonical[:, at, :] = IMAGE[::-1, ::-1].T
+    volume = np.transpose(canonical, affine_axes)
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    steps = {0: 0.4, 1: 1.0, 2: 0.6}
+    for k, axis in enumerate(affine_axes):
+        if flips[k] < 0:
+            volume = np.flip(volume, axis=k)
+        affine[axis, k] = flips[k] * steps[axis]
+    return volume, affine
+
+
+@pytest.mark.parametrize(
+    ("axes", "flips"), [((0, 1, 2), (1, 1, 1)), ((2, 0, 1), (-1, 1, -1)), ((1, 2, 0), (1, -1, -1))]
+)
+def test_a_volume_gives_its_boniest_coronal_slice_in_one_orientation(tmp_path, axes, flips):
+    volume, affine = ras_volume(axes, flips)
+    path = tmp_path / "volume.nii"
+    nib.save(nib.Nifti1Image(volume, affine), path)
+    found = scan.read_scan(path)
+    np.testing.assert_allclose(found.image, IMAGE)
+    assert found.spacing == pytest.approx((0.6, 0.4))
+    assert found.index == 5 - 1 - 3  # numbered from the front: the slice at y index 3 of 5
+    np.testing.assert_allclose(scan.read_scan(path, index=found.index).image, IMAGE)
+    with pytest.raises(ValueError, match="outside the 5 coronal slices"):
+        scan.read_scan(path, index=5)
+
+
+def test_bad_scans_are_named(tmp_path):
+    axial = tmp_path / "axial.nii"
+    nib.save(nib.Nifti1Image(IMAGE.T[:, :, None], np.diag([0.5, 0.5, 1.0, 1.0])), axial)
+    with pytest.raises(ValueError, match="axial image; femsr needs a coronal one"):
+        scan.read_scan(axial)
+    empty = tmp_path / "empty.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 3, 5)), np.eye(4)), empty)
+    with pytest.raises(ValueError, match="no femur"):
+        scan.read_scan(empty)
+    oblique = tmp_path / "oblique.nii"
+    turn = np.eye(4)
+    turn[:2, :2] = [[0.7, -0.7], [0.7, 0.7]]
+    nib.save(nib.Nifti1Image(np.ones((4, 3, 5)) * 500, turn), oblique)
+    with pytest.raises(ValueError, match="oblique"):
+        scan.read_scan(oblique)
+    import tifffile
+
+    bare = tmp_path / "bare.tif"
+    tifffile.imwrite(bare, IMAGE.astype(np.float32))
+    with pytest.raises(ValueError, match="no pixel spacing"):
+        scan.read_scan(bare)
+    assert scan.read_scan(bare, spacing=(0.5, 0.5)).spacing == (0.5, 0.5)
+    junk = tmp_path / "junk.nii"
+    junk.write_bytes(b"not a scan")
+    with pytest.raises(ValueError, match="not a readable NIfTI"):
+        scan.read_scan(junk)
+    with pytest.raises(FileNotFoundError):
+        scan.read_scan(tmp_path / "missing.dcm")
+
+
+def dicom_slice(path, stored, orientation, position, slope=2.0, intercept=-1024.0):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Modality = "CT"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [0.6, 0.4]
+    ds.ImageOrientationPatient = orientation
+    ds.ImagePositionPatient = position
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_path):
+    stored = (IMAGE + 1024.0) / 2.0  # HU = 2 stored - 1024
+    # Coronal, displayed as radiologists do: along a row towards the patient's left (+x in
+    # DICOM's LPS), down a column towards the feet (-z); slices stacked front to back (+y).
+    coronal = [1, 0, 0, 0, 0, -1]
+    for k, y in enumerate([3.0, 0.0, 6.0]):  # written out of order
+        image = stored if y == 3.0 else np.zeros_like(stored)
+        dicom_slice(tmp_path / f"s{k}.dcm", image, coronal, [0.0, y, 0.0])
+    (tmp_path / "notes.txt").write_text("not a DICOM file")
+    found = scan.read_scan(tmp_path)
+    assert found.unit == "HU" and found.index == 1  # the middle of three, from the front
+    np.testing.assert_allclose(found.image, IMAGE)
+    assert found.spacing == pytest.approx((0.6, 0.4))
+    single = scan.read_scan(tmp_path / "s0.dcm")
+    np.testing.assert_allclose(single.image, IMAGE)
+    axial = tmp_path / "axial"
+    axial.mkdir()
+    dicom_slice(axial / "a.dcm", stored, [1, 0, 0, 0, 1, 0], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="axial image"):
+        scan.read_scan(axial / "a.dcm")
