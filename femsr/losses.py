@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -203,7 +205,7 @@ def _cg(
 
 
 def stiffness_loss(
-    prediction: torch.Tensor, target: torch.Tensor, *, E0: float, h: float, **options: float
+    prediction: torch.Tensor, target: torch.Tensor, *, E0: float, h: float, **options: Any
 ) -> torch.Tensor:
     """Mean ``|log C(prediction) - log C(target)|`` over the batch and ``C11, C22, C33``.
 
