@@ -2,15 +2,21 @@
 
 Each subcommand is a handler and, beside it, the small function that declares its arguments;
 they stay in one module past 600 lines so that ``femsr --help`` and the handlers share it.
+
+A command's result goes to stdout; its messages go to stderr through :mod:`logging` (INFO by
+default, WARNING with ``--quiet``, DEBUG with ``--verbose``, before or after the command), and
+its progress bars (tqdm) to stderr when that is a terminal and ``--quiet`` is not given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
 
     _Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
+logger = logging.getLogger(__name__)
 
 _E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
 
@@ -42,10 +49,12 @@ def _fe(args: argparse.Namespace) -> int:
     bone = femur.Femur() if args.seed is None else femur.sample(args.seed)
     problem = bone.problem(args.pixel_size)
     density = np.where(problem.mask, args.density, 0.0)
-    print(
-        f"femur {problem.mask.shape[0]}x{problem.mask.shape[1]} px at {args.pixel_size} mm, "
-        f"{int(problem.mask.sum()):,} elements, {len(problem.forces)} load cases",
-        file=sys.stderr,
+    logger.info(
+        "femur %dx%d px at %s mm, %s elements, %d load cases",
+        *problem.mask.shape,
+        args.pixel_size,
+        f"{int(problem.mask.sum()):,}",
+        len(problem.forces),
     )
     start = time.perf_counter()
     solver = fem.Solver(
@@ -58,10 +67,13 @@ def _fe(args: argparse.Namespace) -> int:
     u = solver.solve(density, problem.forces)
     seconds = time.perf_counter() - start
     stats = solver.stats
-    print(
-        f"solved in {seconds:.2f} s ({stats.method}; assembly {stats.assembly_seconds:.2f} s, "
-        f"setup {stats.setup_seconds:.2f} s, CG iterations {stats.iterations})",
-        file=sys.stderr,
+    logger.info(
+        "solved in %.2f s (%s; assembly %.2f s, setup %.2f s, CG iterations %s)",
+        seconds,
+        stats.method,
+        stats.assembly_seconds,
+        stats.setup_seconds,
+        stats.iterations,
     )
     for case, name in enumerate(problem.names):
         magnitude = np.linalg.norm(u[case], axis=-1)
@@ -70,7 +82,7 @@ def _fe(args: argparse.Namespace) -> int:
         from femsr import io
 
         io.save_npz(args.output, displacement=u, density=density, mask=problem.mask)
-        print(f"wrote {args.output}", file=sys.stderr)
+        logger.info("wrote %s", args.output)
     return 0
 
 
@@ -128,7 +140,7 @@ def _generate(args: argparse.Namespace) -> int:
         validation=args.validation,
         seed=args.seed,
         only=args.only,
-        progress=not args.quiet,
+        progress=args.progress,
         **options,
     )
     done = sum((args.output / entry["file"]).exists() for entry in entries)
@@ -156,7 +168,6 @@ def _add_generate(commands: _Commands) -> None:
         type=_stages,
         help=f"pixel:iterations per stage, coarse to fine (default {DEFAULT_STAGES})",
     )
-    command.add_argument("--quiet", action="store_true", help="no per-iteration progress")
     command.set_defaults(run=_generate)
 
 
@@ -178,7 +189,7 @@ def _dataset(args: argparse.Namespace) -> int:
     files = _femur_files(args.femurs)
     missing = [path.name for path in files if not path.is_file()]
     if missing:
-        print(f"not grown yet, skipped: {', '.join(missing)}", file=sys.stderr)
+        logger.warning("not grown yet, skipped: %s", ", ".join(missing))
     files = [path for path in files if path.is_file()]
     if not files:
         raise ValueError(f"no femur files in {str(args.femurs)!r}")
@@ -190,7 +201,7 @@ def _dataset(args: argparse.Namespace) -> int:
         factor=args.factor,
         lr_dtype=args.lr_dtype,
         hr_dtype=args.hr_dtype,
-        progress=not args.quiet,
+        progress=args.progress,
     )
     counts = index["counts"]
     print(
@@ -215,7 +226,6 @@ def _add_dataset(commands: _Commands) -> None:
     command.add_argument("--factor", type=int, default=10, help="HR pixels per LR pixel")
     command.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
     command.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
-    command.add_argument("--quiet", action="store_true", help="no per-femur progress")
     command.set_defaults(run=_dataset)
 
 
@@ -253,10 +263,13 @@ def _train(args: argparse.Namespace) -> int:
         patch_size=int(lr.shape[-1]),
     )
     parameters = sum(p.numel() for p in build_model(cfg).parameters())
-    print(
-        f"training on {', '.join(fit_names)} ({len(fit):,} pairs), validating on "
-        f"{', '.join(val_names)} ({len(val):,} pairs); {parameters:,} parameters",
-        file=sys.stderr,
+    logger.info(
+        "training on %s (%s pairs), validating on %s (%s pairs); %s parameters",
+        ", ".join(fit_names),
+        f"{len(fit):,}",
+        ", ".join(val_names),
+        f"{len(val):,}",
+        f"{parameters:,}",
     )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -274,7 +287,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         resume=not args.restart,
-        progress=not args.quiet,
+        progress=args.progress,
     )
     best = result.history[result.best_epoch - 1]
     print(
@@ -337,7 +350,6 @@ def _add_train(commands: _Commands) -> None:
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     command.add_argument("--restart", action="store_true", help="start over instead of resuming")
-    command.add_argument("--quiet", action="store_true", help="no progress bar")
     command.set_defaults(run=_train)
 
 
@@ -442,7 +454,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         names=(args.reference.name, args.reconstruction.name),
     )
     print(markdown)
-    print(f"wrote {args.output}", file=sys.stderr)
+    logger.info("wrote %s", args.output)
     return 0
 
 
@@ -496,7 +508,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         method=args.method,
-        progress=not args.quiet,
+        progress=args.progress,
         stats=stats,
     )
     io.write_image(args.output, hr)
@@ -537,7 +549,6 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid)",
     )
     command.add_argument("--preview", type=Path, metavar="PNG", help="also write an 8-bit preview")
-    command.add_argument("--quiet", action="store_true", help="no progress")
     command.set_defaults(run=_reconstruct)
 
 
@@ -550,8 +561,9 @@ def _demo(args: argparse.Namespace) -> int:
         model=args.model,
         femur_file=args.femur,
         device=args.device,
-        progress=not args.quiet,
+        progress=args.progress,
     )
+    print((args.output / "table.md").read_text(encoding="utf-8"))
     print(
         f"reconstructed in {timings['reconstruct']:.2f} s on {timings['device']} (LR FE "
         f"{timings['lr_fe']:.2f} s, inference {timings['inference']:.2f} s, quilting "
@@ -575,7 +587,6 @@ def _add_demo(commands: _Commands) -> None:
     command.add_argument("--model", type=Path, help="exported model (default: the bundled one)")
     command.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    command.add_argument("--quiet", action="store_true", help="no progress")
     command.set_defaults(run=_demo)
 
 
@@ -599,7 +610,7 @@ def _morphometry(args: argparse.Namespace) -> int:
     if args.output is not None:
         with io.atomic_write(args.output, "w") as stream:
             stream.write("\n".join(tables))
-        print(f"wrote {args.output}", file=sys.stderr)
+        logger.info("wrote %s", args.output)
     return 0
 
 
@@ -646,10 +657,10 @@ def _report(args: argparse.Namespace) -> int:
         args.output,
         device=args.device,
         E0=args.E0,
-        progress=not args.quiet,
+        progress=args.progress,
     )
     print(table.to_markdown())
-    print(f"wrote {args.output}", file=sys.stderr)
+    logger.info("wrote %s", args.output)
     return 0
 
 
@@ -676,8 +687,27 @@ def _add_report(commands: _Commands) -> None:
     command.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
-    command.add_argument("--quiet", action="store_true", help="no progress")
     command.set_defaults(run=_report)
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
+    """``--quiet`` and ``--verbose``: before the command with ``default=False``, after it with
+    ``argparse.SUPPRESS``, so that a command's default does not undo a flag given before it."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="only warnings and errors, no progress bars",
+    )
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug messages too (e.g. every optimizer iteration's numbers)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -685,6 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="femsr",
         description="Super-resolution of proximal-femur bone images (500 µm -> 50 µm).",
     )
+    _add_verbosity(parser, False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_demo,
@@ -699,19 +730,71 @@ def build_parser() -> argparse.ArgumentParser:
         _add_reconstruct,
     ):
         add(commands)
+    for command in commands.choices.values():
+        _add_verbosity(command, argparse.SUPPRESS)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+class _Formatter(logging.Formatter):
+    """A message as it is; a warning or an error as ``femsr COMMAND: warning: message``."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__("%(message)s")
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno < logging.WARNING:
+            return text
+        return f"femsr {self.command}: {record.levelname.lower()}: {text}"
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the current ``sys.stderr`` by ``tqdm.write``, which keeps bars whole."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _messages(level: int, command: str) -> Iterator[None]:
+    """femsr's log records of ``level`` and above to stderr while a command runs; the package's
+    logger is as it was afterwards (``main`` may run more than once in a process)."""
+    package = logging.getLogger("femsr")
+    handler = _StderrHandler()
+    handler.setFormatter(_Formatter(command))
+    before = package.level
+    package.setLevel(level)
+    package.addHandler(handler)
     try:
-        return int(args.run(args))
-    except (ValueError, TypeError, OSError) as error:
-        print(f"femsr {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"femsr {args.command}: interrupted", file=sys.stderr)
-        return 130
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(before)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quiet and args.verbose:
+        parser.error("--quiet and --verbose exclude each other")
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    # Bars on a terminal only (tqdm's disable=None): a log file or a pipe gets the messages.
+    args.progress = not args.quiet and sys.stderr is not None and sys.stderr.isatty()
+    with _messages(level, args.command):
+        try:
+            return int(args.run(args))
+        except (ValueError, TypeError, OSError) as error:
+            logger.error("%s", error)
+            return 2
+        except KeyboardInterrupt:
+            logger.error("interrupted")
+            return 130
 
 
 if __name__ == "__main__":

@@ -40,15 +40,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from femsr.checks import check_density
 from femsr.defaults import TISSUE_MODULUS
@@ -69,6 +70,8 @@ from femsr.io import FemurImage, atomic_write, load_femur
 from femsr.resume import resume as resume_run
 
 __all__ = ["build_dataset", "downscale", "downscale_femur", "load_index"]
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "femsr.patch-dataset/1"
 INDEX = "index.json"
@@ -310,7 +313,8 @@ def build_dataset(
         by metres and dominates its patches' normalized field, at 1e-3 the field stays that of
         the bone (``benchmarks/RESULTS.md``).
     progress : bool
-        One line per femur on stderr.
+        Show a tqdm bar of the femurs on stderr. Each femur cut is logged (INFO, logger
+        ``femsr.dataset``) whatever ``progress``.
 
     Returns
     -------
@@ -377,18 +381,19 @@ def build_dataset(
     index["femurs"] = [entry for entry in index["femurs"] if entry["name"] in done]
     sources = {entry["name"]: entry.get("source") for entry in index["femurs"]}
     seen: list[str] = []
-    for k, item in enumerate(femurs):
+    bar = tqdm(femurs, desc="dataset", unit="femur", dynamic_ncols=True, disable=not progress)
+    for k, item in enumerate(bar):
         source = None if isinstance(item, FemurImage) else item
         image = item if isinstance(item, FemurImage) else load_femur(item)
         name = _femur_name(image, source, k)
+        bar.set_postfix_str(name)
         if name in seen:
             raise ValueError(f"two femurs are named {name!r}; names must be unique")
         seen.append(name)
         if name in done:
             if sources[name] == _fingerprint(image):
                 continue
-            if progress:
-                print(f"{name} changed since its pairs were cut: cutting it again", file=sys.stderr)
+            logger.info("%s changed since its pairs were cut: cutting it again", name)
             index["femurs"] = [entry for entry in index["femurs"] if entry["name"] != name]
         split = image.meta.get("split", "train")
         if split not in SPLITS:
@@ -401,12 +406,15 @@ def build_dataset(
             )
         index["femurs"].append(entry)
         _write_index(out, index)
-        if progress:
-            print(
-                f"{name} ({split}): {entry['count']} pairs of {entry['windows']} windows, "
-                f"FE {entry['fe']['seconds']:.1f} s, total {entry['seconds']:.1f} s",
-                file=sys.stderr,
-            )
+        logger.info(
+            "%s (%s): %d pairs of %d windows, FE %.1f s, total %.1f s",
+            name,
+            split,
+            entry["count"],
+            entry["windows"],
+            entry["fe"]["seconds"],
+            entry["seconds"],
+        )
     # In the order given, however often it was resumed: training draws pairs by position.
     order = {name: k for k, name in enumerate(seen)}
     index["femurs"].sort(key=lambda entry: order.get(entry["name"], len(order)))

@@ -12,8 +12,8 @@ figures and the ROI stiffness table (:func:`femsr.evaluate.write_report`), timin
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from femsr import dataset, evaluate, io
 from femsr.reconstruct import reconstruct
 
 __all__ = ["BUNDLED_FEMUR", "demo"]
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_FEMUR = Path(__file__).parent / "data" / "femur.npz"
 
@@ -52,7 +54,8 @@ def demo(
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``...
     progress : bool
-        Report each stage and its time on stderr.
+        Show a tqdm bar of the reconstruction on stderr. Each stage and its seconds are
+        logged (INFO, logger ``femsr.demo``) whatever ``progress``.
 
     Returns
     -------
@@ -78,19 +81,20 @@ def demo(
     def stage(name: str, since: float) -> float:
         now = time.perf_counter()
         timings[name] = now - since
-        if progress:
-            print(f"demo: {name.replace('_', ' ')} {timings[name]:.2f} s", file=sys.stderr)
+        logger.info("demo: %s %.2f s", name.replace("_", " "), timings[name])
         return now
 
     reference = io.load_femur(source)
     lr = dataset.downscale_femur(reference)
     shape = reference.density.shape
-    if progress:
-        print(
-            f"demo: {source.name}: {shape[0]}x{shape[1]} px at {reference.pixel_size} mm, "
-            f"input {lr.density.shape[0]}x{lr.density.shape[1]} at {lr.pixel_size:g} mm",
-            file=sys.stderr,
-        )
+    logger.info(
+        "demo: %s: %dx%d px at %s mm, input %dx%d at %g mm",
+        source.name,
+        *shape,
+        reference.pixel_size,
+        *lr.density.shape,
+        lr.pixel_size,
+    )
     io.write_image(out / "input_lr.png", lr.density, bits=8)
     now = stage("load", started)
 
@@ -109,7 +113,7 @@ def demo(
     io.write_image(out / "without_quilting.png", cut)
     now = stage("without_quilting", now)
 
-    markdown = evaluate.write_report(
+    evaluate.write_report(
         out,
         reference,
         hr,
@@ -120,5 +124,4 @@ def demo(
     timings["total"] = time.perf_counter() - started
     with io.atomic_write(out / "timings.json", "w") as stream:
         json.dump(timings, stream, indent=1)
-    print(markdown)
     return timings

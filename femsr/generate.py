@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
+from tqdm import tqdm
 
 from femsr import femur as femur_module
 from femsr import io, topopt
@@ -43,6 +44,8 @@ __all__ = [
     "preview",
     "sharpen",
 ]
+
+logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 VOLFRAC_RANGE = (0.15, 0.35)
@@ -287,7 +290,8 @@ def grow(
         Where each stage checkpoints (``stage<k>.npz``) and its result (``stage<k>.done.npz``)
         go; a rerun resumes from them.
     progress : bool
-        Print one line per iteration to stderr.
+        Show a tqdm bar of each stage's iterations (:func:`femsr.topopt.optimize`). Each stage
+        is logged (INFO, logger ``femsr.generate``) whatever ``progress``.
     solver_options : dict, optional
         Passed to :func:`femsr.topopt.optimize`; default :data:`SOLVER_OPTIONS`: the
         structure without its void, solved directly (PARDISO up to 4M unknowns where
@@ -327,6 +331,7 @@ def grow(
         domain = trabecular(problem)
         done = folder / f"stage{k}.done.npz" if folder is not None else None
         if done is not None and done.exists():
+            logger.debug("stage %d/%d: done earlier (%s)", k + 1, len(stages), done)
             with np.load(done) as saved:
                 design, density = saved["design"], saved["density"]
                 records.append(json.loads(str(saved["record"])))
@@ -338,6 +343,14 @@ def grow(
             if stage.noise:
                 initial = _perturb(initial, domain, stage.noise, [femur.seed or 0, k])
         coarse = domain
+        logger.info(
+            "stage %d/%d at %g mm (%dx%d px): %s",
+            k + 1,
+            len(stages),
+            stage.pixel_size,
+            *domain.shape,
+            f"{stage.iterations} iterations" if stage.solve else "sharpened, no FE",
+        )
         start = time.perf_counter()
         if stage.solve:
             checkpoint = folder / f"stage{k}.npz" if folder is not None else None
@@ -522,7 +535,9 @@ def generate(
     Writes ``manifest.json`` first (refusing to mix with a different existing one), then per
     femur ``<name>.npz`` (:func:`femsr.io.save_femur`) and ``<name>.png``. Femurs already
     written are skipped; an interrupted femur resumes from its checkpoints in
-    ``out_dir/work/<name>``. ``only`` restricts the run to some names.
+    ``out_dir/work/<name>``. ``only`` restricts the run to some names. ``progress`` shows tqdm
+    bars of the femurs and of each stage's iterations; each femur and stage is logged (INFO,
+    loggers ``femsr.generate`` and ``femsr.topopt``) whatever ``progress``.
 
     Returns
     -------
@@ -557,12 +572,19 @@ def generate(
         raise ValueError(
             f"unknown femur name(s) {sorted(unknown)}; the manifest has {sorted(names)}"
         )
-    for entry in entries:
+    todo = [
+        entry
+        for entry in entries
+        if not (only and entry["name"] not in only) and not (out / entry["file"]).exists()
+    ]
+    bar = tqdm(todo, desc="generate", unit="femur", dynamic_ncols=True, disable=not progress)
+    for entry in bar:
         target = out / entry["file"]
-        if (only and entry["name"] not in only) or target.exists():
+        if target.exists():  # grown meanwhile by another run on the folder
             continue
-        if progress:
-            print(f"{entry['name']}: volfrac {entry['volfrac']}, {entry['split']}", file=sys.stderr)
+        bar.set_postfix_str(entry["name"])
+        logger.info("%s: volfrac %s, %s", entry["name"], entry["volfrac"], entry["split"])
+        started = time.perf_counter()
         bone = femur_module.sample(entry["seed"])
         density, records = grow(
             bone,
@@ -574,4 +596,7 @@ def generate(
         meta = {**entry, "stages": records}
         io.save_femur(target, io.FemurImage(density, stages[-1].pixel_size, bone, meta))
         preview(density, out / f"{entry['name']}.png")
+        logger.info(
+            "%s: grown in %.0f s, wrote %s", entry["name"], time.perf_counter() - started, target
+        )
     return entries

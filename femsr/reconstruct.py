@@ -25,13 +25,14 @@ torch is imported when :func:`reconstruct` runs, never by ``import femsr``.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from femsr import encoding
 from femsr.checks import check_finite_array, check_mask
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from femsr.model import SRNet
 
 __all__ = ["BUNDLED_MODEL", "reconstruct"]
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt2"
 STAGES = ("model", "lr_fe", "inference", "quilting", "total")
@@ -208,7 +211,8 @@ def reconstruct(
     dtype : {"float16", "bfloat16"}, optional
         Mixed-precision inference (:func:`femsr.export.predict`); default float32.
     progress : bool
-        Report the stages and a count of the batches on stderr.
+        Show a tqdm bar of the windows run through the network on stderr. The stages and
+        their seconds are logged (DEBUG, logger ``femsr.reconstruct``) whatever ``progress``.
     stats : dict, optional
         Filled with the seconds of each stage, ``"model"`` (loading), ``"lr_fe"``,
         ``"inference"``, ``"quilting"`` and ``"total"``, and the counts ``"windows"`` (of the
@@ -291,8 +295,7 @@ def reconstruct(
         region = density > 0 if mask is None else check_mask(mask, shape).astype(bool)
     else:
         problem = _load_problem(density, femur, pixel_size, forces, fixed, mask)
-        if progress:
-            print("reconstruct: LR FE of the load cases", file=sys.stderr)
+        logger.debug("reconstruct: LR FE of the load cases")
         tick = time.perf_counter()
         u, solve_stats = encoding.lr_displacement(density, problem)
         seconds["lr_fe"] = time.perf_counter() - tick
@@ -318,15 +321,20 @@ def reconstruct(
 
     tick = time.perf_counter()
     network = place(network, device)  # once: an eager network on another device is copied
+    bar = tqdm(
+        total=len(corners),
+        desc="reconstruct",
+        unit="window",
+        leave=None,  # kept when alone, cleared under an outer bar (report's reconstructions)
+        dynamic_ncols=True,
+        disable=not progress,
+    )
     for start in range(0, len(corners), batch_size):
         chunk = slice(start, start + batch_size)
         out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype)
         tiles[rows[chunk], cols[chunk]] = out[:, 0]
-        if progress:
-            done = min(start + batch_size, len(corners))
-            print(f"\rreconstruct: {done}/{len(corners)} windows", end="", file=sys.stderr)
-    if progress:
-        print(file=sys.stderr)
+        bar.update(len(out))
+    bar.close()
     seconds["inference"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
@@ -346,12 +354,14 @@ def reconstruct(
             device=str(_device_of(network)),
             fe_method=fe_method,
         )
-    if progress:
-        print(
-            f"reconstruct: {len(corners)} of {run.size} windows, LR FE {seconds['lr_fe']:.2f} s, "
-            f"inference {seconds['inference']:.2f} s, quilting {seconds['quilting']:.2f} s",
-            file=sys.stderr,
-        )
+    logger.debug(
+        "reconstruct: %d of %d windows, LR FE %.2f s, inference %.2f s, quilting %.2f s",
+        len(corners),
+        run.size,
+        seconds["lr_fe"],
+        seconds["inference"],
+        seconds["quilting"],
+    )
     return result
 
 

@@ -22,7 +22,8 @@ over the element densities of a mask, under a total-mass constraint, as in Andre
 * **Stop**: when no variable changed by more than ``tol`` in an update (at the final ``β``),
   or after ``max_iter`` iterations, or when the callback says so.
 
-Long runs print progress, call a callback every iteration, and write checkpoints from which
+Long runs show a tqdm progress bar, log every iteration's numbers (``logging`` DEBUG records of
+the ``femsr.topopt`` logger), call a callback every iteration, and write checkpoints from which
 :func:`optimize` resumes exactly where it stopped.
 
 Every compiled kernel (filter, projection, OC update) has a numpy twin in
@@ -36,9 +37,9 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
+from tqdm import tqdm
 
 from femsr import _kernels, fem
 from femsr.checks import check_backend, check_finite_array, check_fixed, check_mask
@@ -65,6 +67,8 @@ __all__ = [
     "project",
     "structure_model",
 ]
+
+logger = logging.getLogger(__name__)
 
 FILTERS = ("density", "sensitivity")
 _CHECKPOINT_FORMAT = "femsr.topopt.checkpoint/2"
@@ -1132,8 +1136,10 @@ def optimize(
         ``callback(state)`` after every iteration with a :class:`State`; returning ``True``
         stops the run (the result is then that of the current design).
     progress : bool
-        Print one line per iteration to stderr: iteration, objective, mass, change, ``β``,
-        CG iterations and seconds.
+        Show a tqdm bar of the iterations on stderr, with the last iteration's objective, mass,
+        change, ``β``, local volume, CG iterations and seconds. The same numbers go to a DEBUG
+        record per iteration, and the outcome to an INFO record, of the ``femsr.topopt``
+        logger, whatever ``progress``.
     checkpoint : path, optional
         File (``.npz``) to write every ``checkpoint_every`` iterations and when the run stops,
         atomically (temporary file, then rename). It holds the design, the density, the
@@ -1289,6 +1295,7 @@ def optimize(
     )
     if resume is not None:
         run = _read_checkpoint(resume, options, fingerprint, shape)
+        logger.info("optimize: resuming %s at iteration %d", os.fspath(resume), run.iteration)
     else:
         if initial is None:
             start = volfrac if beta is None else float(inverse_projection(volfrac, beta, threshold))
@@ -1303,6 +1310,16 @@ def optimize(
             _write_checkpoint(checkpoint, run, density, options, fingerprint)
 
     reason = "converged" if run.reason == "converged" else ""
+    started_run = time.perf_counter()
+    bar = tqdm(
+        total=max_iter,
+        initial=run.iteration,
+        desc="optimize",
+        unit="it",
+        leave=None,  # kept when alone, cleared under an outer bar (generate's femurs)
+        dynamic_ncols=True,
+        disable=not progress,
+    )
     while not reason and run.iteration < max_iter:
         started = time.perf_counter()
         x = run.design
@@ -1337,8 +1354,9 @@ def optimize(
                 run.beta = min(2.0 * run.beta, options.beta_max)
                 run.beta_iterations = 0
             settled = False
-        if progress:
-            _print_progress(record)
+        logger.debug("it %4d  %s", record.iteration, _summary(record))
+        bar.set_postfix_str(_summary(record, short=True), refresh=False)
+        bar.update()
         stop = callback is not None and bool(callback(State(record, density, new)))
         if settled:
             reason = "converged"
@@ -1346,6 +1364,7 @@ def optimize(
             reason = "callback"
         if checkpoint is not None and run.iteration % checkpoint_every == 0 and not reason:
             save(problem.physical(new, run.beta)[0])
+    bar.close()
     reason = reason or "max_iter"
     run.reason = reason
 
@@ -1355,7 +1374,7 @@ def optimize(
     density = problem.physical(run.design, beta)[0]
     compliance, _ = problem.analyse(density)
     save(density)
-    return OptimizeResult(
+    result = OptimizeResult(
         density=problem.with_solid(density),
         design=run.design,
         compliance=float(problem.weights @ compliance),
@@ -1367,15 +1386,30 @@ def optimize(
         beta=0.0 if beta is None else beta,
         history=run.history,
     )
+    logger.info(
+        "optimize: %d iterations (%s), objective %.6e, mass %.6f, beta %g, %.1f s",
+        result.iterations,
+        result.reason,
+        result.compliance,
+        result.mass,
+        result.beta,
+        time.perf_counter() - started_run,
+    )
+    return result
 
 
-def _print_progress(record: Record) -> None:
+def _summary(record: Record, short: bool = False) -> str:
+    """One iteration's numbers: objective, mass, change, beta, local volume, CG, seconds;
+    ``short``: fewer digits, no CG iterations or seconds, for a bar's postfix."""
+    if short:
+        local = f" local {record.local_volume:.3f}" if record.local_volume else ""
+        return (
+            f"obj {record.objective:.3e} mass {record.mass:.3f} change {record.change:.3f} "
+            f"beta {record.beta:g}{local}"
+        )
     cg = "/".join(str(n) for n in record.cg_iterations)
     local = f"local {record.local_volume:.4f}  " if record.local_volume else ""
-    print(
-        f"it {record.iteration:4d}  obj {record.objective:.6e}  mass {record.mass:.6f}  "
-        f"change {record.change:.4f}  beta {record.beta:g}  {local}cg {cg}  "
-        f"{record.seconds:.2f} s",
-        file=sys.stderr,
-        flush=True,
+    return (
+        f"obj {record.objective:.6e}  mass {record.mass:.6f}  change {record.change:.4f}  "
+        f"beta {record.beta:g}  {local}cg {cg}  {record.seconds:.2f} s"
     )

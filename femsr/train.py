@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import random
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from femsr import defaults
 from femsr.evaluate import ssim
@@ -54,6 +55,8 @@ from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, re
 from femsr.resume import resume as resume_run
 
 __all__ = ["TrainResult", "block_mean", "objective", "psnr", "train"]
+
+logger = logging.getLogger(__name__)
 
 LOSSES = ("l1", "l2")
 SCHEDULES = ("cosine", "step", "constant")
@@ -143,47 +146,6 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0
     """
     mse = ((prediction - target) ** 2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(_MIN_MSE))
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-
-
-class _Progress:
-    """A tqdm bar when tqdm is installed, else one status line on stderr (no hard dependency)."""
-
-    def __init__(self, total: int, description: str, enabled: bool) -> None:
-        self.total, self.description, self.enabled = total, description, enabled
-        self.count, self.postfix, self.last = 0, "", 0.0
-        self.bar: Any = None
-        if enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                return
-            self.bar = tqdm(total=total, desc=description, leave=False, dynamic_ncols=True)
-
-    def update(self, count: int, postfix: str) -> None:
-        self.count += count
-        self.postfix = postfix
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(count)
-            self.bar.set_postfix_str(postfix, refresh=False)
-        elif sys.stderr.isatty() and time.monotonic() - self.last > 0.5:
-            self.last = time.monotonic()
-            sys.stderr.write(f"\r{self.description} {self.count}/{self.total} {postfix}\033[K")
-            sys.stderr.flush()
-
-    def close(self, summary: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.close()
-        line = f"{self.description} {summary}"
-        sys.stderr.write(f"\r{line}\033[K\n" if sys.stderr.isatty() else f"{line}\n")
-        sys.stderr.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +352,7 @@ def _train_epoch(
     scaler: torch.amp.GradScaler,
     device: torch.device,
     amp_dtype: torch.dtype | None,
-    bar: _Progress,
+    bar: tqdm,
     epoch: int,
     rate: float,
     *,
@@ -426,7 +388,8 @@ def _train_epoch(
         scaler.update()
         size = lr_batch.shape[0]
         total, count = total + loss_value * size, count + size
-        bar.update(size, f"loss {total / count:.4g}")
+        bar.set_postfix_str(f"loss {total / count:.4g}", refresh=False)
+        bar.update(size)
     return total, count
 
 
@@ -487,7 +450,8 @@ def train(
         Continue from ``out_dir/checkpoint.pt`` when it exists (settings must match);
         ``False`` starts over and overwrites the files.
     progress : bool
-        Show a progress bar (tqdm when installed, else a status line on stderr).
+        Show a tqdm bar of each epoch's training pairs on stderr. Each epoch's losses and
+        metrics are logged (INFO, logger ``femsr.train``) whatever ``progress``.
     num_workers : int
         DataLoader worker processes.
     log_file : str
@@ -565,6 +529,7 @@ def train(
         start, history = checkpoint["epoch"], checkpoint["history"]
         best_epoch, best_loss = checkpoint["best_epoch"], checkpoint["best_loss"]
         _write_log(log_path, history)
+        logger.info("resuming %s after epoch %d of %d", checkpoint_path, start, epochs)
 
     pin = device.type == "cuda"
     train_loader = DataLoader(
@@ -582,21 +547,28 @@ def train(
         model.train()
         started = time.perf_counter()
         rate = optimizer.param_groups[0]["lr"]
-        bar = _Progress(len(train_dataset), f"epoch {epoch}/{epochs}", progress)  # type: ignore[arg-type]
-        total, count = _train_epoch(
-            model,
-            train_loader,
-            optimizer,
-            scaler,
-            device,
-            amp_dtype,
-            bar,
-            epoch,
-            rate,
-            loss=loss,
-            mass_weight=mass_weight,
-            scale=cfg.scale,
-        )
+        with tqdm(
+            total=len(train_dataset),  # type: ignore[arg-type]
+            desc=f"epoch {epoch}/{epochs}",
+            unit="pair",
+            leave=False,  # each epoch is logged instead
+            dynamic_ncols=True,
+            disable=not progress,
+        ) as bar:
+            total, count = _train_epoch(
+                model,
+                train_loader,
+                optimizer,
+                scaler,
+                device,
+                amp_dtype,
+                bar,
+                epoch,
+                rate,
+                loss=loss,
+                mass_weight=mass_weight,
+                scale=cfg.scale,
+            )
         scheduler.step()
         seconds = time.perf_counter() - started
         metrics = _evaluate(model, val_loader, device, amp_dtype, loss, mass_weight, cfg.scale)
@@ -609,9 +581,15 @@ def train(
             "patches_per_s": count / seconds,
         }
         history.append(record)
-        bar.close(
-            f"train {record['train_loss']:.4g}  val {metrics['val_loss']:.4g}  "
-            f"PSNR {metrics['val_psnr']:.2f} dB  SSIM {metrics['val_ssim']:.4f}"
+        logger.info(
+            "epoch %d/%d: train loss %.4g, val loss %.4g, PSNR %.2f dB, SSIM %.4f, %.1f s",
+            epoch,
+            epochs,
+            record["train_loss"],
+            metrics["val_loss"],
+            metrics["val_psnr"],
+            metrics["val_ssim"],
+            record["seconds"],
         )
         if metrics["val_loss"] < best_loss:
             best_epoch, best_loss = epoch, metrics["val_loss"]

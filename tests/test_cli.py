@@ -1,5 +1,7 @@
 """The femsr command."""
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -19,7 +21,49 @@ def test_fe_solves_the_femur_and_writes_the_field(tmp_path, capsys):
 
 def test_bad_arguments_give_an_error_and_exit_code_2(capsys):
     assert cli.main(["fe", "--pixel-size", "-1"]) == 2
-    assert "pixel_size must be a positive" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("femsr fe: error: pixel_size must be a positive")
+
+
+@pytest.mark.parametrize("argv", [["--quiet", "fe"], ["fe", "--quiet"], ["-q", "fe"]])
+def test_quiet_silences_the_messages_not_the_result(argv, capsys, caplog):
+    assert cli.main([*argv, "--pixel-size", "2"]) == 0
+    report = capsys.readouterr()
+    assert report.err == "" and "stance" in report.out
+    assert not [r for r in caplog.records if r.name.startswith("femsr")]
+    assert cli.main([*argv, "--pixel-size", "-1"]) == 2  # errors show still
+    assert "femsr fe: error: pixel_size" in capsys.readouterr().err
+
+
+def test_messages_are_info_records_on_stderr_by_default(capsys, caplog):
+    assert cli.main(["fe", "--pixel-size", "2"]) == 0
+    report = capsys.readouterr()
+    records = [r for r in caplog.records if r.name == "femsr.cli"]
+    assert [r.levelno for r in records] == [logging.INFO, logging.INFO]
+    assert records[1].getMessage().startswith("solved in ")
+    assert report.err.splitlines() == [r.getMessage() for r in records]
+    assert "solved in" not in report.out
+
+
+def test_the_command_leaves_logging_as_it_found_it():
+    package = logging.getLogger("femsr")
+    before = (package.level, list(package.handlers))
+    assert cli.main(["--verbose", "fe", "--pixel-size", "2"]) == 0
+    assert cli.main(["fe", "--pixel-size", "-1"]) == 2
+    assert (package.level, list(package.handlers)) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--quiet", "--verbose", "fe"], "not allowed with argument"),
+        (["fe", "-q", "-v"], "not allowed with argument"),
+        (["--quiet", "fe", "--verbose"], "--quiet and --verbose exclude each other"),
+    ],
+)
+def test_quiet_and_verbose_exclude_each_other(argv, match, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert match in capsys.readouterr().err
 
 
 def test_unknown_command_is_refused():

@@ -2,6 +2,7 @@
 against the FE, storage with resume, the torch Dataset and a tiny training run on it."""
 
 import json
+import logging
 import pickle
 import shutil
 import subprocess
@@ -306,16 +307,17 @@ def test_stored_pairs_round_trip(built, femur_files):
     np.testing.assert_allclose(hr_stored / 255, hr, atol=1 / 510 + 1e-9)
 
 
-def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, capsys):
+def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, caplog):
     out, index = built
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    caplog.set_level(logging.INFO, logger="femsr.dataset")
     again = build(out, femur_files, progress=True)
     assert again["femurs"] == index["femurs"]
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")} == stamps
-    assert capsys.readouterr().err == ""  # nothing redone
+    assert caplog.messages == []  # nothing redone
     (out / "femur_01.hr.npy").unlink()  # as if interrupted while writing femur_01
     again = build(out, femur_files, progress=True)
-    assert "femur_01 (train)" in capsys.readouterr().err
+    assert [m.split(":")[0] for m in caplog.messages] == ["femur_01 (train)"]
     assert {e["name"]: e["count"] for e in again["femurs"]} == {
         e["name"]: e["count"] for e in index["femurs"]
     }
@@ -327,7 +329,7 @@ def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, cap
         build(out, femur_files, stride=2)
 
 
-def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, capsys):
+def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, caplog):
     files = [tmp_path / path.name for path in femur_files]
     for path, copy in zip(femur_files, files, strict=True):
         copy.write_bytes(path.read_bytes())
@@ -335,9 +337,9 @@ def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, capsys
     index = build(out, files)
     stamp = (out / "femur_00.lr.npy").stat().st_mtime_ns
     save_femur(files[1], femur_image("femur_01", 99))  # regrown under the same name
-    capsys.readouterr()
-    again = build(out, files, progress=True)
-    assert "femur_01 changed" in capsys.readouterr().err
+    caplog.set_level(logging.INFO, logger="femsr.dataset")
+    again = build(out, files)
+    assert "femur_01 changed since its pairs were cut: cutting it again" in caplog.messages
     assert [e["name"] for e in again["femurs"]] == ["femur_00", "femur_01", "femur_02"]
     assert again["femurs"][0] == index["femurs"][0] and again["femurs"][2] == index["femurs"][2]
     assert again["femurs"][1]["source"] != index["femurs"][1]["source"]
@@ -511,7 +513,8 @@ def test_cli_builds_the_dataset_of_a_manifest(femur_files, tmp_path, capsys):
     options = ["--patch", "4", "--stride", "3", "--factor", "5", "--quiet"]
     assert cli.main(["dataset", str(folder), str(tmp_path / "out"), *options]) == 0
     report = capsys.readouterr()
-    assert "skipped: femur_09.npz" in report.err
+    # --quiet: the warning and the result only, no per-femur messages
+    assert report.err == "femsr dataset: warning: not grown yet, skipped: femur_09.npz\n"
     assert "3 femurs" in report.out and "test pairs" in report.out
     assert dataset.load_index(tmp_path / "out")["settings"]["stride"] == 3
     (tmp_path / "empty").mkdir()
@@ -531,14 +534,15 @@ def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     out, _ = built
     run = tmp_path / "run"
     argv = ["train", str(out), str(run), "--width", "4", "--blocks", "1", "--up-width", "2"]
-    argv += ["--pairs", "12", "--val-pairs", "6", "--batch-size", "6", "--quiet"]
+    argv += ["--pairs", "12", "--val-pairs", "6", "--batch-size", "6"]
     assert cli.main([*argv, "--epochs", "2"]) == 0
     report = capsys.readouterr()
     assert "training on femur_00 (12 pairs), validating on femur_01 (6 pairs)" in report.err
-    assert "best epoch" in report.out
+    assert "epoch 2/2: train loss" in report.err and "best epoch" in report.out
     log = (run / "train_log.jsonl").read_text()
     assert [json.loads(line)["epoch"] for line in log.splitlines()] == [1, 2]
     assert cli.main([*argv, "--epochs", "2"]) == 0  # the same command again: nothing left
+    assert "checkpoint.pt after epoch 2 of 2" in capsys.readouterr().err
     assert (run / "train_log.jsonl").read_text() == log
     assert cli.main([*argv, "--epochs", "3"]) == 2  # another schedule needs --restart
     assert "other settings (epochs: 2 → 3)" in capsys.readouterr().err
@@ -568,7 +572,7 @@ def test_cli_validates_on_the_validation_split(built, tmp_path, capsys):
     (out / "index.json").write_text(json.dumps(index))
     argv = ["train", str(out), str(tmp_path / "run"), "--width", "4", "--blocks", "1"]
     argv += ["--up-width", "2", "--pairs", "6", "--val-pairs", "6", "--batch-size", "6"]
-    assert cli.main([*argv, "--epochs", "1", "--quiet"]) == 0
+    assert cli.main([*argv, "--epochs", "1"]) == 0
     assert "training on femur_01 (6 pairs), validating on femur_00 (6 pairs)" in (
         capsys.readouterr().err
     )

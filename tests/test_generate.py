@@ -3,7 +3,10 @@
 import dataclasses
 import importlib.util
 import json
+import logging
 import shutil
+import sys
+from io import StringIO
 
 import numpy as np
 import pytest
@@ -300,27 +303,50 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     np.testing.assert_allclose(resumed, full, atol=1e-10)
 
 
-def test_cli_generate(tmp_path, capsys):
+def test_cli_generate(tmp_path, capsys, caplog):
+    argv = ["--count", "1", "--test", "0", "--validation", "0", "--stages", "4:2"]
     out = tmp_path / "femurs"
-    argv = [
-        "generate",
-        str(out),
-        "--count",
-        "1",
-        "--test",
-        "0",
-        "--validation",
-        "0",
-        "--stages",
-        "4:2",
-        "--quiet",
-    ]
-    assert cli.main(argv) == 0
-    assert "1 of 1 femurs" in capsys.readouterr().out
+    assert cli.main(["generate", str(out), *argv, "--verbose"]) == 0
+    report = capsys.readouterr()
+    assert "1 of 1 femurs" in report.out
     assert io.load_femur(out / "femur_00.npz").density.shape == grid_shape(4.0)
+    # --verbose: every optimizer iteration as a DEBUG record, on stderr too
+    iterations = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "femsr.topopt" and r.levelno == logging.DEBUG
+    ]
+    assert len(iterations) == 2 and iterations[0].startswith("it    1  obj ")
+    assert iterations[1] in report.err and "femur_00: grown in" in report.err
+    caplog.clear()
+    # --quiet (before the command or after it): no INFO message, the result on stdout only
+    for quiet in (
+        ["--quiet", "generate", str(tmp_path / "a"), *argv],
+        ["generate", str(tmp_path / "b"), *argv, "-q"],
+    ):
+        assert cli.main(quiet) == 0
+        report = capsys.readouterr()
+        assert report.err == "" and "1 of 1 femurs" in report.out
+    assert not [r for r in caplog.records if r.name.startswith("femsr")]
     with pytest.raises(SystemExit):
         cli.main(["generate", str(out), "--stages", "fine"])
     assert "stages must look like" in capsys.readouterr().err
+
+
+class _Terminal(StringIO):
+    def isatty(self):
+        return True
+
+
+def test_cli_generate_shows_bars_on_a_terminal_unless_quiet(tmp_path, monkeypatch):
+    argv = ["--count", "1", "--test", "0", "--validation", "0", "--stages", "4:2,2:2"]
+    for name, quiet in (("shown", []), ("quiet", ["--quiet"])):
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        assert cli.main(["generate", str(tmp_path / name), *argv, *quiet]) == 0
+        text = terminal.getvalue()
+        assert ("generate:" in text and "optimize:" in text and "/2 [" in text) == (not quiet)
+        assert ("stage 2/2 at 2 mm" in text) == (not quiet)  # INFO, above the bars
 
 
 def test_the_documented_default_stages_are_the_stages_generate_uses():

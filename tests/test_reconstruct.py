@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import logging
 
 import numpy as np
 import pytest
@@ -63,6 +64,21 @@ def test_shape_range_and_void_windows(exported, femur_lr):
     for r, c in grid[~run]:
         assert not hr[r * 10 : (r + 12) * 10, c * 10 : (c + 12) * 10].any()
     assert not hr[np.kron(lr == 0, np.ones((10, 10), bool))].any()
+
+
+def test_progress_shows_a_bar_of_the_windows(exported, femur_lr, capsys, caplog):
+    _, path = exported
+    bone, _, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "model": path, "device": "cpu"}
+    stats = {}
+    with caplog.at_level(logging.DEBUG, logger="femsr.reconstruct"):
+        reconstruct(lr, progress=True, stats=stats, batch_size=2, **options)
+    bar = capsys.readouterr().err
+    assert "reconstruct:" in bar and f"/{stats['inferred']} [" in bar and "window" in bar
+    windows = f"reconstruct: {stats['inferred']} of {stats['windows']} windows, LR FE "
+    assert caplog.messages[-1].startswith(windows)  # the stages, at DEBUG
+    reconstruct(lr, **options)
+    assert capsys.readouterr().err == ""  # progress=False: no bar
 
 
 def test_windows_outside_are_not_run(exported, femur_lr):
@@ -351,7 +367,8 @@ def test_cli_demo_reconstructs_and_scores_a_femur(tmp_path, exported, capsys):
     assert main([*argv, "--device", "cpu"]) == 0
     report = capsys.readouterr()
     assert "Femoral head" in report.out and "reconstructed in" in report.out
-    assert "demo: reconstruct" in report.err
+    assert report.out.startswith((out / "table.md").read_text())  # the table, then the times
+    assert "demo: reconstruct" in report.err  # an INFO message per stage
     expected = {"input_lr.png", "reconstruction.npz", "reconstruction.png", "without_quilting.png"}
     expected |= {"table.md", "table.csv", "images.csv", "rois.png", "femur.png", "timings.json"}
     assert expected <= {p.name for p in out.iterdir()}

@@ -2,6 +2,7 @@
 checkpoint/resume, callbacks and bad input."""
 
 import itertools
+import logging
 import math
 import os
 
@@ -625,7 +626,7 @@ def test_a_last_iteration_that_doubles_beta_leaves_the_result_at_the_mass():
     assert result.mass == pytest.approx(0.4, abs=1e-12)
 
 
-def test_callback_stops_and_progress_prints(capsys):
+def test_callback_stops_and_progress_shows_a_bar_and_logs_every_iteration(capsys, caplog):
     forces, fixed = half_mbb(6, 12)
     seen = []
 
@@ -633,14 +634,26 @@ def test_callback_stops_and_progress_prints(capsys):
         seen.append(state)
         return state.record.iteration == 3
 
-    result = topopt.optimize(forces, fixed, callback=callback, progress=True, max_iter=50)
+    with caplog.at_level(logging.DEBUG, logger="femsr.topopt"):
+        result = topopt.optimize(forces, fixed, callback=callback, progress=True, max_iter=50)
     assert result.reason == "callback" and result.iterations == 3 and not result.converged
     assert [s.record.iteration for s in seen] == [1, 2, 3]
     np.testing.assert_array_equal(seen[-1].design, result.design)
     assert seen[0].density.shape == (6, 12)
-    lines = capsys.readouterr().err.strip().splitlines()
+    bar = capsys.readouterr().err
+    assert "optimize:" in bar and "/50 [" in bar and "obj " in bar  # a tqdm bar, its postfix
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert len(lines) == 3 and lines[0].startswith("it    1  obj ")
     assert "mass 0.500000" in lines[0] and "change" in lines[0] and "beta" in lines[0]
+    assert "cg " in lines[0] and lines[0].endswith(" s")
+    (outcome,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert outcome.startswith("optimize: 3 iterations (callback), objective ")
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="femsr.topopt"):
+        topopt.optimize(forces, fixed, max_iter=2)
+    assert capsys.readouterr().err == ""  # progress=False: no bar
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 2
 
 
 @pytest.fixture

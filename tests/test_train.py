@@ -1,8 +1,8 @@
 """Training: metrics against numpy, losses, learning, seeding, resuming, logs, bad input."""
 
 import json
+import logging
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -220,12 +220,18 @@ def test_mixed_precision_on_cpu(tmp_path):
     assert math.isfinite(result.history[0]["train_loss"])
 
 
-def test_progress_line_without_tqdm(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "tqdm", None)  # as if tqdm were not installed
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    run(tmp_path, epochs=1, progress=True)
-    err = capsys.readouterr().err
-    assert "epoch 1/1" in err and "PSNR" in err and "SSIM" in err
+def test_progress_shows_a_bar_and_every_epoch_is_logged(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="femsr.train"):
+        run(tmp_path, epochs=1, progress=True)
+    bar = capsys.readouterr().err
+    assert "epoch 1/1:" in bar and "/12 [" in bar and "pair" in bar  # a tqdm bar of 12 pairs
+    (line,) = caplog.messages
+    assert line.startswith("epoch 1/1: train loss ") and "PSNR" in line and "SSIM" in line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="femsr.train"):
+        run(tmp_path, "quiet", epochs=1, progress=False)
+    assert capsys.readouterr().err == ""  # no bar
+    assert len(caplog.messages) == 1  # the epoch is logged still
 
 
 def test_non_finite_loss_stops_training(tmp_path):
