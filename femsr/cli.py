@@ -141,6 +141,8 @@ def _generate(args: argparse.Namespace) -> int:
         seed=args.seed,
         only=args.only,
         progress=args.progress,
+        workers=args.workers,
+        scheduler=args.scheduler,
         **options,
     )
     done = sum((args.output / entry["file"]).exists() for entry in entries)
@@ -163,6 +165,18 @@ def _add_generate(commands: _Commands) -> None:
     )
     command.add_argument("--seed", type=int, default=0, help="seed of the manifest")
     command.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
+    parallel = command.add_mutually_exclusive_group()
+    parallel.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="grow N femurs at a time on a local Dask cluster, one core each (femsr[cluster])",
+    )
+    parallel.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="grow on the workers of a running Dask scheduler (tcp://host:8786)",
+    )
     command.add_argument(
         "--stages",
         type=_stages,

@@ -69,7 +69,7 @@ def client(
             n_workers=workers,
             threads_per_worker=threads,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: several clusters may run side by side
             env=env,
         ) as cluster,
         distributed.Client(cluster) as local,

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -491,6 +492,34 @@ def _spread(points: np.ndarray, count: int, taken: list[int], *, corners: bool) 
     return chosen
 
 
+def grow_entry(
+    out_dir: Path, entry: dict[str, Any], *, stages: Sequence[Stage] = STAGES, progress: bool
+) -> Path:
+    """Grow one femur of a manifest into ``out_dir`` (its ``.npz`` and ``.png``), resuming from
+    its checkpoints in ``out_dir/work/<name>``; its file. Skips a femur already written (by
+    another run on the folder)."""
+    target = out_dir / entry["file"]
+    if target.exists():
+        return target
+    logger.info("%s: volfrac %s, %s", entry["name"], entry["volfrac"], entry["split"])
+    started = time.perf_counter()
+    bone = femur_module.sample(entry["seed"])
+    density, records = grow(
+        bone,
+        entry["volfrac"],
+        stages=stages,
+        checkpoint_dir=out_dir / "work" / entry["name"],
+        progress=progress,
+    )
+    meta = {**entry, "stages": records}
+    io.save_femur(target, io.FemurImage(density, stages[-1].pixel_size, bone, meta))
+    preview(density, out_dir / f"{entry['name']}.png")
+    logger.info(
+        "%s: grown in %.0f s, wrote %s", entry["name"], time.perf_counter() - started, target
+    )
+    return target
+
+
 def preview(density: np.ndarray, path: str | Path) -> None:
     """Write the density as an 8-bit grayscale PNG (bone white), atomically."""
     from PIL import Image
@@ -529,6 +558,8 @@ def generate(
     stages: Sequence[Stage] = STAGES,
     only: Sequence[str] | None = None,
     progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> list[dict[str, Any]]:
     """Grow the dataset's femurs into ``out_dir``, resuming where an earlier run stopped.
 
@@ -538,6 +569,13 @@ def generate(
     ``out_dir/work/<name>``. ``only`` restricts the run to some names. ``progress`` shows tqdm
     bars of the femurs and of each stage's iterations; each femur and stage is logged (INFO,
     loggers ``femsr.generate`` and ``femsr.topopt``) whatever ``progress``.
+
+    With ``workers`` (a local Dask cluster of that many single-threaded processes) or
+    ``scheduler`` (the address of a running Dask scheduler, whose workers each grow a femur
+    on one thread) the femurs grow in parallel, one task each (:mod:`femsr.cluster`); every
+    worker must reach ``out_dir``. A femur's files and checkpoints are written atomically, so
+    a killed worker or run loses only its unfinished stage: the same call again finishes it.
+    The femurs are those of a serial run (one thread each, the same stages).
 
     Returns
     -------
@@ -577,26 +615,23 @@ def generate(
         for entry in entries
         if not (only and entry["name"] not in only) and not (out / entry["file"]).exists()
     ]
-    bar = tqdm(todo, desc="generate", unit="femur", dynamic_ncols=True, disable=not progress)
-    for entry in bar:
-        target = out / entry["file"]
-        if target.exists():  # grown meanwhile by another run on the folder
-            continue
-        bar.set_postfix_str(entry["name"])
-        logger.info("%s: volfrac %s, %s", entry["name"], entry["volfrac"], entry["split"])
-        started = time.perf_counter()
-        bone = femur_module.sample(entry["seed"])
-        density, records = grow(
-            bone,
-            entry["volfrac"],
-            stages=stages,
-            checkpoint_dir=out / "work" / entry["name"],
-            progress=progress,
-        )
-        meta = {**entry, "stages": records}
-        io.save_femur(target, io.FemurImage(density, stages[-1].pixel_size, bone, meta))
-        preview(density, out / f"{entry['name']}.png")
-        logger.info(
-            "%s: grown in %.0f s, wrote %s", entry["name"], time.perf_counter() - started, target
-        )
+    with tqdm(
+        total=len(todo), desc="generate", unit="femur", dynamic_ncols=True, disable=not progress
+    ) as bar:
+        if workers is None and scheduler is None:
+            for entry in todo:
+                bar.set_postfix_str(entry["name"])
+                grow_entry(out, entry, stages=stages, progress=progress)
+                bar.update()
+        else:
+            from femsr import cluster
+
+            with cluster.client(workers, scheduler=scheduler) as dask_client:
+                cluster.run(
+                    dask_client,
+                    partial(grow_entry, out, stages=stages, progress=False),
+                    todo,
+                    threads=1,
+                    on_done=lambda entry, _: bar.update(),
+                )
     return entries
