@@ -42,6 +42,7 @@ def roi_measures(
     *,
     E0: float,
     threshold: float = 0.5,
+    stiffness: evaluate.Table | None = None,
 ) -> evaluate.Table:
     """Each ROI's morphometry and apparent stiffness in the reference and the reconstruction.
 
@@ -57,6 +58,8 @@ def roi_measures(
         Tissue modulus (MPa) of the stiffness.
     threshold : float
         Bone is ``density > threshold``.
+    stiffness : Table, optional
+        :func:`femsr.evaluate.roi_table` of the two images, where it is already computed.
 
     Returns
     -------
@@ -72,9 +75,10 @@ def roi_measures(
         }
         for image in (reference, reconstruction)
     ]
-    stiffness = evaluate.roi_table(
-        reference, reconstruction, femur.rois(pixel_size), E0=E0, h=pixel_size
-    )
+    if stiffness is None:
+        stiffness = evaluate.roi_table(
+            reference, reconstruction, femur.rois(pixel_size), E0=E0, h=pixel_size
+        )
     rows: list[dict[str, Any]] = []
     for key, roi in _ROIS.items():
         region = evaluate.REGION_NAMES[roi]

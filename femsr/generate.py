@@ -7,8 +7,9 @@ Heaviside projection for crisp struts) in stages of decreasing pixel size: each 
 from the previous result, upsampled, so the full-size stages only refine and sharpen what the
 coarse stages laid out. A stage writes checkpoints, so an interrupted run resumes where it stopped.
 
-The dataset mirrors the paper's: 11 femurs, 7 for training and validation and 4 held out for
-testing, split by femur. :func:`generate` writes ``manifest.json`` (what each femur is), one
+A dataset (:func:`manifest`) is 32 femurs by default, split by femur: 20 train, 4 validate
+(choose a model) and 8 test, the held-out ones spread over bone mass and neck-shaft angle; the
+paper's protocol (7 to train, 4 to test) is a subset of it. :func:`generate` writes ``manifest.json`` (what each femur is), one
 femur image per femur (:func:`femsr.io.save_femur`) and a PNG preview, and skips femurs already
 written.
 """

@@ -331,7 +331,7 @@ def morphometry(
             "largest_void": float(max(void[region & empty].max(initial=0.0), 0.0)),
         }
         if name == "cortex":
-            row["band"] = float(bone[band].mean())
+            row["band"] = float(bone[band].mean()) if band.any() else math.nan
         rows.append(row)
     return rows
 

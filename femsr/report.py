@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from femsr import dataset, defaults, evaluate, io
+from femsr import agreement, dataset, defaults, evaluate, io
 from femsr.reconstruct import reconstruct
 
 __all__ = ["PAPER_TABLE1", "heldout_report"]
@@ -61,7 +61,10 @@ def heldout_report(
     out_dir : path
         Gets ``heldout.md`` (both summaries), ``heldout.csv`` (the returned table),
         ``heldout_images.csv`` (mean SSIM, PSNR, |BV/TV error| and Dice per model and region),
-        ``per_femur.csv`` and ``per_femur_images.csv`` (every femur and model) and
+        ``agreement.md`` and ``agreement.csv`` (per model, ROI and measure, BV/TV, Tb.Th,
+        Tb.Sp, Tb.N, DA and the three stiffnesses: means, R², Bland-Altman bias and limits of
+        agreement; :mod:`femsr.agreement`), ``per_femur.csv``, ``per_femur_images.csv`` and
+        ``per_femur_measures.csv`` (every femur and model) and
         ``<label>/<femur>.png`` (8-bit previews of the reconstructions).
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``...
@@ -85,6 +88,7 @@ def heldout_report(
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
     bar = tqdm(
         total=len(femur_files) * len(models),
         desc="report",
@@ -108,6 +112,15 @@ def heldout_report(
                 reference.density, hr, rois, mask=mask, pixel_size=reference.pixel_size
             )
             image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
+            paired = agreement.roi_measures(
+                reference.density,
+                hr,
+                reference.femur,
+                reference.pixel_size,
+                E0=E0,
+                stiffness=table,
+            )
+            pairs.extend({"femur": path.stem, "model": label, **row} for row in paired.rows)
             errors = [abs(row["error_percent"]) for row in table.rows]
             worst = max((e for e in errors if not math.isnan(e)), default=math.nan)
             logger.info(
@@ -123,7 +136,17 @@ def heldout_report(
     per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
     summary = _summary(per_femur, list(models))
     images = _image_summary(per_femur_images, list(models))
+    agreed = _agreement(pairs, list(models))
     texts = {
+        "per_femur_measures.csv": evaluate.Table(
+            ("femur", "model", *paired.columns), tuple(pairs)
+        ).to_csv(),
+        "agreement.csv": agreed.to_csv(),
+        "agreement.md": (
+            f"# Reference against reconstruction over {len(femur_files)} held-out femur(s), per "
+            f"ROI: means, R², Bland-Altman bias and 95 % limits of agreement (reconstruction - "
+            f"reference; stiffness in MPa, lengths in mm)\n\n{agreed.to_markdown()}"
+        ),
         "per_femur.csv": per_femur.to_csv(),
         "per_femur_images.csv": per_femur_images.to_csv(),
         "heldout.csv": summary.to_csv(),
@@ -157,8 +180,8 @@ def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Tab
                     "region": region,
                     "ssim": float(np.mean([r["ssim"] for r in mine])),
                     "psnr_db": float(np.mean([r["psnr_db"] for r in mine])),
-                    "bvtv_abs_error_percent": float(
-                        np.nanmean([abs(r["bvtv_error_percent"]) for r in mine])
+                    "bvtv_abs_error_percent": _finite_mean(
+                        [abs(r["bvtv_error_percent"]) for r in mine]
                     ),
                     "dice": float(np.mean([r["dice"] for r in mine])),
                     "tbth_reference": float(np.mean([r["tbth_reference"] for r in mine])),
@@ -176,6 +199,22 @@ def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Tab
         "tbth_reconstruction",
     )
     return evaluate.Table(columns, tuple(rows))
+
+
+def _agreement(pairs: list[dict[str, Any]], labels: list[str]) -> evaluate.Table:
+    """:func:`femsr.agreement.agreement_table` of each model's pairs, a model column first."""
+    rows: list[dict[str, Any]] = []
+    for label in labels:
+        table = agreement.agreement_table(r for r in pairs if r["model"] == label)
+        rows.extend({"model": label, **row} for row in table.rows)
+    return evaluate.Table(("model", *table.columns), tuple(rows))
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values; NaN, without a warning, where there are none (no reference
+    ROI held bone)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 def _summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
