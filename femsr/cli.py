@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
+_TTA_HELP = "average each window over its 8 turns and mirrors (8x the inference)"
 
 
 def _fe(args: argparse.Namespace) -> int:
@@ -294,6 +295,8 @@ def _train(args: argparse.Namespace) -> int:
         out_dir=args.output,
         loss=args.loss,
         mass_weight=args.mass_weight,
+        cldice_weight=args.cldice_weight,
+        stiffness_weight=args.stiffness_weight,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -327,6 +330,18 @@ def _add_train(commands: _Commands) -> None:
     command.add_argument("--loss", default="l1", choices=("l1", "l2"), help="pixel loss (l1)")
     command.add_argument(
         "--mass-weight", type=float, default=0.0, help="weight of the LR-mass term (0: off)"
+    )
+    command.add_argument(
+        "--cldice-weight",
+        type=float,
+        default=0.0,
+        help="weight of the clDice (strut topology) term (0: off)",
+    )
+    command.add_argument(
+        "--stiffness-weight",
+        type=float,
+        default=0.0,
+        help="weight of the patch stiffness log-error term (0: off; about 20x a step on the CPU)",
     )
     command.add_argument("--width", type=int, default=WIDTH, help=f"feature channels ({WIDTH})")
     command.add_argument(
@@ -522,6 +537,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         method=args.method,
+        tta=args.tta,
         progress=args.progress,
         stats=stats,
     )
@@ -557,6 +573,7 @@ def _add_reconstruct(commands: _Commands) -> None:
     )
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    command.add_argument("--tta", action="store_true", help=_TTA_HELP)
     command.add_argument(
         "--pixel-size",
         type=float,
@@ -575,6 +592,7 @@ def _demo(args: argparse.Namespace) -> int:
         model=args.model,
         femur_file=args.femur,
         device=args.device,
+        tta=args.tta,
         progress=args.progress,
     )
     print((args.output / "table.md").read_text(encoding="utf-8"))
@@ -601,6 +619,7 @@ def _add_demo(commands: _Commands) -> None:
     command.add_argument("--model", type=Path, help="exported model (default: the bundled one)")
     command.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
+    command.add_argument("--tta", action="store_true", help=_TTA_HELP)
     command.set_defaults(run=_demo)
 
 

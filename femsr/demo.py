@@ -34,6 +34,7 @@ def demo(
     model: str | os.PathLike[str] | None = None,
     femur_file: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    tta: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Reconstruct a held-out femur from its 500 µm image and score it; returns the timings.
@@ -53,6 +54,9 @@ def demo(
         femur.
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``...
+    tta : bool
+        Test-time dihedral averaging of both reconstructions (:func:`femsr.reconstruct`):
+        eight times the inference.
     progress : bool
         Show a tqdm bar of the reconstruction on stderr. Each stage and its seconds are
         logged (INFO, logger ``femsr.demo``) whatever ``progress``.
@@ -61,7 +65,8 @@ def demo(
     -------
     dict
         Seconds per stage (``load``, ``reconstruct`` with its ``lr_fe``/``inference``/
-        ``quilting`` split, ``without_quilting``, ``evaluate``, ``total``) and the device.
+        ``quilting`` split, ``without_quilting``, ``evaluate``, ``total``), the device and
+        ``tta``.
 
     Raises
     ------
@@ -99,11 +104,12 @@ def demo(
     now = stage("load", started)
 
     stats: dict[str, Any] = {}
-    options: dict[str, Any] = {"model": model, "device": device}
+    options: dict[str, Any] = {"model": model, "device": device, "tta": tta}
     hr = reconstruct(lr, progress=progress, stats=stats, **options)[: shape[0], : shape[1]]
     now = stage("reconstruct", now)
     timings.update({key: stats[key] for key in ("lr_fe", "inference", "quilting")})
     timings["device"] = str(stats["device"])
+    timings["tta"] = tta
     io.save_femur(
         out / "reconstruction.npz",
         io.FemurImage(hr, reference.pixel_size, reference.femur, {"source": source.name}),

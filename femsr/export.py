@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from femsr.encoding import transform
 from femsr.io import atomic_write
 from femsr.model import (
     FAST_LAYOUT,
@@ -51,6 +52,18 @@ STATE_VERSION = 1
 # Name of the JSON member holding the config inside .pt2 and .ts archives.
 _META = "femsr_model.json"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# The eight symmetries of the square as femsr.encoding.transform's (k, flip): quarter turns,
+# then the same after a left-right mirror.
+SYMMETRIES = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def _inverse(k: int, flip: bool) -> tuple[int, bool]:
+    """The ``(k, flip)`` of :func:`~femsr.encoding.transform` that undoes ``(k, flip)``.
+
+    Turns undo by turning back; a mirror then ``k`` turns is itself a mirror (about another
+    axis), so it undoes itself.
+    """
+    return (k % 4, True) if flip else (-k % 4, False)
 
 
 def _check_model(model: object) -> SRNet:
@@ -451,6 +464,7 @@ def predict(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     dtype: str | None = None,
+    tta: bool = False,
 ) -> np.ndarray:
     """Run the network on many LR patches in batches, without gradients.
 
@@ -468,6 +482,12 @@ def predict(
         and keeps its training mode.
     dtype : {"float16", "bfloat16"}, optional
         Mixed-precision autocast (CUDA; bfloat16 also on recent CPUs). Default full float32.
+    tta : bool
+        Test-time dihedral averaging: run each patch under the eight symmetries of the square
+        (:func:`femsr.encoding.transform`, the training augmentation: the density turned and
+        mirrored, the displacement vectors with it), map each output back by the inverse
+        symmetry and average the eight. The result is then the same for a patch and any of its
+        turned or mirrored copies (mapped back), as the physics is. Eight times the inference.
 
     Returns
     -------
@@ -493,6 +513,8 @@ def predict(
     >>> patches = np.random.default_rng(0).random((5, 7, 12, 12), dtype=np.float32)
     >>> predict(net, patches, batch_size=2).shape
     (5, 1, 120, 120)
+    >>> predict(net, patches, tta=True).shape
+    (5, 1, 120, 120)
     """
     if not isinstance(model, (SRNet, LoadedModel)):
         raise TypeError(
@@ -512,6 +534,13 @@ def predict(
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be None or one of {sorted(_DTYPES)}, got {dtype!r}")
+    if not isinstance(tta, bool):
+        raise TypeError(f"tta must be a bool, got {type(tta).__name__}")
+    if tta and config.in_channels % 2 != 1:
+        raise ValueError(
+            f"tta needs the density plus (ux, uy) per load case, an odd number of channels; "
+            f"the model takes {config.in_channels}"
+        )
 
     network = model if device is None else place(model, device)
     eager: SRNet | None = None  # the eager network to put back in training mode
@@ -523,17 +552,29 @@ def predict(
     else:
         target = network.device
     output = np.empty((batch.shape[0], 1, config.hr_size, config.hr_size), dtype=np.float32)
+
+    def run(chunk: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32)).to(target)
+        x = x.contiguous(memory_format=FAST_LAYOUT)
+        if dtype is None:
+            y = network(x)
+        else:
+            with torch.autocast(device_type=target.type, dtype=_DTYPES[dtype]):
+                y = network(x)
+        return y.float().cpu().numpy()
+
     try:
         with torch.inference_mode():
             for start in range(0, batch.shape[0], batch_size):
-                chunk = np.ascontiguousarray(batch[start : start + batch_size], dtype=np.float32)
-                x = torch.from_numpy(chunk).to(target).contiguous(memory_format=FAST_LAYOUT)
-                if dtype is None:
-                    y = network(x)
-                else:
-                    with torch.autocast(device_type=target.type, dtype=_DTYPES[dtype]):
-                        y = network(x)
-                output[start : start + batch_size] = y.float().cpu().numpy()
+                chunk = batch[start : start + batch_size]
+                if not tta:
+                    output[start : start + batch_size] = run(chunk)
+                    continue
+                total = np.zeros((len(chunk), *output.shape[1:]), dtype=np.float32)
+                for k, flip in SYMMETRIES:
+                    seen = run(transform(chunk.astype(np.float32, copy=False), k, flip))
+                    total += transform(seen, *_inverse(k, flip))
+                output[start : start + batch_size] = total / len(SYMMETRIES)
     finally:
         if eager is not None:
             eager.train()

@@ -13,7 +13,9 @@ same code as the training data (:mod:`femsr.encoding`):
    void.
 3. **Inference** (:func:`femsr.export.predict`) in batches of ``batch_size`` windows, each
    written straight into the grid of HR patches, so memory holds one batch of network
-   activations plus the HR grid, whatever the image size.
+   activations plus the HR grid, whatever the image size. With ``tta=True`` each window is run
+   under the eight symmetries of the square (the training augmentation,
+   :func:`femsr.encoding.transform`) and the outputs, mapped back, are averaged.
 4. **Quilting** (:func:`femsr.quilt.quilt`) joins the HR patches along minimum-error seams (or
    by averaging, or a straight cut), and the HR pixels of void LR pixels are set to 0: the LR
    image is the block mean of a density >= 0, so a 0 LR pixel has a void 10 x 10 block (this
@@ -163,6 +165,7 @@ def reconstruct(
     batch_size: int = 64,
     method: str = "seam",
     dtype: str | None = None,
+    tta: bool = False,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> np.ndarray:
@@ -210,13 +213,19 @@ def reconstruct(
         Quilting of the overlaps (:func:`femsr.quilt.quilt`).
     dtype : {"float16", "bfloat16"}, optional
         Mixed-precision inference (:func:`femsr.export.predict`); default float32.
+    tta : bool
+        Test-time dihedral averaging (:func:`femsr.export.predict`): each window through the
+        network under the eight symmetries of the square (density and displacement vectors
+        turned and mirrored together), the outputs mapped back and averaged. Eight times the
+        inference.
     progress : bool
         Show a tqdm bar of the windows run through the network on stderr. The stages and
         their seconds are logged (DEBUG, logger ``femsr.reconstruct``) whatever ``progress``.
     stats : dict, optional
         Filled with the seconds of each stage, ``"model"`` (loading), ``"lr_fe"``,
         ``"inference"``, ``"quilting"`` and ``"total"``, and the counts ``"windows"`` (of the
-        grid) and ``"inferred"`` (run through the network), ``"device"`` and ``"fe_method"``.
+        grid) and ``"inferred"`` (run through the network), ``"device"``, ``"fe_method"`` and
+        ``"tta"``.
 
     Returns
     -------
@@ -257,6 +266,8 @@ def reconstruct(
     density = _check_lr(lr)
     shape = (int(density.shape[0]), int(density.shape[1]))
     batch_size = _check_batch_size(batch_size)
+    if not isinstance(tta, bool):
+        raise TypeError(f"tta must be a bool, got {type(tta).__name__}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pixel_size is not None and not (
@@ -331,7 +342,7 @@ def reconstruct(
     )
     for start in range(0, len(corners), batch_size):
         chunk = slice(start, start + batch_size)
-        out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype)
+        out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype, tta=tta)
         tiles[rows[chunk], cols[chunk]] = out[:, 0]
         bar.update(len(out))
     bar.close()
@@ -353,6 +364,7 @@ def reconstruct(
             inferred=len(corners),
             device=str(_device_of(network)),
             fe_method=fe_method,
+            tta=tta,
         )
     logger.debug(
         "reconstruct: %d of %d windows, LR FE %.2f s, inference %.2f s, quilting %.2f s",

@@ -1,8 +1,10 @@
 """Export and loading: round trips per format, file checks, TorchScript's absence, predict."""
 
+import dataclasses
 import json
 import shutil
 import zipfile
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -346,3 +348,101 @@ def test_loaded_model_to_and_repr(exported):
     loaded = load_model(exported["pt2"], device="cpu")
     assert loaded.to("cpu") is loaded
     assert repr(loaded).startswith("LoadedModel(format='pt2', device=cpu, config=ModelConfig(")
+
+
+# ---------------------------------------------------------------------------------------------
+# predict with test-time dihedral averaging
+
+# The eight symmetries of the square as the 2 x 2 signed permutations acting on (x, y), y up:
+# an oracle for encoding.transform that shares none of its code.
+MATRICES = [
+    matrix
+    for matrix in (np.reshape(entries, (2, 2)) for entries in product((-1, 0, 1), repeat=4))
+    if np.array_equal(matrix.T @ matrix, np.eye(2))
+]
+
+
+def by_hand(channels, matrix):
+    """Move every pixel of (N, C, S, S) to ``matrix @ (x, y)`` about the patch centre, and turn
+    each (ux, uy) channel pair by ``matrix`` (the density, channel 0, is a scalar)."""
+    size = channels.shape[-1]
+    centre = (size - 1) / 2
+    i, j = np.mgrid[0:size, 0:size]
+    x, y = j - centre, centre - i
+    source = matrix.T @ np.stack([x.ravel(), y.ravel()])  # matrix is orthogonal
+    rows = np.rint(centre - source[1]).astype(int).reshape(size, size)
+    cols = np.rint(source[0] + centre).astype(int).reshape(size, size)
+    out = channels[..., rows, cols].copy()
+    for c in range(1, channels.shape[1], 2):
+        out[:, c], out[:, c + 1] = (
+            matrix[0, 0] * out[:, c] + matrix[0, 1] * out[:, c + 1],
+            matrix[1, 0] * out[:, c] + matrix[1, 1] * out[:, c + 1],
+        )
+    return out
+
+
+def test_the_symmetries_are_the_eight_of_the_square_and_undo_each_other():
+    from femsr.encoding import transform
+
+    assert len(MATRICES) == 8
+    x = patches(2, seed=3).astype(np.float64)
+    turned = [transform(x, k, flip) for k, flip in export_module.SYMMETRIES]
+    hand = [by_hand(x, matrix) for matrix in MATRICES]
+    for image in turned:  # each is one of the hand-made eight, and no two are the same
+        assert sum(np.array_equal(image, other) for other in hand) == 1
+    for (k, flip), image in zip(export_module.SYMMETRIES, turned, strict=True):
+        np.testing.assert_array_equal(transform(image, *export_module._inverse(k, flip)), x)
+
+
+def test_tta_is_the_mean_of_the_eight_outputs_mapped_back(net):
+    batch = patches(3, seed=4)
+    with torch.no_grad():
+
+        def run(x):
+            return net(torch.from_numpy(np.ascontiguousarray(x, np.float32))).numpy()
+
+        expected = np.mean([by_hand(run(by_hand(batch, m)), m.T) for m in MATRICES], axis=0)
+    for size in (1, 2, 64):
+        got = predict(net, batch, batch_size=size, tta=True)
+        assert got.shape == (3, 1, 40, 40) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.abs(predict(net, batch) - expected).max() > 1e-2  # the network is no symmetric one
+
+
+@pytest.mark.parametrize("fmt", ["eager", "pt2"])
+def test_tta_output_is_invariant_under_the_symmetries_of_its_input(net, exported, fmt):
+    from femsr.encoding import transform
+
+    model = net if fmt == "eager" else load_model(exported[fmt], device="cpu")
+    batch = patches(2, seed=5)
+    average = predict(model, batch, tta=True)
+    plain = predict(model, batch)
+    for k, flip in export_module.SYMMETRIES:
+        undo = export_module._inverse(k, flip)
+        seen = transform(predict(model, transform(batch, k, flip), tta=True), *undo)
+        np.testing.assert_allclose(seen, average, rtol=0, atol=1e-6)
+        if (k, flip) != (0, False):  # without averaging, the output depends on the turn
+            seen_plain = transform(predict(model, transform(batch, k, flip)), *undo)
+            assert np.abs(seen_plain - plain).max() > 1e-2
+
+
+@pytest.mark.parametrize("skip", ["nearest", "bilinear"])
+def test_tta_of_an_equivariant_network_is_its_output(skip):
+    """An untrained network with the density skip returns the upsampled LR density (its tail
+    starts at zero): a map that commutes with every symmetry, so averaging changes nothing."""
+    cfg = ModelConfig(in_channels=5, width=6, n_blocks=2, up_width=3, patch_size=4)
+    equivariant = build_model(dataclasses.replace(cfg, density_skip=skip))
+    batch = patches(4, seed=6)
+    np.testing.assert_allclose(
+        predict(equivariant, batch, tta=True), predict(equivariant, batch), rtol=0, atol=1e-6
+    )
+
+
+def test_tta_errors(net):
+    with pytest.raises(TypeError, match="tta must be a bool, got str"):
+        predict(net, patches(2), tta="yes")
+    even = build_model(ModelConfig(in_channels=4, width=4, n_blocks=0, up_width=2, patch_size=4))
+    batch = np.zeros((1, 4, 4, 4), np.float32)
+    predict(even, batch)  # runs without averaging
+    with pytest.raises(ValueError, match=r"tta needs the density plus .* the model takes 4"):
+        predict(even, batch, tta=True)

@@ -2,6 +2,7 @@
 
 import csv
 import importlib
+import json
 import logging
 
 import numpy as np
@@ -164,6 +165,48 @@ def test_batch_size_does_not_matter(exported, femur_lr):
     )
 
 
+def test_tta_runs_every_window_under_the_eight_symmetries(exported, femur_lr, monkeypatch):
+    """reconstruct(tta=True) is the pipeline whose network call is the mean of the eight
+    turned and mirrored calls, mapped back (here spelled out with encoding.transform)."""
+    import femsr.export as export_module
+
+    net, path = exported
+    bone, _, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "device": "cpu", "batch_size": 5}
+    stats = {}
+    averaged = reconstruct(lr, model=path, tta=True, stats=stats, **options)
+    assert stats["tta"] is True and averaged.dtype == np.float32
+    assert averaged.min() >= 0.0 and averaged.max() <= 1.0
+    plain = reconstruct(lr, model=path, **options)
+    assert np.abs(averaged - plain).max() > 1e-3
+
+    original = export_module.predict
+
+    def averaging(model, batch, **kwargs):
+        assert kwargs.pop("tta") is False
+        outputs = []
+        for k, flip in export_module.SYMMETRIES:
+            seen = original(model, encoding.transform(batch, k, flip), **kwargs)
+            outputs.append(encoding.transform(seen, *export_module._inverse(k, flip)))
+        return np.mean(outputs, axis=0)
+
+    monkeypatch.setattr(export_module, "predict", averaging)
+    by_hand = reconstruct(lr, model=net, **options)
+    np.testing.assert_allclose(averaged, by_hand, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("skip", ["nearest", "bilinear"])
+def test_tta_leaves_an_equivariant_network_unchanged(femur_lr, skip):
+    """An untrained network with the density skip returns the upsampled density: it commutes
+    with the symmetries, so the average of its eight outputs is its output."""
+    bone, _, lr = femur_lr
+    net = tiny(density_skip=skip)
+    options = {"femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
+    np.testing.assert_allclose(
+        reconstruct(lr, tta=True, **options), reconstruct(lr, **options), rtol=0, atol=1e-6
+    )
+
+
 def test_bundled_model_missing(monkeypatch, tmp_path, femur_lr):
     bone, _, lr = femur_lr
     monkeypatch.setattr(module, "BUNDLED_MODEL", tmp_path / "model.pt2")
@@ -182,6 +225,7 @@ def test_bundled_model_missing(monkeypatch, tmp_path, femur_lr):
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
         ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
         ({"method": "blend"}, ValueError, "method must be one of"),
+        ({"tta": 1}, TypeError, "tta must be a bool, got int"),
         ({"pixel_size": -1.0}, ValueError, "pixel_size must be a positive"),
         ({"pixel_size": 0.05}, ValueError, "that is a high-resolution image"),
         ({"pixel_size": None}, ValueError, "pixel_size .* is needed"),
@@ -351,6 +395,31 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_reconstruct_and_demo_average_over_the_symmetries(tmp_path, exported, capsys):
+    net, path = exported
+    bone = Femur()
+    mask = bone.mask(PIXEL / 10)
+    rng = np.random.default_rng(5)
+    reference = np.where(mask, (rng.random(mask.shape) > 0.5).astype(float), 0.0)
+    save_femur(tmp_path / "femur.npz", FemurImage(reference, PIXEL / 10, bone))
+    lr = dataset.downscale(read_image(tmp_path / "femur.npz")[0], 10)
+    options = {"femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
+    averaged = reconstruct(lr, tta=True, **options)
+    assert np.abs(averaged - reconstruct(lr, **options)).max() > 1e-3
+
+    save_femur(tmp_path / "lr.npz", FemurImage(lr, PIXEL, bone))
+    argv = ["reconstruct", str(tmp_path / "lr.npz"), str(tmp_path / "hr.npy"), "--model"]
+    assert main([*argv, str(path), "--device", "cpu", "--tta", "--quiet"]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "hr.npy"), averaged, atol=1e-4)
+
+    out = tmp_path / "demo"
+    argv = ["demo", str(out), "--model", str(path), "--femur", str(tmp_path / "femur.npz")]
+    assert main([*argv, "--device", "cpu", "--tta", "--quiet"]) == 0
+    assert json.loads((out / "timings.json").read_text())["tta"] is True
+    stored = read_image(out / "reconstruction.npz")[0]
+    np.testing.assert_allclose(stored, averaged[: mask.shape[0], : mask.shape[1]], atol=1e-4)
 
 
 def test_cli_demo_reconstructs_and_scores_a_femur(tmp_path, exported, capsys):

@@ -9,12 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import torch.nn.functional as F  # noqa: E402
 from scipy import ndimage  # noqa: E402
 from torch.utils.data import Dataset, TensorDataset  # noqa: E402
 
 from femsr.export import load_model  # noqa: E402
+from femsr.losses import cldice_loss, stiffness_loss  # noqa: E402
 from femsr.model import ModelConfig  # noqa: E402
-from femsr.train import block_mean, objective, psnr, train  # noqa: E402
+from femsr.train import block_mean, objective, psnr, stiffness_term, train  # noqa: E402
 
 CFG = ModelConfig(in_channels=3, width=8, n_blocks=1, up_width=4, patch_size=4)
 
@@ -81,6 +83,54 @@ def test_objective_values():
     assert float(with_mass) == pytest.approx(float(plain), abs=1e-7)
     with pytest.raises(ValueError, match=r"loss must be one of .*'huber'"):
         objective(prediction, hr, lr, loss="huber")
+
+
+def soft_prediction(seed):
+    """A blurred, partly wrong guess of the blobs of TRAIN, in (0, 1), with gradients."""
+    _, hr = TRAIN.tensors
+    torch.manual_seed(seed)
+    noise = torch.randn(hr[:3].shape)
+    return torch.sigmoid(4 * (F.avg_pool2d(hr[:3], 5, stride=1, padding=2) - 0.5) + noise)
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+def test_objective_adds_the_weighted_cldice_and_stiffness_of_femsr_losses(loss):
+    lr, hr = (tensor[:3] for tensor in TRAIN.tensors)
+    prediction = soft_prediction(0)
+    plain = float(objective(prediction, hr, lr, loss=loss))
+    cldice = float(cldice_loss(prediction, hr))
+    # The stiffness term: stiffness_loss on the 2 x 2-pooled patches, E0 = h = 1, Emin 1e-3.
+    options = {"E0": 1.0, "h": 1.0, "Emin": 1e-3, "tol": 1e-3}
+    pooled = (F.avg_pool2d(prediction, 2), F.avg_pool2d(hr, 2))
+    stiffness = float(stiffness_loss(*pooled, **options))
+    assert cldice > 0.01 and stiffness > 0.01  # the terms see the difference
+    assert float(stiffness_term(prediction, hr)) == stiffness
+    with_cldice = objective(prediction, hr, lr, loss=loss, cldice_weight=0.5)
+    assert float(with_cldice) == pytest.approx(plain + 0.5 * cldice, rel=1e-6)
+    with_stiffness = objective(prediction, hr, lr, loss=loss, stiffness_weight=2.0)
+    assert float(with_stiffness) == pytest.approx(plain + 2.0 * stiffness, rel=1e-6)
+    both = objective(prediction, hr, lr, loss=loss, cldice_weight=0.5, stiffness_weight=2.0)
+    assert float(both) == pytest.approx(plain + 0.5 * cldice + 2.0 * stiffness, rel=1e-6)
+    # A zero weight leaves the term out: the plain loss, bit for bit.
+    zero = objective(prediction, hr, lr, loss=loss, cldice_weight=0.0, stiffness_weight=0.0)
+    assert float(zero) == plain
+    # Both terms pull the prediction: they have a gradient.
+    leaf = prediction.detach().requires_grad_()
+    for weights in ({"cldice_weight": 1.0}, {"stiffness_weight": 1.0}):
+        (gradient,) = torch.autograd.grad(
+            objective(leaf, hr, lr, loss=loss, **weights) - objective(leaf, hr, lr, loss=loss),
+            leaf,
+        )
+        assert torch.isfinite(gradient).all() and gradient.abs().max() > 0
+
+
+def test_stiffness_term_is_zero_for_the_target_and_ignores_the_material_scale():
+    _, hr = TRAIN.tensors
+    assert float(stiffness_term(hr[:2], hr[:2])) == 0.0
+    prediction = soft_prediction(1)[:2]
+    pooled = (F.avg_pool2d(prediction, 2), F.avg_pool2d(hr[:2], 2))
+    scaled = stiffness_loss(*pooled, E0=15e3, h=0.1, Emin=15.0, tol=1e-3)
+    assert float(stiffness_term(prediction, hr[:2])) == pytest.approx(float(scaled), rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +218,32 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert same_weights(again.model, resumed.model) and again.history == resumed.history
 
 
+@pytest.mark.parametrize("name", ["cldice_weight", "stiffness_weight"])
+def test_resume_with_another_term_weight_is_refused(tmp_path, name):
+    first = run(tmp_path, "x", epochs=1, **{name: 0.5})
+    assert all(math.isfinite(r["train_loss"]) for r in first.history)
+    settings = torch.load(first.checkpoint_path, weights_only=True)["settings"]
+    assert settings[name] == 0.5
+    assert run(tmp_path, "x", epochs=1, **{name: 0.5}).history == first.history  # resumes
+    with pytest.raises(ValueError, match=rf"other settings \({name}: 0.5 → 0.0\)"):
+        run(tmp_path, "x", epochs=1)
+    with pytest.raises(ValueError, match=rf"other settings \({name}: 0.5 → 1.0\)"):
+        run(tmp_path, "x", epochs=1, **{name: 1.0})
+
+
+def test_a_checkpoint_from_before_the_terms_resumes_without_them(tmp_path):
+    """Checkpoints written before clDice and stiffness existed name no weight for them: they
+    trained without, and resume as runs with the weights 0."""
+    first = run(tmp_path, "x", epochs=1)
+    checkpoint = torch.load(first.checkpoint_path, weights_only=True)
+    for name in ("cldice_weight", "stiffness_weight"):
+        del checkpoint["settings"][name]
+    torch.save(checkpoint, first.checkpoint_path)
+    assert run(tmp_path, "x", epochs=1).history == first.history
+    with pytest.raises(ValueError, match=r"other settings \(cldice_weight: 0.0 → 1.0\)"):
+        run(tmp_path, "x", epochs=1, cldice_weight=1.0)
+
+
 def test_resume_false_starts_over(tmp_path):
     run(tmp_path, "x", epochs=1, seed=1)
     fresh = run(tmp_path, "x", epochs=2, seed=2, resume=False)
@@ -252,6 +328,10 @@ def test_non_finite_loss_stops_training(tmp_path):
         ({"lr": -1.0}, ValueError, "lr must be positive and finite, got -1.0"),
         ({"mass_weight": float("inf")}, ValueError, "mass_weight must be a finite number"),
         ({"mass_weight": -1.0}, ValueError, "mass_weight must be >= 0, got -1.0"),
+        ({"cldice_weight": -0.5}, ValueError, "cldice_weight must be >= 0, got -0.5"),
+        ({"cldice_weight": "1"}, TypeError, "cldice_weight must be a number, got str"),
+        ({"stiffness_weight": math.nan}, ValueError, "stiffness_weight must be a finite number"),
+        ({"stiffness_weight": True}, TypeError, "stiffness_weight must be a number, got bool"),
         ({"device": "gpu"}, ValueError, "device 'gpu' is not a torch device"),
     ],
 )
@@ -305,3 +385,48 @@ def test_dataset_errors(tmp_path, dataset, error, match):
 def test_validation_dataset_is_checked(tmp_path):
     with pytest.raises(ValueError, match="val_dataset is empty"):
         train(CFG, TRAIN, Listed([]), out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command
+
+
+@pytest.fixture(scope="module")
+def patches(tmp_path_factory):
+    """A tiny patch dataset: two training femurs at 1 mm, LR 4 mm, 4 x 4 windows at stride 3."""
+    from femsr.dataset import build_dataset
+    from femsr.femur import Femur
+    from femsr.io import FemurImage
+
+    images = []
+    for k in range(2):
+        mask = Femur().mask(1.0)
+        noise = ndimage.gaussian_filter(np.random.default_rng(k).standard_normal(mask.shape), 1.5)
+        density = np.where(mask, np.clip(0.5 + 6 * noise, 0.0, 1.0), 0.0)
+        meta = {"name": f"femur_{k:02d}", "split": "train", "volfrac": 0.5}
+        images.append(FemurImage(density, 1.0, Femur(), meta))
+    out = tmp_path_factory.mktemp("patches")
+    build_dataset(images, out, patch=4, stride=3, factor=4, progress=False)
+    return out
+
+
+def test_cli_trains_with_the_cldice_and_stiffness_terms(patches, tmp_path, capsys, caplog):
+    from femsr import cli
+
+    run_dir = tmp_path / "run"
+    argv = ["train", str(patches), str(run_dir), "--width", "4", "--blocks", "1"]
+    argv += ["--up-width", "2", "--pairs", "8", "--val-pairs", "4", "--batch-size", "4"]
+    argv += ["--epochs", "2", "--cldice-weight", "0.5", "--stiffness-weight", "0.25"]
+    with caplog.at_level(logging.INFO, logger="femsr.train"):
+        assert cli.main(argv) == 0
+    assert "best epoch" in capsys.readouterr().out
+    records = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(math.isfinite(r[key]) for r in records for key in ("train_loss", "val_loss"))
+    assert sum(message.startswith("epoch ") for message in caplog.messages) == 2
+    settings = torch.load(run_dir / "checkpoint.pt", weights_only=True)["settings"]
+    assert (settings["cldice_weight"], settings["stiffness_weight"]) == (0.5, 0.25)
+    # The same command resumes (the run is complete); other weights need --restart.
+    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--stiffness-weight", "1"]) == 2
+    assert "other settings (stiffness_weight: 0.25 → 1.0)" in capsys.readouterr().err
