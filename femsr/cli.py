@@ -220,8 +220,8 @@ def _dataset(args: argparse.Namespace) -> int:
     )
     counts = index["counts"]
     print(
-        f"{len(index['femurs'])} femurs, {counts['train']:,} train and {counts['test']:,} test "
-        f"pairs in {args.output}"
+        f"{len(index['femurs'])} femurs, {counts['train']:,} train, "
+        f"{counts['validation']:,} validation and {counts['test']:,} test pairs in {args.output}"
     )
     return 0
 
@@ -462,17 +462,39 @@ def _density_image(path: Path, pixel_size: float | None) -> FemurImage:
     return io.FemurImage(density, pixel_size, femur.Femur())
 
 
+def _on_grid_of(reference: FemurImage, path: Path) -> np.ndarray:
+    """An image file (any format of :func:`femsr.io.read_image`) on the reference's grid. A
+    reconstruction of the 500 µm grid overhangs the femur's box by less than one LR pixel at
+    the right and the bottom (2080 x 1890 at 50 µm against 2080 x 1883): that is cut off."""
+    from femsr import io
+    from femsr.femur import LR_PIXEL
+
+    density, pixel_size, _ = io.read_image(path)
+    if pixel_size is not None and pixel_size != reference.pixel_size:
+        raise ValueError(
+            f"{str(path)!r} has a pixel size of {pixel_size} mm, the reference "
+            f"{reference.pixel_size} mm"
+        )
+    overhang = max(1, round(LR_PIXEL / reference.pixel_size))
+    if density.ndim != 2 or not all(
+        n <= m < n + overhang for n, m in zip(reference.density.shape, density.shape, strict=True)
+    ):
+        raise ValueError(
+            f"{str(path)!r} has shape {density.shape}; the reference's grid is "
+            f"{reference.density.shape} (a reconstruction may overhang it by under {overhang} px)"
+        )
+    return density[: reference.density.shape[0], : reference.density.shape[1]]
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """Apparent stiffness of the ROIs and image measures of a reconstruction; tables, figures."""
     from femsr import evaluate
 
     reference = _density_image(args.reference, args.pixel_size)
-    pixel = reference.pixel_size
-    # The reconstruction (and the unquilted image) must sit on the reference's grid.
-    recon = _density_image(args.reconstruction, pixel).density
+    recon = _on_grid_of(reference, args.reconstruction)
     without = None
     if args.without_quilting is not None:
-        without = _density_image(args.without_quilting, pixel).density
+        without = _on_grid_of(reference, args.without_quilting)
     markdown = evaluate.write_report(
         args.output,
         reference,
@@ -494,9 +516,10 @@ def _add_evaluate(commands: _Commands) -> None:
         description="Compare RECONSTRUCTION with REFERENCE: apparent stiffness (E_x, E_y, E_xy) "
         "of the femoral head, neck and intertrochanteric ROIs by FE homogenization with the "
         "error % (the paper's Table 1), SSIM, PSNR, BV/TV and Dice; writes table.md, table.csv, "
-        "images.csv, rois.png, femur.png and femur_reconstruction.png to OUTPUT. Femur files "
-        "(.npz) carry their pixel size and ROIs; a bare .npy needs --pixel-size and takes the "
-        "default femur's ROIs.",
+        "images.csv, rois.png, femur.png and femur_reconstruction.png to OUTPUT. A femur file "
+        "(.npz) as REFERENCE carries its pixel size and ROIs; a bare .npy needs --pixel-size and "
+        "takes the default femur's ROIs. RECONSTRUCTION is any image femsr reads (.npy, .npz, "
+        "PNG, TIFF) on the reference's grid; what a 500 µm reconstruction overhangs is cut off.",
     )
     command.add_argument("reference", type=Path, metavar="REFERENCE", help="reference density file")
     command.add_argument(
@@ -677,7 +700,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.only:
         files = [args.femurs / f"{name}.npz" for name in args.only]
     else:
-        files = _femur_files(args.femurs, split="test")
+        files = _femur_files(args.femurs, split=args.split)
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"femur file(s) not found: {', '.join(missing)}")
@@ -702,9 +725,11 @@ def _add_report(commands: _Commands) -> None:
         "report",
         help="mean ROI stiffness errors of trained models over the held-out femurs (Table 1)",
         description="Reconstruct each held-out femur of FEMUR_DIR (the test split of its "
-        "manifest.json, else every .npz, or --only) from its 500 µm block mean with each "
-        "model, and write the mean apparent-stiffness error per ROI and component beside the "
-        "paper's Table 1 (heldout.md, heldout.csv), every femur's errors (per_femur.csv) and "
+        "manifest.json, or --split validation to choose a model without the test set; else "
+        "every .npz, or --only) from its 500 µm block mean with each model, and write the mean "
+        "apparent-stiffness error per ROI and component beside the paper's Table 1 "
+        "(heldout.md, heldout.csv), the agreement of morphometry and stiffness with the "
+        "reference (agreement.md: R², Bland-Altman), every femur's numbers (per_femur*.csv) and "
         "previews of the reconstructions to OUTPUT.",
     )
     command.add_argument("femurs", type=Path, metavar="FEMUR_DIR", help="folder of grown femurs")
@@ -718,6 +743,12 @@ def _add_report(commands: _Commands) -> None:
     )
     command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
     command.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
+    command.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="which held-out femurs of the manifest (test)",
+    )
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)
     command.set_defaults(run=_report)

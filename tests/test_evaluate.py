@@ -21,8 +21,8 @@ from femsr.evaluate import (
     roi_table,
     ssim,
 )
-from femsr.femur import Femur
-from femsr.io import FemurImage, save_femur
+from femsr.femur import Femur, grid_shape
+from femsr.io import FemurImage, save_femur, write_image
 
 
 def plane_stress(E, nu):
@@ -484,3 +484,23 @@ def test_cli_evaluate_errors(femur_files, arguments, match, capsys):
     assert cli.main(["evaluate", *paths]) == 2
     error = capsys.readouterr().err
     assert error.startswith("femsr evaluate: error:") and match in error
+
+
+def test_cli_evaluate_takes_any_image_format_and_cuts_a_reconstructions_overhang(tmp_path):
+    """A reconstruction of the 500 µm grid overhangs the femur's box by under one LR pixel at
+    the right and bottom: evaluate cuts it off; one pixel more is refused."""
+    pixel = 0.25  # two pixels per LR pixel
+    femur = Femur()
+    shape = grid_shape(pixel)
+    reference = np.where(femur.mask(pixel), 0.8, 0.0)
+    save_femur(tmp_path / "reference.npz", FemurImage(reference, pixel, femur))
+    overhanging = np.zeros((shape[0] + 1, shape[1] + 1))
+    overhanging[: shape[0], : shape[1]] = reference
+    write_image(tmp_path / "recon.png", overhanging)
+    out = tmp_path / "eval"
+    argv = ["evaluate", str(tmp_path / "reference.npz"), str(tmp_path / "recon.png")]
+    assert cli.main([*argv, "--output", str(out)]) == 0
+    rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+    assert all(abs(float(row["error_percent"])) < 1e-3 for row in rows)  # the same image
+    write_image(tmp_path / "recon.png", np.zeros((shape[0] + 2, shape[1])))
+    assert cli.main([*argv, "--output", str(out)]) == 2

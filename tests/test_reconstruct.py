@@ -513,6 +513,31 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
         mean = np.mean([float(r[column]) for r in whole])
         assert float(images[-1][column]) == pytest.approx(mean)
     assert float(images[-1]["tbth_reference"]) > 0
+    # Agreement: per model, ROI and measure over the femurs, from the per-femur pairs.
+    agreed = list(csv.DictReader((out / "agreement.csv").read_text().splitlines()))
+    pairs = list(csv.DictReader((out / "per_femur_measures.csv").read_text().splitlines()))
+    assert len(agreed) == 2 * 3 * 8 and len(pairs) == 2 * 2 * 3 * 8
+    first = agreed[0]
+    assert (first["model"], first["region"], first["measure"]) == ("A", "Femoral head", "BV/TV")
+    mine = [
+        p
+        for p in pairs
+        if (p["model"], p["region"], p["measure"]) == ("A", "Femoral head", "BV/TV")
+    ]
+    bias = np.mean([float(p["reconstruction"]) - float(p["reference"]) for p in mine])
+    assert int(first["n"]) == 2 and float(first["bias"]) == pytest.approx(bias)
+    assert "Bland-Altman" in (out / "agreement.md").read_text()
+    # --split validation: the validation femurs of the manifest, not the test ones.
+    listing = [
+        {"name": "femur_0", "file": "femur_0.npz", "split": "test"},
+        {"name": "femur_1", "file": "femur_1.npz", "split": "validation"},
+    ]
+    (folder / "manifest.json").write_text(json.dumps({"femurs": listing}))
+    chosen = tmp_path / "validation"
+    argv = ["report", str(folder), "--model", f"A={path}", "--split", "validation"]
+    assert main([*argv, "--output", str(chosen), "--device", "cpu", "--quiet"]) == 0
+    rows = list(csv.DictReader((chosen / "per_femur.csv").read_text().splitlines()))
+    assert {row["femur"] for row in rows} == {"femur_1"}
     with pytest.raises(SystemExit):  # argparse refuses a model without a label
         main(["report", str(folder), "--model", "A"])
     assert "LABEL=FILE" in capsys.readouterr().err
