@@ -538,40 +538,42 @@ def _add_evaluate(commands: _Commands) -> None:
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
-    """Super-resolve an LR density image x10 and write it (and a preview)."""
-    from femsr import femur, io
-    from femsr.reconstruct import reconstruct
+    """Super-resolve an LR density image (or a folder of them) x10 and write it."""
+    from femsr import io
+    from femsr.reconstruct import IMAGE_SUFFIXES, reconstruct_file, reconstruct_files
 
-    density, pixel_size, bone = io.read_image(args.input)
-    if pixel_size is None:
-        pixel_size = args.pixel_size
-    elif args.pixel_size is not None and args.pixel_size != pixel_size:
-        raise ValueError(
-            f"{str(args.input)!r} has a pixel size of {pixel_size} mm, not {args.pixel_size} mm"
+    options = {
+        "pixel_size": args.pixel_size,
+        "model": args.model,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "method": args.method,
+        "tta": args.tta,
+    }
+    if args.input.is_dir():
+        sources = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not sources:
+            raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        targets = reconstruct_files(
+            sources,
+            args.output,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=args.progress,
+            **options,
         )
-    if pixel_size is None:
-        pixel_size = femur.LR_PIXEL
-    stats: dict[str, object] = {}
-    hr = reconstruct(
-        density,
-        femur=femur.Femur() if bone is None else bone,
-        pixel_size=pixel_size,
-        model=args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        method=args.method,
-        tta=args.tta,
-        progress=args.progress,
-        stats=stats,
-    )
-    io.write_image(args.output, hr)
+        print(f"{sum(t.exists() for t in targets)} of {len(targets)} images in {args.output}")
+        return 0
+    if args.workers is not None or args.scheduler is not None:
+        raise ValueError("--workers and --scheduler reconstruct a folder of images")
+    stats = reconstruct_file(args.input, args.output, progress=args.progress, **options)
     if args.preview is not None:
-        io.write_image(args.preview, hr, bits=8)
+        io.write_image(args.preview, io.read_image(args.output)[0], bits=8)
+    (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
     print(
-        f"{density.shape[0]}x{density.shape[1]} -> {hr.shape[0]}x{hr.shape[1]} in "
-        f"{stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, inference "
-        f"{stats['inference']:.2f} s on {stats['device']}, quilting {stats['quilting']:.2f} s); "
-        f"wrote {args.output}"
+        f"{ny}x{nx} -> {my}x{mx} in {stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, "
+        f"inference {stats['inference']:.2f} s on {stats['device']}, quilting "
+        f"{stats['quilting']:.2f} s); wrote {args.output}"
     )
     return 0
 
@@ -584,10 +586,20 @@ def _add_reconstruct(commands: _Commands) -> None:
         "size and load cases, a bare image gets the default femur's at --pixel-size), compute the "
         "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
         "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
-        "float32).",
+        "float32). INPUT may be a folder of images: each is written to the folder OUTPUT as "
+        "<name>.npz, those done skipped, in parallel with --workers or --scheduler.",
     )
-    command.add_argument("input", type=Path, metavar="INPUT", help="LR density image")
-    command.add_argument("output", type=Path, metavar="OUTPUT", help="HR density image to write")
+    command.add_argument("input", type=Path, metavar="INPUT", help="LR density image or folder")
+    command.add_argument(
+        "output", type=Path, metavar="OUTPUT", help="HR image (or folder) to write"
+    )
+    parallel = command.add_mutually_exclusive_group()
+    parallel.add_argument(
+        "--workers", type=int, metavar="N", help="a folder on a local Dask cluster of N processes"
+    )
+    parallel.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a folder on a running Dask scheduler's workers"
+    )
     command.add_argument(
         "--model", type=Path, help="exported model file (default: the bundled one)"
     )

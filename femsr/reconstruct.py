@@ -27,9 +27,11 @@ torch is imported when :func:`reconstruct` runs, never by ``import femsr``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from femsr.export import LoadedModel
     from femsr.model import SRNet
 
-__all__ = ["BUNDLED_MODEL", "reconstruct"]
+__all__ = ["BUNDLED_MODEL", "reconstruct", "reconstruct_file", "reconstruct_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -383,3 +385,107 @@ def _device_of(network: LoadedModel | SRNet) -> object:
     if isinstance(network, LoadedModel):
         return network.device
     return next(network.parameters()).device
+
+
+# Image files a folder given to reconstruct_files may hold.
+IMAGE_SUFFIXES = (".npy", ".npz", ".png", ".tif", ".tiff")
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(model: str | None, device: str) -> LoadedModel | SRNet:
+    """A model loaded once per process: a worker reconstructing many images reads it once."""
+    return _load(model, device)
+
+
+def reconstruct_file(
+    source: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    pixel_size: float | None = None,
+    model: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    **options: Any,
+) -> dict[str, Any]:
+    """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
+
+    A femur file carries its pixel size and femur; a bare image gets the default femur's load
+    cases at ``pixel_size`` (default the 500 µm LR grid). ``options`` go to
+    :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
+
+    Raises
+    ------
+    ValueError
+        If ``pixel_size`` contradicts the file's own.
+    """
+    from femsr import femur, io
+
+    density, stored, bone = io.read_image(source)
+    if stored is not None and pixel_size is not None and stored != pixel_size:
+        raise ValueError(f"{str(source)!r} has a pixel size of {stored} mm, not {pixel_size} mm")
+    pixel = stored or pixel_size or femur.LR_PIXEL
+    stats: dict[str, Any] = {}
+    hr = reconstruct(
+        density,
+        femur=Femur() if bone is None else bone,
+        pixel_size=pixel,
+        model=_loaded(None if model is None else str(model), device),
+        device=device,
+        stats=stats,
+        **options,
+    )
+    io.write_image(target, hr)
+    return {**stats, "lr_shape": density.shape, "hr_shape": hr.shape}
+
+
+def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]:
+    return reconstruct_file(*job, **options)
+
+
+def reconstruct_files(
+    sources: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    suffix: str = ".npz",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> list[Path]:
+    """Reconstruct every image of ``sources`` into ``out_dir/<stem><suffix>``.
+
+    Images whose output exists are skipped, so a rerun resumes. With ``workers`` (a local Dask
+    cluster of that many single-threaded processes) or ``scheduler`` (a running Dask
+    scheduler's address) the images are reconstructed in parallel, one task each, the model
+    loaded once per worker (:mod:`femsr.cluster`). ``options`` go to
+    :func:`reconstruct_file`. Returns the output paths in the order of ``sources``.
+
+    Raises
+    ------
+    ValueError
+        If two sources share a stem (their outputs would collide).
+    """
+    out = Path(out_dir)
+    targets = [out / f"{Path(source).stem}{suffix}" for source in sources]
+    if len(set(targets)) != len(targets):
+        raise ValueError("two inputs share a file name stem: their outputs would collide")
+    jobs = [(Path(s), t) for s, t in zip(sources, targets, strict=True) if not t.exists()]
+    logger.info("reconstruct: %d of %d images to do", len(jobs), len(targets))
+    with tqdm(
+        total=len(jobs), desc="reconstruct", unit="image", dynamic_ncols=True, disable=not progress
+    ) as bar:
+        if workers is None and scheduler is None:
+            for job in jobs:
+                _file_job(job, options)
+                bar.update()
+        else:
+            from femsr import cluster
+
+            with cluster.client(workers, scheduler=scheduler) as dask_client:
+                cluster.run(
+                    dask_client,
+                    functools.partial(_file_job, options=options),
+                    jobs,
+                    threads=1,
+                    on_done=lambda job, _: bar.update(),
+                )
+    return targets

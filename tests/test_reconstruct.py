@@ -397,6 +397,35 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_reconstructs_a_folder_on_two_workers_as_one_by_one(tmp_path, exported, capsys):
+    """A folder of LR femur files: each written as <name>.npz, the same as a serial run; a
+    rerun skips them; --workers needs a folder."""
+    net, path = exported
+    bone = Femur()
+    mask = bone.mask(PIXEL)
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "lr"
+    for k in range(3):
+        lr = np.where(mask, rng.uniform(0.1, 0.6, mask.shape), 0.0)
+        save_femur(folder / f"femur_{k}.npz", FemurImage(lr, PIXEL, bone))
+    (folder / "notes.txt").write_text("not an image")
+    argv = ["reconstruct", str(folder), str(tmp_path / "hr"), "--model", str(path)]
+    assert main([*argv, "--device", "cpu", "--workers", "2", "--quiet"]) == 0
+    assert "3 of 3 images" in capsys.readouterr().out
+    for k in range(3):
+        lr = read_image(folder / f"femur_{k}.npz")[0]
+        expected = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
+        np.testing.assert_allclose(
+            read_image(tmp_path / "hr" / f"femur_{k}.npz")[0], expected, atol=1e-4
+        )
+    stamp = (tmp_path / "hr" / "femur_0.npz").stat().st_mtime_ns
+    assert main([*argv, "--device", "cpu", "--quiet"]) == 0  # nothing left to do
+    assert (tmp_path / "hr" / "femur_0.npz").stat().st_mtime_ns == stamp
+    single = ["reconstruct", str(folder / "femur_0.npz"), str(tmp_path / "x.npy")]
+    assert main([*single, "--workers", "2", "--quiet"]) == 2
+    assert "reconstruct a folder" in capsys.readouterr().err
+
+
 def test_cli_reconstruct_and_demo_average_over_the_symmetries(tmp_path, exported, capsys):
     net, path = exported
     bone = Femur()
