@@ -34,7 +34,13 @@ def test_docstring_examples(name):
 
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDES = ("docs/reconstruct.md", "docs/grow.md", "docs/train.md", "docs/evaluate.md")
+GUIDES = (
+    "docs/reconstruct.md",
+    "docs/grow.md",
+    "docs/train.md",
+    "docs/evaluate.md",
+    "docs/cluster.md",
+)
 DOCS = ("README.md", "benchmarks/RESULTS.md", "femsr/data/README.md", *GUIDES)
 _PATH = re.compile(r"(?<![\w/.~-])((?:\.ci|benchmarks|cpp|docs|femsr|tests)/[\w./\[*<>-]*)")
 _INLINE_COMMAND = re.compile(r"`femsr ([a-z]+)([^`]*)`")
@@ -223,11 +229,22 @@ def _check_evaluate(folder, namespace, output):
     assert head["region"] == "Femoral head" and head["reference"] > 0
 
 
+def _check_cluster(folder, namespace, output):
+    from femsr.io import load_femur
+
+    assert "3 of 3 femurs in femurs" in output and "3 of 3 images in hr" in output
+    for k in range(3):
+        assert load_femur(folder / "femurs" / f"femur_{k:02d}.npz").pixel_size == 0.5
+        hr = np.load(folder / "hr" / f"femur_{k:02d}.npz")["density"]
+        assert hr.shape == (2080, 1890) and 0.0 <= hr.min() and hr.max() <= 1.0
+
+
 _CHECKS = {
     "docs/reconstruct.md": _check_reconstruct,
     "docs/grow.md": _check_grow,
     "docs/train.md": _check_train,
     "docs/evaluate.md": _check_evaluate,
+    "docs/cluster.md": _check_cluster,
 }
 
 
