@@ -16,6 +16,7 @@ __all__ = [
     "check_density",
     "check_finite_array",
     "check_fixed",
+    "check_int",
     "check_mask",
 ]
 
@@ -34,6 +35,25 @@ def check_backend(backend: str) -> None:
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def check_int(name: str, value: object, low: int) -> int:
+    """``value`` as an int, refusing other types (bool included) and values below ``low``.
+
+    Examples
+    --------
+    >>> check_int("stride", np.int64(4), 1)
+    4
+    >>> check_int("stride", 0, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: stride must be >= 1, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
 
 
 def check_finite_array(name: str, value: object, ndim: int) -> np.ndarray:

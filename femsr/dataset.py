@@ -51,14 +51,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from femsr.checks import check_density
+from femsr.checks import check_density, check_int
 from femsr.defaults import TISSUE_MODULUS
 from femsr.encoding import (
     NORMALIZATION,
     NU,
     PENAL,
     VOID_MODULUS,
-    _check_int,
     extract_patches,
     lr_displacement,
     lr_inputs,
@@ -115,7 +114,7 @@ def downscale(hr: np.ndarray, factor: int = 10) -> np.ndarray:
            [0.5 , 0.5 , 0.25]])
     """
     density = check_density(hr)
-    factor = _check_int("factor", factor, 1)
+    factor = check_int("factor", factor, 1)
     ny, nx = density.shape
     rows, cols = -(-ny // factor), -(-nx // factor)
     padded = np.zeros((rows * factor, cols * factor))
@@ -337,9 +336,9 @@ def build_dataset(
     >>> index["counts"], index["femurs"][0]["lr_shape"]
     ({'train': 91, 'validation': 0, 'test': 0}, [52, 48])
     """
-    patch = _check_int("patch", patch, 1)
-    stride = _check_int("stride", stride, 1)
-    factor = _check_int("factor", factor, 1)
+    patch = check_int("patch", patch, 1)
+    stride = check_int("stride", stride, 1)
+    factor = check_int("factor", factor, 1)
     if stride > patch:
         raise ValueError(f"stride must be <= patch ({patch}), got {stride}")
     if lr_dtype not in LR_DTYPES:

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from femsr import fem
-from femsr.checks import check_density, check_finite_array, check_mask
+from femsr.checks import check_density, check_finite_array, check_int, check_mask
 from femsr.defaults import TISSUE_MODULUS
 from femsr.femur import Problem
 
@@ -76,14 +76,6 @@ VOID_MODULUS = 1e-3
 
 # ---------------------------------------------------------------------------------------------
 # Checks
-
-
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
 
 
 def _check_image(name: str, value: object, ndim: int) -> np.ndarray:
@@ -292,9 +284,9 @@ def patch_grid(shape: tuple[int, int], patch: int = 12, stride: int = 8) -> np.n
     """
     if not (isinstance(shape, (tuple, list)) and len(shape) == 2):
         raise TypeError(f"shape must be a (rows, columns) tuple, got {shape!r}")
-    rows, cols = (_check_int("shape", n, 1) for n in shape)
-    patch = _check_int("patch", patch, 1)
-    stride = _check_int("stride", stride, 1)
+    rows, cols = (check_int("shape", n, 1) for n in shape)
+    patch = check_int("patch", patch, 1)
+    stride = check_int("stride", stride, 1)
     if stride > patch:
         raise ValueError(
             f"stride must be <= patch ({patch}) so windows cover the image, got {stride}"
@@ -350,7 +342,7 @@ def extract_patches(channels: np.ndarray, corners: np.ndarray, patch: int) -> np
             f"channels must be a (C, H, W) numpy array, got {getattr(channels, 'shape', channels)}"
         )
     flat = _corners(corners)
-    patch = _check_int("patch", patch, 1)
+    patch = check_int("patch", patch, 1)
     _, rows, cols = channels.shape
     need = flat.max(axis=0, initial=0) + patch if len(flat) else np.array([rows, cols])
     padding = ((0, 0), (0, max(0, int(need[0]) - rows)), (0, max(0, int(need[1]) - cols)))

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from femsr import defaults
+from femsr.checks import check_int
 
 __all__ = [
     "ModelConfig",
@@ -60,13 +61,6 @@ SKIPS = ("none", "nearest", "bilinear")
 # all the 1-channel tail conv at HR) and suits tensor cores on CUDA; results are unchanged.
 FAST_LAYOUT = torch.channels_last
 OUTPUTS = ("sigmoid", "clamp")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -128,12 +122,12 @@ class ModelConfig:
     patch_size: int = 12
 
     def __post_init__(self) -> None:
-        _check_int("in_channels", self.in_channels, 1)
-        _check_int("width", self.width, 1)
-        _check_int("n_blocks", self.n_blocks, 0)
-        _check_int("scale", self.scale, 2)
-        _check_int("up_width", self.up_width, 1)
-        _check_int("patch_size", self.patch_size, 1)
+        check_int("in_channels", self.in_channels, 1)
+        check_int("width", self.width, 1)
+        check_int("n_blocks", self.n_blocks, 0)
+        check_int("scale", self.scale, 2)
+        check_int("up_width", self.up_width, 1)
+        check_int("patch_size", self.patch_size, 1)
         if isinstance(self.res_scale, bool) or not isinstance(self.res_scale, (int, float)):
             raise TypeError(f"res_scale must be a float, got {type(self.res_scale).__name__}")
         if not (math.isfinite(self.res_scale) and self.res_scale > 0):
