@@ -30,7 +30,15 @@ import numpy as np
 
 from femsr.io import atomic_write
 
-__all__ = ["MARROW_HU", "TISSUE_HU", "Scan", "density_from_hu", "read_scan", "write_scan"]
+__all__ = [
+    "MARROW_HU",
+    "TISSUE_HU",
+    "Scan",
+    "density_from_hu",
+    "read_scan",
+    "segment",
+    "write_scan",
+]
 
 MARROW_HU = 0.0
 """Hounsfield units of marrow and soft tissue (water), density 0."""
@@ -78,6 +86,45 @@ def density_from_hu(
     if not tissue > marrow:
         raise ValueError(f"tissue HU ({tissue}) must exceed marrow HU ({marrow})")
     return np.clip((np.asarray(hu, dtype=float) - marrow) / (tissue - marrow), 0.0, 1.0)
+
+
+def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0) -> np.ndarray:
+    """The femur of a coronal density image as a filled mask.
+
+    Pixels above ``threshold`` (0.2: above marrow and soft tissue, below any bone that holds
+    trabeculae at clinical resolution), closed by a disc of 1 mm radius (``spacing`` is the
+    pixel size in mm) so trabecular bone reads as one body, the largest connected component,
+    its holes filled. The femur must lie wholly inside the image but for the shaft, which
+    leaves it at the bottom.
+
+    Raises
+    ------
+    ValueError
+        If no pixel exceeds ``threshold`` (no femur), or the femur touches the top, left or
+        right edge of the image (cut off).
+    """
+    import scipy.ndimage as ndi
+
+    image = np.asarray(density, dtype=float)
+    if image.ndim != 2 or min(image.shape) < 3:
+        raise ValueError(f"density must be a 2-D image, got shape {image.shape}")
+    bone = image > threshold
+    if not bone.any():
+        raise ValueError(f"no pixel exceeds the threshold {threshold}: no femur in the image")
+    radius = max(1, round(1.0 / spacing))
+    disc = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    closed = ndi.binary_closing(np.pad(bone, radius), disc)[radius:-radius, radius:-radius]
+    labels, count = ndi.label(closed)
+    sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
+    femur = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
+    cut = [name for name, touched in edges.items() if touched]
+    if cut:
+        raise ValueError(
+            f"the femur touches the image's {' and '.join(cut)} edge: it is cut off (only the "
+            "shaft may leave the image, at the bottom)"
+        )
+    return femur
 
 
 def read_scan(

@@ -141,3 +141,22 @@ def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_pa
     dicom_slice(axial / "a.dcm", stored, [1, 0, 0, 0, 1, 0], [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="axial image"):
         scan.read_scan(axial / "a.dcm")
+
+
+def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
+    from femsr.femur import Femur
+
+    femur = Femur()
+    mask = femur.mask(0.5)
+    mask_trabecular = mask & ~femur.compartments(0.5)[1]
+    # A clinical-looking image: a solid cortex, trabeculae of density 0.35 with marrow holes,
+    # soft tissue at 0.05 around it.
+    rng = np.random.default_rng(0)
+    density = np.where(mask, 1.0, 0.05)
+    density[mask_trabecular] = np.where(rng.random(mask_trabecular.sum()) < 0.7, 0.35, 0.1)
+    found = scan.segment(density, spacing=0.5)
+    assert (found == mask).mean() > 0.995
+    with pytest.raises(ValueError, match="no femur"):
+        scan.segment(np.zeros((20, 20)))
+    with pytest.raises(ValueError, match="right edge"):
+        scan.segment(density[:, : mask.shape[1] // 2 + 20], spacing=0.5)  # the head cut off
