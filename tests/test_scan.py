@@ -160,3 +160,17 @@ def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
         scan.segment(np.zeros((20, 20)))
     with pytest.raises(ValueError, match="right edge"):
         scan.segment(density[:, : mask.shape[1] // 2 + 20], spacing=0.5)  # the head cut off
+
+
+def test_landmarks_found_in_a_mask_are_the_phantoms():
+    from femsr.femur import sample
+
+    for seed in range(8):
+        femur = sample(seed)
+        found = scan.find_landmarks(femur.mask(0.5), 0.5)
+        true = femur.landmarks()
+        assert found["side"] == femur.side
+        assert np.hypot(*np.subtract(found["head_centre"], true.head_centre)) < 0.5
+        assert found["head_radius"] == pytest.approx(true.head_radius, abs=0.5)
+        assert found["shaft_axis"][0][0] == pytest.approx(true.shaft_axis[0][0], abs=0.5)
+        assert found["neck_shaft_angle"] == pytest.approx(true.neck_shaft_angle, abs=5.0)
