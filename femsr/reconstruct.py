@@ -387,8 +387,9 @@ def _device_of(network: LoadedModel | SRNet) -> object:
     return next(network.parameters()).device
 
 
-# Image files a folder given to reconstruct_files may hold.
-IMAGE_SUFFIXES = (".npy", ".npz", ".png", ".tif", ".tiff")
+# Scans (femsr.scan) and the image files a folder given to reconstruct_files may hold.
+SCAN_SUFFIXES = (".dcm", ".nii", ".nii.gz")
+IMAGE_SUFFIXES = (".npy", ".npz", ".png", ".tif", ".tiff", ".dcm", ".nii", ".gz")
 
 
 @functools.lru_cache(maxsize=2)
@@ -409,7 +410,9 @@ def reconstruct_file(
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
 
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
-    cases at ``pixel_size`` (default the 500 µm LR grid). ``options`` go to
+    cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm``, NIfTI
+    ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
+    :func:`femsr.scan.lr_image`, which gives its femur. ``options`` go to
     :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
 
     Raises
@@ -417,9 +420,15 @@ def reconstruct_file(
     ValueError
         If ``pixel_size`` contradicts the file's own.
     """
-    from femsr import femur, io
+    from femsr import femur, io, scan
 
-    density, stored, bone = io.read_image(source)
+    stored: float | None
+    bone: Femur | None
+    if str(source).lower().endswith(SCAN_SUFFIXES):
+        image = scan.lr_image(scan.read_scan(source))
+        density, stored, bone = image.density, image.pixel_size, image.femur
+    else:
+        density, stored, bone = io.read_image(source)
     if stored is not None and pixel_size is not None and stored != pixel_size:
         raise ValueError(f"{str(source)!r} has a pixel size of {stored} mm, not {pixel_size} mm")
     pixel = stored or pixel_size or femur.LR_PIXEL
@@ -465,7 +474,9 @@ def reconstruct_files(
         If two sources share a stem (their outputs would collide).
     """
     out = Path(out_dir)
-    targets = [out / f"{Path(source).stem}{suffix}" for source in sources]
+    # x.nii.gz is named x, as x.npz is.
+    stems = [Path(Path(source).name.removesuffix(".gz")).stem for source in sources]
+    targets = [out / f"{stem}{suffix}" for stem in stems]
     if len(set(targets)) != len(targets):
         raise ValueError("two inputs share a file name stem: their outputs would collide")
     jobs = [(Path(s), t) for s, t in zip(sources, targets, strict=True) if not t.exists()]

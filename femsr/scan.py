@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from femsr.femur import Femur
-from femsr.io import atomic_write
+from femsr.io import FemurImage, atomic_write
 
 __all__ = [
     "MARROW_HU",
@@ -41,6 +41,7 @@ __all__ = [
     "density_from_hu",
     "find_landmarks",
     "fit_femur",
+    "lr_image",
     "read_scan",
     "segment",
     "write_scan",
@@ -100,8 +101,9 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     Pixels above ``threshold`` (0.2: above marrow and soft tissue, below any bone that holds
     trabeculae at clinical resolution), closed by a disc of 1 mm radius (``spacing`` is the
     pixel size in mm) so trabecular bone reads as one body, the largest connected component,
-    its holes filled. The femur must lie wholly inside the image but for the shaft, which
-    leaves it at the bottom.
+    its holes filled, the medullary canal included (closed across the shaft's cut at the
+    bottom): the periosteal outline. The femur must lie wholly inside the image but for the
+    shaft, which leaves it at the bottom.
 
     Raises
     ------
@@ -122,7 +124,14 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     closed = ndi.binary_closing(np.pad(bone, radius), disc)[radius:-radius, radius:-radius]
     labels, count = ndi.label(closed)
     sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
-    femur = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    component = labels == 1 + int(np.argmax(sizes))
+    # The medullary canal opens at the bottom, where the shaft leaves the image: close the cut
+    # across the shaft, so the canal is a hole of the femur and filled like the others.
+    across = np.zeros(image.shape[1], bool)
+    bottom = np.flatnonzero(component[-1])
+    if bottom.size:
+        across[bottom[0] : bottom[-1] + 1] = True
+    femur = ndi.binary_fill_holes(np.vstack([component, across]))[:-1]
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
     cut = [name for name, touched in edges.items() if touched]
     if cut:
@@ -308,6 +317,59 @@ def fit_femur(mask: np.ndarray, spacing: float) -> Femur:
     best = minimize(misfit, start, method="Nelder-Mead", options={"xatol": 0.1, "fatol": 1e-4})
     fitted = build(best.x)
     return base if fitted is None or best.fun > misfit(start) else fitted
+
+
+def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU) -> FemurImage:
+    """A scan as the network's input: a 500 µm density on the femur box with its fitted femur.
+
+    Hounsfield units become density (:func:`density_from_hu`; so do values of unknown unit
+    beyond [0, 1], the rest is taken as density); the image is resampled to 0.5 mm (linear),
+    the femur segmented (:func:`segment`), a window of the femur box's size cut so the femur's
+    top lies 4 mm below its top edge and its proximal 60 mm are centred across it (void beyond the
+    scan), everything outside the femur set to 0, and the femur fitted (:func:`fit_femur`),
+    which gives the load cases and the ROIs.
+
+    Raises
+    ------
+    ValueError
+        From :func:`segment` (no femur, a femur cut off), or if the proximal femur is wider
+        than the box.
+    """
+    import scipy.ndimage as ndi
+
+    from femsr import femur as femur_module
+
+    pixel = femur_module.LR_PIXEL
+    # NIfTI and TIFF do not say their unit: values beyond [0, 1] are CT numbers, as CT
+    # volumes converted to NIfTI store them.
+    hounsfield = scan.unit == "HU" or scan.image.min() < -0.5 or scan.image.max() > 1.5
+    density = (
+        density_from_hu(scan.image, marrow=marrow, tissue=tissue)
+        if hounsfield
+        else np.clip(scan.image, 0.0, 1.0)
+    )
+    zoom = (scan.spacing[0] / pixel, scan.spacing[1] / pixel)
+    density = np.clip(ndi.zoom(density, zoom, order=1), 0.0, 1.0)
+    mask = segment(density, spacing=pixel)
+    rows, cols = femur_module.grid_shape(pixel)
+    top = int(np.flatnonzero(mask.any(axis=1))[0]) - round(4.0 / pixel)
+    proximal = mask[top + round(4.0 / pixel) : top + round(64.0 / pixel)]
+    used = np.flatnonzero(proximal.any(axis=0))
+    if used[-1] - used[0] + 1 > cols - 2:
+        raise ValueError(
+            f"the proximal femur is {(used[-1] - used[0] + 1) * pixel:.0f} mm wide; the box "
+            f"holds {cols * pixel:.0f} mm"
+        )
+    left = (used[0] + used[-1] + 1) // 2 - cols // 2
+    window = np.zeros((rows, cols))
+    inside = np.zeros((rows, cols), bool)
+    r0, c0 = max(top, 0), max(left, 0)
+    r1, c1 = min(top + rows, density.shape[0]), min(left + cols, density.shape[1])
+    window[r0 - top : r1 - top, c0 - left : c1 - left] = density[r0:r1, c0:c1]
+    inside[r0 - top : r1 - top, c0 - left : c1 - left] = mask[r0:r1, c0:c1]
+    femur = fit_femur(inside, pixel)
+    meta = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
+    return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
 
 
 def read_scan(

@@ -193,3 +193,47 @@ def test_the_fitted_femur_covers_the_mask_and_places_the_rois():
             assert abs(found[0].start - rows.start) + abs(found[1].start - cols.start) <= 6
     with pytest.raises(ValueError, match=r"femur box at 0\.5 mm is \(208, 189\)"):
         scan.fit_femur(np.ones((10, 10), bool), 0.5)
+
+
+def clinical_scan(femur, pixel=0.6, border=(30, 25)):
+    """A coronal HU image of ``femur`` at ``pixel`` mm inside a wider field of view: solid
+    cortex 1800 HU, trabecular bone at 35 % of it, soft tissue 40 HU."""
+    from femsr.dataset import downscale
+
+    mask, cortex, canal = femur.compartments(0.1)
+    rng = np.random.default_rng(1)
+    density = np.where(cortex, 1.0, 0.0)
+    trabecular = mask & ~cortex & ~canal
+    density[trabecular] = (rng.random(trabecular.sum()) < 0.35).astype(float)
+    coarse = downscale(density, round(pixel / 0.1))
+    # Around the femur but below it: the shaft leaves the scan at the bottom.
+    hu = np.full((coarse.shape[0] + border[0], coarse.shape[1] + 2 * border[1]), 40.0)
+    hu[border[0] : border[0] + coarse.shape[0], border[1] : border[1] + coarse.shape[1]] += (
+        coarse * 1800.0
+    )
+    return scan.Scan(hu, (pixel, pixel), "HU")
+
+
+def test_a_scan_becomes_the_networks_input_with_its_fitted_femur():
+    from femsr.femur import sample
+
+    femur = sample(5)
+    lr = scan.lr_image(clinical_scan(femur))
+    assert lr.density.shape == (208, 189) and lr.pixel_size == 0.5
+    assert lr.femur.side == femur.side
+    angle = femur.landmarks().neck_shaft_angle
+    assert lr.femur.landmarks().neck_shaft_angle == pytest.approx(angle, abs=2.0)
+    inside = lr.density > 0
+    outline = lr.femur.mask(0.5)
+    assert 2 * (outline & inside).sum() / (outline.sum() + inside.sum()) > 0.97
+    for rows, cols in lr.femur.rois(0.5).values():  # every ROI in bone of the scan
+        assert inside[rows, cols].mean() > 0.95
+
+
+def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys):
+    from femsr import cli
+    from femsr.femur import sample
+
+    scan.write_scan(tmp_path / "scan.nii.gz", clinical_scan(sample(5)))
+    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npz")]) == 0
+    assert "208x189 -> 2080x1890" in capsys.readouterr().out
