@@ -44,6 +44,7 @@ __all__ = [
     "lr_image",
     "read_scan",
     "segment",
+    "synthetic_scan",
     "write_scan",
 ]
 
@@ -370,6 +371,47 @@ def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU
     femur = fit_femur(inside, pixel)
     meta = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
     return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
+
+
+SOFT_TISSUE_HU = 40.0
+"""Hounsfield units of the soft tissue around the bone in a :func:`synthetic_scan`."""
+
+
+def synthetic_scan(
+    density: np.ndarray,
+    pixel_size: float,
+    *,
+    pixel: float = 0.5,
+    fwhm: float = 0.0,
+    noise: float = 0.0,
+    border: float = 15.0,
+    seed: int = 0,
+    marrow: float = MARROW_HU,
+    tissue: float = TISSUE_HU,
+) -> Scan:
+    """A clinical-looking coronal CT slice of a femur density image (row 0 at the top).
+
+    The density (``pixel_size`` mm) in Hounsfield units (:func:`density_from_hu` inverted;
+    soft tissue at :data:`SOFT_TISSUE_HU` outside the bone), inside a field of view ``border``
+    mm wider at the top and both sides (the shaft leaves it at the bottom), blurred by a
+    Gaussian point-spread function of ``fwhm`` mm full width at half maximum, averaged onto
+    ``pixel`` mm pixels (linear interpolation of the blurred image, after an area average
+    where the pixels grow), with seeded Gaussian noise of standard deviation ``noise`` HU.
+    """
+    import scipy.ndimage as ndi
+
+    hu = np.where(np.asarray(density) > 0, marrow + density * (tissue - marrow), SOFT_TISSUE_HU)
+    pad = round(border / pixel_size)
+    hu = np.pad(hu, ((pad, 0), (pad, pad)), constant_values=SOFT_TISSUE_HU)
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / pixel_size
+    if sigma > 0:
+        hu = ndi.gaussian_filter(hu, sigma, mode="nearest")
+    factor = pixel / pixel_size
+    if factor > 1:  # the detector integrates over its pixel
+        hu = ndi.uniform_filter(hu, size=max(1, round(factor)), mode="nearest")
+    hu = ndi.zoom(hu, 1.0 / factor, order=1)
+    hu = hu + np.random.default_rng(seed).normal(0.0, noise, hu.shape) if noise else hu
+    return Scan(hu, (pixel, pixel), "HU")
 
 
 def read_scan(

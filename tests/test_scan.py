@@ -195,23 +195,30 @@ def test_the_fitted_femur_covers_the_mask_and_places_the_rois():
         scan.fit_femur(np.ones((10, 10), bool), 0.5)
 
 
-def clinical_scan(femur, pixel=0.6, border=(30, 25)):
-    """A coronal HU image of ``femur`` at ``pixel`` mm inside a wider field of view: solid
-    cortex 1800 HU, trabecular bone at 35 % of it, soft tissue 40 HU."""
-    from femsr.dataset import downscale
-
+def clinical_scan(femur, pixel=0.6):
+    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred and noisy."""
     mask, cortex, canal = femur.compartments(0.1)
     rng = np.random.default_rng(1)
     density = np.where(cortex, 1.0, 0.0)
     trabecular = mask & ~cortex & ~canal
     density[trabecular] = (rng.random(trabecular.sum()) < 0.35).astype(float)
-    coarse = downscale(density, round(pixel / 0.1))
-    # Around the femur but below it: the shaft leaves the scan at the bottom.
-    hu = np.full((coarse.shape[0] + border[0], coarse.shape[1] + 2 * border[1]), 40.0)
-    hu[border[0] : border[0] + coarse.shape[0], border[1] : border[1] + coarse.shape[1]] += (
-        coarse * 1800.0
-    )
-    return scan.Scan(hu, (pixel, pixel), "HU")
+    return scan.synthetic_scan(density, 0.1, pixel=pixel, fwhm=0.8, noise=30.0)
+
+
+def test_a_synthetic_scan_keeps_the_mass_and_blurs_by_its_fwhm():
+    density = np.zeros((200, 200))
+    density[100:, 100] = 1.0  # a line of bone, 0.1 mm wide, to the bottom
+    sharp = scan.synthetic_scan(density, 0.1, pixel=0.1, border=0.0)
+    np.testing.assert_allclose(sharp.image[150], np.where(np.arange(200) == 100, 1800.0, 40.0))
+    blurred = scan.synthetic_scan(density, 0.1, pixel=0.1, fwhm=1.0, border=0.0)
+    profile = blurred.image[150] - 40.0  # above the soft tissue beside the line
+    half = profile.max() / 2
+    width = np.flatnonzero(profile > half)
+    assert (width[-1] - width[0] + 1) * 0.1 == pytest.approx(1.0, abs=0.15)
+    coarse = scan.synthetic_scan(density, 0.1, pixel=0.5, border=2.0)
+    assert coarse.spacing == (0.5, 0.5) and coarse.image.shape == (44, 48)
+    noisy = scan.synthetic_scan(density, 0.1, pixel=0.5, noise=50.0, seed=3)
+    assert np.std(noisy.image[:10, :10]) == pytest.approx(50.0, rel=0.2)
 
 
 def test_a_scan_becomes_the_networks_input_with_its_fitted_femur():
