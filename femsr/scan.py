@@ -287,14 +287,20 @@ def fit_femur(mask: np.ndarray, spacing: float) -> Femur:
     (hx, hy), shaft_x = marks["head_centre"], marks["shaft_axis"][0][0]
     if marks["side"] == "left":  # the parameters are a right femur's, mirrored
         hx, shaft_x = femur_module.BOX[1] - hx, femur_module.BOX[1] - shaft_x
-    base = femur_module.Femur(
-        side=marks["side"],
-        head_radius=marks["head_radius"],
-        neck_shaft_angle=marks["neck_shaft_angle"],
-        offset=hx - shaft_x,
-        shaft_x=shaft_x,
-        head_y=hy,
-    )
+    try:
+        base = femur_module.Femur(
+            side=marks["side"],
+            head_radius=marks["head_radius"],
+            neck_shaft_angle=marks["neck_shaft_angle"],
+            offset=hx - shaft_x,
+            shaft_x=shaft_x,
+            head_y=hy,
+        )
+    except ValueError as error:
+        raise ValueError(
+            f"the landmarks found in the mask make no femur ({error}): is it a proximal femur "
+            "with a closed outline?"
+        ) from None
     ranges = [femur_module.RANGES.get(name) for name in _SHAPE]
     start = np.array([getattr(base, name) for name in _SHAPE], dtype=float)
 

@@ -177,6 +177,9 @@ def _check_reconstruct(folder, namespace, output):
     assert preview.shape == hr.shape and pixel_size is None and femur is None
     assert "208x189 -> 2080x1890" in output
     assert namespace["hr_column"].shape == (360, 240)
+    # The CT slice of a drawn femur: found on its side, reconstructed in full.
+    assert namespace["lr_ct"].femur.side == namespace["drawn"].side
+    assert namespace["hr_ct"].shape == (2080, 1890)
 
 
 def _check_grow(folder, namespace, output):
