@@ -129,6 +129,22 @@ def _stages(text: str) -> list[object]:
     return stages
 
 
+def _add_parallel(command: argparse.ArgumentParser, pieces: str) -> None:
+    """--workers and --scheduler: the command's pieces as Dask tasks (femsr.cluster)."""
+    parallel = command.add_mutually_exclusive_group()
+    parallel.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"{pieces}, N at a time on a local Dask cluster, one core each (femsr[cluster])",
+    )
+    parallel.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help=f"{pieces} on the workers of a running Dask scheduler (tcp://host:8786)",
+    )
+
+
 def _generate(args: argparse.Namespace) -> int:
     """Grow the dataset's femurs by coarse-to-fine topology optimization."""
     from femsr import generate
@@ -166,18 +182,7 @@ def _add_generate(commands: _Commands) -> None:
     )
     command.add_argument("--seed", type=int, default=0, help="seed of the manifest")
     command.add_argument("--only", nargs="+", metavar="NAME", help="grow only these femurs")
-    parallel = command.add_mutually_exclusive_group()
-    parallel.add_argument(
-        "--workers",
-        type=int,
-        metavar="N",
-        help="grow N femurs at a time on a local Dask cluster, one core each (femsr[cluster])",
-    )
-    parallel.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="grow on the workers of a running Dask scheduler (tcp://host:8786)",
-    )
+    _add_parallel(command, "femurs")
     command.add_argument(
         "--stages",
         type=_stages,
@@ -217,6 +222,8 @@ def _dataset(args: argparse.Namespace) -> int:
         lr_dtype=args.lr_dtype,
         hr_dtype=args.hr_dtype,
         progress=args.progress,
+        workers=args.workers,
+        scheduler=args.scheduler,
     )
     counts = index["counts"]
     print(
@@ -239,6 +246,7 @@ def _add_dataset(commands: _Commands) -> None:
     command.add_argument("--patch", type=int, default=12, help="LR window side in pixels")
     command.add_argument("--stride", type=int, default=8, help="LR window offset in pixels")
     command.add_argument("--factor", type=int, default=10, help="HR pixels per LR pixel")
+    _add_parallel(command, "femurs")
     command.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
     command.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
     command.set_defaults(run=_dataset)
@@ -595,13 +603,7 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "output", type=Path, metavar="OUTPUT", help="HR image (or folder) to write"
     )
-    parallel = command.add_mutually_exclusive_group()
-    parallel.add_argument(
-        "--workers", type=int, metavar="N", help="a folder on a local Dask cluster of N processes"
-    )
-    parallel.add_argument(
-        "--scheduler", metavar="ADDRESS", help="a folder on a running Dask scheduler's workers"
-    )
+    _add_parallel(command, "images of a folder")
     command.add_argument(
         "--model", type=Path, help="exported model file (default: the bundled one)"
     )

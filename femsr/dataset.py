@@ -38,6 +38,7 @@ training stride (the windows need not tile the way reconstruction does).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -273,6 +274,8 @@ def build_dataset(
     penal: float = PENAL,
     void_modulus: float = VOID_MODULUS,
     progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Write the patch pairs of femur images into a dataset folder, femur by femur.
 
@@ -314,6 +317,10 @@ def build_dataset(
     progress : bool
         Show a tqdm bar of the femurs on stderr. Each femur cut is logged (INFO, logger
         ``femsr.dataset``) whatever ``progress``.
+    workers, scheduler
+        Cut the femurs in parallel, one task each, on a local Dask cluster of ``workers``
+        single-threaded processes or on a running scheduler (:mod:`femsr.cluster`); the index
+        is written as each finishes and ordered as ``femurs`` at the end, as a serial run's.
 
     Returns
     -------
@@ -380,12 +387,11 @@ def build_dataset(
     index["femurs"] = [entry for entry in index["femurs"] if entry["name"] in done]
     sources = {entry["name"]: entry.get("source") for entry in index["femurs"]}
     seen: list[str] = []
-    bar = tqdm(femurs, desc="dataset", unit="femur", dynamic_ncols=True, disable=not progress)
-    for k, item in enumerate(bar):
+    todo: list[tuple[str, str | os.PathLike[str] | FemurImage]] = []
+    for k, item in enumerate(femurs):
         source = None if isinstance(item, FemurImage) else item
         image = item if isinstance(item, FemurImage) else load_femur(item)
         name = _femur_name(image, source, k)
-        bar.set_postfix_str(name)
         if name in seen:
             raise ValueError(f"two femurs are named {name!r}; names must be unique")
         seen.append(name)
@@ -397,28 +403,60 @@ def build_dataset(
         split = image.meta.get("split", "train")
         if split not in SPLITS:
             raise ValueError(f"femur {name}: split must be one of {SPLITS}, got {split!r}")
-        entry = _pairs(image, out, name, settings)
+        todo.append((name, item))
+
+    def record(entry: dict[str, Any], bar: Any) -> None:
         if index["femurs"] and len(entry["cases"]) != len(index["femurs"][0]["cases"]):
             raise ValueError(
-                f"femur {name} has {len(entry['cases'])} load cases, the dataset "
+                f"femur {entry['name']} has {len(entry['cases'])} load cases, the dataset "
                 f"{len(index['femurs'][0]['cases'])}; all femurs need the same number"
             )
         index["femurs"].append(entry)
         _write_index(out, index)
         logger.info(
             "%s (%s): %d pairs of %d windows, FE %.1f s, total %.1f s",
-            name,
-            split,
+            entry["name"],
+            entry["split"],
             entry["count"],
             entry["windows"],
             entry["fe"]["seconds"],
             entry["seconds"],
         )
+        bar.update()
+
+    cut = functools.partial(_cut, out=out, settings=settings)
+    with tqdm(
+        total=len(todo), desc="dataset", unit="femur", dynamic_ncols=True, disable=not progress
+    ) as bar:
+        if workers is None and scheduler is None:
+            for job in todo:
+                bar.set_postfix_str(job[0])
+                record(cut(job), bar)
+        else:
+            from femsr import cluster
+
+            with cluster.client(workers, scheduler=scheduler) as dask_client:
+                cluster.run(
+                    dask_client,
+                    cut,
+                    todo,
+                    threads=1,
+                    on_done=lambda _, entry: record(entry, bar),
+                )
     # In the order given, however often it was resumed: training draws pairs by position.
     order = {name: k for k, name in enumerate(seen)}
     index["femurs"].sort(key=lambda entry: order.get(entry["name"], len(order)))
     _write_index(out, index)
     return index
+
+
+def _cut(
+    job: tuple[str, str | os.PathLike[str] | FemurImage], out: Path, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """One femur's pairs (a task of its own on a cluster): its index entry."""
+    name, item = job
+    image = item if isinstance(item, FemurImage) else load_femur(item)
+    return _pairs(image, out, name, settings)
 
 
 def _write_index(out: Path, index: dict[str, Any]) -> None:

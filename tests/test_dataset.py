@@ -576,3 +576,17 @@ def test_cli_validates_on_the_validation_split(built, tmp_path, capsys):
     assert "training on femur_01 (6 pairs), validating on femur_00 (6 pairs)" in (
         capsys.readouterr().err
     )
+
+
+def test_a_dataset_cut_on_two_workers_is_the_serial_one(built, femur_files, tmp_path):
+    out, index = built
+    pytest.importorskip("distributed")
+    parallel = build(tmp_path / "parallel", femur_files, workers=2)
+    assert [e["name"] for e in parallel["femurs"]] == [e["name"] for e in index["femurs"]]
+    assert parallel["counts"] == index["counts"]
+    for serial, entry in zip(index["femurs"], parallel["femurs"], strict=True):
+        assert entry["source"] == serial["source"] and entry["count"] == serial["count"]
+        for key in ("lr", "hr", "corners"):
+            np.testing.assert_array_equal(
+                np.load(tmp_path / "parallel" / entry[key]), np.load(out / serial[key])
+            )
