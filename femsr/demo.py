@@ -2,7 +2,7 @@
 
 The package carries one held-out test femur (``femsr/data/femur.npz``: the 50 µm reference
 density with its pixel size, geometry and load cases; the 500 µm input is its block mean) and
-the trained network (``femsr/data/model.pt2``). :func:`demo` downscales the femur, reconstructs
+the trained network (``femsr/data/model.pt``). :func:`demo` downscales the femur, reconstructs
 it with :func:`femsr.reconstruct` (LR FE, inference, seam quilting), reconstructs it again
 without quilting (straight cuts) for the paper's comparison, and writes the HR image, the
 figures and the ROI stiffness table (:func:`femsr.evaluate.write_report`), timing each stage.

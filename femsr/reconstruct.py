@@ -52,7 +52,9 @@ __all__ = ["BUNDLED_MODEL", "reconstruct", "reconstruct_file", "reconstruct_file
 
 logger = logging.getLogger(__name__)
 
-BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt2"
+# Weights and config (femsr.export.save_state): read in a tenth of a second, where a .pt2
+# program takes seconds to deserialize on a process's first call.
+BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt"
 STAGES = ("model", "lr_fe", "inference", "quilting", "total")
 # Finer inputs are taken for a high-resolution image given by mistake: the network turns
 # 500 µm pixels into 50 µm ones.
@@ -204,7 +206,7 @@ def reconstruct(
         with ``femur``, else ``lr > 0``.
     model : path, LoadedModel or SRNet, optional
         An exported model file (:func:`femsr.export.export_model`, any format), a loaded one,
-        or an eager network. Default: the bundled model (``femsr/data/model.pt2``).
+        or an eager network. Default: the bundled model (``femsr/data/model.pt``).
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
         moved there.

@@ -52,7 +52,7 @@ score = {
     for label in folders
 }
 best = min(score, key=score.get)
-shutil.copy(runs / folders[best] / "model.pt2", "femsr/data/model.pt2")
+shutil.copy(runs / folders[best] / "best.pt", "femsr/data/model.pt")  # weights: a fast load
 test = [e for e in json.loads((femurs / "manifest.json").read_text())["femurs"] if e["split"] == "test"]
 shutil.copy(femurs / test[0]["file"], "femsr/data/femur.npz")
 print(f"bundled the {best} model (validation: sum of mean |errors| {score[best]:.1f} %) and {test[0]['name']}")
