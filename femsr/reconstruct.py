@@ -414,8 +414,10 @@ def reconstruct_file(
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
     cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm``, NIfTI
     ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
-    :func:`femsr.scan.lr_image`, which gives its femur. ``options`` go to
-    :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
+    :func:`femsr.scan.lr_image`, which gives its femur. A ``.nii``/``.nii.gz`` target gets the
+    HR image with its spacing (:func:`femsr.scan.write_scan`), others
+    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`. Returns its
+    ``stats`` with the LR and HR shapes.
 
     Raises
     ------
@@ -444,7 +446,11 @@ def reconstruct_file(
         stats=stats,
         **options,
     )
-    io.write_image(target, hr)
+    if str(target).lower().endswith((".nii", ".nii.gz")):  # a scan's result, with its spacing
+        hr_pixel = pixel / (hr.shape[0] // density.shape[0])
+        scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density"))
+    else:
+        io.write_image(target, hr)
     return {**stats, "lr_shape": density.shape, "hr_shape": hr.shape}
 
 

@@ -69,7 +69,8 @@ class Scan:
     spacing : (float, float)
         Row and column pixel sizes (mm).
     unit : str
-        ``"HU"`` (Hounsfield units) or ``"stored"`` (values as the file holds them).
+        ``"HU"`` (Hounsfield units), ``"density"`` (bone density in [0, 1]) or ``"stored"``
+        (values as the file holds them).
     index : int or None
         The slice taken from a volume; None for a 2-D file.
     """

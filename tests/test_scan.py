@@ -242,5 +242,9 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys)
     from femsr.femur import sample
 
     scan.write_scan(tmp_path / "scan.nii.gz", clinical_scan(sample(5)))
-    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npz")]) == 0
+    argv = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.nii.gz")]
+    assert cli.main(argv) == 0
     assert "208x189 -> 2080x1890" in capsys.readouterr().out
+    hr = scan.read_scan(tmp_path / "hr.nii.gz")  # the result keeps its 50 µm spacing
+    assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05))
+    assert 0.0 <= hr.image.min() and hr.image.max() <= 1.0
