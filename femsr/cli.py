@@ -594,9 +594,10 @@ def _add_reconstruct(commands: _Commands) -> None:
         "size and load cases, a bare image gets the default femur's at --pixel-size), compute the "
         "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
         "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
-        "float32, .nii/.nii.gz with its 50 µm spacing). A scan (DICOM .dcm, NIfTI .nii/.nii.gz) is calibrated from HU, resampled "
-        "to 0.5 mm, segmented and fitted with the parametric femur, which gives its loads and "
-        "ROIs. INPUT may be a folder of images: each is written to the folder OUTPUT as "
+        "float32, .nii/.nii.gz with its 50 µm spacing). A scan (DICOM .dcm, NIfTI "
+        ".nii/.nii.gz) is calibrated from HU, resampled to 0.5 mm, segmented and fitted with "
+        "the parametric femur, which gives its loads and ROIs. INPUT may be a folder of images: "
+        "each is written to the folder OUTPUT as "
         "<name>.npz, those done skipped, in parallel with --workers or --scheduler.",
     )
     command.add_argument("input", type=Path, metavar="INPUT", help="LR density image or folder")
