@@ -43,6 +43,7 @@ def roi_measures(
     E0: float,
     threshold: float = 0.5,
     stiffness: evaluate.Table | None = None,
+    reference_morphometry: list[dict[str, Any]] | None = None,
 ) -> evaluate.Table:
     """Each ROI's morphometry and apparent stiffness in the reference and the reconstruction.
 
@@ -60,6 +61,9 @@ def roi_measures(
         Bone is ``density > threshold``.
     stiffness : Table, optional
         :func:`femsr.evaluate.roi_table` of the two images, where it is already computed.
+    reference_morphometry : list of dict, optional
+        :func:`femsr.morphometry.morphometry` of the reference, where it is already computed
+        (one reference against several reconstructions).
 
     Returns
     -------
@@ -68,13 +72,12 @@ def roi_measures(
         the measures of :data:`MORPHOMETRY` by their names, then ``E_x``, ``E_y``, ``E_xy``
         (MPa).
     """
-    tables = [
-        {
-            row["region"]: row
-            for row in morphometry.morphometry(image, femur, pixel_size, threshold=threshold)
-        }
-        for image in (reference, reconstruction)
-    ]
+    if reference_morphometry is None:
+        reference_morphometry = morphometry.morphometry(
+            reference, femur, pixel_size, threshold=threshold
+        )
+    recon_rows = morphometry.morphometry(reconstruction, femur, pixel_size, threshold=threshold)
+    tables = [{row["region"]: row for row in rows} for rows in (reference_morphometry, recon_rows)]
     if stiffness is None:
         stiffness = evaluate.roi_table(
             reference, reconstruction, femur.rois(pixel_size), E0=E0, h=pixel_size

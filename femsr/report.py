@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from femsr import agreement, dataset, defaults, evaluate, io
+from femsr import agreement, dataset, defaults, evaluate, io, morphometry
 from femsr.reconstruct import reconstruct
 
 __all__ = ["PAPER_TABLE1", "heldout_report"]
@@ -102,6 +102,9 @@ def heldout_report(
         lr = dataset.downscale_femur(reference)
         rois = reference.femur.rois(reference.pixel_size)
         mask = reference.femur.mask(reference.pixel_size)
+        reference_rows = morphometry.morphometry(
+            reference.density, reference.femur, reference.pixel_size
+        )
         for label, model in models.items():
             stats: dict[str, float] = {}
             hr = reconstruct(lr, model=model, device=device, stats=stats)[: shape[0], : shape[1]]
@@ -119,6 +122,7 @@ def heldout_report(
                 reference.pixel_size,
                 E0=E0,
                 stiffness=table,
+                reference_morphometry=reference_rows,
             )
             pairs.extend({"femur": path.stem, "model": label, **row} for row in paired.rows)
             errors = [abs(row["error_percent"]) for row in table.rows]
