@@ -343,87 +343,12 @@ def build_dataset(
     >>> index["counts"], index["femurs"][0]["lr_shape"]
     ({'train': 91, 'validation': 0, 'test': 0}, [52, 48])
     """
-    patch = check_int("patch", patch, 1)
-    stride = check_int("stride", stride, 1)
-    factor = check_int("factor", factor, 1)
-    if stride > patch:
-        raise ValueError(f"stride must be <= patch ({patch}), got {stride}")
-    if lr_dtype not in LR_DTYPES:
-        raise ValueError(f"lr_dtype must be one of {LR_DTYPES}, got {lr_dtype!r}")
-    if hr_dtype not in HR_DTYPES:
-        raise ValueError(f"hr_dtype must be one of {HR_DTYPES}, got {hr_dtype!r}")
-    for label, value in (("E0", E0), ("nu", nu), ("penal", penal)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise ValueError(f"{label} must be a finite number, got {value!r}")
-    if not (isinstance(void_modulus, (int, float)) and 0 <= void_modulus < 1):
-        raise ValueError(f"void_modulus must lie in [0, 1), got {void_modulus!r}")
-    settings = {
-        "patch": patch,
-        "stride": stride,
-        "factor": factor,
-        "lr_dtype": lr_dtype,
-        "hr_dtype": hr_dtype,
-        "E0": float(E0),
-        "nu": float(nu),
-        "penal": float(penal),
-        "void_modulus": float(void_modulus),
-    }
+    settings = _settings(patch, stride, factor, lr_dtype, hr_dtype, E0, nu, penal, void_modulus)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    index = resume_run(
-        out / INDEX,
-        settings,
-        lambda path: load_index(path.parent),
-        remedy="use another folder or the same settings",
-    )
-    if index is None:
-        index = {"format": FORMAT, "settings": settings, "normalization": NORMALIZATION}
-        index["femurs"] = []
-    done = {
-        entry["name"]
-        for entry in index["femurs"]
-        if all((out / entry[key]).is_file() for key in ("lr", "hr", "corners"))
-    }
-    index["femurs"] = [entry for entry in index["femurs"] if entry["name"] in done]
-    sources = {entry["name"]: entry.get("source") for entry in index["femurs"]}
-    seen: list[str] = []
-    todo: list[tuple[str, str | os.PathLike[str] | FemurImage]] = []
-    for k, item in enumerate(femurs):
-        source = None if isinstance(item, FemurImage) else item
-        image = item if isinstance(item, FemurImage) else load_femur(item)
-        name = _femur_name(image, source, k)
-        if name in seen:
-            raise ValueError(f"two femurs are named {name!r}; names must be unique")
-        seen.append(name)
-        if name in done:
-            if sources[name] == _fingerprint(image):
-                continue
-            logger.info("%s changed since its pairs were cut: cutting it again", name)
-            index["femurs"] = [entry for entry in index["femurs"] if entry["name"] != name]
-        split = image.meta.get("split", "train")
-        if split not in SPLITS:
-            raise ValueError(f"femur {name}: split must be one of {SPLITS}, got {split!r}")
-        todo.append((name, item))
-
-    def record(entry: dict[str, Any], bar: Any) -> None:
-        if index["femurs"] and len(entry["cases"]) != len(index["femurs"][0]["cases"]):
-            raise ValueError(
-                f"femur {entry['name']} has {len(entry['cases'])} load cases, the dataset "
-                f"{len(index['femurs'][0]['cases'])}; all femurs need the same number"
-            )
-        index["femurs"].append(entry)
-        _write_index(out, index)
-        logger.info(
-            "%s (%s): %d pairs of %d windows, FE %.1f s, total %.1f s",
-            entry["name"],
-            entry["split"],
-            entry["count"],
-            entry["windows"],
-            entry["fe"]["seconds"],
-            entry["seconds"],
-        )
-        bar.update()
-
+    index = _open_index(out, settings)
+    names, todo = _todo(femurs, index)
+    record = functools.partial(_record, index, out)
     cut = functools.partial(_cut, out=out, settings=settings)
     with tqdm(
         total=len(todo), desc="dataset", unit="femur", dynamic_ncols=True, disable=not progress
@@ -444,10 +369,119 @@ def build_dataset(
                     on_done=lambda _, entry: record(entry, bar),
                 )
     # In the order given, however often it was resumed: training draws pairs by position.
-    order = {name: k for k, name in enumerate(seen)}
+    order = {name: k for k, name in enumerate(names)}
     index["femurs"].sort(key=lambda entry: order.get(entry["name"], len(order)))
     _write_index(out, index)
     return index
+
+
+def _settings(
+    patch: int,
+    stride: int,
+    factor: int,
+    lr_dtype: str,
+    hr_dtype: str,
+    E0: float,
+    nu: float,
+    penal: float,
+    void_modulus: float,
+) -> dict[str, Any]:
+    """:func:`build_dataset`'s settings, checked: what the folder's index records."""
+    patch = check_int("patch", patch, 1)
+    stride = check_int("stride", stride, 1)
+    factor = check_int("factor", factor, 1)
+    if stride > patch:
+        raise ValueError(f"stride must be <= patch ({patch}), got {stride}")
+    if lr_dtype not in LR_DTYPES:
+        raise ValueError(f"lr_dtype must be one of {LR_DTYPES}, got {lr_dtype!r}")
+    if hr_dtype not in HR_DTYPES:
+        raise ValueError(f"hr_dtype must be one of {HR_DTYPES}, got {hr_dtype!r}")
+    for label, value in (("E0", E0), ("nu", nu), ("penal", penal)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise ValueError(f"{label} must be a finite number, got {value!r}")
+    if not (isinstance(void_modulus, (int, float)) and 0 <= void_modulus < 1):
+        raise ValueError(f"void_modulus must lie in [0, 1), got {void_modulus!r}")
+    return {
+        "patch": patch,
+        "stride": stride,
+        "factor": factor,
+        "lr_dtype": lr_dtype,
+        "hr_dtype": hr_dtype,
+        "E0": float(E0),
+        "nu": float(nu),
+        "penal": float(penal),
+        "void_modulus": float(void_modulus),
+    }
+
+
+def _open_index(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The folder's index (new, or resumed with the same settings), keeping only the femurs
+    whose three files are all there."""
+    index = resume_run(
+        out / INDEX,
+        settings,
+        lambda path: load_index(path.parent),
+        remedy="use another folder or the same settings",
+    )
+    if index is None:
+        index = {"format": FORMAT, "settings": settings, "normalization": NORMALIZATION}
+        index["femurs"] = []
+    index["femurs"] = [
+        entry
+        for entry in index["femurs"]
+        if all((out / entry[key]).is_file() for key in ("lr", "hr", "corners"))
+    ]
+    return index
+
+
+def _todo(
+    femurs: Sequence[str | os.PathLike[str] | FemurImage], index: dict[str, Any]
+) -> tuple[list[str], list[tuple[str, str | os.PathLike[str] | FemurImage]]]:
+    """The names of all ``femurs``, in order, and the (name, femur) jobs still to cut.
+
+    A femur in ``index`` cut from another image than its own is dropped from the index.
+    """
+    sources = {entry["name"]: entry.get("source") for entry in index["femurs"]}
+    names: list[str] = []
+    todo: list[tuple[str, str | os.PathLike[str] | FemurImage]] = []
+    for k, item in enumerate(femurs):
+        source = None if isinstance(item, FemurImage) else item
+        image = item if isinstance(item, FemurImage) else load_femur(item)
+        name = _femur_name(image, source, k)
+        if name in names:
+            raise ValueError(f"two femurs are named {name!r}; names must be unique")
+        names.append(name)
+        if name in sources:
+            if sources[name] == _fingerprint(image):
+                continue
+            logger.info("%s changed since its pairs were cut: cutting it again", name)
+            index["femurs"] = [entry for entry in index["femurs"] if entry["name"] != name]
+        split = image.meta.get("split", "train")
+        if split not in SPLITS:
+            raise ValueError(f"femur {name}: split must be one of {SPLITS}, got {split!r}")
+        todo.append((name, item))
+    return names, todo
+
+
+def _record(index: dict[str, Any], out: Path, entry: dict[str, Any], bar: Any) -> None:
+    """Add one femur's entry to the index and write it: the femur is done."""
+    if index["femurs"] and len(entry["cases"]) != len(index["femurs"][0]["cases"]):
+        raise ValueError(
+            f"femur {entry['name']} has {len(entry['cases'])} load cases, the dataset "
+            f"{len(index['femurs'][0]['cases'])}; all femurs need the same number"
+        )
+    index["femurs"].append(entry)
+    _write_index(out, index)
+    logger.info(
+        "%s (%s): %d pairs of %d windows, FE %.1f s, total %.1f s",
+        entry["name"],
+        entry["split"],
+        entry["count"],
+        entry["windows"],
+        entry["fe"]["seconds"],
+        entry["seconds"],
+    )
+    bar.update()
 
 
 def _cut(
