@@ -269,44 +269,19 @@ def reconstruct(
         lr = lr.density
     density = _check_lr(lr)
     shape = (int(density.shape[0]), int(density.shape[1]))
-    batch_size = _check_batch_size(batch_size)
-    if not isinstance(tta, bool):
-        raise TypeError(f"tta must be a bool, got {type(tta).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if pixel_size is not None and not (
-        isinstance(pixel_size, (int, float)) and np.isfinite(pixel_size) and pixel_size > 0
-    ):
-        raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
-    if pixel_size is not None and pixel_size < _FINEST_LR:
-        raise ValueError(
-            f"lr has a pixel size of {pixel_size:g} mm: that is a high-resolution image, and "
-            f"reconstruct would make it {10 * shape[0]}x{10 * shape[1]}; pass the 500 µm image "
-            f"(femsr.dataset.downscale(hr) gives it)"
-        )
+    batch_size = _check_options(batch_size, tta, method, pixel_size, shape)
 
     tick = time.perf_counter()
     network = _load(model, device)
     seconds["model"] = time.perf_counter() - tick
     config = network.config
-    ncases = (config.in_channels - 1) // 2
-    if config.in_channels % 2 != 1:
-        raise ValueError(
-            f"the model takes {config.in_channels} input channels; reconstruct feeds density "
-            f"plus (ux, uy) per load case, an odd number"
-        )
+    ncases = _load_cases(config.in_channels)
 
     fe_method = "given"
     if displacement is not None:
         if femur is not None or forces is not None or fixed is not None:
             raise ValueError("give either displacement= or a load spec (femur=, forces=), not both")
-        u = check_finite_array("displacement", displacement, 4)
-        expected = (ncases, shape[0] + 1, shape[1] + 1, 2)
-        if u.shape[1:] != expected[1:]:
-            raise ValueError(
-                f"displacement must be nodal on lr's grid, (ncases, {shape[0] + 1}, "
-                f"{shape[1] + 1}, 2), got shape {u.shape}"
-            )
+        u = _check_displacement(displacement, shape)
         region = density > 0 if mask is None else check_mask(mask, shape).astype(bool)
     else:
         problem = _load_problem(density, femur, pixel_size, forces, fixed, mask)
@@ -327,37 +302,17 @@ def reconstruct(
     grid = encoding.patch_grid(shape, patch, stride)
     run = encoding.window_mask(region | (density > 0), grid, patch)
     corners = grid[run]
-    hr_size = patch * scale
-    tiles = np.zeros((*grid.shape[:2], hr_size, hr_size), dtype=np.float32)
-    rows, cols = np.nonzero(run)
     inputs = encoding.lr_patches(density, u, corners, patch=patch, mask=region)
 
-    from femsr.export import place, predict
+    from femsr.export import place
 
     tick = time.perf_counter()
     network = place(network, device)  # once: an eager network on another device is copied
-    bar = tqdm(
-        total=len(corners),
-        desc="reconstruct",
-        unit="window",
-        leave=None,  # kept when alone, cleared under an outer bar (report's reconstructions)
-        dynamic_ncols=True,
-        disable=not progress,
-    )
-    for start in range(0, len(corners), batch_size):
-        chunk = slice(start, start + batch_size)
-        out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype, tta=tta)
-        tiles[rows[chunk], cols[chunk]] = out[:, 0]
-        bar.update(len(out))
-    bar.close()
+    tiles = _infer(network, inputs, run, patch * scale, batch_size, dtype, tta, progress)
     seconds["inference"] = time.perf_counter() - tick
 
     tick = time.perf_counter()
-    hr_shape = (shape[0] * scale, shape[1] * scale)
-    image = quilt(tiles, stride * scale, method=method, shape=hr_shape)
-    void = np.repeat(np.repeat(density == 0, scale, axis=0), scale, axis=1)
-    image[void] = 0.0
-    result = np.clip(image, 0.0, 1.0).astype(np.float32)
+    result = _quilt(tiles, density, stride * scale, scale, method)
     seconds["quilting"] = time.perf_counter() - tick
 
     seconds["total"] = time.perf_counter() - started
@@ -379,6 +334,95 @@ def reconstruct(
         seconds["quilting"],
     )
     return result
+
+
+def _check_options(
+    batch_size: object, tta: object, method: str, pixel_size: object, shape: tuple[int, int]
+) -> int:
+    """Check :func:`reconstruct`'s options for an LR image of ``shape``: the batch size."""
+    batch_size = _check_batch_size(batch_size)
+    if not isinstance(tta, bool):
+        raise TypeError(f"tta must be a bool, got {type(tta).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if pixel_size is not None and not (
+        isinstance(pixel_size, (int, float)) and np.isfinite(pixel_size) and pixel_size > 0
+    ):
+        raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
+    if pixel_size is not None and pixel_size < _FINEST_LR:
+        raise ValueError(
+            f"lr has a pixel size of {pixel_size:g} mm: that is a high-resolution image, and "
+            f"reconstruct would make it {10 * shape[0]}x{10 * shape[1]}; pass the 500 µm image "
+            f"(femsr.dataset.downscale(hr) gives it)"
+        )
+    return batch_size
+
+
+def _load_cases(in_channels: int) -> int:
+    """The load cases a model of ``in_channels`` inputs takes: density plus (ux, uy) each."""
+    if in_channels % 2 != 1:
+        raise ValueError(
+            f"the model takes {in_channels} input channels; reconstruct feeds density "
+            f"plus (ux, uy) per load case, an odd number"
+        )
+    return (in_channels - 1) // 2
+
+
+def _check_displacement(displacement: object, shape: tuple[int, int]) -> np.ndarray:
+    """The caller's displacement, checked to be nodal on the LR grid of ``shape``."""
+    u = check_finite_array("displacement", displacement, 4)
+    if u.shape[1:] != (shape[0] + 1, shape[1] + 1, 2):
+        raise ValueError(
+            f"displacement must be nodal on lr's grid, (ncases, {shape[0] + 1}, "
+            f"{shape[1] + 1}, 2), got shape {u.shape}"
+        )
+    return u
+
+
+def _infer(
+    network: LoadedModel | SRNet,
+    inputs: np.ndarray,
+    run: np.ndarray,
+    hr_size: int,
+    batch_size: int,
+    dtype: str | None,
+    tta: bool,
+    progress: bool,
+) -> np.ndarray:
+    """The HR patch of each window of the grid (``run``: the windows run), in batches.
+
+    Returns the grid of HR patches, shape ``(*run.shape, hr_size, hr_size)``, 0 where not run.
+    """
+    from femsr.export import predict
+
+    tiles = np.zeros((*run.shape, hr_size, hr_size), dtype=np.float32)
+    rows, cols = np.nonzero(run)
+    bar = tqdm(
+        total=len(inputs),
+        desc="reconstruct",
+        unit="window",
+        leave=None,  # kept when alone, cleared under an outer bar (report's reconstructions)
+        dynamic_ncols=True,
+        disable=not progress,
+    )
+    for start in range(0, len(inputs), batch_size):
+        chunk = slice(start, start + batch_size)
+        out = predict(network, inputs[chunk], batch_size=batch_size, dtype=dtype, tta=tta)
+        tiles[rows[chunk], cols[chunk]] = out[:, 0]
+        bar.update(len(out))
+    bar.close()
+    return tiles
+
+
+def _quilt(
+    tiles: np.ndarray, density: np.ndarray, step: int, scale: int, method: str
+) -> np.ndarray:
+    """The HR image of the patches, void under every void LR pixel, in [0, 1]."""
+    hr_shape = (density.shape[0] * scale, density.shape[1] * scale)
+    image = quilt(tiles, step, method=method, shape=hr_shape)
+    void = np.repeat(np.repeat(density == 0, scale, axis=0), scale, axis=1)
+    image[void] = 0.0
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
 def _device_of(network: LoadedModel | SRNet) -> object:
