@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,62 +89,19 @@ def heldout_report(
     rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
-    bar = tqdm(
-        total=len(femur_files) * len(models),
-        desc="report",
-        unit="reconstruction",
-        dynamic_ncols=True,
-        disable=not progress,
-    )
-    for path in map(Path, femur_files):
-        reference = io.load_femur(path)
-        shape = reference.density.shape
-        lr = dataset.downscale_femur(reference)
-        rois = reference.femur.rois(reference.pixel_size)
-        mask = reference.femur.mask(reference.pixel_size)
-        reference_rows = morphometry.morphometry(
-            reference.density, reference.femur, reference.pixel_size
-        )
-        for label, model in models.items():
-            stats: dict[str, float] = {}
-            hr = reconstruct(lr, model=model, device=device, stats=stats)[: shape[0], : shape[1]]
-            io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
-            table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
-            rows.extend({"femur": path.stem, "model": label, **row} for row in table.rows)
-            measures = evaluate.image_table(
-                reference.density, hr, rois, mask=mask, pixel_size=reference.pixel_size
-            )
-            image_rows.extend({"femur": path.stem, "model": label, **row} for row in measures.rows)
-            paired = agreement.roi_measures(
-                reference.density,
-                hr,
-                reference.femur,
-                reference.pixel_size,
-                E0=E0,
-                stiffness=table,
-                reference_morphometry=reference_rows,
-            )
-            pairs.extend({"femur": path.stem, "model": label, **row} for row in paired.rows)
-            errors = [abs(row["error_percent"]) for row in table.rows]
-            worst = max((e for e in errors if not math.isnan(e)), default=math.nan)
-            logger.info(
-                "report: %s with %s: %.1f s, largest |error| %.1f %%",
-                path.stem,
-                label,
-                stats["total"],
-                worst,
-            )
-            bar.update()
-    bar.close()
+    measured = _measured(femur_files, models, out, device=device, E0=E0, progress=progress)
+    for stem, label, table, measures, paired in measured:
+        rows.extend({"femur": stem, "model": label, **row} for row in table.rows)
+        image_rows.extend({"femur": stem, "model": label, **row} for row in measures.rows)
+        pairs.extend({"femur": stem, "model": label, **row} for row in paired.rows)
     per_femur = evaluate.Table(("femur", "model", *table.columns), tuple(rows))
     per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
+    per_femur_measures = evaluate.Table(("femur", "model", *paired.columns), tuple(pairs))
     summary = _summary(per_femur, list(models))
     images = _image_summary(per_femur_images, list(models))
     agreed = _agreement(pairs, list(models))
     texts = {
-        "per_femur_measures.csv": evaluate.Table(
-            ("femur", "model", *paired.columns), tuple(pairs)
-        ).to_csv(),
+        "per_femur_measures.csv": per_femur_measures.to_csv(),
         "agreement.csv": agreed.to_csv(),
         "agreement.md": (
             f"# Reference against reconstruction over {len(femur_files)} held-out femur(s), per "
@@ -168,6 +125,68 @@ def heldout_report(
         with io.atomic_write(out / name, "w") as stream:
             stream.write(text)
     return summary
+
+
+def _measured(
+    femur_files: Sequence[str | os.PathLike[str]],
+    models: Mapping[str, str | os.PathLike[str]],
+    out: Path,
+    *,
+    device: str,
+    E0: float,
+    progress: bool,
+) -> Iterator[tuple[str, str, evaluate.Table, evaluate.Table, evaluate.Table]]:
+    """Each femur reconstructed by each model and measured against its reference.
+
+    Yields the femur's name, the model's label, and the ROI stiffness
+    (:func:`femsr.evaluate.roi_table`), image (:func:`femsr.evaluate.image_table`) and paired
+    (:func:`femsr.agreement.roi_measures`) tables; writes each reconstruction's preview.
+    """
+    bar = tqdm(
+        total=len(femur_files) * len(models),
+        desc="report",
+        unit="reconstruction",
+        dynamic_ncols=True,
+        disable=not progress,
+    )
+    for path in map(Path, femur_files):
+        reference = io.load_femur(path)
+        shape = reference.density.shape
+        lr = dataset.downscale_femur(reference)
+        rois = reference.femur.rois(reference.pixel_size)
+        mask = reference.femur.mask(reference.pixel_size)
+        reference_rows = morphometry.morphometry(
+            reference.density, reference.femur, reference.pixel_size
+        )
+        for label, model in models.items():
+            stats: dict[str, float] = {}
+            hr = reconstruct(lr, model=model, device=device, stats=stats)[: shape[0], : shape[1]]
+            io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
+            table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
+            measures = evaluate.image_table(
+                reference.density, hr, rois, mask=mask, pixel_size=reference.pixel_size
+            )
+            paired = agreement.roi_measures(
+                reference.density,
+                hr,
+                reference.femur,
+                reference.pixel_size,
+                E0=E0,
+                stiffness=table,
+                reference_morphometry=reference_rows,
+            )
+            errors = [abs(row["error_percent"]) for row in table.rows]
+            worst = max((e for e in errors if not math.isnan(e)), default=math.nan)
+            logger.info(
+                "report: %s with %s: %.1f s, largest |error| %.1f %%",
+                path.stem,
+                label,
+                stats["total"],
+                worst,
+            )
+            bar.update()
+            yield path.stem, label, table, measures, paired
+    bar.close()
 
 
 def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Table:
