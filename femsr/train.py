@@ -39,7 +39,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,14 @@ from femsr.evaluate import ssim
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
 from femsr.losses import cldice_loss, stiffness_loss
-from femsr.model import FAST_LAYOUT, ModelConfig, build_model, channels_last, resolve_device
+from femsr.model import (
+    FAST_LAYOUT,
+    ModelConfig,
+    SRNet,
+    build_model,
+    channels_last,
+    resolve_device,
+)
 from femsr.resume import resume as resume_run
 
 __all__ = ["TrainResult", "block_mean", "objective", "psnr", "stiffness_term", "train"]
@@ -577,109 +584,179 @@ def train(
         "seed": seed,
     }
 
-    _seed_everything(seed)
-    model = channels_last(build_model(cfg).to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = _scheduler(optimizer, schedule, epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    loader_generator = torch.Generator().manual_seed(seed)
-    start, history = 0, []
-    best_epoch, best_loss = 0, math.inf
-    checkpoint = None
+    state = _initial_state(cfg, lr, schedule, epochs, seed, device, amp_dtype)
     if resume:
         remedy = "use another out_dir or resume=False"
         checkpoint = resume_run(checkpoint_path, settings, _read_checkpoint, remedy=remedy)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        _set_rng_state(checkpoint["rng"], loader_generator)
-        start, history = checkpoint["epoch"], checkpoint["history"]
-        best_epoch, best_loss = checkpoint["best_epoch"], checkpoint["best_loss"]
-        _write_log(log_path, history)
-        logger.info("resuming %s after epoch %d of %d", checkpoint_path, start, epochs)
+        if checkpoint is not None:
+            _restore(state, checkpoint)
+            _write_log(log_path, state.history)
+            logger.info("resuming %s after epoch %d of %d", checkpoint_path, state.epoch, epochs)
 
     pin = device.type == "cuda"
     train_loader = DataLoader(
         train_dataset,
         batch_size=batch_size,
         shuffle=True,
-        generator=loader_generator,
+        generator=state.loader_generator,
         num_workers=num_workers,
         pin_memory=pin,
     )
     val_loader = DataLoader(
         val_dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin
     )
-    for epoch in range(start + 1, epochs + 1):
-        model.train()
-        started = time.perf_counter()
-        rate = optimizer.param_groups[0]["lr"]
-        with tqdm(
-            total=len(train_dataset),  # type: ignore[arg-type]
-            desc=f"epoch {epoch}/{epochs}",
-            unit="pair",
-            leave=False,  # each epoch is logged instead
-            dynamic_ncols=True,
-            disable=not progress,
-        ) as bar:
-            total, count = _train_epoch(
-                model,
-                train_loader,
-                optimizer,
-                scaler,
-                device,
-                amp_dtype,
-                bar,
-                epoch,
-                rate,
-                loss=loss,
-                weights=weights,
-                scale=cfg.scale,
-            )
-        scheduler.step()
-        seconds = time.perf_counter() - started
-        metrics = _evaluate(model, val_loader, device, amp_dtype, loss, weights, cfg.scale)
-        record = {
-            "epoch": epoch,
-            "lr": rate,
-            "train_loss": total / count,
-            **metrics,
-            "seconds": time.perf_counter() - started,
-            "patches_per_s": count / seconds,
-        }
-        history.append(record)
-        logger.info(
-            "epoch %d/%d: train loss %.4g, val loss %.4g, PSNR %.2f dB, SSIM %.4f, %.1f s",
-            epoch,
-            epochs,
-            record["train_loss"],
-            metrics["val_loss"],
-            metrics["val_psnr"],
-            metrics["val_ssim"],
-            record["seconds"],
+    for epoch in range(state.epoch + 1, epochs + 1):
+        record = _epoch(
+            state,
+            train_loader,
+            val_loader,
+            device,
+            amp_dtype,
+            epoch=epoch,
+            epochs=epochs,
+            progress=progress,
+            loss=loss,
+            weights=weights,
+            scale=cfg.scale,
         )
-        if metrics["val_loss"] < best_loss:
-            best_epoch, best_loss = epoch, metrics["val_loss"]
-            save_state(model, best_path)
-        checkpoint = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "settings": settings,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": _rng_state(loader_generator),
-            "best_epoch": best_epoch,
-            "best_loss": best_loss,
-            "history": history,
-        }
+        state.epoch = epoch
+        state.history.append(record)
+        if record["val_loss"] < state.best_loss:
+            state.best_epoch, state.best_loss = epoch, record["val_loss"]
+            save_state(state.model, best_path)
         with atomic_write(checkpoint_path) as stream:
-            torch.save(checkpoint, stream)
-        _write_log(log_path, history)
+            torch.save(_checkpoint(state, settings), stream)
+        _write_log(log_path, state.history)
 
     best = load_model(best_path, device=device).module
-    return TrainResult(best, history, best_epoch, best_path, checkpoint_path, log_path)
+    return TrainResult(best, state.history, state.best_epoch, best_path, checkpoint_path, log_path)
+
+
+@dataclass
+class _State:
+    """A run's parts and progress: what a checkpoint holds besides the settings."""
+
+    model: SRNet
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loader_generator: torch.Generator
+    epoch: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_loss: float = math.inf
+
+
+def _initial_state(
+    cfg: ModelConfig,
+    lr: float,
+    schedule: str,
+    epochs: int,
+    seed: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> _State:
+    """A new run: the generators seeded, the network built from them, no epoch done."""
+    _seed_everything(seed)
+    model = channels_last(build_model(cfg).to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    return _State(
+        model=model,
+        optimizer=optimizer,
+        scheduler=_scheduler(optimizer, schedule, epochs),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16),
+        loader_generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def _restore(state: _State, checkpoint: dict[str, Any]) -> None:
+    """Continue ``state`` where ``checkpoint`` left off."""
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    state.scaler.load_state_dict(checkpoint["scaler"])
+    _set_rng_state(checkpoint["rng"], state.loader_generator)
+    state.epoch, state.history = checkpoint["epoch"], checkpoint["history"]
+    state.best_epoch, state.best_loss = checkpoint["best_epoch"], checkpoint["best_loss"]
+
+
+def _checkpoint(state: _State, settings: dict[str, Any]) -> dict[str, Any]:
+    """Everything :func:`train` needs to resume after ``state.epoch``."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "settings": settings,
+        "epoch": state.epoch,
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "rng": _rng_state(state.loader_generator),
+        "best_epoch": state.best_epoch,
+        "best_loss": state.best_loss,
+        "history": state.history,
+    }
+
+
+def _epoch(
+    state: _State,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    *,
+    epoch: int,
+    epochs: int,
+    progress: bool,
+    loss: str,
+    weights: dict[str, float],
+    scale: int,
+) -> dict[str, float]:
+    """Train one epoch, step the rate, validate: the epoch's record of the log."""
+    state.model.train()
+    started = time.perf_counter()
+    rate = state.optimizer.param_groups[0]["lr"]
+    with tqdm(
+        total=len(train_loader.dataset),  # type: ignore[arg-type]
+        desc=f"epoch {epoch}/{epochs}",
+        unit="pair",
+        leave=False,  # each epoch is logged instead
+        dynamic_ncols=True,
+        disable=not progress,
+    ) as bar:
+        total, count = _train_epoch(
+            state.model,
+            train_loader,
+            state.optimizer,
+            state.scaler,
+            device,
+            amp_dtype,
+            bar,
+            epoch,
+            rate,
+            loss=loss,
+            weights=weights,
+            scale=scale,
+        )
+    state.scheduler.step()
+    seconds = time.perf_counter() - started
+    metrics = _evaluate(state.model, val_loader, device, amp_dtype, loss, weights, scale)
+    record = {
+        "epoch": epoch,
+        "lr": rate,
+        "train_loss": total / count,
+        **metrics,
+        "seconds": time.perf_counter() - started,
+        "patches_per_s": count / seconds,
+    }
+    logger.info(
+        "epoch %d/%d: train loss %.4g, val loss %.4g, PSNR %.2f dB, SSIM %.4f, %.1f s",
+        epoch,
+        epochs,
+        record["train_loss"],
+        metrics["val_loss"],
+        metrics["val_psnr"],
+        metrics["val_ssim"],
+        record["seconds"],
+    )
+    return record
