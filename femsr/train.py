@@ -1,17 +1,14 @@
-"""Training of the super-resolution network: losses, metrics, and a resumable training loop.
+"""Training of the super-resolution network: a resumable training loop and its metrics.
+
+One module past 600 lines because the loop, its checkpoint (the run's state, RNG states and
+settings) and its validation are the parts of the one :func:`train` and share its state; the
+losses are apart, in :mod:`femsr.losses`.
 
 Datasets are any ``torch.utils.data.Dataset`` whose items are ``(lr, hr)`` pairs of float32
 tensors, ``lr`` of shape ``(in_channels, P, P)`` (channel 0 the LR density in [0, 1]) and ``hr``
-of shape ``(1, P * scale, P * scale)`` in [0, 1].
-
-The losses are the paper's (Kim, Nam & Jang, eqs. 1-2): the mean absolute error (L1; the
-paper's eq. 1 prints a square by mistake, its name and text say MAE) and the mean squared error
-(L2) over the HR patch. Optional terms, each with its weight (0 leaves it out):
-
-* mass consistency: the mean of every ``scale`` x ``scale`` block of the output should equal
-  its LR density pixel, since the LR image is the block mean of the HR one;
-* clDice (:func:`femsr.losses.cldice_loss`): struts cut in two or merged;
-* stiffness (:func:`stiffness_term`): the log error of each patch's apparent stiffness.
+of shape ``(1, P * scale, P * scale)`` in [0, 1]. The loss of a batch is
+:func:`femsr.losses.objective`: the paper's L1 or L2, with optional mass, clDice and stiffness
+terms.
 
 :func:`train` writes into ``out_dir``:
 
@@ -45,7 +42,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -54,7 +50,7 @@ from femsr import defaults
 from femsr.evaluate import ssim
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
-from femsr.losses import cldice_loss, stiffness_loss
+from femsr.losses import LOSSES, objective
 from femsr.model import (
     FAST_LAYOUT,
     ModelConfig,
@@ -65,11 +61,10 @@ from femsr.model import (
 )
 from femsr.resume import resume as resume_run
 
-__all__ = ["TrainResult", "block_mean", "objective", "psnr", "stiffness_term", "train"]
+__all__ = ["TrainResult", "psnr", "train"]
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("l1", "l2")
 SCHEDULES = ("cosine", "step", "constant")
 CHECKPOINT_FORMAT = "femsr-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -78,123 +73,10 @@ _MIN_MSE = 1e-10
 # The weights of the optional loss terms, in objective()'s and train()'s keywords and in the
 # checkpoint's settings. A checkpoint written before a term existed trained without it (0).
 WEIGHTS = ("mass_weight", "cldice_weight", "stiffness_weight")
-# The stiffness term's solve (femsr.losses.apparent_stiffness): E0 and h cancel in the log ratio
-# of stiffness_loss; a void of 1e-3 E0 (the LR FE's, femsr.encoding.VOID_MODULUS) lets CG
-# converge in far fewer iterations than 1e-9 E0, and a 0.1 % residual is ample for a loss.
-STIFFNESS_OPTIONS: dict[str, float] = {"E0": 1.0, "h": 1.0, "Emin": 1e-3, "tol": 1e-3}
 
 
 # ---------------------------------------------------------------------------------------------
-# Losses and metrics
-
-
-def block_mean(image: torch.Tensor, scale: int) -> torch.Tensor:
-    """Mean over each ``scale`` x ``scale`` block: HR ``(N, 1, H, W)`` → LR ``(N, 1, H/s, W/s)``.
-
-    This is the downscaling that makes the LR density from the HR one.
-
-    Examples
-    --------
-    >>> import torch
-    >>> block_mean(torch.arange(16.0).reshape(1, 1, 4, 4), 2).flatten().tolist()
-    [2.5, 4.5, 10.5, 12.5]
-    """
-    return F.avg_pool2d(image, kernel_size=scale, stride=scale)
-
-
-def stiffness_term(prediction: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
-    """The stiffness loss term: :func:`femsr.losses.stiffness_loss` on 2 x 2-pooled patches.
-
-    Mean ``|log C(prediction) - log C(hr)|`` over the batch and ``C11, C22, C33``, the apparent
-    stiffness of each patch under kinematic boundary conditions (Q4 pixels, SIMP p = 3,
-    nu = 0.3), differentiable in ``prediction``. It is computed on the patches average-pooled
-    2 x 2 (60 x 60 instead of 120 x 120 pixels) for speed: a batch of three 120 x 120 patches
-    takes about 2.2 s unpooled and 0.25 s pooled on one CPU core. ``E0 = 1`` and ``h = 1``
-    (the log ratio does not depend on them), a void modulus of ``1e-3 E0`` (CG converges much
-    faster than with ``1e-9 E0``) and a CG tolerance of ``1e-3``: :data:`STIFFNESS_OPTIONS`.
-
-    Parameters
-    ----------
-    prediction, hr : torch.Tensor
-        Network output and target, ``(N, 1, H, W)`` in [0, 1], ``H, W >= 2``.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar.
-
-    See Also
-    --------
-    femsr.losses.stiffness_loss, femsr.evaluate.apparent_stiffness
-
-    Examples
-    --------
-    >>> import torch
-    >>> hr = torch.full((2, 1, 8, 8), 0.5)
-    >>> float(stiffness_term(hr, hr))
-    0.0
-    """
-    return stiffness_loss(F.avg_pool2d(prediction, 2), F.avg_pool2d(hr, 2), **STIFFNESS_OPTIONS)
-
-
-def objective(
-    prediction: torch.Tensor,
-    hr: torch.Tensor,
-    lr: torch.Tensor,
-    *,
-    loss: str = "l1",
-    mass_weight: float = 0.0,
-    cldice_weight: float = 0.0,
-    stiffness_weight: float = 0.0,
-    scale: int = 10,
-) -> torch.Tensor:
-    """The training loss of a batch: L1 or L2 against ``hr``, plus the weighted optional terms.
-
-    Parameters
-    ----------
-    prediction, hr : torch.Tensor
-        Network output and target, ``(N, 1, P*scale, P*scale)``.
-    lr : torch.Tensor
-        Network input ``(N, C, P, P)``; channel 0 is the LR density.
-    loss : {"l1", "l2"}
-        Mean absolute or mean squared error per pixel (paper eqs. 1-2).
-    mass_weight : float
-        Weight of the mass term: the same error (absolute or squared) between the block means
-        of ``prediction`` and the LR density. 0 leaves it out.
-    cldice_weight : float
-        Weight of ``1 - clDice`` between ``prediction`` and ``hr``
-        (:func:`femsr.losses.cldice_loss`, Shit et al. 2021, 10 skeleton iterations). 0 leaves
-        it out.
-    stiffness_weight : float
-        Weight of the apparent-stiffness log error between ``prediction`` and ``hr``
-        (:func:`stiffness_term`, on 2 x 2-pooled patches). 0 leaves it out.
-    scale : int
-        HR pixels per LR pixel along a side.
-
-    Returns
-    -------
-    torch.Tensor
-        A scalar.
-
-    Examples
-    --------
-    >>> import torch
-    >>> hr = torch.ones(1, 1, 20, 20)
-    >>> lr = torch.ones(1, 3, 2, 2)
-    >>> float(objective(hr * 0.5, hr, lr, loss="l2", mass_weight=1.0, scale=10))
-    0.5
-    """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    distance = F.l1_loss if loss == "l1" else F.mse_loss
-    value = distance(prediction, hr)
-    if mass_weight:
-        value = value + mass_weight * distance(block_mean(prediction, scale), lr[:, :1])
-    if cldice_weight:
-        value = value + cldice_weight * cldice_loss(prediction, hr)
-    if stiffness_weight:
-        value = value + stiffness_weight * stiffness_term(prediction, hr)
-    return value
+# Metrics
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -495,13 +377,13 @@ def train(
     loss : {"l1", "l2"}
         Pixel loss (the paper trains one network per loss).
     mass_weight : float
-        Weight of the mass-consistency term (see :func:`objective`); 0 turns it off.
+        Weight of the mass-consistency term (see :func:`femsr.losses.objective`); 0 turns it off.
     cldice_weight, stiffness_weight : float
-        Weights of the clDice and the apparent-stiffness terms (see :func:`objective`); 0 turns
-        a term off. Both count in the validation loss too, which picks the best epoch. On one
-        CPU core, at batch 64 of 12 x 12 patches, a step of the default network (forward and
-        backward) takes about 0.5 s; the clDice term adds about 3 times that, the stiffness
-        term about 20 times.
+        Weights of the clDice and the apparent-stiffness terms (see
+        :func:`femsr.losses.objective`); 0 turns a term off. Both count in the validation loss
+        too, which picks the best epoch. On one CPU core, at batch 64 of 12 x 12 patches, a step
+        of the default network (forward and backward) takes about 0.5 s; the clDice term adds
+        about 3 times that, the stiffness term about 20 times.
     epochs : int
         Total epochs, counting those of a resumed run.
     batch_size : int
@@ -551,6 +433,7 @@ def train(
     --------
     >>> import tempfile, torch
     >>> from torch.utils.data import TensorDataset
+    >>> from femsr.losses import block_mean
     >>> from femsr.model import ModelConfig
     >>> cfg = ModelConfig(in_channels=3, width=4, n_blocks=1, up_width=2, patch_size=2)
     >>> hr = torch.rand(4, 1, 20, 20)

@@ -14,9 +14,15 @@ from scipy import ndimage  # noqa: E402
 from torch.utils.data import Dataset, TensorDataset  # noqa: E402
 
 from femsr.export import load_model  # noqa: E402
-from femsr.losses import cldice_loss, stiffness_loss  # noqa: E402
+from femsr.losses import (  # noqa: E402
+    block_mean,
+    cldice_loss,
+    objective,
+    stiffness_loss,
+    stiffness_term,
+)
 from femsr.model import ModelConfig  # noqa: E402
-from femsr.train import block_mean, objective, psnr, stiffness_term, train  # noqa: E402
+from femsr.train import psnr, train  # noqa: E402
 
 CFG = ModelConfig(in_channels=3, width=8, n_blocks=1, up_width=4, patch_size=4)
 
