@@ -31,8 +31,8 @@ import numpy as np
 import scipy.ndimage as ndi
 from tqdm import tqdm
 
+from femsr import fem, io, topopt
 from femsr import femur as femur_module
-from femsr import io, topopt
 from femsr.defaults import TISSUE_MODULUS
 from femsr.resume import check_settings
 
@@ -111,6 +111,31 @@ class Stage:
     penal: float = 3.0
     noise: float = 0.0
     solve: bool = True
+
+    def options(self, volfrac: float, problem: femur_module.Problem) -> dict[str, Any]:
+        """This stage's keywords of :func:`femsr.topopt.optimize` for bone mass ``volfrac`` on
+        ``problem``'s grid: iterations, filter radius, move limit, the material (SIMP exponent,
+        tissue modulus, pixel size, thickness), the projection and the local volume bound."""
+        projection = None
+        if self.beta is not None:
+            projection = topopt.Projection(self.beta, self.beta_max, _beta_every(self))
+        local = None
+        if self.local_above is not None:
+            bound = min(volfrac + self.local_above, 1.0)
+            half = self.local_radius if self.local_strut is None else self.local_strut / (2 * bound)
+            radius = max(1, round(half / problem.pixel_size))
+            local = topopt.LocalVolume(bound, radius=radius, p=self.local_p)
+        material = fem.Material(
+            E0=TISSUE_MODULUS, penal=self.penal, h=problem.pixel_size, thickness=problem.thickness
+        )
+        return {
+            "max_iter": self.iterations,
+            "rmin": self.rmin,
+            "move": self.move,
+            "material": material,
+            "projection": projection,
+            "local_volume": local,
+        }
 
 
 # The trabecular bone grows inside the solid cortex under a tight local bound: every square
@@ -209,39 +234,22 @@ def _optimize(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One optimizing stage: its design, density and record."""
     options = SOLVER_OPTIONS if solver_options is None else solver_options
-    local: dict[str, Any] = {}
-    if stage.local_above is not None:
-        bound = min(volfrac + stage.local_above, 1.0)
-        half = stage.local_radius if stage.local_strut is None else stage.local_strut / (2 * bound)
-        radius = max(1, round(half / problem.pixel_size))
-        local = {
-            "local_volfrac": bound,
-            "local_radius": radius,
-            "local_p": stage.local_p,
-        }
+    checkpointing = None
+    if checkpoint is not None:
+        resume = checkpoint if checkpoint.exists() else None
+        checkpointing = topopt.Checkpointing(checkpoint, resume=resume)
     result = topopt.optimize(
         problem.forces,
         problem.fixed,
         mask=trabecular(problem),
         solid=problem.cortex,
         volfrac=volfrac,
-        penal=stage.penal,
-        rmin=stage.rmin,
         weights=problem.weights,
-        max_iter=stage.iterations,
-        beta=stage.beta,
-        beta_max=stage.beta_max,
-        beta_every=_beta_every(stage),
-        move=stage.move,
         initial=initial,
-        E0=TISSUE_MODULUS,
-        h=problem.pixel_size,
-        thickness=problem.thickness,
         solver_options=options,
         progress=progress,
-        checkpoint=checkpoint,
-        resume=checkpoint if checkpoint is not None and checkpoint.exists() else None,
-        **local,
+        checkpointing=checkpointing,
+        **stage.options(volfrac, problem),
     )
     record = {
         "pixel_size": problem.pixel_size,

@@ -4,19 +4,21 @@
 over the element densities of a mask, under a total-mass constraint, as in Andreassen et al.
 (2011), "Efficient topology optimization in MATLAB using 88 lines of code" (top88):
 
-* **Material**: modified SIMP, ``E = Emin + rho^penal (E0 - Emin)`` (:mod:`femsr.fem`).
+* **Material**: modified SIMP, ``E = Emin + rho^penal (E0 - Emin)`` (:class:`femsr.fem.Material`).
 * **Design variables** ``x``: one per mask pixel, in [0, 1]; pixels outside the mask are not
   design variables and keep density 0.
 * **Filter** (radius ``rmin`` in pixels, cone weights ``max(0, rmin - d)``, neighbourhoods cut
   to the mask and renormalized): ``"density"`` filters the design, ``rho~ = F x`` (Bruns &
   Tortorelli 2001), with sensitivities carried back by ``Fᵀ``; ``"sensitivity"`` is top88's
   heuristic ``dc <- F(x·dc) / max(1e-3, x)`` with ``rho~ = x`` (Sigmund 1997).
-* **Projection** (optional, ``beta`` given): the smoothed Heaviside of Wang, Lazarov & Sigmund
-  (2011), ``rho = P(rho~)`` with threshold ``η`` (default 0.5), for crisp 0/1 designs; ``β``
-  doubles every ``beta_every`` iterations, or as soon as the design settles, up to
+* **Projection** (optional, a :class:`Projection`): the smoothed Heaviside of Wang, Lazarov &
+  Sigmund (2011), ``rho = P(rho~)`` with threshold ``η`` (default 0.5), for crisp 0/1 designs;
+  ``β`` doubles every ``beta_every`` iterations, or as soon as the design settles, up to
   ``beta_max`` (top88's continuation rule).
 * **Mass constraint**: ``Σ rho`` over the mask = ``volfrac * (number of mask pixels)``, for
   the physical density ``rho`` the FE model sees, met to round-off at every update.
+* **Local volume constraint** (optional, a :class:`LocalVolume`): the local densities bounded
+  as in Wu et al. (2018), for bone-like porous designs.
 * **Update**: optimality criteria, ``x <- clamp(x (-∂c/∂x / (λ ∂m/∂x))^damping)`` within the
   move limit, the multiplier ``λ`` found by a bracketed root search on the mass.
 * **Stop**: when no variable changed by more than ``tol`` in an update (at the final ``β``),
@@ -24,11 +26,14 @@ over the element densities of a mask, under a total-mass constraint, as in Andre
 
 Long runs show a tqdm progress bar, log every iteration's numbers (``logging`` DEBUG records of
 the ``femsr.topopt`` logger), call a callback every iteration, and write checkpoints from which
-:func:`optimize` resumes exactly where it stopped.
+:func:`optimize` resumes exactly where it stopped (a :class:`Checkpointing`).
 
 Every compiled kernel (filter, projection, OC update) has a numpy twin in
 :mod:`femsr.reference.topopt`, selected by ``backend="python"``, which also selects the numpy
-paths of the FE assembly and element energies.
+paths of the FE assembly and element energies. The kernels live in :mod:`femsr._topopt_kernels`
+and are re-exported here. The rest stays one module past 600 lines: the option records, the
+problem (the chain rule from design variables to compliance), the checkpoints and the loop share
+the settings record that a checkpoint stores and the state it restores, and change together.
 """
 
 from __future__ import annotations
@@ -49,14 +54,33 @@ import numpy as np
 import scipy.ndimage as ndi
 from tqdm import tqdm
 
-from femsr import _kernels, fem
+from femsr import fem
+from femsr._topopt_kernels import (
+    ConeFilter,
+    LocalBound,
+    check_image,
+    check_local,
+    check_projection,
+    check_rmin,
+    check_step,
+    check_unit,
+    density_filter,
+    inverse_projection,
+    local_density,
+    oc_step,
+    oc_update,
+    project,
+)
 from femsr.checks import check_backend, check_finite_array, check_fixed, check_mask
 from femsr.io import atomic_write, read_npz
 from femsr.resume import check_settings
 
 __all__ = [
     "FILTERS",
+    "Checkpointing",
+    "LocalVolume",
     "OptimizeResult",
+    "Projection",
     "Record",
     "State",
     "density_filter",
@@ -91,384 +115,157 @@ _DROP_WORTH = 0.8
 
 
 # ---------------------------------------------------------------------------------------------
-# Kernels
+# Options
 
 
-def _check_image(name: str, value: object, shape: tuple[int, int] | None = None) -> np.ndarray:
-    array = check_finite_array(name, value, 2)
-    if shape is not None and array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
-    return array
+@dataclass(frozen=True)
+class Projection:
+    """Heaviside projection of the filtered density and its continuation, for :func:`optimize`.
 
-
-def _check_unit(name: str, array: np.ndarray) -> np.ndarray:
-    if array.size and (array.min() < 0.0 or array.max() > 1.0):
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values in [{array.min():g}, {array.max():g}]"
-        )
-    return array
-
-
-def _check_rmin(rmin: float) -> float:
-    if not rmin > 0:
-        raise ValueError(f"rmin must be positive (pixels), got {rmin}")
-    return float(rmin)
-
-
-def _check_projection(beta: float, threshold: float) -> None:
-    if not beta > 0:
-        raise ValueError(f"beta must be positive, got {beta}")
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-
-
-class _Filter:
-    """The masked cone filter of one mask and radius, its weight sums computed once."""
-
-    def __init__(self, mask: np.ndarray, rmin: float, backend: str) -> None:
-        self.mask = mask
-        self.rmin = rmin
-        self.backend = backend
-        self.wsum = _kernels.filter_weight_sums(mask, rmin, backend)
-
-    def __call__(self, values: np.ndarray, transpose: bool = False) -> np.ndarray:
-        return _kernels.density_filter(
-            self.mask, self.rmin, self.wsum, values, transpose, self.backend
-        )
-
-
-def density_filter(
-    values: np.ndarray,
-    rmin: float,
-    *,
-    mask: np.ndarray | None = None,
-    transpose: bool = False,
-    backend: str = "cpp",
-) -> np.ndarray:
-    """Cone-weighted average of a pixel field over the mask, or its transpose.
-
-    ``F(x)_e = Σ_j w_ej x_j / Σ_j w_ej`` over the mask pixels ``j`` near a mask pixel ``e``,
-    with ``w_ej = max(0, rmin - d_ej)`` and ``d_ej`` the distance between pixel centres; pixels
-    outside the mask get 0 and do not contribute. The transpose ``Fᵀ`` carries a sensitivity
-    with respect to the filtered field back to the unfiltered one.
+    The smoothed Heaviside of Wang, Lazarov & Sigmund (2011) (:func:`project`) with threshold
+    ``η``, for crisp 0/1 designs; it needs the density filter. ``β`` starts at ``beta`` and
+    doubles every ``beta_every`` iterations, or as soon as the design settles, up to
+    ``beta_max`` (top88's continuation rule).
 
     Parameters
     ----------
-    values : ndarray, shape (ny, nx)
-        Pixel field (e.g. design variables, or a sensitivity for ``transpose``).
-    rmin : float
-        Filter radius (pixels); ``rmin <= 1`` leaves ``values`` unchanged on the mask.
-    mask : ndarray of bool, shape (ny, nx), optional
-        Pixels of the design domain. Default: all.
-    transpose : bool
-        Apply ``Fᵀ`` instead of ``F``.
-    backend : {"cpp", "python"}
-        Compiled direct cone sum (OpenMP), or its twin
-        :func:`femsr.reference.topopt.density_filter` (``scipy.ndimage.correlate``).
-
-    Returns
-    -------
-    ndarray, shape (ny, nx)
-
-    Raises
-    ------
-    TypeError, ValueError
-        On arrays of the wrong type or shape, non-finite values, or ``rmin <= 0``.
-
-    See Also
-    --------
-    femsr.reference.topopt.density_filter : the numpy twin.
-
-    Examples
-    --------
-    >>> x = np.zeros((5, 5)); x[2, 2] = 1.0
-    >>> y = density_filter(x, 1.5)
-    >>> float(round(y[2, 2], 4)), float(round(y[2, 3], 4))
-    (0.3903, 0.1301)
-    >>> bool(np.array_equal(density_filter(np.ones((5, 5)), 2.5), np.ones((5, 5))))
-    True
-    """
-    check_backend(backend)
-    values = _check_image("values", values)
-    rmin = _check_rmin(rmin)
-    active = check_mask(mask, values.shape)
-    return _Filter(active, rmin, backend)(values, transpose)
-
-
-def project(
-    values: np.ndarray, beta: float, threshold: float = 0.5, *, backend: str = "cpp"
-) -> tuple[np.ndarray, np.ndarray]:
-    """Smoothed Heaviside projection and its derivative (Wang, Lazarov & Sigmund 2011, eq. 6).
-
-    ``P(x) = (tanh(βη) + tanh(β(x - η))) / (tanh(βη) + tanh(β(1 - η)))``: ``P(0) = 0``,
-    ``P(1) = 1``, ``P(η)`` is the midpoint, and ``β → ∞`` turns it into a 0/1 step at ``η``.
-
-    Parameters
-    ----------
-    values : ndarray
-        Filtered densities, any shape.
     beta : float
-        Sharpness ``β > 0``.
+        Starting sharpness ``β > 0``.
+    beta_max : float
+        Cap of the continuation, at least ``beta``; ``β`` doubles up to it.
+    beta_every : int
+        Iterations at one ``β`` before it doubles (sooner if the design has settled).
     threshold : float
-        ``η`` in [0, 1].
-    backend : {"cpp", "python"}
-        Compiled kernel or its numpy twin.
-
-    Returns
-    -------
-    projected, derivative : ndarray
-        ``P(values)`` and ``dP/dx`` at ``values``, both of the shape of ``values``.
+        Projection threshold ``η`` in [0, 1].
 
     Raises
     ------
     ValueError
-        On non-finite values, ``beta <= 0`` or ``threshold`` outside [0, 1].
-
-    See Also
-    --------
-    femsr.reference.topopt.project : the numpy twin.
+        If a value is outside its range; the message names it.
 
     Examples
     --------
-    >>> p, dp = project(np.array([0.0, 0.5, 1.0]), beta=8.0)
-    >>> p.round(6).tolist()
-    [0.0, 0.5, 1.0]
+    >>> Projection(1.0, beta_max=16.0, beta_every=20)
+    Projection(beta=1.0, beta_max=16.0, beta_every=20, threshold=0.5)
     """
-    check_backend(backend)
-    _check_projection(beta, threshold)
-    array = np.asarray(values)
-    flat = check_finite_array("values", array.reshape(1, -1), 2)
-    projected, derivative = _kernels.project(flat, float(beta), float(threshold), backend)
-    return projected.reshape(array.shape), derivative.reshape(array.shape)
+
+    beta: float
+    beta_max: float = 32.0
+    beta_every: int = 50
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_projection(self.beta, self.threshold)
+        if not self.beta_max >= self.beta:
+            raise ValueError(f"beta_max must be at least beta={self.beta}, got {self.beta_max}")
+        if not (isinstance(self.beta_every, int) and self.beta_every >= 1):
+            raise ValueError(f"beta_every must be a positive integer, got {self.beta_every!r}")
+        for name in ("beta", "beta_max", "threshold"):
+            object.__setattr__(self, name, float(getattr(self, name)))  # frozen: set once, here
 
 
-def inverse_projection(
-    density: np.ndarray | float, beta: float, threshold: float = 0.5
-) -> np.ndarray | float:
-    """The filtered density that :func:`project` maps to ``density`` (clipped to [0, 1]).
-
-    Examples
-    --------
-    >>> x = inverse_projection(np.array([0.0, 0.3, 1.0]), 8.0)
-    >>> project(x, 8.0, 0.5)[0].round(6).tolist()
-    [0.0, 0.3, 1.0]
-    """
-    _check_projection(beta, threshold)
-    low = np.tanh(beta * threshold)
-    value = np.asarray(density) * (low + np.tanh(beta * (1.0 - threshold))) - low
-    # tanh rounds to 1 for large beta: keep atanh finite.
-    value = np.clip(value, -1.0 + 1e-15, 1.0 - 1e-15)
-    inverse = np.clip(threshold + np.arctanh(value) / beta, 0.0, 1.0)
-    return float(inverse) if inverse.ndim == 0 else inverse
+# Stands for no projection in the checkpoint's settings (which hold its defaults then).
+_NO_PROJECTION = Projection(1.0)
 
 
-def oc_update(
-    design: np.ndarray,
-    dc: np.ndarray,
-    dv: np.ndarray,
-    mass: float,
-    *,
-    mask: np.ndarray | None = None,
-    move: float = 0.2,
-    damping: float = 0.5,
-    rmin: float | None = None,
-    beta: float | None = None,
-    threshold: float = 0.5,
-    backend: str = "cpp",
-) -> tuple[np.ndarray, float, float]:
-    """One optimality-criteria update of the design variables, meeting a mass exactly.
+@dataclass(frozen=True, eq=False)
+class LocalVolume:
+    """The local volume constraint of :func:`optimize` (Wu et al. 2018).
 
-    ``x_new = clamp(x (max(0, -dc) / (λ dv))^damping, max(0, x - move), min(1, x + move))`` on
-    the mask (0 elsewhere), as in top88's ``OC``, with the multiplier ``λ`` found so that the
-    mass of ``x_new`` equals ``mass`` to round-off (relative 1e-12), by a bracketed Illinois
-    (regula falsi) search on ``log λ``.
+    Wu, Aage, Westermann & Sigmund (2018), "Infill optimization for additive
+    manufacturing—approaching bone-like porous structures", IEEE TVCG 24:1127: the mean density
+    of the square of side ``2 radius + 1`` around each pixel stays below ``volfrac``, aggregated
+    into one constraint by a p-norm. It turns the few thick members of a plain compliance design
+    into many thin struts along the stress paths, as in trabecular bone.
 
     Parameters
     ----------
-    design : ndarray, shape (ny, nx)
-        Current design variables ``x`` in [0, 1].
-    dc : ndarray, shape (ny, nx)
-        Objective sensitivity ``∂c/∂x`` (non-positive for compliance).
-    dv : ndarray, shape (ny, nx)
-        Mass sensitivity ``∂m/∂x`` (positive on the mask).
-    mass : float
-        Target mass (pixels): ``Σ dv·x_new`` without projection, where the mass is linear in
-        ``x`` with gradient ``dv``; with ``beta``, ``Σ P(F(x_new))`` over the mask.
+    volfrac : float or ndarray, shape (ny, nx)
+        Bound ``alpha`` in (0, 1] of the local densities. An array bounds each pixel's square by
+        its own value (a bound that varies over the domain); its mean over the mask stands for
+        it in the checkpoint's settings.
+    radius : int
+        Half side (pixels) of the local square.
+    p : float
+        p-norm exponent (Wu et al. use 16); larger is closer to the max, and stiffer to solve.
     mask : ndarray of bool, shape (ny, nx), optional
-        Design pixels. Default: all.
-    move : float
-        Move limit in (0, 1].
-    damping : float
-        Damping exponent in (0, 1]; top88 uses 0.5.
-    rmin, beta, threshold : float, optional
-        Density filter radius (pixels) and projection of a projected mass; ``rmin`` is needed
-        with ``beta``.
-    backend : {"cpp", "python"}
-        Compiled kernel or its numpy twin.
-
-    Returns
-    -------
-    design : ndarray, shape (ny, nx)
-        Updated design variables.
-    multiplier : float
-        The Lagrange multiplier ``λ``.
-    mass : float
-        The mass of the new design; equal to the target unless the move limits cannot reach it,
-        in which case the design is the nearest extreme.
+        The pixels whose local density is bounded (e.g. all but a cortical shell along the
+        outline). Default: the whole mask of :func:`optimize`.
 
     Raises
     ------
     TypeError, ValueError
-        On arrays of the wrong type, shape or range, or bad scalars.
-
-    See Also
-    --------
-    femsr.reference.topopt.oc_update : the numpy twin.
+        If a value is outside its range or of the wrong type; the message names it. The shapes
+        are checked by :func:`optimize`.
 
     Examples
     --------
-    >>> x = np.full((4, 4), 0.5); dc = -np.linspace(1.0, 2.0, 16).reshape(4, 4)
-    >>> new, _, m = oc_update(x, dc, np.ones((4, 4)), mass=8.0)
-    >>> float(round(m, 12)), float(round(new.sum(), 12))
-    (8.0, 8.0)
-    """
-    check_backend(backend)
-    design = _check_unit("design", _check_image("design", design))
-    dc = _check_image("dc", dc, design.shape)
-    dv = _check_image("dv", dv, design.shape)
-    active = check_mask(mask, design.shape)
-    _check_step(move, damping)
-    if not mass > 0:
-        raise ValueError(f"mass must be positive, got {mass}")
-    wsum = None
-    if beta is not None:
-        _check_projection(beta, threshold)
-        if rmin is None:
-            raise ValueError("rmin is needed with beta: the projected mass filters the design")
-        wsum = _Filter(active, _check_rmin(rmin), backend).wsum
-    return _oc(
-        active,
-        design,
-        dc,
-        dv,
-        float(mass),
-        move,
-        damping,
-        rmin or 1.0,
-        wsum,
-        beta,
-        threshold,
-        backend,
-    )
-
-
-def _check_step(move: float, damping: float) -> None:
-    if not 0 < move <= 1:
-        raise ValueError(f"move must lie in (0, 1], got {move}")
-    if not 0 < damping <= 1:
-        raise ValueError(f"damping must lie in (0, 1], got {damping}")
-
-
-def _oc(
-    active: np.ndarray,
-    x: np.ndarray,
-    dc: np.ndarray,
-    dv: np.ndarray,
-    mass: float,
-    move: float,
-    damping: float,
-    rmin: float,
-    wsum: np.ndarray | None,
-    beta: float | None,
-    threshold: float,
-    backend: str,
-) -> tuple[np.ndarray, float, float]:
-    b = 1.0 if beta is None else float(beta)
-    new, multiplier, met, _ = _kernels.oc_update(
-        active, x, dc, dv, mass, move, damping, rmin, wsum, b, threshold, backend
-    )
-    return new, multiplier, met
-
-
-def _check_local(radius: float, p: float) -> None:
-    if not (isinstance(radius, int) and radius >= 1):
-        raise ValueError(f"local_radius must be a positive integer (pixels), got {radius!r}")
-    if not p >= 1:
-        raise ValueError(f"local_p must be at least 1, got {p}")
-
-
-class _LocalVolume:
-    """Local averages of the density and the p-norm constraint on them (Wu et al. 2018).
-
-    ``rho̅_e`` is the mean density over the mask pixels of the (2r+1)² square around ``e``;
-    the constraint ``G = (mean over L of (rho̅_e / alpha_e)^p)^(1/p) - 1 <= 0`` aggregates
-    ``rho̅_e <= alpha_e`` over the constrained pixels ``L``; as ``p`` grows it tends to the
-    max. The bound ``alpha`` is one number or one per pixel.
+    >>> bound = LocalVolume(0.4, radius=3)
+    >>> bound.volfrac, bound.radius, bound.p
+    (0.4, 3, 16.0)
     """
 
-    def __init__(
-        self,
-        active: np.ndarray,
-        constrained: np.ndarray,
-        radius: int,
-        alpha: float | np.ndarray,
-        p: float,
-    ) -> None:
-        self.inside = active.astype(bool)
-        self.constrained = constrained & self.inside
-        self.count = int(self.constrained.sum())
-        if self.count == 0:
-            raise ValueError("local_mask leaves no mask pixel under the local volume constraint")
-        self.size = 2 * radius + 1
-        self.alpha = np.where(self.constrained, alpha, 1.0) if np.ndim(alpha) else alpha
-        self.mean_alpha = float(np.mean(np.broadcast_to(alpha, active.shape)[self.constrained]))
-        self.p = p
-        self.neighbours = self._box(self.inside.astype(float))
+    volfrac: float | np.ndarray
+    radius: int = 6
+    p: float = 16.0
+    mask: np.ndarray | None = None
 
-    def _box(self, values: np.ndarray) -> np.ndarray:
-        # A centred odd box with zero padding: its own adjoint, which the gradient relies on.
-        return ndi.uniform_filter(values, self.size, mode="constant", cval=0.0)
-
-    def average(self, density: np.ndarray) -> np.ndarray:
-        summed = self._box(np.where(self.inside, density, 0.0))
-        return np.divide(summed, self.neighbours, out=np.zeros_like(summed), where=self.inside)
-
-    def _ratio(self, density: np.ndarray) -> tuple[np.ndarray, float]:
-        """``rho̅ / alpha`` on the constrained pixels (0 elsewhere) and its p-norm."""
-        ratio = np.where(self.constrained, self.average(density) / self.alpha, 0.0)
-        return ratio, float(np.mean(ratio[self.constrained] ** self.p)) ** (1.0 / self.p)
-
-    def value(self, density: np.ndarray) -> float:
-        """``G`` of the density."""
-        return self._ratio(density)[1] - 1.0
-
-    def __call__(self, density: np.ndarray) -> tuple[float, np.ndarray]:
-        """``G`` of the density and ``dG/drho``."""
-        ratio, norm = self._ratio(density)
-        if norm == 0.0:
-            return -1.0, np.zeros_like(density)
-        outer = ratio ** (self.p - 1.0) * (norm ** (1.0 - self.p) / self.count) / self.alpha
-        scaled = np.divide(outer, self.neighbours, out=np.zeros_like(outer), where=self.inside)
-        return norm - 1.0, np.where(self.inside, self._box(scaled), 0.0)
+    def __post_init__(self) -> None:
+        if isinstance(self.volfrac, np.ndarray):
+            bound = check_finite_array("LocalVolume.volfrac", self.volfrac, 2)
+            if not ((bound > 0) & (bound <= 1)).all():
+                raise ValueError("LocalVolume.volfrac must lie in (0, 1] at every pixel")
+            object.__setattr__(self, "volfrac", bound)  # frozen: set once, here
+        elif not 0 < self.volfrac <= 1:
+            raise ValueError(f"LocalVolume.volfrac must lie in (0, 1], got {self.volfrac}")
+        else:
+            object.__setattr__(self, "volfrac", float(self.volfrac))
+        check_local(self.radius, self.p, "LocalVolume.")
+        object.__setattr__(self, "p", float(self.p))
+        mask = self.mask
+        if mask is not None and not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_):
+            got = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
+            raise TypeError(f"LocalVolume.mask must be a bool array, got {got}")
 
 
-def local_density(
-    density: np.ndarray, radius: int, *, mask: np.ndarray | None = None
-) -> np.ndarray:
-    """Mean density over the mask pixels of the (2r+1) x (2r+1) square around each pixel.
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where :func:`optimize` writes checkpoints, and the one it resumes from.
 
-    The field the local volume constraint of :func:`optimize` bounds; 0 outside the mask.
+    Parameters
+    ----------
+    path : path, optional
+        File (``.npz``) to write every ``every`` iterations and when the run stops, atomically
+        (temporary file, then rename). It holds the design, the density, the iteration, ``β``,
+        the history and the settings. Default: none written.
+    every : int
+        Iterations between checkpoints.
+    resume : path, optional
+        A checkpoint to continue from; the problem (settings, forces, fixed, mask, solid, local
+        volume bound) must be the one it was written for, while ``max_iter``, ``tol``,
+        ``solver_options``, the callback and the checkpointing may change; ``initial`` is
+        ignored. The continued run makes the same updates as an uninterrupted one (bit for bit
+        with a direct solver; with AMG-CG, up to the CG tolerance, since CG restarts from zero
+        rather than from the last displacements). It may be ``path``.
+
+    Raises
+    ------
+    ValueError
+        If ``every`` is not a positive integer.
 
     Examples
     --------
-    >>> x = np.zeros((4, 4)); x[:, :2] = 1.0
-    >>> local_density(x, 1)[0].round(3).tolist()
-    [1.0, 0.667, 0.333, 0.0]
+    >>> Checkpointing("run.npz", every=5, resume="run.npz").every
+    5
     """
-    density = _check_image("density", density)
-    _check_local(radius, 1.0)
-    active = check_mask(mask, density.shape)
-    return _LocalVolume(active, active.astype(bool), radius, 1.0, 1.0).average(density)
+
+    path: str | os.PathLike[str] | None = None
+    every: int = 10
+    resume: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.every, int) and self.every >= 1):
+            raise ValueError(f"Checkpointing.every must be a positive integer, got {self.every!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -498,7 +295,7 @@ class Record:
         CG iterations of each load case's solve (0 for a direct solve).
     local_volume : float
         The p-norm of the local densities under the local volume constraint (compare with
-        ``local_volfrac``); 0 without one.
+        :attr:`LocalVolume.volfrac`); 0 without one.
     fe_seconds, seconds : float
         Wall time of the FE solve and of the whole iteration (s).
     """
@@ -592,7 +389,12 @@ class OptimizeResult:
 
 @dataclass(frozen=True)
 class _Options:
-    """Everything that defines the optimization problem, saved with every checkpoint."""
+    """Everything that defines the optimization problem, saved with every checkpoint.
+
+    Flat, as written by checkpoints before the option records: the material's fields, the
+    projection's (its defaults without one, ``beta`` None) and the local volume's (``volfrac``
+    the mean of a bound per pixel; ``None``, 0 and 0.0 without one).
+    """
 
     volfrac: float
     penal: float
@@ -616,6 +418,60 @@ class _Options:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def _settings(
+    volfrac: float,
+    rmin: float,
+    filter: str,
+    weights: tuple[float, ...],
+    move: float,
+    damping: float,
+    material: fem.Material,
+    projection: Projection | None,
+    local: LocalVolume | None,
+    inside: np.ndarray,
+) -> _Options:
+    """The settings record of the options of :func:`optimize`, checked already."""
+    shown = _NO_PROJECTION if projection is None else projection
+    local_volfrac = None
+    if local is not None:
+        bound = local.volfrac
+        local_volfrac = float(np.mean(bound[inside]) if isinstance(bound, np.ndarray) else bound)
+    return _Options(
+        volfrac=float(volfrac),
+        penal=material.penal,
+        rmin=rmin,
+        filter=filter,
+        weights=weights,
+        move=float(move),
+        damping=float(damping),
+        beta=None if projection is None else projection.beta,
+        beta_max=shown.beta_max,
+        beta_every=shown.beta_every,
+        threshold=shown.threshold,
+        E0=material.E0,
+        nu=material.nu,
+        Emin=material.Emin,
+        h=material.h,
+        thickness=material.thickness,
+        local_volfrac=local_volfrac,
+        local_radius=0 if local is None else local.radius,
+        local_p=0.0 if local is None else local.p,
+    )
+
+
+def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings as a resume compares them: the void modulus as a number (checkpoints written
+    before :class:`femsr.fem.Material` resolved it hold None for ``1e-9 * E0``), and without
+    projection none of its parameters, which then do nothing."""
+    comparable = dict(settings)
+    if comparable.get("Emin") is None and "E0" in comparable:
+        comparable["Emin"] = 1e-9 * comparable["E0"]
+    if comparable.get("beta") is None:
+        for name in ("beta_max", "beta_every", "threshold"):
+            comparable.pop(name, None)
+    return comparable
 
 
 def _check_weights(weights: object, ncases: int) -> tuple[float, ...]:
@@ -680,14 +536,15 @@ class _Problem:
         fixed: np.ndarray,
         active: np.ndarray,
         options: _Options,
+        material: fem.Material,
         solver_options: Mapping[str, Any],
         backend: str,
-        local_mask: np.ndarray | None = None,
+        local: LocalVolume | None = None,
         solid: np.ndarray | None = None,
-        local_bound: np.ndarray | None = None,
     ) -> None:
         self.forces = forces
         self.active = active
+        self.shape: tuple[int, int] = active.shape
         self.inside = active.astype(bool)
         self.count = int(self.inside.sum())
         # Passive solid pixels: in the FE model at density 1, outside the design.
@@ -703,23 +560,26 @@ class _Problem:
             raise ValueError(f"drop_void must lie in [0, 1), got {self.drop_void}")
         self.stats = fem.SolveStats("")
         self.fixed = fixed
-        self.material = fem.Material(
-            options.E0, options.nu, options.penal, options.Emin, options.h, options.thickness
-        )
+        self.material = material
         self.solver_options = dict(material=self.material, backend=backend, **solver_options)
         self._reduced: fem.Solver | None = None  # the last model of _reduced_solve
-        self.filter = _Filter(active, options.rmin, backend)
+        self.filter = ConeFilter(active, options.rmin, backend)
         self.local = (
             None
-            if options.local_volfrac is None
-            else _LocalVolume(
+            if local is None
+            else LocalBound(
                 active,
-                self.inside if local_mask is None else local_mask,
-                options.local_radius,
-                options.local_volfrac if local_bound is None else local_bound,
-                options.local_p,
+                self.inside if local.mask is None else local.mask,
+                local.radius,
+                local.volfrac,
+                local.p,
             )
         )
+        # What a checkpoint must have been written for, besides the settings.
+        bound = None if local is None else local.volfrac
+        extras = (None if local is None else local.mask, solid, bound)
+        self.arrays = [forces, fixed, active]
+        self.arrays += [a for a in extras if isinstance(a, np.ndarray)]
 
     @functools.cached_property
     def solver(self) -> fem.Solver:
@@ -832,7 +692,7 @@ class _Problem:
     def _oc(self, x: np.ndarray, dc: np.ndarray, dv: np.ndarray, beta: float | None) -> np.ndarray:
         o = self.options
         wsum = self.filter.wsum if beta is not None else None
-        new, _, _ = _oc(
+        new, _, _ = oc_step(
             self.active,
             x,
             dc,
@@ -966,6 +826,7 @@ def _write_checkpoint(
 def _read_checkpoint(
     path: str | os.PathLike[str], options: _Options, fingerprint: str, shape: tuple[int, int]
 ) -> _Progress:
+    """The state stored at ``path``, if written for this problem (settings and arrays)."""
     data = read_npz(path, "topopt checkpoint")
     if "format" not in data or str(data["format"]) != _CHECKPOINT_FORMAT:
         raise ValueError(f"resume: {os.fspath(path)!r} is not a femsr topopt checkpoint")
@@ -977,8 +838,8 @@ def _read_checkpoint(
             f"resume: {os.fspath(path)!r} is a damaged checkpoint: it lacks {sorted(missing)}"
         )
     check_settings(
-        json.loads(str(data["options"])),
-        json.loads(options.to_json()),
+        _comparable(json.loads(str(data["options"]))),
+        _comparable(json.loads(options.to_json())),
         source=f"resume: {os.fspath(path)!r}",
         remedy="optimize the problem it was written for, or start without resume",
     )
@@ -1027,7 +888,6 @@ def optimize(
     *,
     mask: np.ndarray | None = None,
     volfrac: float = 0.5,
-    penal: float = 3.0,
     rmin: float = 1.5,
     filter: str = "density",
     weights: np.ndarray | list[float] | tuple[float, ...] | None = None,
@@ -1035,27 +895,15 @@ def optimize(
     tol: float = 0.01,
     move: float = 0.2,
     damping: float = 0.5,
-    beta: float | None = None,
-    beta_max: float = 32.0,
-    beta_every: int = 50,
-    threshold: float = 0.5,
-    local_volfrac: float | np.ndarray | None = None,
-    local_radius: int = 6,
-    local_p: float = 16.0,
-    local_mask: np.ndarray | None = None,
+    material: fem.Material | None = None,
+    projection: Projection | None = None,
+    local_volume: LocalVolume | None = None,
     solid: np.ndarray | None = None,
     initial: np.ndarray | None = None,
-    E0: float = 1.0,
-    nu: float = 0.3,
-    Emin: float | None = None,
-    h: float = 1.0,
-    thickness: float = 1.0,
     solver_options: Mapping[str, Any] | None = None,
     callback: Callable[[State], bool | None] | None = None,
     progress: bool = False,
-    checkpoint: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = 10,
-    resume: str | os.PathLike[str] | None = None,
+    checkpointing: Checkpointing | None = None,
     backend: str = "cpp",
 ) -> OptimizeResult:
     """Minimum weighted compliance under a mass constraint, by SIMP and optimality criteria.
@@ -1074,8 +922,6 @@ def optimize(
         model and of every filter neighbourhood. Default: all pixels.
     volfrac : float
         Mass fraction in (0, 1]: ``Σ rho = volfrac * (number of mask pixels)``.
-    penal : float
-        SIMP exponent.
     rmin : float
         Filter radius (pixels); weights ``max(0, rmin - d)``.
     filter : {"density", "sensitivity"}
@@ -1090,31 +936,16 @@ def optimize(
         0.01). With projection, only at ``beta_max``.
     move, damping : float
         OC move limit and damping exponent.
-    beta : float, optional
-        Start the Heaviside projection at this sharpness (needs ``filter="density"``). Default:
-        no projection.
-    beta_max : float
-        Cap of the continuation; ``β`` doubles up to it.
-    beta_every : int
-        Iterations at one ``β`` before it doubles (sooner if the design has settled).
-    threshold : float
-        Projection threshold ``η`` in [0, 1].
-    local_volfrac : float, optional
-        Bound ``alpha`` in (0, 1] of the local volume constraint of Wu, Aage, Westermann & Sigmund
-        (2018), "Infill optimization for additive manufacturing—approaching bone-like porous
-        structures", IEEE TVCG 24:1127: the mean density of the square of side
-        ``2 local_radius + 1`` around each pixel stays below ``alpha``, aggregated into one
-        constraint by a p-norm. It turns the few thick members of a plain compliance design
-        into many thin struts along the stress paths, as in trabecular bone. An array of shape
-        (ny, nx) bounds each pixel's square by its own value (a bound that varies over the
-        domain); its mean stands for it in the checkpoint's options. Default: none.
-    local_radius : int
-        Half side (pixels) of the local square.
-    local_p : float
-        p-norm exponent (Wu et al. use 16); larger is closer to the max, and stiffer to solve.
-    local_mask : ndarray of bool, shape (ny, nx), optional
-        The pixels whose local density is bounded (e.g. all but a cortical shell along the
-        outline). Default: the whole mask.
+    material : femsr.fem.Material, optional
+        SIMP law and geometry of the FE model (:class:`femsr.fem.Material`): tissue modulus
+        ``E0`` (MPa), Poisson's ratio ``nu``, SIMP exponent ``penal``, void modulus ``Emin``,
+        pixel side ``h`` (mm), thickness (mm). Default: ``Material()``, top88's unit material
+        (``E0=1, nu=0.3, penal=3, Emin=1e-9``, ``h`` and thickness 1).
+    projection : Projection, optional
+        Heaviside projection and its continuation (needs ``filter="density"``). Default: none.
+    local_volume : LocalVolume, optional
+        Local volume constraint (Wu et al. 2018): a bound on the mean density of the square
+        around each pixel. Default: none.
     solid : ndarray of bool, shape (ny, nx), optional
         Passive solid pixels outside ``mask`` (e.g. a prescribed cortex): in the FE model at
         density 1, but not design variables, not in the filter neighbourhoods and not in the
@@ -1122,9 +953,6 @@ def optimize(
     initial : ndarray, shape (ny, nx), optional
         Starting design variables in [0, 1] (e.g. a coarse solution, upsampled). Default: the
         uniform design whose physical density meets the mass exactly.
-    E0, nu, Emin, h, thickness : float
-        Material and geometry of :class:`femsr.fem.Solver`: tissue modulus (MPa), Poisson's
-        ratio, void modulus (default ``1e-9*E0``), pixel side (mm), thickness (mm).
     solver_options : mapping, optional
         Options of :class:`femsr.fem.Solver`: ``tol``, ``maxiter``, ``direct_below``,
         ``method``, ``rebuild_ratio``, ``direct_solver``; and ``drop_void``, a physical
@@ -1140,19 +968,8 @@ def optimize(
         change, ``β``, local volume, CG iterations and seconds. The same numbers go to a DEBUG
         record per iteration, and the outcome to an INFO record, of the ``femsr.topopt``
         logger, whatever ``progress``.
-    checkpoint : path, optional
-        File (``.npz``) to write every ``checkpoint_every`` iterations and when the run stops,
-        atomically (temporary file, then rename). It holds the design, the density, the
-        iteration, ``β``, the history and the options.
-    checkpoint_every : int
-        Iterations between checkpoints.
-    resume : path, optional
-        A checkpoint to continue from; the problem (options, forces, fixed, mask) must be the
-        one it was written for, while ``max_iter``, ``tol``, ``solver_options``, the callback
-        and the checkpointing may change; ``initial`` is ignored. The continued run makes the
-        same updates as an uninterrupted one (bit for bit with a direct solver; with AMG-CG,
-        up to the CG tolerance, since CG restarts from zero rather than from the last
-        displacements).
+    checkpointing : Checkpointing, optional
+        The checkpoints to write and the one to resume from. Default: none.
     backend : {"cpp", "python"}
         Compiled kernels, or the numpy twins for filter, projection, OC update, assembly and
         element energies.
@@ -1166,7 +983,7 @@ def optimize(
     ------
     TypeError, ValueError
         On bad shapes, types or values, a structure that ``fixed`` does not hold, or a
-        checkpoint that does not fit the problem.
+        checkpoint that does not fit the problem or cannot be read (the message names it).
     femsr.fem.ConvergenceError
         When an FE solve does not converge.
 
@@ -1187,8 +1004,58 @@ def optimize(
     >>> result = optimize(forces, fixed, volfrac=0.5, rmin=1.5, max_iter=30)
     >>> bool(abs(result.mass - 0.5) < 1e-9), result.compliance < result.history[0].objective
     (True, True)
+
+    With projection and a local volume bound, from a material in MPa and mm:
+
+    >>> result = optimize(
+    ...     forces, fixed, volfrac=0.3, max_iter=5, move=0.05,
+    ...     material=fem.Material(E0=15e3, h=0.1),
+    ...     projection=Projection(1.0, beta_max=4.0, beta_every=2),
+    ...     local_volume=LocalVolume(0.4, radius=2),
+    ... )
+    >>> result.iterations, result.beta
+    (5, 4.0)
     """
-    check_backend(backend)
+    if not (isinstance(max_iter, int) and max_iter >= 0):
+        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be non-negative, got {tol}")
+    problem = _validate(
+        forces,
+        fixed,
+        mask=mask,
+        volfrac=volfrac,
+        rmin=rmin,
+        filter=filter,
+        weights=weights,
+        move=move,
+        damping=damping,
+        material=material,
+        projection=projection,
+        local=local_volume,
+        solid=solid,
+        solver_options=solver_options,
+        backend=backend,
+    )
+    checkpoints = _check_record("checkpointing", checkpointing, Checkpointing) or Checkpointing()
+    run, save = _start(problem, initial, checkpoints)
+    started = time.perf_counter()
+    _iterate(problem, run, max_iter, tol, callback, progress, checkpoints.every, save)
+    return _finish(problem, run, save, started)
+
+
+def _check_record(name: str, value: Any, kind: type) -> Any:
+    """``value`` if it is a ``kind`` or None; a TypeError naming ``name`` otherwise."""
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(
+            f"{name} must be a {kind.__module__}.{kind.__name__} or None, "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def _check_loads(forces: object, fixed: object) -> tuple[np.ndarray, np.ndarray]:
+    """The forces (ncases, ny+1, nx+1, 2), not all zero, and the fixed DOFs they match."""
     fixed = check_fixed(fixed)
     shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
     forces = check_finite_array("forces", forces, 4)
@@ -1199,118 +1066,168 @@ def optimize(
         )
     if not forces.any():
         raise ValueError("forces are all zero: there is nothing to optimize for")
-    active = check_mask(mask, shape)
-    if not 0 < volfrac <= 1:
-        raise ValueError(f"volfrac must lie in (0, 1], got {volfrac}")
-    rmin = _check_rmin(rmin)
-    if filter not in FILTERS:
-        raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
-    _check_step(move, damping)
-    if not (isinstance(max_iter, int) and max_iter >= 0):
-        raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be non-negative, got {tol}")
-    if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}")
-    if beta is not None:
-        _check_projection(beta, threshold)
-        if filter != "density":
-            raise ValueError(f"beta (projection) needs filter='density', got filter={filter!r}")
-        if not beta_max >= beta:
-            raise ValueError(f"beta_max must be at least beta={beta}, got {beta_max}")
-        if not (isinstance(beta_every, int) and beta_every >= 1):
-            raise ValueError(f"beta_every must be a positive integer, got {beta_every!r}")
-    constrained = None
-    local_bound = None
-    if isinstance(local_volfrac, np.ndarray):
-        local_bound = check_finite_array("local_volfrac", local_volfrac, 2)
-        if local_bound.shape != shape:
-            raise ValueError(f"local_volfrac must have shape {shape}, got {local_bound.shape}")
-        local_volfrac = float(np.mean(local_bound[active.astype(bool)]))
-        if not ((local_bound > 0) & (local_bound <= 1)).all():
-            raise ValueError("local_volfrac must lie in (0, 1] at every pixel")
-    if local_volfrac is not None:
-        if not 0 < local_volfrac <= 1:
-            raise ValueError(f"local_volfrac must lie in (0, 1], got {local_volfrac}")
-        _check_local(local_radius, local_p)
-        if local_mask is not None:
-            if not (
-                isinstance(local_mask, np.ndarray)
-                and local_mask.dtype == np.bool_
-                and local_mask.shape == shape
-            ):
-                raise TypeError(f"local_mask must be a bool array of shape {shape}")
-            constrained = local_mask
-    elif local_mask is not None:
-        raise ValueError("local_mask needs local_volfrac (the bound it applies)")
+    return forces, fixed
+
+
+def _check_extras(
+    shape: tuple[int, int],
+    active: np.ndarray,
+    filter: str,
+    projection: Projection | None,
+    local: LocalVolume | None,
+    solid: np.ndarray | None,
+) -> None:
+    """What the option records and the solid pixels must agree on with the problem."""
+    if projection is not None and filter != "density":
+        raise ValueError(f"projection needs filter='density', got filter={filter!r}")
+    if local is not None:
+        if isinstance(local.volfrac, np.ndarray) and local.volfrac.shape != shape:
+            raise ValueError(
+                f"LocalVolume.volfrac must have shape {shape}, got {np.shape(local.volfrac)}"
+            )
+        if local.mask is not None and local.mask.shape != shape:
+            raise TypeError(f"LocalVolume.mask must be a bool array of shape {shape}")
     if solid is not None:
         if not (isinstance(solid, np.ndarray) and solid.dtype == np.bool_ and solid.shape == shape):
             raise TypeError(f"solid must be a bool array of shape {shape}")
         if np.any(solid & active.astype(bool)):
             raise ValueError("solid must lie outside mask: a passive pixel is no design variable")
+
+
+def _validate(
+    forces: np.ndarray,
+    fixed: np.ndarray,
+    *,
+    mask: np.ndarray | None,
+    volfrac: float,
+    rmin: float,
+    filter: str,
+    weights: object,
+    move: float,
+    damping: float,
+    material: fem.Material | None,
+    projection: Projection | None,
+    local: LocalVolume | None,
+    solid: np.ndarray | None,
+    solver_options: Mapping[str, Any] | None,
+    backend: str,
+) -> _Problem:
+    """The problem that :func:`optimize`'s arguments define, every one checked."""
+    check_backend(backend)
+    forces, fixed = _check_loads(forces, fixed)
+    shape = (fixed.shape[0] - 1, fixed.shape[1] - 1)
+    active = check_mask(mask, shape)
+    if not 0 < volfrac <= 1:
+        raise ValueError(f"volfrac must lie in (0, 1], got {volfrac}")
+    rmin = check_rmin(rmin)
+    if filter not in FILTERS:
+        raise ValueError(f"filter must be one of {FILTERS}, got {filter!r}")
+    check_step(move, damping)
+    material = _check_record("material", material, fem.Material) or fem.Material()
+    _check_record("projection", projection, Projection)
+    _check_record("local_volume", local, LocalVolume)
+    _check_extras(shape, active, filter, projection, local, solid)
     unknown = set(solver_options or {}) - set(_SOLVER_OPTIONS)
     if unknown:
         raise ValueError(
             f"solver_options has unknown keys {sorted(unknown)}; allowed: {_SOLVER_OPTIONS}"
         )
-    options = _Options(
-        volfrac=float(volfrac),
-        penal=float(penal),
-        rmin=rmin,
-        filter=filter,
-        weights=_check_weights(weights, forces.shape[0]),
-        move=float(move),
-        damping=float(damping),
-        beta=None if beta is None else float(beta),
-        beta_max=float(beta_max),
-        beta_every=int(beta_every),
-        threshold=float(threshold),
-        E0=float(E0),
-        nu=float(nu),
-        Emin=None if Emin is None else float(Emin),
-        h=float(h),
-        thickness=float(thickness),
-        local_volfrac=None if local_volfrac is None else float(local_volfrac),
-        local_radius=local_radius if local_volfrac is not None else 0,
-        local_p=float(local_p) if local_volfrac is not None else 0.0,
+    weights = _check_weights(weights, forces.shape[0])
+    inside = active.astype(bool)
+    options = _settings(
+        volfrac, rmin, filter, weights, move, damping, material, projection, local, inside
     )
-    problem = _Problem(
-        forces,
-        fixed,
-        active,
-        options,
-        solver_options or {},
-        backend,
-        constrained,
-        solid,
-        local_bound,
+    return _Problem(
+        forces, fixed, active, options, material, solver_options or {}, backend, local, solid
     )
-    inside = problem.inside
 
-    problem_arrays = [forces, fixed, active] + [
-        extra for extra in (constrained, solid, local_bound) if extra is not None
-    ]
-    fingerprint = (
-        _fingerprint(*problem_arrays) if checkpoint is not None or resume is not None else ""
-    )
-    if resume is not None:
-        run = _read_checkpoint(resume, options, fingerprint, shape)
-        logger.info("optimize: resuming %s at iteration %d", os.fspath(resume), run.iteration)
+
+def _start(
+    problem: _Problem, initial: np.ndarray | None, checkpoints: Checkpointing
+) -> tuple[_Progress, Callable[[np.ndarray], None] | None]:
+    """Where the run starts (a checkpoint, ``initial`` or the uniform design at the mass), and
+    how it writes a checkpoint of a density (None without a checkpoint path)."""
+    options = problem.options
+    fingerprint = ""
+    if checkpoints.path is not None or checkpoints.resume is not None:
+        fingerprint = _fingerprint(*problem.arrays)
+    if checkpoints.resume is not None:
+        run = _read_checkpoint(checkpoints.resume, options, fingerprint, problem.shape)
+        logger.info(
+            "optimize: resuming %s at iteration %d", os.fspath(checkpoints.resume), run.iteration
+        )
     else:
         if initial is None:
-            start = volfrac if beta is None else float(inverse_projection(volfrac, beta, threshold))
-            design = np.full(shape, start)
+            start = options.volfrac
+            if options.beta is not None:
+                start = float(inverse_projection(start, options.beta, options.threshold))
+            design = np.full(problem.shape, start)
         else:
-            design = _check_unit("initial", _check_image("initial", initial, shape)).copy()
-        design[~inside] = 0.0
+            design = check_unit("initial", check_image("initial", initial, problem.shape)).copy()
+        design[~problem.inside] = 0.0
         run = _Progress(design, 0, options.beta, 0, [])
 
-    def save(density: np.ndarray) -> None:
-        if checkpoint is not None:
-            _write_checkpoint(checkpoint, run, density, options, fingerprint)
+    path = checkpoints.path
+    if path is None:
+        return run, None
+    return run, lambda density: _write_checkpoint(path, run, density, options, fingerprint)
 
+
+def _step(problem: _Problem, run: _Progress) -> tuple[Record, np.ndarray]:
+    """One iteration on ``run``: analyse its design, update it; the record and the density
+    analysed."""
+    started = time.perf_counter()
+    x = run.design
+    density, slope = problem.physical(x, run.beta)
+    compliance, energy = problem.analyse(density)
+    stats = problem.stats
+    fe_seconds = stats.assembly_seconds + stats.setup_seconds + stats.solve_seconds
+    dc, dv = problem.sensitivities(x, density, slope, energy)
+    local = problem.local_constraint(density, slope)
+    new, run.multiplier = problem.update(x, dc, dv, run.beta, local, run.multiplier)
+    run.iteration += 1
+    record = Record(
+        iteration=run.iteration,
+        objective=float(problem.weights @ compliance),
+        compliance=tuple(float(c) for c in compliance),
+        mass=float(density[problem.inside].sum() / problem.count),
+        change=float(np.abs(new - x).max()),
+        beta=0.0 if run.beta is None else run.beta,
+        cg_iterations=tuple(stats.iterations) or (0,) * len(compliance),
+        local_volume=0.0 if local is None else problem.local_volume(local[0]),
+        fe_seconds=fe_seconds,
+        seconds=time.perf_counter() - started,
+    )
+    run.design = new
+    run.history.append(record)
+    run.beta_iterations += 1
+    return record, density
+
+
+def _continuation(options: _Options, run: _Progress, settled: bool) -> bool:
+    """top88's continuation (ft=3): ``β`` doubles after ``beta_every`` iterations or once the
+    design settled, up to ``beta_max``; whether the run has converged (settled at that)."""
+    if run.beta is None or run.beta >= options.beta_max:
+        return settled
+    if settled or run.beta_iterations >= options.beta_every:
+        run.beta = min(2.0 * run.beta, options.beta_max)
+        run.beta_iterations = 0
+    return False
+
+
+def _iterate(
+    problem: _Problem,
+    run: _Progress,
+    max_iter: int,
+    tol: float,
+    callback: Callable[[State], bool | None] | None,
+    progress: bool,
+    every: int,
+    save: Callable[[np.ndarray], None] | None,
+) -> None:
+    """Iterate until converged, stopped by the callback or at ``max_iter``, checkpointing
+    every ``every`` iterations; the reason in ``run.reason``."""
     reason = "converged" if run.reason == "converged" else ""
-    started_run = time.perf_counter()
     bar = tqdm(
         total=max_iter,
         initial=run.iteration,
@@ -1321,68 +1238,45 @@ def optimize(
         disable=not progress,
     )
     while not reason and run.iteration < max_iter:
-        started = time.perf_counter()
-        x = run.design
-        density, slope = problem.physical(x, run.beta)
-        compliance, energy = problem.analyse(density)
-        stats = problem.stats
-        fe_seconds = stats.assembly_seconds + stats.setup_seconds + stats.solve_seconds
-        dc, dv = problem.sensitivities(x, density, slope, energy)
-        local = problem.local_constraint(density, slope)
-        new, run.multiplier = problem.update(x, dc, dv, run.beta, local, run.multiplier)
-        change = float(np.abs(new - x).max())
-        run.iteration += 1
-        record = Record(
-            iteration=run.iteration,
-            objective=float(problem.weights @ compliance),
-            compliance=tuple(float(c) for c in compliance),
-            mass=float(density[inside].sum() / problem.count),
-            change=change,
-            beta=0.0 if run.beta is None else run.beta,
-            cg_iterations=tuple(stats.iterations) or (0,) * len(compliance),
-            local_volume=0.0 if local is None else problem.local_volume(local[0]),
-            fe_seconds=fe_seconds,
-            seconds=time.perf_counter() - started,
-        )
-        run.design = new
-        run.history.append(record)
-        run.beta_iterations += 1
-        settled = change <= tol
-        if run.beta is not None and run.beta < options.beta_max:
-            # top88's continuation (ft=3): sharpen after beta_every iterations or once settled.
-            if settled or run.beta_iterations >= options.beta_every:
-                run.beta = min(2.0 * run.beta, options.beta_max)
-                run.beta_iterations = 0
-            settled = False
+        record, density = _step(problem, run)
+        settled = _continuation(problem.options, run, record.change <= tol)
         logger.debug("it %4d  %s", record.iteration, _summary(record))
         bar.set_postfix_str(_summary(record, short=True), refresh=False)
         bar.update()
-        stop = callback is not None and bool(callback(State(record, density, new)))
+        stop = callback is not None and bool(callback(State(record, density, run.design)))
         if settled:
             reason = "converged"
         elif stop:
             reason = "callback"
-        if checkpoint is not None and run.iteration % checkpoint_every == 0 and not reason:
-            save(problem.physical(new, run.beta)[0])
+        if save is not None and run.iteration % every == 0 and not reason:
+            save(problem.physical(run.design, run.beta)[0])
     bar.close()
-    reason = reason or "max_iter"
-    run.reason = reason
+    run.reason = reason or "max_iter"
 
+
+def _finish(
+    problem: _Problem,
+    run: _Progress,
+    save: Callable[[np.ndarray], None] | None,
+    started: float,
+) -> OptimizeResult:
+    """The result of the run's last design, from a last FE solve; checkpointed and logged."""
     # The design was last updated, and its mass met, at the beta of the last record; a doubling
     # after that update belongs to the next iteration (of a resumed run), not to the result.
     beta = run.history[-1].beta if run.history and run.beta is not None else run.beta
     density = problem.physical(run.design, beta)[0]
     compliance, _ = problem.analyse(density)
-    save(density)
+    if save is not None:
+        save(density)
     result = OptimizeResult(
         density=problem.with_solid(density),
         design=run.design,
         compliance=float(problem.weights @ compliance),
         case_compliance=compliance,
-        mass=float(density[inside].sum() / problem.count),
+        mass=float(density[problem.inside].sum() / problem.count),
         iterations=run.iteration,
-        converged=reason == "converged",
-        reason=reason,
+        converged=run.reason == "converged",
+        reason=run.reason,
         beta=0.0 if beta is None else beta,
         history=run.history,
     )
@@ -1393,7 +1287,7 @@ def optimize(
         result.compliance,
         result.mass,
         result.beta,
-        time.perf_counter() - started_run,
+        time.perf_counter() - started,
     )
     return result
 

@@ -253,7 +253,8 @@ def test_a_stage_passes_its_simp_and_p_norm_exponents(monkeypatch):
     optimize = topopt.optimize
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["penal"], kwargs.get("local_p")))
+        local = kwargs["local_volume"]
+        seen.append((kwargs["material"].penal, None if local is None else local.p))
         return optimize(*args, **kwargs)
 
     monkeypatch.setattr(topopt, "optimize", spy)
@@ -360,7 +361,7 @@ def test_a_strut_sized_square_widens_as_the_bone_thins(monkeypatch):
     optimize = topopt.optimize
 
     def spy(*args, **kwargs):
-        seen.append((kwargs["local_volfrac"], kwargs["local_radius"]))
+        seen.append((kwargs["local_volume"].volfrac, kwargs["local_volume"].radius))
         return optimize(*args, **kwargs)
 
     monkeypatch.setattr(topopt, "optimize", spy)

@@ -2,6 +2,7 @@
 checkpoint/resume, callbacks and bad input."""
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -149,12 +150,9 @@ def test_half_mbb_reproduces_top88(ft, name):
         forces,
         fixed,
         volfrac=0.5,
-        penal=3.0,
         rmin=1.5,
         filter=name,
-        E0=1.0,
-        Emin=1e-9,
-        nu=0.3,
+        material=fem.Material(E0=1.0, nu=0.3, penal=3.0, Emin=1e-9),
         max_iter=1000,
     )
     assert result.converged
@@ -370,33 +368,26 @@ def test_sensitivities_match_finite_differences(beta, with_solid, per_pixel):
     if with_solid:  # a passive solid strip along the bottom, as a prescribed cortex
         solid[-2:] = mask[-2:]
         mask = mask & ~solid
-    options = topopt._Options(
+    constrained = mask.copy()
+    constrained[:, :2] = False  # a strip exempt from the local bound, as a cortical shell is
+    # a bound per pixel, as generate's layout-following one
+    bound = np.random.default_rng(1).uniform(0.4, 0.6, mask.shape) if per_pixel else 0.5
+    problem = topopt._validate(
+        forces,
+        fixed,
+        mask=mask,
         volfrac=0.4,
-        penal=3.0,
         rmin=1.8,
         filter="density",
         weights=(1.0, 2.5),
         move=0.2,
         damping=0.5,
-        beta=beta,
-        beta_max=32.0,
-        beta_every=50,
-        threshold=0.5,
-        E0=3.0,
-        nu=0.3,
-        Emin=None,
-        h=1.0,
-        thickness=1.0,
-        local_volfrac=0.5,
-        local_radius=2,
-        local_p=8.0,
-    )
-    constrained = mask.copy()
-    constrained[:, :2] = False  # a strip exempt from the local bound, as a cortical shell is
-    # a bound per pixel, as generate's layout-following one
-    bound = np.random.default_rng(1).uniform(0.4, 0.6, mask.shape) if per_pixel else None
-    problem = topopt._Problem(
-        forces, fixed, mask.astype(np.uint8), options, {}, "cpp", constrained, solid, bound
+        material=fem.Material(E0=3.0),
+        projection=None if beta is None else topopt.Projection(beta),
+        local=topopt.LocalVolume(bound, radius=2, p=8.0, mask=constrained),
+        solid=solid,
+        solver_options=None,
+        backend="cpp",
     )
     x = np.where(mask, np.random.default_rng(0).uniform(0.2, 0.9, mask.shape), 0.0)
 
@@ -455,9 +446,7 @@ def test_every_step_keeps_a_tight_local_bound():
         rmin=1.5,
         max_iter=25,
         move=0.05,
-        local_volfrac=0.33,
-        local_radius=3,
-        local_p=16.0,
+        local_volume=topopt.LocalVolume(0.33, radius=3, p=16.0),
     )
     assert result.mass == pytest.approx(0.3, rel=1e-9)
     # within 0.1 %: where no ratio up to the strongest reaches the bound, that step is taken
@@ -468,18 +457,23 @@ def test_every_step_keeps_a_tight_local_bound():
 
 def test_a_bound_per_pixel_bounds_each_square_by_its_own_value():
     forces, fixed = half_mbb(16, 48)
-    kwargs = dict(volfrac=0.3, rmin=1.5, max_iter=20, move=0.05, local_radius=3, local_p=16.0)
-    scalar = topopt.optimize(forces, fixed, local_volfrac=0.4, **kwargs)
-    uniform = topopt.optimize(forces, fixed, local_volfrac=np.full((16, 48), 0.4), **kwargs)
+    kwargs = dict(volfrac=0.3, rmin=1.5, max_iter=20, move=0.05)
+
+    def bounded(volfrac):
+        local = topopt.LocalVolume(volfrac, radius=3, p=16.0)
+        return topopt.optimize(forces, fixed, local_volume=local, **kwargs)
+
+    scalar = bounded(0.4)
+    uniform = bounded(np.full((16, 48), 0.4))
     np.testing.assert_allclose(uniform.density, scalar.density, rtol=0, atol=1e-9)
     assert uniform.history[-1].local_volume == pytest.approx(scalar.history[-1].local_volume)
     # Half the beam bounded tighter: its local densities end lower than under the uniform
     # bound of the other half (the p-norm lets the densest squares pass their bound).
     bound = np.full((16, 48), 0.45)
     bound[:, :24] = 0.32
-    split = topopt.optimize(forces, fixed, local_volfrac=0.45, **kwargs)
+    split = bounded(0.45)
     loose = topopt.local_density(split.density, 3)
-    split = topopt.optimize(forces, fixed, local_volfrac=bound, **kwargs)
+    split = bounded(bound)
     local = topopt.local_density(split.density, 3)
     tight = np.quantile(local[:, 3:21], 0.95)
     assert tight < np.quantile(loose[:, 3:21], 0.95) - 0.1
@@ -501,10 +495,7 @@ def test_local_volume_constraint_spreads_the_mass():
     bounded = topopt.optimize(
         forces,
         fixed,
-        local_volfrac=0.45,
-        local_radius=3,
-        local_p=16.0,
-        local_mask=constrained,
+        local_volume=topopt.LocalVolume(0.45, radius=3, p=16.0, mask=constrained),
         **kwargs,
     )
     mask = np.ones((ny, nx), bool)
@@ -530,8 +521,9 @@ def test_an_unreachable_local_bound_takes_the_strongest_step_every_time(tmp_path
     ny, nx = 16, 48
     forces, fixed = half_mbb(ny, nx)
     path = tmp_path / "run.npz"
-    kwargs = dict(volfrac=0.3, rmin=1.5, move=0.05, local_volfrac=0.2, local_radius=3)
-    result = topopt.optimize(forces, fixed, max_iter=12, checkpoint=path, **kwargs)
+    kwargs = dict(volfrac=0.3, rmin=1.5, move=0.05, local_volume=topopt.LocalVolume(0.2, radius=3))
+    checkpointing = topopt.Checkpointing(path)
+    result = topopt.optimize(forces, fixed, max_iter=12, checkpointing=checkpointing, **kwargs)
     assert result.mass == pytest.approx(0.3, rel=1e-9)
     with np.load(path) as data:
         kappa = float(data["multiplier"])
@@ -543,15 +535,17 @@ def test_an_unreachable_local_bound_takes_the_strongest_step_every_time(tmp_path
 
 def test_local_volume_resume_and_twins_agree(tmp_path):
     mask, forces, fixed = l_bracket()
-    kwargs = dict(mask=mask, volfrac=0.35, rmin=1.5, move=0.05, local_volfrac=0.36, local_radius=2)
+    local = topopt.LocalVolume(0.36, radius=2)
+    kwargs = dict(mask=mask, volfrac=0.35, rmin=1.5, move=0.05, local_volume=local)
     straight = topopt.optimize(forces, fixed, max_iter=10, **kwargs)
     twin = topopt.optimize(forces, fixed, max_iter=10, backend="python", **kwargs)
     np.testing.assert_allclose(twin.density, straight.density, atol=1e-6)
     path = tmp_path / "run.npz"
-    topopt.optimize(forces, fixed, max_iter=5, checkpoint=path, **kwargs)
+    topopt.optimize(forces, fixed, max_iter=5, checkpointing=topopt.Checkpointing(path), **kwargs)
     with np.load(path) as data:
         assert float(data["multiplier"]) > 0.0  # the bound is active and its ratio is kept
-    resumed = topopt.optimize(forces, fixed, max_iter=10, resume=path, **kwargs)
+    resume = topopt.Checkpointing(resume=path)
+    resumed = topopt.optimize(forces, fixed, max_iter=10, checkpointing=resume, **kwargs)
     np.testing.assert_array_equal(resumed.design, straight.design)
 
 
@@ -561,7 +555,12 @@ def test_local_volume_resume_and_twins_agree(tmp_path):
 def test_cpp_and_python_paths_give_the_same_design():
     mask, forces, fixed = l_bracket()
     kwargs = dict(
-        mask=mask, volfrac=0.4, rmin=2.0, weights=[1.0, 0.5], beta=1.0, beta_every=5, max_iter=12
+        mask=mask,
+        volfrac=0.4,
+        rmin=2.0,
+        weights=[1.0, 0.5],
+        projection=topopt.Projection(1.0, beta_every=5),
+        max_iter=12,
     )
     cpp = topopt.optimize(forces, fixed, **kwargs)
     python = topopt.optimize(forces, fixed, backend="python", **kwargs)
@@ -603,7 +602,12 @@ def test_zero_weight_case_is_ignored():
 def test_projection_continuation_and_stop():
     forces, fixed = half_mbb(10, 30)
     result = topopt.optimize(
-        forces, fixed, volfrac=0.5, rmin=2.0, beta=1.0, beta_max=8.0, beta_every=10, max_iter=300
+        forces,
+        fixed,
+        volfrac=0.5,
+        rmin=2.0,
+        projection=topopt.Projection(1.0, beta_max=8.0, beta_every=10),
+        max_iter=300,
     )
     betas = result.series("beta")
     assert betas[0] == 1.0 and result.beta == 8.0
@@ -620,7 +624,12 @@ def test_projection_continuation_and_stop():
 def test_a_last_iteration_that_doubles_beta_leaves_the_result_at_the_mass():
     forces, fixed = half_mbb(10, 30)
     result = topopt.optimize(
-        forces, fixed, volfrac=0.4, rmin=2.0, beta=2.0, beta_max=8.0, beta_every=5, max_iter=5
+        forces,
+        fixed,
+        volfrac=0.4,
+        rmin=2.0,
+        projection=topopt.Projection(2.0, beta_max=8.0, beta_every=5),
+        max_iter=5,
     )
     assert result.history[-1].beta == result.beta == 2.0  # the next iteration would use 4
     assert result.mass == pytest.approx(0.4, abs=1e-12)
@@ -733,7 +742,8 @@ def test_drop_void_keeps_its_model_while_the_structure_stays_inside(monkeypatch)
     forces, fixed = half_mbb(24, 72)
     crisp = crisp_mbb(24, 72)  # design variables 0.3 and 0.7 that project to it at beta 32
     design = 0.3 + 0.4 * crisp
-    kwargs = dict(volfrac=float(crisp.mean()), rmin=1.0, beta=32.0, beta_max=32.0, move=0.05)
+    projection = topopt.Projection(32.0, beta_max=32.0)
+    kwargs = dict(volfrac=float(crisp.mean()), rmin=1.0, projection=projection, move=0.05)
     topopt.optimize(
         forces,
         fixed,
@@ -758,7 +768,8 @@ def test_drop_void_keeps_its_model_while_the_structure_stays_inside(monkeypatch)
 def test_drop_void_grows_the_design_of_the_full_model():
     ny, nx = 24, 72
     forces, fixed = half_mbb(ny, nx)
-    kwargs = dict(volfrac=0.3, rmin=1.5, beta=1.0, beta_max=16.0, beta_every=10, max_iter=50)
+    projection = topopt.Projection(1.0, beta_max=16.0, beta_every=10)
+    kwargs = dict(volfrac=0.3, rmin=1.5, projection=projection, max_iter=50)
     full = topopt.optimize(forces, fixed, **kwargs)
     reduced = topopt.optimize(forces, fixed, solver_options={"drop_void": 1e-3}, **kwargs)
     assert reduced.mass == pytest.approx(0.3, rel=1e-9)
@@ -801,8 +812,16 @@ def test_solid_pixels_stay_solid_outside_the_mass(beta):
     solid = np.zeros_like(mask)
     solid[:, :2] = mask[:, :2]
     design = mask & ~solid
+    projection = None if beta is None else topopt.Projection(beta)
     result = topopt.optimize(
-        forces, fixed, mask=design, solid=solid, volfrac=0.3, max_iter=8, beta=beta, rmin=1.5
+        forces,
+        fixed,
+        mask=design,
+        solid=solid,
+        volfrac=0.3,
+        max_iter=8,
+        projection=projection,
+        rmin=1.5,
     )
     assert (result.density[solid] == 1.0).all()
     assert (result.density[~mask] == 0.0).all()
@@ -814,7 +833,7 @@ def test_solid_pixels_stay_solid_outside_the_mass(beta):
         mask=design,
         volfrac=0.3,
         max_iter=8,
-        beta=beta,
+        projection=projection,
         rmin=1.5,
         solver_options={"direct_below": 10**6},
     )
@@ -827,7 +846,8 @@ def comparable(history):
 
 def test_resume_after_interruption_gives_the_same_result(tmp_path):
     mask, forces, fixed = l_bracket()
-    kwargs = dict(mask=mask, volfrac=0.4, rmin=2.0, beta=1.0, beta_every=4, weights=[1, 2])
+    projection = topopt.Projection(1.0, beta_every=4)
+    kwargs = dict(mask=mask, volfrac=0.4, rmin=2.0, projection=projection, weights=[1, 2])
     straight = topopt.optimize(forces, fixed, max_iter=12, **kwargs)
     path = tmp_path / "run.npz"
 
@@ -840,8 +860,7 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
             forces,
             fixed,
             max_iter=12,
-            checkpoint=path,
-            checkpoint_every=6,
+            checkpointing=topopt.Checkpointing(path, every=6),
             callback=interrupt,
             **kwargs,
         )
@@ -849,7 +868,8 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
         assert int(data["iteration"]) == 6 and len(data["history_objective"]) == 6
         assert {"design", "density", "beta", "options", "history_cg_iterations"} <= set(data.files)
     assert os.listdir(tmp_path) == ["run.npz"]  # no temporary file left behind
-    resumed = topopt.optimize(forces, fixed, max_iter=12, resume=path, checkpoint=path, **kwargs)
+    both = topopt.Checkpointing(path, resume=path)
+    resumed = topopt.optimize(forces, fixed, max_iter=12, checkpointing=both, **kwargs)
     np.testing.assert_array_equal(resumed.design, straight.design)
     np.testing.assert_array_equal(resumed.density, straight.density)
     assert comparable(resumed.history) == comparable(straight.history)
@@ -861,39 +881,95 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
 def test_resume_continues_a_stopped_run_and_keeps_a_converged_one(tmp_path):
     forces, fixed = half_mbb(8, 16)
     path = tmp_path / "run.npz"
-    first = topopt.optimize(forces, fixed, max_iter=5, checkpoint=path)
+    first = topopt.optimize(forces, fixed, max_iter=5, checkpointing=topopt.Checkpointing(path))
     assert first.reason == "max_iter"
-    more = topopt.optimize(forces, fixed, max_iter=500, resume=path, checkpoint=path)
+    both = topopt.Checkpointing(path, resume=path)
+    more = topopt.optimize(forces, fixed, max_iter=500, checkpointing=both)
     straight = topopt.optimize(forces, fixed, max_iter=500)
     assert more.converged and more.iterations == straight.iterations
     np.testing.assert_array_equal(more.design, straight.design)
-    again = topopt.optimize(forces, fixed, max_iter=1000, resume=path)
+    resume = topopt.Checkpointing(resume=path)
+    again = topopt.optimize(forces, fixed, max_iter=1000, checkpointing=resume)
     assert again.iterations == more.iterations and again.reason == "converged"
+
+
+def writing(path):
+    return topopt.Checkpointing(path)
+
+
+def resuming(path):
+    return topopt.Checkpointing(resume=path)
 
 
 def test_resume_rejects_another_problem(tmp_path):
     forces, fixed = half_mbb(6, 12)
     path = tmp_path / "run.npz"
-    topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
+    topopt.optimize(forces, fixed, max_iter=2, checkpointing=writing(path))
     with pytest.raises(ValueError, match=r"other settings \(volfrac: 0\.5 → 0\.4\)"):
-        topopt.optimize(forces, fixed, volfrac=0.4, resume=path)
+        topopt.optimize(forces, fixed, volfrac=0.4, checkpointing=resuming(path))
+    material, projection = fem.Material(penal=4.0), topopt.Projection(1.0)
+    with pytest.raises(ValueError, match=r"other settings \(penal: 3\.0 → 4\.0\)"):
+        topopt.optimize(forces, fixed, material=material, checkpointing=resuming(path))
+    with pytest.raises(ValueError, match=r"other settings \(beta: None → 1\.0, beta_every"):
+        topopt.optimize(forces, fixed, projection=projection, checkpointing=resuming(path))
     with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
-        topopt.optimize(2 * forces, fixed, resume=path)
+        topopt.optimize(2 * forces, fixed, checkpointing=resuming(path))
     mask, solid = np.ones((6, 12), bool), np.zeros((6, 12), bool)
     mask[3, 6], solid[3, 6] = False, True
-    topopt.optimize(forces, fixed, mask=mask, max_iter=2, checkpoint=path)
+    topopt.optimize(forces, fixed, mask=mask, max_iter=2, checkpointing=writing(path))
     with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
-        topopt.optimize(forces, fixed, mask=mask, solid=solid, resume=path)
+        topopt.optimize(forces, fixed, mask=mask, solid=solid, checkpointing=resuming(path))
     other = tmp_path / "other.npz"
     np.savez(other, design=np.zeros((6, 12)))
     with pytest.raises(ValueError, match="not a femsr topopt checkpoint"):
-        topopt.optimize(forces, fixed, resume=other)
+        topopt.optimize(forces, fixed, checkpointing=resuming(other))
+
+
+def test_resume_accepts_the_settings_of_older_checkpoints(tmp_path):
+    """Checkpoints keep their flat settings; those written before the option records held
+    None for the default void modulus, and without projection any of its parameters (a
+    generate stage without projection wrote beta_max 1 and beta_every 1)."""
+    forces, fixed = half_mbb(6, 12)
+    path = tmp_path / "run.npz"
+    local = topopt.LocalVolume(0.6, radius=2)
+    kwargs = dict(volfrac=0.4, rmin=1.5, local_volume=local)
+    first = topopt.optimize(forces, fixed, max_iter=2, checkpointing=writing(path), **kwargs)
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    settings = json.loads(str(arrays["options"]))
+    assert settings == {
+        "volfrac": 0.4,
+        "penal": 3.0,
+        "rmin": 1.5,
+        "filter": "density",
+        "weights": [1.0],
+        "move": 0.2,
+        "damping": 0.5,
+        "beta": None,
+        "beta_max": 32.0,
+        "beta_every": 50,
+        "threshold": 0.5,
+        "E0": 1.0,
+        "nu": 0.3,
+        "Emin": 1e-9,
+        "h": 1.0,
+        "thickness": 1.0,
+        "local_volfrac": 0.6,
+        "local_radius": 2,
+        "local_p": 16.0,
+    }
+    settings.update(Emin=None, beta_max=1.0, beta_every=1)
+    arrays["options"] = np.array(json.dumps(settings, sort_keys=True))
+    np.savez(path, **arrays)
+    resumed = topopt.optimize(forces, fixed, max_iter=3, checkpointing=resuming(path), **kwargs)
+    assert resumed.iterations == 3
+    assert comparable(resumed.history[:2]) == comparable(first.history)
 
 
 def test_resume_from_a_junk_truncated_or_damaged_file_names_it(tmp_path):
     forces, fixed = half_mbb(6, 12)
     path = tmp_path / "run.npz"
-    topopt.optimize(forces, fixed, max_iter=2, checkpoint=path)
+    topopt.optimize(forces, fixed, max_iter=2, checkpointing=writing(path))
     junk, truncated, damaged = (tmp_path / name for name in ("junk", "truncated", "damaged"))
     junk.write_bytes(b"garbage" * 10)
     truncated.write_bytes(path.read_bytes()[:-100])
@@ -901,11 +977,11 @@ def test_resume_from_a_junk_truncated_or_damaged_file_names_it(tmp_path):
         np.savez(damaged, **{k: data[k] for k in data.files if k != "history_mass"})
     for bad in (junk, truncated):
         with pytest.raises(ValueError, match=f"{bad.name}' is not a readable topopt checkpoint"):
-            topopt.optimize(forces, fixed, resume=bad)
+            topopt.optimize(forces, fixed, checkpointing=resuming(bad))
     with pytest.raises(ValueError, match=r"damaged checkpoint: it lacks \['history_mass'\]"):
-        topopt.optimize(forces, fixed, resume=tmp_path / "damaged.npz")
+        topopt.optimize(forces, fixed, checkpointing=resuming(tmp_path / "damaged.npz"))
     with pytest.raises(ValueError, match=r"none\.npz' is not a readable .* No such file"):
-        topopt.optimize(forces, fixed, resume=tmp_path / "none.npz")
+        topopt.optimize(forces, fixed, checkpointing=resuming(tmp_path / "none.npz"))
 
 
 # --- Bad input -------------------------------------------------------------------------------
@@ -928,28 +1004,23 @@ def test_resume_from_a_junk_truncated_or_damaged_file_names_it(tmp_path):
         (dict(max_iter=-1), "max_iter must be a non-negative integer"),
         (dict(max_iter=2.5), "max_iter must be a non-negative integer"),
         (dict(tol=-0.1), "tol must be non-negative"),
-        (dict(checkpoint_every=0), "checkpoint_every must be a positive integer"),
-        (dict(beta=1.0, filter="sensitivity"), "needs filter='density'"),
-        (dict(beta=0.0), "beta must be positive"),
-        (dict(beta=4.0, beta_max=2.0), "beta_max must be at least beta=4.0"),
-        (dict(beta=1.0, beta_every=0), "beta_every must be a positive integer"),
-        (dict(beta=1.0, threshold=1.5), r"threshold must lie in \[0, 1\]"),
+        (
+            dict(projection=topopt.Projection(1.0), filter="sensitivity"),
+            "projection needs filter='density', got filter='sensitivity'",
+        ),
         (dict(solver_options={"tolerance": 1e-6}), r"unknown keys \['tolerance'\]"),
         (dict(solver_options={"tol": 2.0}), r"tol must lie in \(0, 1\)"),
         (dict(initial=np.ones((3, 3))), r"initial must have shape \(6, 12\)"),
         (dict(initial=np.full((6, 12), 1.5)), r"initial must lie in \[0, 1\]"),
         (dict(mask=np.ones((6, 11), bool)), "mask must have the image shape"),
-        (dict(E0=-1.0), "E0 must be positive"),
         (dict(backend="gpu"), "backend must be one of"),
-        (dict(local_volfrac=1.5), r"local_volfrac must lie in \(0, 1\]"),
-        (dict(local_volfrac=0.6, local_radius=0), "local_radius must be a positive integer"),
-        (dict(local_volfrac=0.6, local_p=0.5), "local_p must be at least 1"),
-        (dict(local_mask=np.ones((6, 12), bool)), "local_mask needs local_volfrac"),
-        (dict(local_volfrac=np.full((6, 11), 0.5)), r"local_volfrac must have shape \(6, 12\)"),
-        (dict(local_volfrac=np.zeros((6, 12))), r"local_volfrac must lie in \(0, 1\] at every"),
         (
-            dict(local_volfrac=0.6, local_mask=np.zeros((6, 12), bool)),
-            "local_mask leaves no mask pixel",
+            dict(local_volume=topopt.LocalVolume(np.full((6, 11), 0.5))),
+            r"LocalVolume\.volfrac must have shape \(6, 12\), got \(6, 11\)",
+        ),
+        (
+            dict(local_volume=topopt.LocalVolume(0.6, mask=np.zeros((6, 12), bool))),
+            r"LocalVolume\.mask leaves no mask pixel",
         ),
     ],
 )
@@ -957,6 +1028,79 @@ def test_bad_options_are_rejected(kwargs, match):
     forces, fixed = half_mbb(6, 12)
     with pytest.raises(ValueError, match=match):
         topopt.optimize(forces, fixed, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("record", "kwargs", "match"),
+    [
+        (topopt.Projection, dict(beta=0.0), "beta must be positive, got 0.0"),
+        (topopt.Projection, dict(beta=4.0, beta_max=2.0), "beta_max must be at least beta=4.0"),
+        (topopt.Projection, dict(beta=1.0, beta_every=0), "beta_every must be a positive integer"),
+        (topopt.Projection, dict(beta=1.0, threshold=1.5), r"threshold must lie in \[0, 1\]"),
+        (topopt.LocalVolume, dict(volfrac=1.5), r"LocalVolume\.volfrac must lie in \(0, 1\], got"),
+        (topopt.LocalVolume, dict(volfrac=0.0), r"LocalVolume\.volfrac must lie in \(0, 1\], got"),
+        (
+            topopt.LocalVolume,
+            dict(volfrac=np.zeros((6, 12))),
+            r"LocalVolume\.volfrac must lie in \(0, 1\] at every pixel",
+        ),
+        (
+            topopt.LocalVolume,
+            dict(volfrac=np.full((6, 12), np.nan)),
+            r"LocalVolume\.volfrac contains NaN",
+        ),
+        (
+            topopt.LocalVolume,
+            dict(volfrac=0.6, radius=0),
+            r"LocalVolume\.radius must be a positive integer \(pixels\), got 0",
+        ),
+        (
+            topopt.LocalVolume,
+            dict(volfrac=0.6, radius=2.5),
+            r"LocalVolume\.radius must be a positive integer \(pixels\), got 2\.5",
+        ),
+        (topopt.LocalVolume, dict(volfrac=0.6, p=0.5), r"LocalVolume\.p must be at least 1"),
+        (
+            topopt.Checkpointing,
+            dict(every=0),
+            r"Checkpointing\.every must be a positive integer, got 0",
+        ),
+        (fem.Material, dict(E0=-1.0), "E0 must be positive"),
+    ],
+)
+def test_bad_option_records_are_rejected(record, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        record(**kwargs)
+
+
+def test_option_records_of_the_wrong_type_are_rejected():
+    forces, fixed = half_mbb(6, 12)
+    wrong = [
+        (dict(material={"E0": 1.0}), r"material must be a femsr\.fem\.Material or None, got dict"),
+        (dict(projection=2.0), r"projection must be a femsr\.topopt\.Projection or None"),
+        (dict(local_volume=0.3), r"local_volume must be a femsr\.topopt\.LocalVolume or None"),
+        (dict(checkpointing="run.npz"), r"checkpointing must be .*Checkpointing or None, got str"),
+        (
+            dict(local_volume=topopt.LocalVolume(0.5, mask=np.ones((6, 11), bool))),
+            r"LocalVolume\.mask must be a bool array of shape \(6, 12\)",
+        ),
+    ]
+    for kwargs, match in wrong:
+        with pytest.raises(TypeError, match=match):
+            topopt.optimize(forces, fixed, **kwargs)
+    with pytest.raises(TypeError, match=r"LocalVolume\.mask must be a bool array, got dtype float"):
+        topopt.LocalVolume(0.5, mask=np.ones((6, 12)))
+    with pytest.raises(TypeError, match=r"LocalVolume\.mask must be a bool array, got list"):
+        topopt.LocalVolume(0.5, mask=[[True]])
+
+
+def test_option_records_hold_their_values_as_numbers():
+    assert topopt.Projection(2, beta_max=8) == topopt.Projection(2.0, 8.0, 50, 0.5)
+    assert isinstance(topopt.Projection(2).beta, float)
+    local = topopt.LocalVolume(1, radius=3, p=8)
+    assert (local.volfrac, local.radius, local.p) == (1.0, 3, 8.0)
+    assert isinstance(local.volfrac, float) and isinstance(local.p, float)
+    assert topopt.Checkpointing() == topopt.Checkpointing(None, 10, None)
 
 
 def test_bad_solid_is_rejected():

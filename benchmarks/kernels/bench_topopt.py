@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from femsr import topopt
+from femsr._topopt_kernels import ConeFilter
 
 SIZES = [(200, 200), (800, 800), (2080, 1883)]
 RMIN = 3.0
@@ -36,7 +37,7 @@ ids = {"ids": lambda s: f"{s[0]}x{s[1]}"}
 def test_density_filter(benchmark, shape, backend):
     mask, x, _ = problem(shape)
     benchmark.group = f"filter {shape[0]}x{shape[1]}, rmin {RMIN:g}"
-    cone = topopt._Filter(mask.astype(np.uint8), RMIN, backend)
+    cone = ConeFilter(mask.astype(np.uint8), RMIN, backend)
     filtered = benchmark(cone, x)
     assert not filtered[~mask].any()
     assert x[mask].min() <= filtered[mask].min() and filtered[mask].max() <= x[mask].max()
@@ -47,7 +48,7 @@ def test_density_filter(benchmark, shape, backend):
 def test_density_filter_transpose(benchmark, shape, backend):
     mask, _, dc = problem(shape)
     benchmark.group = f"filter transpose {shape[0]}x{shape[1]}, rmin {RMIN:g}"
-    cone = topopt._Filter(mask.astype(np.uint8), RMIN, backend)
+    cone = ConeFilter(mask.astype(np.uint8), RMIN, backend)
     back = benchmark(cone, dc, True)
     # Fᵀ keeps the total: each pixel's weights sum to 1.
     assert back.sum() == pytest.approx(dc.sum(), rel=1e-10)
@@ -69,7 +70,7 @@ def test_oc_update(benchmark, shape, backend):
 def test_oc_update_projected(benchmark, shape, backend):
     mask, x, dc = problem(shape)
     benchmark.group = f"OC update projected {shape[0]}x{shape[1]}, beta {BETA:g}"
-    cone = topopt._Filter(mask.astype(np.uint8), RMIN, "cpp")
+    cone = ConeFilter(mask.astype(np.uint8), RMIN, "cpp")
     _, slope = topopt.project(cone(x), BETA)
     dv = cone(np.where(mask, slope, 0.0), True)
     target = 0.45 * int(mask.sum())

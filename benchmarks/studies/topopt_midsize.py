@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from femsr import topopt
+from femsr import fem, topopt
 
 
 def block_problem(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,12 +64,9 @@ def main() -> None:
         volfrac=args.volfrac,
         rmin=3.0,
         weights=[6.0, 3.0, 1.0],
-        beta=1.0,
-        beta_max=16.0,
-        beta_every=20,
+        projection=topopt.Projection(1.0, beta_max=16.0, beta_every=20),
         max_iter=args.iterations,
-        E0=15e3,
-        h=0.05,
+        material=fem.Material(E0=15e3, h=0.05),
         solver_options={"tol": args.tol},
         callback=report,
     )

@@ -29,15 +29,11 @@ def densities(problem, iterations, pixel_size):
         weights=problem.weights,
         max_iter=iterations,
         move=0.1,
-        beta=1.0,
-        beta_max=8.0,
-        beta_every=max(1, iterations // 4),
-        E0=TISSUE_MODULUS,
-        h=pixel_size,
-        thickness=problem.thickness,
-        local_volfrac=0.6,
-        local_radius=max(1, round(1.2 / pixel_size)),
-        local_mask=inside > 1.0,
+        projection=topopt.Projection(1.0, beta_max=8.0, beta_every=max(1, iterations // 4)),
+        material=fem.Material(E0=TISSUE_MODULUS, h=pixel_size, thickness=problem.thickness),
+        local_volume=topopt.LocalVolume(
+            0.6, radius=max(1, round(1.2 / pixel_size)), mask=inside > 1.0
+        ),
         callback=lambda state: seen.append(state.density.copy()),
     )
     return seen
