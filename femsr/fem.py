@@ -1,5 +1,9 @@
 """Linear-elastic finite elements on pixel grids.
 
+One module past 600 lines because the material, the element, the assembly and the solver work
+on the one grid numbering set out below and share the :class:`Material` and the node mask; the
+linear solvers behind :class:`Solver` are apart already, in :mod:`femsr.solvers`.
+
 One pixel is one bilinear Q4 plane-stress element of side ``h`` (mm) and thickness ``thickness``
 (mm). Images are ``(ny, nx)`` arrays with row 0 at the top. Node ``(i, j)`` is the corner at grid
 row ``i`` (from the top) and column ``j``; it has the DOFs ``2*(i*(nx+1)+j)`` (x, to the right) and
@@ -11,7 +15,7 @@ lengths in mm and forces in N, displacements come out in mm and energies in N·m
 :class:`Material` holds the law's constants with the pixel geometry.
 
 Every compiled kernel has a pure numpy twin in :mod:`femsr.reference.fem`, selected by
-``backend="python"``; the linear solvers behind :class:`Solver` are in :mod:`femsr.solvers`.
+``backend="python"``.
 """
 
 from __future__ import annotations
