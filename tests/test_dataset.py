@@ -37,6 +37,23 @@ def build(out, images, **options):
     return dataset.build_dataset(images, out, **{**settings, **options})
 
 
+def spy_on_writes(monkeypatch):
+    """The names of the pair files written from now on (in this process).
+
+    A spy on the writer, not a file's modification time: that may not tick between two writes
+    on a file system of coarse timestamps, and a rewrite would pass unseen.
+    """
+    written = []
+    write = dataset._write_npy
+
+    def spy(path, *args, **kwargs):
+        written.append(path.name)
+        return write(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset, "_write_npy", spy)
+    return written
+
+
 # ---------------------------------------------------------------------------------------------
 # Downscaling and channels
 
@@ -307,13 +324,13 @@ def test_stored_pairs_round_trip(built, femur_files):
     np.testing.assert_allclose(hr_stored / 255, hr, atol=1 / 510 + 1e-9)
 
 
-def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, caplog):
+def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, caplog, monkeypatch):
     out, index = built
-    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")}
+    written = spy_on_writes(monkeypatch)
     caplog.set_level(logging.INFO, logger="femsr.dataset")
     again = build(out, femur_files, progress=True)
     assert again["femurs"] == index["femurs"]
-    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.npy")} == stamps
+    assert written == []
     assert caplog.messages == []  # nothing redone
     (out / "femur_01.hr.npy").unlink()  # as if interrupted while writing femur_01
     again = build(out, femur_files, progress=True)
@@ -321,7 +338,7 @@ def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, cap
     assert {e["name"]: e["count"] for e in again["femurs"]} == {
         e["name"]: e["count"] for e in index["femurs"]
     }
-    assert (out / "femur_00.lr.npy").stat().st_mtime_ns == stamps["femur_00.lr.npy"]
+    assert sorted(written) == ["femur_01.corners.npy", "femur_01.hr.npy", "femur_01.lr.npy"]
     with pytest.raises(
         ValueError,
         match=r"index.json was written with other settings \(stride: 3 → 2\); use another folder",
@@ -329,21 +346,21 @@ def test_build_resumes_and_rebuilds_only_what_is_missing(built, femur_files, cap
         build(out, femur_files, stride=2)
 
 
-def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, caplog):
+def test_a_changed_femur_is_cut_again_in_its_place(femur_files, tmp_path, caplog, monkeypatch):
     files = [tmp_path / path.name for path in femur_files]
     for path, copy in zip(femur_files, files, strict=True):
         copy.write_bytes(path.read_bytes())
     out = tmp_path / "patches"
     index = build(out, files)
-    stamp = (out / "femur_00.lr.npy").stat().st_mtime_ns
     save_femur(files[1], femur_image("femur_01", 99))  # regrown under the same name
+    written = spy_on_writes(monkeypatch)
     caplog.set_level(logging.INFO, logger="femsr.dataset")
     again = build(out, files)
+    assert sorted(written) == ["femur_01.corners.npy", "femur_01.hr.npy", "femur_01.lr.npy"]
     assert "femur_01 changed since its pairs were cut: cutting it again" in caplog.messages
     assert [e["name"] for e in again["femurs"]] == ["femur_00", "femur_01", "femur_02"]
     assert again["femurs"][0] == index["femurs"][0] and again["femurs"][2] == index["femurs"][2]
     assert again["femurs"][1]["source"] != index["femurs"][1]["source"]
-    assert (out / "femur_00.lr.npy").stat().st_mtime_ns == stamp
     fresh = build(tmp_path / "fresh", files)
     assert np.array_equal(
         np.load(out / "femur_01.hr.npy"), np.load(tmp_path / "fresh/femur_01.hr.npy")
@@ -558,7 +575,8 @@ def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     assert program.format == "pt2" and program.config == eager.config
     x = torch.rand(3, eager.config.in_channels, eager.config.patch_size, eager.config.patch_size)
     with torch.no_grad():
-        torch.testing.assert_close(program(x), eager(x), atol=1e-5, rtol=0)
+        # Outputs in [0, 1]; the program and the eager network may take other float32 kernels.
+        torch.testing.assert_close(program(x), eager(x), atol=1e-4, rtol=0)
     assert cli.main(["export", str(tmp_path / "missing.pt"), str(exported)]) == 2
 
 

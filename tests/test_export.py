@@ -18,6 +18,14 @@ from femsr.model import ModelConfig, build_model  # noqa: E402
 
 CFG = ModelConfig(in_channels=5, width=6, n_blocks=2, up_width=3, patch_size=4)
 SUFFIX = {"pt2": ".pt2", "torchscript": ".ts", "state": ".pt"}
+# Outputs lie in [0, 1]. Two float32 runs of the network that take other kernels (another
+# format, batch size, memory layout, CPU or thread count: blocked or Winograd convolutions sum
+# in another order) differ by rounding: here about 3e-6 from float64, and some kernels round
+# an order of magnitude worse. ATOL holds them all; a real fault moves outputs by 1e-2 or more.
+ATOL = 1e-4
+# With a zero tail the output is the density skip alone: no convolution, only upsampling and
+# logit/sigmoid, whose vectorised float32 versions differ by a few ulp between CPUs.
+SKIP_ATOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +65,7 @@ def test_round_trip_agrees_with_eager(tmp_path, net, exported, fmt):
         x = torch.from_numpy(patches(n, seed=n))
         with torch.no_grad():
             expected = net(x)
-        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(loaded(x), expected, rtol=0, atol=ATOL)
     # The format comes from the contents, not the name.
     renamed = tmp_path / "model.bin"
     shutil.copy(path, renamed)
@@ -275,7 +283,7 @@ def test_predict_matches_the_network(net, exported, fmt):
     for size in (1, 4, 64):  # batching does not change the result
         got = predict(model, batch, batch_size=size, device="cpu")
         assert got.shape == (11, 1, 40, 40) and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("fmt", ["eager", "pt2", "torchscript"])
@@ -299,7 +307,7 @@ def test_predict_leaves_an_eager_network_as_it_was(net):
             net.train()
         got = predict(net, patches(3), device="cpu")
         assert net.training
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)  # but ran in eval mode
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)  # but ran in eval mode
     finally:
         net.eval()
 
@@ -405,7 +413,7 @@ def test_tta_is_the_mean_of_the_eight_outputs_mapped_back(net):
     for size in (1, 2, 64):
         got = predict(net, batch, batch_size=size, tta=True)
         assert got.shape == (3, 1, 40, 40) and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=ATOL)
     assert np.abs(predict(net, batch) - expected).max() > 1e-2  # the network is no symmetric one
 
 
@@ -420,7 +428,7 @@ def test_tta_output_is_invariant_under_the_symmetries_of_its_input(net, exported
     for k, flip in export_module.SYMMETRIES:
         undo = export_module._inverse(k, flip)
         seen = transform(predict(model, transform(batch, k, flip), tta=True), *undo)
-        np.testing.assert_allclose(seen, average, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(seen, average, rtol=0, atol=ATOL)
         if (k, flip) != (0, False):  # without averaging, the output depends on the turn
             seen_plain = transform(predict(model, transform(batch, k, flip)), *undo)
             assert np.abs(seen_plain - plain).max() > 1e-2
@@ -434,7 +442,7 @@ def test_tta_of_an_equivariant_network_is_its_output(skip):
     equivariant = build_model(dataclasses.replace(cfg, density_skip=skip))
     batch = patches(4, seed=6)
     np.testing.assert_allclose(
-        predict(equivariant, batch, tta=True), predict(equivariant, batch), rtol=0, atol=1e-6
+        predict(equivariant, batch, tta=True), predict(equivariant, batch), rtol=0, atol=SKIP_ATOL
     )
 
 

@@ -1,10 +1,11 @@
-"""Femur image files: round trip, quantization bound, clear errors for other files."""
+"""Femur image files: round trip, quantization bound, clear errors for other files; density
+images (PNG, TIFF, .npy, .npz) read and written."""
 
 import numpy as np
 import pytest
 
 from femsr import io
-from femsr.femur import grid_shape, sample
+from femsr.femur import Femur, grid_shape, sample
 
 
 def test_femur_image_round_trip_within_the_16_bit_step(tmp_path):
@@ -110,3 +111,95 @@ def test_atomic_write_gives_the_permissions_open_would(tmp_path):
         os.umask(mask)
     mode = (tmp_path / "a.txt").stat().st_mode & 0o777
     assert mode == (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+# ---------------------------------------------------------------------------------------------
+# Density images: PNG, TIFF, .npy, .npz (femsr.io.read_image, write_image)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "bits", "tolerance"),
+    [
+        (".png", 16, 0.5 / 65535),
+        (".png", 8, 0.5 / 255),
+        (".tif", 16, 0.5 / 65535),
+        (".tiff", 8, 0.5 / 255),
+        (".npy", 16, 0.0),
+        (".npz", 16, 0.0),
+    ],
+)
+def test_image_round_trip(tmp_path, suffix, bits, tolerance):
+    density = np.random.default_rng(2).random((7, 5)).astype(np.float32)
+    density[0, :2] = [0.0, 1.0]
+    path = tmp_path / f"d{suffix}"
+    io.write_image(path, density, bits=bits)
+    back, pixel_size, bone = io.read_image(path)
+    assert back.shape == (7, 5) and back.dtype == np.float64
+    assert pixel_size is None and bone is None
+    np.testing.assert_allclose(back, density, atol=tolerance + 1e-9, rtol=0)
+    assert back[0, 0] == 0.0 and back[0, 1] == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
+
+
+def test_read_femur_file_and_plain_arrays(tmp_path):
+    from PIL import Image
+
+    bone = Femur()
+    density = np.full((26, 24), 0.25)
+    io.save_femur(tmp_path / "f.npz", io.FemurImage(density, 4.0, bone))
+    back, pixel_size, femur = io.read_image(tmp_path / "f.npz")
+    np.testing.assert_allclose(back, density, atol=1e-5)
+    assert pixel_size == 4.0 and femur == bone
+    np.savez(tmp_path / "one.npz", image=density)
+    assert io.read_image(tmp_path / "one.npz")[0].shape == (26, 24)
+    Image.fromarray(density.astype(np.float32)).save(tmp_path / "float.tif")
+    np.testing.assert_array_equal(io.read_image(tmp_path / "float.tif")[0], density)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error", "match"),
+    [
+        ("missing.png", None, FileNotFoundError, "does not exist"),
+        ("image.bmp", b"", ValueError, "unknown image type"),
+        ("junk.png", b"junk", ValueError, "not a readable image"),
+        ("junk.tif", b"II*\x00junk", ValueError, "not a readable image"),
+        ("junk.npy", b"junk", ValueError, "not a readable .npy"),
+        ("junk.npz", b"junk", ValueError, "not a readable .npz"),
+        ("colour.png", "rgb", ValueError, "RGB image; a density needs one grayscale channel"),
+        ("cube.npy", "cube", ValueError, "not a 2-D image"),
+        ("many.npz", "many", ValueError, "name the density 'density'"),
+        ("text.npy", "text", ValueError, "not real numbers"),
+    ],
+)
+def test_unreadable_images(tmp_path, name, content, error, match):
+    from PIL import Image
+
+    path = tmp_path / name
+    if content == "rgb":
+        Image.new("RGB", (4, 3)).save(path)
+    elif content == "cube":
+        np.save(path, np.zeros((2, 3, 4)))
+    elif content == "many":
+        np.savez(path, a=np.zeros((2, 2)), b=np.zeros((2, 2)))
+    elif content == "text":
+        np.save(path, np.array([["a", "b"]]))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(error, match=match):
+        io.read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("path", "density", "bits", "match"),
+    [
+        ("d.jpg", np.zeros((2, 2)), 16, "unknown image type"),
+        ("d.png", np.zeros((2, 2)), 12, "bits must be 8 or 16"),
+        ("d.png", np.full((2, 2), 1.5), 16, r"must lie in \[0, 1\]"),
+        ("d.png", np.full((2, 2), np.nan), 16, "NaN"),
+        ("d.png", np.zeros(4), 16, "2-D"),
+    ],
+)
+def test_write_image_bad_input(tmp_path, path, density, bits, match):
+    with pytest.raises(ValueError, match=match):
+        io.write_image(tmp_path / path, density, bits=bits)
+    assert not list(tmp_path.iterdir())

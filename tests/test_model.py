@@ -66,7 +66,8 @@ def test_untrained_network_returns_the_upsampled_density():
         y = build_model(cfg)(x)
     blocks = y.reshape(2, 1, 4, 10, 4, 10)
     expected = density.clamp(0.01, 0.99)[:, :, :, None, :, None].expand_as(blocks)
-    torch.testing.assert_close(blocks, expected, rtol=0, atol=1e-6)
+    # sigmoid(logit(d)) in float32: a few ulp, more or fewer with each CPU's vectorised exp/log.
+    torch.testing.assert_close(blocks, expected, rtol=0, atol=1e-5)
 
 
 def test_gradients_reach_every_parameter():

@@ -1,4 +1,4 @@
-"""femsr.reconstruct: LR femur in, HR femur out; image files; the CLI."""
+"""femsr.reconstruct: LR femur in, HR femur out; image files in and out; the CLI."""
 
 import csv
 import importlib
@@ -22,6 +22,11 @@ module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is th
 reconstruct = femsr.reconstruct
 
 PIXEL = 4.0  # a coarse LR grid of the mean femur: 26 x 24 pixels, 3 x 3 windows
+# HR densities lie in [0, 1]. Two float32 runs of one network that take other kernels (eager or
+# exported, another batch size or memory layout, CPU or thread count: convolutions sum in
+# another order) differ by rounding, about 1e-6 here and an order of magnitude more with
+# some kernels; ATOL holds them all, far below the 1e-3..1e-1 a real fault moves them.
+ATOL = 1e-4
 
 
 def tiny(density_skip="none", seed=0):
@@ -130,8 +135,8 @@ def test_eager_and_exported_agree(exported, femur_lr):
     options = {"femur": bone, "pixel_size": PIXEL, "device": "cpu"}
     eager = reconstruct(lr, model=net, **options)
     loaded = load_model(path, device="cpu")
-    np.testing.assert_allclose(reconstruct(lr, model=path, **options), eager, atol=1e-5)
-    np.testing.assert_allclose(reconstruct(lr, model=loaded, **options), eager, atol=1e-5)
+    np.testing.assert_allclose(reconstruct(lr, model=path, **options), eager, atol=ATOL)
+    np.testing.assert_allclose(reconstruct(lr, model=loaded, **options), eager, atol=ATOL)
 
 
 def test_methods_differ_only_in_overlaps(exported, femur_lr):
@@ -156,11 +161,11 @@ def test_batch_size_does_not_matter(exported, femur_lr):
     net, _ = exported
     bone, _, lr = femur_lr
     options = {"femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
-    # Equal up to the float32 rounding of batch-size-dependent convolution kernels (1 ulp).
+    # Equal up to the float32 rounding of batch-size-dependent convolution kernels.
     np.testing.assert_allclose(
         reconstruct(lr, batch_size=1, **options),
         reconstruct(lr, batch_size=64, **options),
-        atol=1e-6,
+        atol=ATOL,
         rtol=0,
     )
 
@@ -192,7 +197,7 @@ def test_tta_runs_every_window_under_the_eight_symmetries(exported, femur_lr, mo
 
     monkeypatch.setattr(export_module, "predict", averaging)
     by_hand = reconstruct(lr, model=net, **options)
-    np.testing.assert_allclose(averaged, by_hand, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(averaged, by_hand, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("skip", ["nearest", "bilinear"])
@@ -202,8 +207,10 @@ def test_tta_leaves_an_equivariant_network_unchanged(femur_lr, skip):
     bone, _, lr = femur_lr
     net = tiny(density_skip=skip)
     options = {"femur": bone, "pixel_size": PIXEL, "model": net, "device": "cpu"}
+    # No convolution counts (the tail is zero): upsampling and logit/sigmoid in float32 round
+    # by a few ulp, more or fewer with each CPU's vectorised functions.
     np.testing.assert_allclose(
-        reconstruct(lr, tta=True, **options), reconstruct(lr, **options), rtol=0, atol=1e-6
+        reconstruct(lr, tta=True, **options), reconstruct(lr, **options), rtol=0, atol=1e-5
     )
 
 
@@ -269,98 +276,6 @@ def test_corrupt_model_file(tmp_path, femur_lr):
 
 
 # ---------------------------------------------------------------------------------------------
-# Image files
-
-
-@pytest.mark.parametrize(
-    ("suffix", "bits", "tolerance"),
-    [
-        (".png", 16, 0.5 / 65535),
-        (".png", 8, 0.5 / 255),
-        (".tif", 16, 0.5 / 65535),
-        (".tiff", 8, 0.5 / 255),
-        (".npy", 16, 0.0),
-        (".npz", 16, 0.0),
-    ],
-)
-def test_image_round_trip(tmp_path, suffix, bits, tolerance):
-    density = np.random.default_rng(2).random((7, 5)).astype(np.float32)
-    density[0, :2] = [0.0, 1.0]
-    path = tmp_path / f"d{suffix}"
-    write_image(path, density, bits=bits)
-    back, pixel_size, bone = read_image(path)
-    assert back.shape == (7, 5) and back.dtype == np.float64
-    assert pixel_size is None and bone is None
-    np.testing.assert_allclose(back, density, atol=tolerance + 1e-9, rtol=0)
-    assert back[0, 0] == 0.0 and back[0, 1] == 1.0
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary left
-
-
-def test_read_femur_file_and_plain_arrays(tmp_path):
-    from PIL import Image
-
-    bone = Femur()
-    density = np.full((26, 24), 0.25)
-    save_femur(tmp_path / "f.npz", FemurImage(density, PIXEL, bone))
-    back, pixel_size, femur = read_image(tmp_path / "f.npz")
-    np.testing.assert_allclose(back, density, atol=1e-5)
-    assert pixel_size == PIXEL and femur == bone
-    np.savez(tmp_path / "one.npz", image=density)
-    assert read_image(tmp_path / "one.npz")[0].shape == (26, 24)
-    Image.fromarray(density.astype(np.float32)).save(tmp_path / "float.tif")
-    np.testing.assert_array_equal(read_image(tmp_path / "float.tif")[0], density)
-
-
-@pytest.mark.parametrize(
-    ("name", "content", "error", "match"),
-    [
-        ("missing.png", None, FileNotFoundError, "does not exist"),
-        ("image.bmp", b"", ValueError, "unknown image type"),
-        ("junk.png", b"junk", ValueError, "not a readable image"),
-        ("junk.tif", b"II*\x00junk", ValueError, "not a readable image"),
-        ("junk.npy", b"junk", ValueError, "not a readable .npy"),
-        ("junk.npz", b"junk", ValueError, "not a readable .npz"),
-        ("colour.png", "rgb", ValueError, "RGB image; a density needs one grayscale channel"),
-        ("cube.npy", "cube", ValueError, "not a 2-D image"),
-        ("many.npz", "many", ValueError, "name the density 'density'"),
-        ("text.npy", "text", ValueError, "not real numbers"),
-    ],
-)
-def test_unreadable_images(tmp_path, name, content, error, match):
-    from PIL import Image
-
-    path = tmp_path / name
-    if content == "rgb":
-        Image.new("RGB", (4, 3)).save(path)
-    elif content == "cube":
-        np.save(path, np.zeros((2, 3, 4)))
-    elif content == "many":
-        np.savez(path, a=np.zeros((2, 2)), b=np.zeros((2, 2)))
-    elif content == "text":
-        np.save(path, np.array([["a", "b"]]))
-    elif content is not None:
-        path.write_bytes(content)
-    with pytest.raises(error, match=match):
-        read_image(path)
-
-
-@pytest.mark.parametrize(
-    ("path", "density", "bits", "match"),
-    [
-        ("d.jpg", np.zeros((2, 2)), 16, "unknown image type"),
-        ("d.png", np.zeros((2, 2)), 12, "bits must be 8 or 16"),
-        ("d.png", np.full((2, 2), 1.5), 16, r"must lie in \[0, 1\]"),
-        ("d.png", np.full((2, 2), np.nan), 16, "NaN"),
-        ("d.png", np.zeros(4), 16, "2-D"),
-    ],
-)
-def test_write_image_bad_input(tmp_path, path, density, bits, match):
-    with pytest.raises(ValueError, match=match):
-        write_image(tmp_path / path, density, bits=bits)
-    assert not list(tmp_path.iterdir())
-
-
-# ---------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -397,7 +312,9 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_cli_reconstructs_a_folder_on_two_workers_as_one_by_one(tmp_path, exported, capsys):
+def test_cli_reconstructs_a_folder_on_two_workers_as_one_by_one(
+    tmp_path, exported, capsys, monkeypatch
+):
     """A folder of LR femur files: each written as <name>.npz, the same as a serial run; a
     rerun skips them; --workers needs a folder."""
     net, path = exported
@@ -418,9 +335,12 @@ def test_cli_reconstructs_a_folder_on_two_workers_as_one_by_one(tmp_path, export
         np.testing.assert_allclose(
             read_image(tmp_path / "hr" / f"femur_{k}.npz")[0], expected, atol=1e-4
         )
-    stamp = (tmp_path / "hr" / "femur_0.npz").stat().st_mtime_ns
+    # The rerun (serial, so in this process) writes nothing: spy on the writer, since a file's
+    # modification time may not tick between two writes on a coarse-timestamp file system.
+    written = []
+    monkeypatch.setattr(femsr.io, "write_image", lambda path, *a, **k: written.append(path))
     assert main([*argv, "--device", "cpu", "--quiet"]) == 0  # nothing left to do
-    assert (tmp_path / "hr" / "femur_0.npz").stat().st_mtime_ns == stamp
+    assert written == []
     single = ["reconstruct", str(folder / "femur_0.npz"), str(tmp_path / "x.npy")]
     assert main([*single, "--workers", "2", "--quiet"]) == 2
     assert "reconstruct a folder" in capsys.readouterr().err
