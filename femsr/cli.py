@@ -559,6 +559,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "tta": args.tta,
     }
     if args.input.is_dir():
+        if args.landmarks is not None:
+            raise ValueError("--landmarks are one scan's: reconstruct a folder without them")
         sources = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not sources:
             raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
@@ -574,7 +576,9 @@ def _reconstruct(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None or args.scheduler is not None:
         raise ValueError("--workers and --scheduler reconstruct a folder of images")
-    stats = reconstruct_file(args.input, args.output, progress=args.progress, **options)
+    stats = reconstruct_file(
+        args.input, args.output, progress=args.progress, landmarks=args.landmarks, **options
+    )
     if args.preview is not None:
         io.write_image(args.preview, io.read_image(args.output)[0], bits=8)
     (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
@@ -620,6 +624,14 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid)",
     )
     command.add_argument("--preview", type=Path, metavar="PNG", help="also write an 8-bit preview")
+    command.add_argument(
+        "--landmarks",
+        type=Path,
+        metavar="FILE",
+        help="a scan's landmarks (JSON: head_centre, head_radius, shaft_axis, neck_shaft_angle, "
+        "side, greater_trochanter, lesser_trochanter; mm, x right from the image's left edge, y "
+        "down from its top) to use instead of those found (docs/reconstruct.md)",
+    )
     command.set_defaults(run=_reconstruct)
 
 

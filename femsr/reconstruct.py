@@ -31,7 +31,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -451,6 +451,7 @@ def reconstruct_file(
     pixel_size: float | None = None,
     model: str | os.PathLike[str] | None = None,
     device: str = "auto",
+    landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
@@ -458,23 +459,31 @@ def reconstruct_file(
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
     cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm``, NIfTI
     ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
-    :func:`femsr.scan.lr_image`, which gives its femur. A ``.nii``/``.nii.gz`` target gets the
-    HR image with its spacing (:func:`femsr.scan.write_scan`), others
-    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`. Returns its
-    ``stats`` with the LR and HR shapes.
+    :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
+    file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
+    scan's frame. A ``.nii``/``.nii.gz`` target gets the HR image with its spacing
+    (:func:`femsr.scan.write_scan`), others :func:`femsr.io.write_image`. ``options`` go to
+    :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
 
     Raises
     ------
     ValueError
-        If ``pixel_size`` contradicts the file's own.
+        If ``pixel_size`` contradicts the file's own, on bad ``landmarks``, or on
+        ``landmarks`` for a source that is no scan.
     """
     from femsr import femur, io, scan
 
     stored: float | None
     bone: Femur | None
     if str(source).lower().endswith(SCAN_SUFFIXES):
-        image = scan.lr_image(scan.read_scan(source))
+        if isinstance(landmarks, str | os.PathLike):
+            landmarks = scan.read_landmarks(landmarks)
+        image = scan.lr_image(scan.read_scan(source), landmarks=landmarks)
         density, stored, bone = image.density, image.pixel_size, image.femur
+    elif landmarks is not None:
+        raise ValueError(
+            f"landmarks are a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"
+        )
     else:
         density, stored, bone = io.read_image(source)
     if stored is not None and pixel_size is not None and stored != pixel_size:

@@ -24,12 +24,14 @@ import gzip
 import io
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from femsr.femur_fit import fit_femur
+from femsr.femur_fit import LANDMARKS, check_landmarks, find_landmarks, fit_femur
 from femsr.io import FemurImage, atomic_write
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "Scan",
     "density_from_hu",
     "lr_image",
+    "read_landmarks",
     "read_scan",
     "segment",
     "synthetic_scan",
@@ -140,7 +143,13 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     return femur
 
 
-def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU) -> FemurImage:
+def lr_image(
+    scan: Scan,
+    *,
+    landmarks: Mapping[str, Any] | None = None,
+    marrow: float = MARROW_HU,
+    tissue: float = TISSUE_HU,
+) -> FemurImage:
     """A scan as the network's input: a 500 µm density on the femur box with its fitted femur.
 
     Hounsfield units become density (:func:`density_from_hu`; so do values of unknown unit
@@ -150,16 +159,45 @@ def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU
     scan), everything outside the femur set to 0, and the femur fitted
     (:func:`femsr.femur_fit.fit_femur`), which gives the load cases and the ROIs.
 
+    Parameters
+    ----------
+    scan : Scan
+        The coronal image (:func:`read_scan`).
+    landmarks : mapping, optional
+        Landmarks to use instead of those found (:func:`femsr.femur_fit.check_landmarks`:
+        any of ``head_centre``, ``head_radius``, ``shaft_axis``, ``neck_shaft_angle``,
+        ``side``, ``greater_trochanter``, ``lesser_trochanter``), in the **scan's frame**: mm,
+        ``x`` right from the image's left edge and ``y`` down from its top edge, so pixel
+        ``(r, c)`` is centred at ``((c + 1/2) * column spacing, (r + 1/2) * row spacing)``.
+    marrow, tissue : float
+        The calibration of :func:`density_from_hu`.
+
+    Returns
+    -------
+    FemurImage
+        Its ``meta`` holds the scan's ``spacing``, ``index`` and ``unit`` and the
+        ``landmarks`` the fit took (found, or given), in the scan's frame: written as JSON
+        they are a file for ``femsr reconstruct --landmarks`` (:func:`read_landmarks`).
+
     Raises
     ------
     ValueError
-        From :func:`segment` (no femur, a femur cut off), or if the proximal femur is wider
-        than the box.
+        From :func:`segment` (no femur, a femur cut off), on bad ``landmarks``, or if the
+        proximal femur is wider than the box.
+
+    Examples
+    --------
+    >>> from femsr.femur import Femur
+    >>> ct = synthetic_scan(Femur().mask(0.5).astype(float), 0.5)
+    >>> found = lr_image(ct).meta["landmarks"]
+    >>> [round(v) for v in found["head_centre"]], found["side"]  # 15 mm of border
+    ([81, 43], 'right')
     """
     import scipy.ndimage as ndi
 
     from femsr import femur as femur_module
 
+    given = check_landmarks(landmarks)
     pixel = femur_module.LR_PIXEL
     # NIfTI and TIFF do not say their unit: values beyond [0, 1] are CT numbers, as CT
     # volumes converted to NIfTI store them.
@@ -170,8 +208,32 @@ def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU
         else np.clip(scan.image, 0.0, 1.0)
     )
     zoom = (scan.spacing[0] / pixel, scan.spacing[1] / pixel)
-    density = np.clip(ndi.zoom(density, zoom, order=1), 0.0, 1.0)
-    mask = segment(density, spacing=pixel)
+    resampled = np.clip(ndi.zoom(density, zoom, order=1), 0.0, 1.0)
+    mask = segment(resampled, spacing=pixel)
+    window, inside, corner = _box_window(resampled, mask)
+    # The affine map from the scan's frame to the box's: ndi.zoom maps the centres of the
+    # first and last pixels onto each other.
+    stretch = (np.array(resampled.shape) - 1) / (np.array(density.shape) - 1)
+    scale = pixel * stretch[::-1] / np.array(scan.spacing[::-1]) * [1.0, -1.0]
+    rows = femur_module.grid_shape(pixel)[0]
+    shift = pixel * np.array(
+        [0.5 - 0.5 * stretch[1] - corner[1], rows - 0.5 + 0.5 * stretch[0] + corner[0]]
+    )
+    femur = fit_femur(inside, pixel, landmarks=_moved(given, scale, shift))
+    found = _moved(find_landmarks(inside, pixel), 1.0 / scale, -shift / scale)
+    used = {name: found[name] for name in LANDMARKS} | given
+    meta = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
+    return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta | {"landmarks": used})
+
+
+def _box_window(
+    density: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """The femur box's window of a 500 µm density and its femur mask (see :func:`lr_image`),
+    and the (row, column) of the image its top-left pixel takes."""
+    from femsr import femur as femur_module
+
+    pixel = femur_module.LR_PIXEL
     rows, cols = femur_module.grid_shape(pixel)
     top = int(np.flatnonzero(mask.any(axis=1))[0]) - round(4.0 / pixel)
     proximal = mask[top + round(4.0 / pixel) : top + round(64.0 / pixel)]
@@ -188,9 +250,55 @@ def lr_image(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU
     r1, c1 = min(top + rows, density.shape[0]), min(left + cols, density.shape[1])
     window[r0 - top : r1 - top, c0 - left : c1 - left] = density[r0:r1, c0:c1]
     inside[r0 - top : r1 - top, c0 - left : c1 - left] = mask[r0:r1, c0:c1]
-    femur = fit_femur(inside, pixel)
-    meta = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
-    return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
+    return window, inside, (top, int(left))
+
+
+def _moved(marks: Mapping[str, Any], scale: np.ndarray, shift: np.ndarray) -> dict[str, Any]:
+    """Landmarks in another frame, whose points are ``scale * (x, y) + shift`` (mm)."""
+
+    def point(p: Any) -> tuple[float, float] | None:
+        return None if p is None else tuple((scale * np.asarray(p) + shift).tolist())
+
+    moved = dict(marks)
+    for name in ("head_centre", "greater_trochanter", "lesser_trochanter"):
+        if name in marks:
+            moved[name] = point(marks[name])
+    for name in ("shaft_axis", "neck_axis"):
+        if name in marks:
+            moved[name] = tuple(point(p) for p in marks[name])
+    if "head_radius" in marks:
+        moved["head_radius"] = float(marks["head_radius"] * np.abs(scale).mean())
+    return moved
+
+
+def read_landmarks(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The landmarks of a JSON file: an object of any of
+    :data:`femsr.femur_fit.LANDMARKS`, in the scan's frame (see :func:`lr_image`), e.g.
+    ``{"head_centre": [81.5, 43.0], "neck_shaft_angle": 128, "side": "right"}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a JSON object, or on an unknown name or a bad value
+        (:func:`femsr.femur_fit.check_landmarks`).
+    """
+    import json
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{str(path)!r} holds a JSON {type(data).__name__}; landmarks are a JSON object"
+        )
+    try:
+        return check_landmarks(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{str(path)!r}: {error}") from None
 
 
 SOFT_TISSUE_HU = 40.0
@@ -217,6 +325,9 @@ def synthetic_scan(
     Gaussian point-spread function of ``fwhm`` mm full width at half maximum, averaged onto
     ``pixel`` mm pixels (linear interpolation of the blurred image, after an area average
     where the pixels grow), with seeded Gaussian noise of standard deviation ``noise`` HU.
+    Pixel ``(r, c)`` is centred ``((c + 1/2) * pixel, (r + 1/2) * pixel)`` mm right of and
+    below the field's top-left corner, which lies ``border`` mm left of and above the
+    density's (where ``pixel / pixel_size`` is a whole number; else to a fraction of a pixel).
     """
     import scipy.ndimage as ndi
 
@@ -229,7 +340,12 @@ def synthetic_scan(
     factor = pixel / pixel_size
     if factor > 1:  # the detector integrates over its pixel
         hu = ndi.uniform_filter(hu, size=max(1, round(factor)), mode="nearest")
-    hu = ndi.zoom(hu, 1.0 / factor, order=1)
+    # Whole pixels: the field grows at the bottom and the right to a whole number of them, and
+    # the pixels' edges, not their centres, are mapped onto each other (grid_mode).
+    count = np.ceil(np.array(hu.shape) / factor - 1e-6).astype(int)
+    grown = np.maximum(np.round(count * factor).astype(int), hu.shape)
+    hu = np.pad(hu, [(0, grown[0] - hu.shape[0]), (0, grown[1] - hu.shape[1])], mode="edge")
+    hu = ndi.zoom(hu, count / np.array(hu.shape), order=1, grid_mode=True, mode="nearest")
     hu = hu + np.random.default_rng(seed).normal(0.0, noise, hu.shape) if noise else hu
     return Scan(hu, (pixel, pixel), "HU")
 

@@ -180,6 +180,9 @@ def _check_reconstruct(folder, namespace, output):
     # The CT slice of a drawn femur: found on its side, reconstructed in full.
     assert namespace["lr_ct"].femur.side == namespace["drawn"].side
     assert namespace["hr_ct"].shape == (2080, 1890)
+    # Its landmarks, given back with one of them changed, are held.
+    assert namespace["lr_mine"].femur.neck_shaft_angle == 130.0
+    assert json.loads((folder / "landmarks.json").read_text())["neck_shaft_angle"] == 130.0
 
 
 def _check_grow(folder, namespace, output):

@@ -1,5 +1,7 @@
 """Scans in: NIfTI, TIFF and DICOM read into one coronal orientation, with spacing and HU."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -188,11 +190,26 @@ def test_a_synthetic_scan_keeps_the_mass_and_blurs_by_its_fwhm():
     assert np.std(noisy.image[:10, :10]) == pytest.approx(50.0, rel=0.2)
 
 
-def test_a_scan_becomes_the_networks_input_with_its_fitted_femur():
+@pytest.fixture(scope="module")
+def left_scan():
+    """A drawn left femur (seed 5) and its clinical scan."""
     from femsr.femur import sample
 
     femur = sample(5)
-    lr = scan.lr_image(clinical_scan(femur))
+    return femur, clinical_scan(femur)
+
+
+def in_scan(point, border=15.0):
+    """A point of the femur box (mm, y up) in the frame of its synthetic scan (y down)."""
+    return point[0] + border, 104.0 - point[1] + border
+
+
+@pytest.mark.parametrize("seed", [5, 0])
+def test_a_scan_becomes_the_networks_input_with_its_fitted_femur(seed, left_scan):
+    from femsr.femur import sample
+
+    femur, ct = left_scan if seed == 5 else (sample(seed), clinical_scan(sample(seed)))
+    lr = scan.lr_image(ct)
     assert lr.density.shape == (208, 189) and lr.pixel_size == 0.5
     assert lr.femur.side == femur.side
     angle = femur.landmarks().neck_shaft_angle
@@ -202,16 +219,97 @@ def test_a_scan_becomes_the_networks_input_with_its_fitted_femur():
     assert 2 * (outline & inside).sum() / (outline.sum() + inside.sum()) > 0.97
     for rows, cols in lr.femur.rois(0.5).values():  # every ROI in bone of the scan
         assert inside[rows, cols].mean() > 0.95
+    # The landmarks found, in the scan's frame, against the phantom's: the lesser trochanters
+    # of both stand out of the medial outline (by 1.7 and 5.8 mm).
+    found, true = lr.meta["landmarks"], femur.landmarks()
+    assert found["side"] == femur.side
+    assert found["head_radius"] == pytest.approx(true.head_radius, abs=0.5)
+    for name, tolerance in [
+        ("head_centre", 0.5),
+        ("greater_trochanter", 1.5),
+        ("lesser_trochanter", 2.5),
+    ]:
+        error = np.hypot(*np.subtract(found[name], in_scan(getattr(true, name))))
+        assert error < tolerance, name
+    json.dumps(found)  # a --landmarks file as it is
 
 
-def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys):
+def test_landmarks_given_in_the_scans_frame_are_held(left_scan):
+    femur, ct = left_scan
+    true = femur.landmarks()
+    head = in_scan(true.head_centre)
+    greater = in_scan(true.greater_trochanter)
+    greater = (greater[0], greater[1] - 2.0)  # 2 mm higher than the phantom's
+    given = {"head_centre": head, "greater_trochanter": greater, "neck_shaft_angle": 131.0}
+    lr = scan.lr_image(ct, landmarks=given)
+    assert lr.femur.neck_shaft_angle == 131.0
+    assert {name: lr.meta["landmarks"][name] for name in given} == given
+    # In the box's frame (y up) the fitted femur's trochanter sits where it was given.
+    marks = lr.femur.landmarks()
+    fitted = np.subtract(marks.greater_trochanter, marks.head_centre)
+    wanted = (greater[0] - head[0], head[1] - greater[1])
+    assert np.hypot(*(fitted - wanted)) < 0.3
+    with pytest.raises(ValueError, match="unknown landmarks"):
+        scan.lr_image(ct, landmarks={"trochanter": [1.0, 2.0]})
+
+
+def test_landmarks_files_are_read_and_checked(tmp_path):
+    path = tmp_path / "landmarks.json"
+    path.write_text('{"side": "left", "lesser_trochanter": [40, 90.5]}')
+    assert scan.read_landmarks(path) == {"side": "left", "lesser_trochanter": (40.0, 90.5)}
+    for text, match in [
+        ('{"side": "left",}', "is not JSON"),
+        ("[1, 2]", "holds a JSON list; landmarks are a JSON object"),
+        ('{"head_radius": "big"}', "landmarks.json': head_radius must be numbers, got str"),
+        ('{"head_radius": 0}', "head_radius must be positive"),
+        ('{"neck": 130}', r"unknown landmarks \['neck'\]"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            scan.read_landmarks(path)
+    with pytest.raises(FileNotFoundError):
+        scan.read_landmarks(tmp_path / "missing.json")
+
+
+def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys, left_scan):
     from femsr import cli
-    from femsr.femur import sample
 
-    scan.write_scan(tmp_path / "scan.nii.gz", clinical_scan(sample(5)))
+    scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
     argv = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.nii.gz")]
     assert cli.main(argv) == 0
     assert "208x189 -> 2080x1890" in capsys.readouterr().out
     hr = scan.read_scan(tmp_path / "hr.nii.gz")  # the result keeps its 50 µm spacing
     assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05))
     assert 0.0 <= hr.image.min() and hr.image.max() <= 1.0
+
+
+def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
+    import importlib
+
+    from femsr import cli
+
+    module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
+    taken = []
+
+    def network(density, *, femur, pixel_size, stats, **options):  # the femur it takes
+        taken.append(femur)
+        stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
+        stats["device"] = "none"
+        return np.zeros((2080, 1890), np.float32)
+
+    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
+    monkeypatch.setattr(module, "reconstruct", network)
+    scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
+    landmarks = tmp_path / "landmarks.json"
+    landmarks.write_text(json.dumps({"neck_shaft_angle": 131.0, "side": "left"}))
+    command = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npy")]
+    assert cli.main([*command, "--landmarks", str(landmarks)]) == 0
+    assert taken[0].neck_shaft_angle == 131.0 and taken[0].side == "left"
+    landmarks.write_text(json.dumps({"neck_shaft_angle": 170.0}))
+    assert cli.main([*command, "--landmarks", str(landmarks)]) == 2
+    assert "landmarks.json': neck_shaft_angle must lie in [110, 150]" in capsys.readouterr().err
+    folder = ["reconstruct", str(tmp_path), str(tmp_path / "out"), "--landmarks", str(landmarks)]
+    assert cli.main(folder) == 2
+    assert "--landmarks are one scan's" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="landmarks are a scan's"):
+        module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
