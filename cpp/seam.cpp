@@ -5,6 +5,10 @@
 #include <limits>
 #include <stdexcept>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#endif
+
 namespace femsr::seam {
 
 namespace {
@@ -67,9 +71,30 @@ inline double dist_of(uint64_t key) {
   return dist;
 }
 
+// The highest and the lowest set bit of x != 0: GCC/Clang builtins, MSVC intrinsics.
+inline int highest_bit(uint64_t x) {
+#if defined(_MSC_VER) && !defined(__clang__)
+  unsigned long index;
+  _BitScanReverse64(&index, x);
+  return static_cast<int>(index);
+#else
+  return 63 - __builtin_clzll(x);
+#endif
+}
+
+inline int lowest_bit(uint64_t x) {
+#if defined(_MSC_VER) && !defined(__clang__)
+  unsigned long index;
+  _BitScanForward64(&index, x);
+  return static_cast<int>(index);
+#else
+  return __builtin_ctzll(x);
+#endif
+}
+
 // The bucket of key != last: digit position * 16 + the key's digit there.
 inline int bucket_of(uint64_t key, uint64_t last) {
-  const int position = (63 - __builtin_clzll(key ^ last)) / 4;
+  const int position = highest_bit(key ^ last) / 4;
   return position * 16 + static_cast<int>((key >> (4 * position)) & 15);
 }
 
@@ -101,7 +126,7 @@ inline SeamFinder::Entry SeamFinder::pop() {
     // digit, and in that digit its value is below those of the other buckets of the digit.
     int word = 0;
     while (occupied_[word] == 0) ++word;
-    const int b = word * 64 + __builtin_ctzll(occupied_[word]);
+    const int b = word * 64 + lowest_bit(occupied_[word]);
     occupied_[word] &= occupied_[word] - 1;
     std::vector<Entry>& from = buckets_[b];
     if (from.size() == 1) {
@@ -119,7 +144,7 @@ inline SeamFinder::Entry SeamFinder::pop() {
   }
   size_t word = equal_low_;
   while (equal_[word] == 0) ++word;
-  const int bit = __builtin_ctzll(equal_[word]);
+  const int bit = lowest_bit(equal_[word]);
   equal_[word] &= equal_[word] - 1;
   // An empty set starts its next search wherever its next node lands.
   equal_low_ = --equal_count_ == 0 ? equal_.size() : word;
