@@ -74,9 +74,11 @@ def roi_measures(
     """
     if reference_morphometry is None:
         reference_morphometry = morphometry.morphometry(
-            reference, femur, pixel_size, threshold=threshold
+            reference, femur, pixel_size, threshold=threshold, only=tuple(_ROIS)
         )
-    recon_rows = morphometry.morphometry(reconstruction, femur, pixel_size, threshold=threshold)
+    recon_rows = morphometry.morphometry(
+        reconstruction, femur, pixel_size, threshold=threshold, only=tuple(_ROIS)
+    )
     tables = [{row["region"]: row for row in rows} for rows in (reference_morphometry, recon_rows)]
     if stiffness is None:
         stiffness = evaluate.roi_table(

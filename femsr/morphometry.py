@@ -27,6 +27,7 @@ cortex, and the three evaluation ROIs of :meth:`femsr.femur.Femur.rois`. Bone is
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,7 +260,12 @@ def mil_anisotropy(bone: np.ndarray, region: np.ndarray) -> tuple[float, float]:
 
 
 def morphometry(
-    density: np.ndarray, femur: Femur, pixel_size: float, *, threshold: float = 0.5
+    density: np.ndarray,
+    femur: Femur,
+    pixel_size: float,
+    *,
+    threshold: float = 0.5,
+    only: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-region morphometry of a femur's density image (see the module docstring).
 
@@ -273,20 +279,25 @@ def morphometry(
         Pixel side (mm).
     threshold : float
         Bone is ``density > threshold``.
+    only : sequence of str, optional
+        These regions of :data:`REGIONS` alone, in that order; each row the same as in the
+        whole table. The cortex's thickness, the dearest measure (its shell is up to several
+        mm thick), is taken only where the cortex is asked for.
 
     Returns
     -------
     list of dict
-        One row per region of :data:`REGIONS`: ``region``, ``area`` (mm²), ``bvtv``,
-        ``tb_th_mean``, ``tb_th_median``, ``tb_sp_mean``, ``tb_sp_median``, ``tb_n`` (1/mm),
-        ``da``, ``orientation`` (degrees), ``largest_void`` (mm), and on the cortex row
+        One row per region of :data:`REGIONS` (or of ``only``): ``region``, ``area`` (mm²),
+        ``bvtv``, ``tb_th_mean``, ``tb_th_median``, ``tb_sp_mean``, ``tb_sp_median``, ``tb_n``
+        (1/mm), ``da``, ``orientation`` (degrees), ``largest_void`` (mm), and on the cortex row
         ``band``: the bone fraction of the outline's outer 0.5 mm (the shaft's cut aside).
         Lengths in mm; NaN where a measure has nothing to measure.
 
     Raises
     ------
     ValueError
-        If ``density`` does not have the femur's grid shape at ``pixel_size``.
+        If ``density`` does not have the femur's grid shape at ``pixel_size``, or ``only``
+        names a region not in :data:`REGIONS`.
 
     See Also
     --------
@@ -299,18 +310,23 @@ def morphometry(
             f"density has shape {density.shape}; the femur at {pixel_size} mm pixels has "
             f"{mask.shape}"
         )
+    names = REGIONS if only is None else tuple(only)
+    if unknown := set(names) - set(REGIONS):
+        raise ValueError(f"unknown regions {sorted(unknown)}; the regions are {REGIONS}")
     bone = density > threshold
     trabecular = mask & ~cortex & ~canal
     marrow = trabecular & ~bone
     strut = local_thickness(np.where(trabecular & bone, 1.0, 0.0)) * pixel_size
-    shell = local_thickness(np.where(cortex & bone, 1.0, 0.0)) * pixel_size
+    if "cortex" in names:
+        shell = local_thickness(np.where(cortex & bone, 1.0, 0.0)) * pixel_size
     spacing = local_thickness(marrow.astype(float)) * pixel_size
     empty = mask & ~canal & ~bone
     void = (2.0 * ndi.distance_transform_edt(np.pad(empty, 1))[1:-1, 1:-1] - 1.0) * pixel_size
     depth = ndi.distance_transform_edt(mask) * pixel_size  # the bottom row is the cut, no edge
     band = mask & (depth <= _BAND)
     rows = []
-    for name, region in regions(femur, pixel_size).items():
+    every = regions(femur, pixel_size)
+    for name, region in ((name, every[name]) for name in names):
         thickness = shell if name == "cortex" else strut
         th = thickness[region & bone]
         sp = spacing[region & marrow]

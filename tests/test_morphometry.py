@@ -103,6 +103,19 @@ def test_an_open_cortex_fails_the_band(femur_with_plates):
     assert not morphometry.check(table)["band"]
 
 
+def test_some_regions_alone_are_those_rows_of_the_whole_table(femur_with_plates):
+    femur, density, rows = femur_with_plates
+    only = ("roi_neck", "cortex", "head")
+    some = morphometry.morphometry(density, femur, PIXEL, only=only)
+    whole = {row["region"]: row for row in rows}
+    assert [row["region"] for row in some] == list(only)
+    for row in some:
+        assert row.keys() == whole[row["region"]].keys()
+        np.testing.assert_equal(list(row.values()), list(whole[row["region"]].values()))
+    with pytest.raises(ValueError, match=r"unknown regions \['calcar'\]"):
+        morphometry.morphometry(density, femur, PIXEL, only=("head", "calcar"))
+
+
 def test_wrong_shape_is_rejected():
     with pytest.raises(ValueError, match=r"density has shape \(3, 3\); the femur at 1.0 mm"):
         morphometry.morphometry(np.zeros((3, 3)), Femur(), 1.0)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The training-terms ablation on a GPU (a session lent a device machine; its image has torch,
+# CUDA, scikit-build-core, pybind11, scipy; pyamg travels as a wheel in .whl/, as for
+# device_check.sh):
+#
+#   device: bash benchmarks/scripts/device_ablation.sh [EPOCHS]      (carry .whl; about 9 min)
+#   here:   python benchmarks/scripts/ablation_table.py ablation_report_*    (the files back)
+#
+# Builds femsr there, cuts the grown femurs of benchmarks/femurs into patches (stride 4), and
+# trains four settings with three seeds each, all twelve side by side on the one GPU (one CPU
+# thread each, at most TRAIN_SECONDS): L1 + mass (base), base + clDice, base + stiffness, base at
+# twice the width. Then `femsr report` scores the twelve best.pt on the validation femurs, one
+# process per femur, and each femur's per-model tables come back as ablation_report_<femur>.tar
+# (at most 8 files come back), the runs' best.pt and logs as ablation_runs*.tar.
+# DEVICE=cpu and BUILD=0 run it on a machine without CUDA where femsr is installed.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=16
+epochs=${1:-20}
+device=${DEVICE:-cuda}
+femurs=${FEMURS:-benchmarks/femurs}
+work=${WORK:-/tmp/ablation}
+if [ "${BUILD:-1}" = 1 ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir .whl/*.whl || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir \
+    -Cbuild-dir=/tmp/build -e . > /tmp/build.log 2>&1 || { tail -30 /tmp/build.log; exit 1; }
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+fi
+started=$(date +%s)
+femsr dataset "$femurs" "$work/patches" --stride 4 --quiet || exit 1
+echo "dataset: $(($(date +%s) - started)) s"
+declare -A settings=(
+  [base]="--loss l1 --mass-weight 1"
+  [cldice]="--loss l1 --mass-weight 1 --cldice-weight 0.2"
+  [stiffness]="--loss l1 --mass-weight 1 --stiffness-weight 0.1"
+  [wide]="--loss l1 --mass-weight 1 --width 64 --up-width 16"
+)
+started=$(date +%s)
+for name in "${!settings[@]}"; do
+  for seed in 0 1 2; do
+    run=$name-s$seed
+    # shellcheck disable=SC2086  # the settings are word lists
+    (timeout "${TRAIN_SECONDS:-300}" femsr train "$work/patches" "$work/runs/$run" \
+      ${settings[$name]} --seed "$seed" --epochs "$epochs" --val-pairs 1000 --threads 1 \
+      --device "$device" --quiet > "$work/$run.txt" 2>&1 \
+      || { echo "$run stopped:"; tail -3 "$work/$run.txt"; }) &
+  done
+done
+wait
+echo "training: $(($(date +%s) - started)) s for 12 runs side by side"
+for run in "$work"/runs/*/; do
+  echo "$(basename "$run"): $(wc -l < "$run/train_log.jsonl") epochs, $(tail -1 "$work/$(basename "$run").txt")"
+done
+models=$(python3 benchmarks/scripts/ablation_table.py --models "$work/runs")
+started=$(date +%s)
+validation=$(python3 -c "import json, sys; print(' '.join(e['name'] for e in json.load(open(sys.argv[1]))['femurs'] if e['split'] == 'validation'))" "$femurs/manifest.json")
+for name in $validation; do
+  [ -f "$femurs/$name.npz" ] || continue
+  # shellcheck disable=SC2086  # the --model arguments
+  (femsr report "$femurs" $models --split validation --only "$name" --device "$device" \
+    --output "$work/report_$name" --quiet > "$work/report_$name.txt" 2>&1 \
+    || tail -3 "$work/report_$name.txt"
+   tar cf "$OUT/ablation_report_$name.tar" -C "$work" --exclude '*.png' "report_$name") &
+done
+wait
+echo "report: $(($(date +%s) - started)) s"
+cd "$work/runs" || exit 1
+tar cf "$OUT/ablation_runs.tar" --exclude checkpoint.pt base-s* cldice-s* stiffness-s*
+tar cf "$OUT/ablation_runs_wide.tar" --exclude checkpoint.pt wide-s*  # 4 MB a model: apart
+ls -la "$OUT"
