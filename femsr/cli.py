@@ -257,6 +257,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from femsr.dataset import load_index
+    from femsr.distributed import from_environment
     from femsr.model import ModelConfig, build_model
     from femsr.patch_dataset import PatchDataset
     from femsr.train import train
@@ -271,7 +272,8 @@ def _train(args: argparse.Namespace) -> int:
     fit_names = [name for name in names if name not in val_names]
     if not fit_names:
         raise ValueError(f"no training femur left after holding out {val_names} for validation")
-    fit = PatchDataset(args.dataset, "train", augment=not args.no_augment, femurs=fit_names)
+    augment = not args.no_augment
+    fit = PatchDataset(args.dataset, "train", augment=augment, femurs=fit_names, seed=args.seed)
     val = PatchDataset(args.dataset, None, femurs=val_names)
     fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
     lr, hr = fit[0]
@@ -286,7 +288,9 @@ def _train(args: argparse.Namespace) -> int:
         patch_size=int(lr.shape[-1]),
     )
     parameters = sum(p.numel() for p in build_model(cfg).parameters())
-    logger.info(
+    main = from_environment().main  # under torchrun, the main process speaks for all
+    logger.log(
+        logging.INFO if main else logging.DEBUG,
         "training on %s (%s pairs), validating on %s (%s pairs); %s parameters",
         ", ".join(fit_names),
         f"{len(fit):,}",
@@ -315,10 +319,11 @@ def _train(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     best = result.history[result.best_epoch - 1]
-    print(
-        f"best epoch {result.best_epoch}: val loss {best['val_loss']:.5f}, PSNR "
-        f"{best['val_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}; wrote {result.best_path}"
-    )
+    if main:
+        print(
+            f"best epoch {result.best_epoch}: val loss {best['val_loss']:.5f}, PSNR "
+            f"{best['val_psnr']:.2f} dB, SSIM {best['val_ssim']:.4f}; wrote {result.best_path}"
+        )
     return 0
 
 
@@ -331,7 +336,9 @@ def _add_train(commands: _Commands) -> None:
         "training femur, or on --val-femurs). "
         "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
         "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
-        "command to resume after an interruption; export best.pt with femsr export.",
+        "command to resume after an interruption; export best.pt with femsr export. Started "
+        "by torchrun, its N processes train one network together, each on BATCH_SIZE / N pairs "
+        "of every batch (docs/cluster.md).",
     )
     command.add_argument("dataset", type=Path, metavar="DATASET", help="patch dataset folder")
     command.add_argument("output", type=Path, metavar="OUT_DIR", help="training run folder")
@@ -362,7 +369,10 @@ def _add_train(commands: _Commands) -> None:
         "--epochs", type=int, default=EPOCHS, help=f"epochs in all, resumed ones too ({EPOCHS})"
     )
     command.add_argument(
-        "--batch-size", type=int, default=BATCH_SIZE, help=f"pairs per step ({BATCH_SIZE})"
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"pairs per step, over all processes ({BATCH_SIZE})",
     )
     command.add_argument(
         "--lr", type=float, default=LEARNING_RATE, help=f"initial learning rate ({LEARNING_RATE:g})"

@@ -37,10 +37,19 @@ class PatchDataset(Dataset):
         Which femurs; None: those of every split (narrowed by ``femurs``).
     augment : bool
         Apply one of the eight symmetries of the square (:func:`~femsr.encoding.transform`)
-        per item, drawn from torch's global generator (which :func:`femsr.train.train`
-        seeds).
+        per item, drawn from ``(seed, epoch, index)``: the same draw in every process and
+        DataLoader worker, whatever order the items are read in, so that training on several
+        processes sees what one process sees, and a resumed run draws again what it drew.
     femurs : sequence of str, optional
         Only these femurs of the split (e.g. one held out for validation).
+    seed : int
+        Seeds the symmetries.
+
+    Attributes
+    ----------
+    epoch : int
+        The epoch whose symmetries are drawn (:meth:`set_epoch`; :func:`femsr.train.train`
+        sets it before each epoch); 0 at first.
 
     Raises
     ------
@@ -60,6 +69,8 @@ class PatchDataset(Dataset):
     >>> lr, hr = data[0]
     >>> len(data), tuple(lr.shape), tuple(hr.shape), hr.dtype
     (91, (7, 4, 4), (1, 20, 20), torch.float32)
+    >>> bool((data[0][0] == lr).all())  # the same draw for the item within an epoch
+    True
     """
 
     def __init__(
@@ -69,6 +80,7 @@ class PatchDataset(Dataset):
         *,
         augment: bool = False,
         femurs: Sequence[str] | None = None,
+        seed: int = 0,
     ) -> None:
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
@@ -88,11 +100,16 @@ class PatchDataset(Dataset):
             raise ValueError(f"no patch pairs of {which} in {str(folder)!r}")
         self.split = split
         self.augment = bool(augment)
+        self.seed, self.epoch = int(seed), 0
         self.offsets = np.cumsum([0] + [entry["count"] for entry in self.entries])
         settings = self.index["settings"]
         self.patch, self.factor = settings["patch"], settings["factor"]
         self.in_channels = len(self.index["channels"])
         self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the symmetries of epoch ``epoch`` from now on."""
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -123,7 +140,8 @@ class PatchDataset(Dataset):
         if hr_map.dtype == np.uint8:
             hr /= 255.0
         if self.augment:
-            draw = int(torch.randint(8, ()))
+            entropy = [self.seed % 2**64, self.epoch % 2**64, index]
+            draw = int(np.random.default_rng(entropy).integers(8))
             lr, hr = transform(lr, draw % 4, draw >= 4), transform(hr, draw % 4, draw >= 4)
         return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(
             np.ascontiguousarray(hr)

@@ -24,6 +24,9 @@ terms.
 
 All three are written atomically (temporary file, then ``os.replace``), checkpoint first, so an
 interruption at any point leaves a consistent set that :func:`train` resumes from.
+
+Under ``torchrun`` the processes train one network together (:mod:`femsr.distributed`): each
+takes its share of every batch, and only the main one validates, logs and writes the files.
 """
 
 from __future__ import annotations
@@ -37,16 +40,17 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from femsr import defaults
+from femsr import defaults, distributed
 from femsr.evaluate import ssim
 from femsr.export import load_model, save_state
 from femsr.io import atomic_write
@@ -301,6 +305,7 @@ def _check_arguments(
 def _train_epoch(
     model: nn.Module,
     loader: DataLoader,
+    shares: distributed.BatchShares,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     device: torch.device,
@@ -313,10 +318,12 @@ def _train_epoch(
     weights: dict[str, float],
     scale: int,
 ) -> tuple[float, int]:
-    """One pass over ``loader``: the summed loss of its pairs and their count."""
+    """One pass over ``loader``: the summed loss of this process's pairs and their count."""
     pin = device.type == "cuda"
+    processes = shares.processes.size
     total, count = 0.0, 0
     for step, (lr_batch, hr_batch) in enumerate(loader, start=1):
+        own, size = shares.shares[step - 1]  # pairs of this process, of the whole batch
         lr_batch = lr_batch.to(device, memory_format=FAST_LAYOUT, non_blocking=pin)
         hr_batch = hr_batch.to(device, non_blocking=pin)
         with _autocast(device, amp_dtype):
@@ -330,13 +337,14 @@ def _train_epoch(
                 f"training loss became {loss_value} at epoch {epoch}, step {step}; "
                 f"lower lr (now {rate:g}) or check the data for NaN"
             )
+        if own * processes != size:  # a share of a short last batch: its part of the mean
+            batch_loss = batch_loss * (own * processes / size)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(batch_loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        size = lr_batch.shape[0]
-        total, count = total + loss_value * size, count + size
-        bar.set_postfix_str(f"loss {total / count:.4g}", refresh=False)
+        total, count = total + loss_value * own, count + own
+        bar.set_postfix_str(f"loss {total / max(count, 1):.4g}", refresh=False)
         bar.update(size)
     return total, count
 
@@ -387,7 +395,8 @@ def train(
     epochs : int
         Total epochs, counting those of a resumed run.
     batch_size : int
-        Patch pairs per step.
+        Patch pairs per step, over all processes: under ``torchrun`` each of N processes takes
+        ``batch_size / N`` of them.
     lr : float
         Initial learning rate of Adam (betas 0.9, 0.999).
     schedule : {"cosine", "step", "constant"}
@@ -396,7 +405,8 @@ def train(
     seed : int
         Seeds Python's, numpy's and torch's global generators, the weights and the shuffling;
         the same seed gives the same weights (bit for bit on the CPU; cuDNN may differ in the
-        last bits between CUDA runs).
+        last bits between CUDA runs). A dataset with ``set_epoch`` (an augmenting
+        :class:`~femsr.patch_dataset.PatchDataset`) is told each epoch before it starts.
     device : str or torch.device
         ``"auto"``: CUDA when present, else the CPU.
     amp : bool or None
@@ -421,13 +431,26 @@ def train(
     Raises
     ------
     TypeError, ValueError
-        For a bad argument or dataset item (named), or a checkpoint that does not match.
+        For a bad argument or dataset item (named), a checkpoint that does not match, or a
+        ``batch_size`` that the processes cannot share evenly.
     FloatingPointError
         If the training loss becomes NaN or infinite.
 
     See Also
     --------
     femsr.model.build_model, femsr.export.export_model, femsr.export.load_model
+    femsr.distributed : how several processes share the batches.
+
+    Notes
+    -----
+    Started by ``torchrun`` (``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK`` set), each process
+    joins the process group (NCCL on CUDA, each process on GPU ``LOCAL_RANK``; gloo on the CPU)
+    and trains the model in ``DistributedDataParallel`` on its share of every batch
+    (:class:`femsr.distributed.BatchShares`): the weights are those of one process with the
+    same ``batch_size``, to float32 rounding, for losses that are means over the pairs (all
+    but clDice). Only the main process (rank 0) validates, shows progress, logs and writes the
+    files, and it reads the checkpoint that every process resumes from, so only its
+    ``out_dir`` need exist. A run resumes with any number of processes.
 
     Examples
     --------
@@ -449,13 +472,16 @@ def train(
     weights = {name: float(weight) for name, weight in weights.items()}
     _check_dataset("train_dataset", train_dataset, cfg)
     _check_dataset("val_dataset", val_dataset, cfg)
+    processes = distributed.from_environment()
+    distributed.check_batch_size(batch_size, processes)
     device = resolve_device(device)
-    amp_dtype = _amp_dtype(device, amp)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if processes.main:
+        out.mkdir(parents=True, exist_ok=True)
     checkpoint_path, best_path, log_path = out / "checkpoint.pt", out / "best.pt", out / log_file
-    # A resumed run must continue the same run: these must match the checkpoint's.
+    # A resumed run must continue the same run: these must match the checkpoint's. The number
+    # of processes is not among them: any number trains the network of one.
     settings = {
         "config": cfg.to_dict(),
         "loss": loss,
@@ -467,52 +493,84 @@ def train(
         "seed": seed,
     }
 
-    state = _initial_state(cfg, lr, schedule, epochs, seed, device, amp_dtype)
-    if resume:
-        remedy = "use another out_dir or resume=False"
-        checkpoint = resume_run(checkpoint_path, settings, _read_checkpoint, remedy=remedy)
-        if checkpoint is not None:
-            _restore(state, checkpoint)
-            _write_log(log_path, state.history)
-            logger.info("resuming %s after epoch %d of %d", checkpoint_path, state.epoch, epochs)
+    with distributed.process_group(processes, device) as device:
+        amp_dtype = _amp_dtype(device, amp)
+        state = _initial_state(cfg, lr, schedule, epochs, seed, device, amp_dtype)
+        if resume:
+            remedy = "use another out_dir or resume=False"
+            read = partial(resume_run, checkpoint_path, settings, _read_checkpoint, remedy=remedy)
+            checkpoint = distributed.on_main(processes, read)  # the main's file, on every process
+            if checkpoint is not None:
+                _restore(state, checkpoint)
+                if processes.main:
+                    _write_log(log_path, state.history)
+                    logger.info(
+                        "resuming %s after epoch %d of %d", checkpoint_path, state.epoch, epochs
+                    )
 
-    pin = device.type == "cuda"
-    train_loader = DataLoader(
-        train_dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        generator=state.loader_generator,
-        num_workers=num_workers,
-        pin_memory=pin,
-    )
-    val_loader = DataLoader(
-        val_dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin
-    )
-    for epoch in range(state.epoch + 1, epochs + 1):
-        record = _epoch(
-            state,
-            train_loader,
-            val_loader,
-            device,
-            amp_dtype,
-            epoch=epoch,
-            epochs=epochs,
-            progress=progress,
-            loss=loss,
-            weights=weights,
-            scale=cfg.scale,
+        pin = device.type == "cuda"
+        length = len(train_dataset)  # type: ignore[arg-type]
+        shares = distributed.BatchShares(length, batch_size, state.loader_generator, processes)
+        train_loader = DataLoader(
+            train_dataset,
+            batch_sampler=shares,
+            generator=state.loader_generator,
+            num_workers=num_workers,
+            pin_memory=pin,
         )
-        state.epoch = epoch
-        state.history.append(record)
-        if record["val_loss"] < state.best_loss:
-            state.best_epoch, state.best_loss = epoch, record["val_loss"]
-            save_state(state.model, best_path)
-        with atomic_write(checkpoint_path) as stream:
-            torch.save(_checkpoint(state, settings), stream)
-        _write_log(log_path, state.history)
+        val_loader = DataLoader(
+            val_dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin
+        )
+        net = distributed.wrap(state.model, processes, device)
+        for epoch in range(state.epoch + 1, epochs + 1):
+            record = _epoch(
+                state,
+                net,
+                train_loader,
+                shares,
+                val_loader,
+                device,
+                amp_dtype,
+                epoch=epoch,
+                epochs=epochs,
+                progress=progress,
+                loss=loss,
+                weights=weights,
+                scale=cfg.scale,
+                seed=seed,
+            )
+            state.epoch = epoch
+            state.history.append(record)
+            improved = record["val_loss"] < state.best_loss
+            if improved:
+                state.best_epoch, state.best_loss = epoch, record["val_loss"]
+            save = partial(_save, state, settings, improved, checkpoint_path, best_path, log_path)
+            distributed.on_main(processes, save)  # every process waits for the files
+        best = distributed.on_main(processes, partial(_best_model, best_path))
+    return TrainResult(
+        best.to(device), state.history, state.best_epoch, best_path, checkpoint_path, log_path
+    )
 
-    best = load_model(best_path, device=device).module
-    return TrainResult(best, state.history, state.best_epoch, best_path, checkpoint_path, log_path)
+
+def _save(
+    state: _State,
+    settings: dict[str, Any],
+    improved: bool,
+    checkpoint_path: Path,
+    best_path: Path,
+    log_path: Path,
+) -> None:
+    """Write the files of the epoch just done: the best weights if ``improved``, the
+    checkpoint, the log."""
+    if improved:
+        save_state(state.model, best_path)
+    with atomic_write(checkpoint_path) as stream:
+        torch.save(_checkpoint(state, settings), stream)
+    _write_log(log_path, state.history)
+
+
+def _best_model(best_path: Path) -> nn.Module:
+    return load_model(best_path, device="cpu").module
 
 
 @dataclass
@@ -583,7 +641,9 @@ def _checkpoint(state: _State, settings: dict[str, Any]) -> dict[str, Any]:
 
 def _epoch(
     state: _State,
+    net: nn.Module,
     train_loader: DataLoader,
+    shares: distributed.BatchShares,
     val_loader: DataLoader,
     device: torch.device,
     amp_dtype: torch.dtype | None,
@@ -594,9 +654,19 @@ def _epoch(
     loss: str,
     weights: dict[str, float],
     scale: int,
+    seed: int,
 ) -> dict[str, float]:
-    """Train one epoch, step the rate, validate: the epoch's record of the log."""
-    state.model.train()
+    """Train one epoch through ``net`` (the model, or its DistributedDataParallel) on the
+    batches of ``shares``, step the rate, validate on the main process: the epoch's record of
+    the log, on every process."""
+    processes = shares.processes
+    _set_epoch(train_loader.dataset, epoch)
+    if processes.size > 1:
+        # Draws from the global generators (a dataset's own augmentation) differ between the
+        # processes, and are seeded per epoch, so that a resumed run draws them again.
+        entropy = [seed % 2**64, epoch, processes.rank]
+        _seed_everything(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+    net.train()
     started = time.perf_counter()
     rate = state.optimizer.param_groups[0]["lr"]
     with tqdm(
@@ -605,11 +675,12 @@ def _epoch(
         unit="pair",
         leave=False,  # each epoch is logged instead
         dynamic_ncols=True,
-        disable=not progress,
+        disable=not (progress and processes.main),
     ) as bar:
         total, count = _train_epoch(
-            state.model,
+            net,
             train_loader,
+            shares,
             state.optimizer,
             state.scaler,
             device,
@@ -621,25 +692,40 @@ def _epoch(
             weights=weights,
             scale=scale,
         )
+    total, pairs = distributed.summed(processes, [total, count], device)  # all processes'
     state.scheduler.step()
     seconds = time.perf_counter() - started
-    metrics = _evaluate(state.model, val_loader, device, amp_dtype, loss, weights, scale)
-    record = {
-        "epoch": epoch,
-        "lr": rate,
-        "train_loss": total / count,
-        **metrics,
-        "seconds": time.perf_counter() - started,
-        "patches_per_s": count / seconds,
-    }
-    logger.info(
-        "epoch %d/%d: train loss %.4g, val loss %.4g, PSNR %.2f dB, SSIM %.4f, %.1f s",
-        epoch,
-        epochs,
-        record["train_loss"],
-        metrics["val_loss"],
-        metrics["val_psnr"],
-        metrics["val_ssim"],
-        record["seconds"],
-    )
-    return record
+
+    def validate() -> dict[str, float]:
+        metrics = _evaluate(state.model, val_loader, device, amp_dtype, loss, weights, scale)
+        record = {
+            "epoch": epoch,
+            "lr": rate,
+            "train_loss": total / pairs,
+            **metrics,
+            "seconds": time.perf_counter() - started,
+            "patches_per_s": pairs / seconds,
+        }
+        logger.info(
+            "epoch %d/%d: train loss %.4g, val loss %.4g, PSNR %.2f dB, SSIM %.4f, %.1f s",
+            epoch,
+            epochs,
+            record["train_loss"],
+            metrics["val_loss"],
+            metrics["val_psnr"],
+            metrics["val_ssim"],
+            record["seconds"],
+        )
+        return record
+
+    return distributed.on_main(processes, validate)
+
+
+def _set_epoch(dataset: Dataset, epoch: int) -> None:
+    """Tell a dataset (under any ``Subset``) with a ``set_epoch`` which epoch it serves: an
+    augmenting :class:`femsr.patch_dataset.PatchDataset` draws by item and epoch."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    set_epoch = getattr(dataset, "set_epoch", None)
+    if callable(set_epoch):
+        set_epoch(epoch)

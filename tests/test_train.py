@@ -44,7 +44,9 @@ TRAIN, VAL = blobs(12, 0), blobs(4, 1)
 
 
 def run(tmp_path, name="run", **options):
-    settings = {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False, **options}
+    # On the CPU where a GPU is present too: the tests feed the model CPU tensors.
+    settings = {"epochs": 2, "batch_size": 4, "lr": 2e-3, "progress": False, "device": "cpu"}
+    settings.update(options)
     return train(CFG, TRAIN, VAL, out_dir=tmp_path / name, **settings)
 
 
