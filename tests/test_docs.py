@@ -243,6 +243,12 @@ def _check_cluster(folder, namespace, output):
         assert load_femur(folder / "femurs" / f"femur_{k:02d}.npz").pixel_size == 0.5
         hr = np.load(folder / "hr" / f"femur_{k:02d}.npz")["density"]
         assert hr.shape == (2080, 1890) and 0.0 <= hr.min() and hr.max() <= 1.0
+    # Two processes under torchrun trained the network of one; the main one alone printed.
+    for run in ("one", "two"):
+        log = (folder / "runs" / run / "train_log.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in log] == [1, 2]
+    assert output.count("best epoch") == 2
+    assert namespace["difference"] < 1e-5
 
 
 _CHECKS = {
@@ -313,8 +319,18 @@ def test_python_names_in_the_guides_exist(doc):
             pytest.fail(f"{doc} names {name}, which does not exist: {error}")
 
 
-# A command named in a guide (`femsr train`, or a line of a block), or an option (`--epochs`).
-_MENTION = re.compile(r"(?<![\w./-])femsr ([a-z]+)|(?<![\w-])(--[a-z][a-z0-9-]*)")
+# A command named in a guide (`femsr train`, or a line of a block), torchrun (whose options
+# come before the femsr command it starts), or an option (`--epochs`).
+_MENTION = re.compile(r"(?<![\w./-])(?:femsr ([a-z]+)|(torchrun)\b)|(?<![\w-])(--[a-z][a-z0-9-]*)")
+
+
+def _torchrun_options():
+    """The options of torchrun, from its parser; None without torch (then not checked)."""
+    try:
+        from torch.distributed.run import get_args_parser
+    except ImportError:
+        return None
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", get_args_parser().format_help()))
 
 
 @pytest.mark.parametrize("doc", GUIDES)
@@ -335,12 +351,19 @@ def test_every_option_in_a_guide_is_one_of_the_command_named_before_it(doc, caps
 
     command = None
     checked = 0
-    for word, option in _MENTION.findall((ROOT / doc).read_text(encoding="utf-8")):
+    for word, launcher, option in _MENTION.findall((ROOT / doc).read_text(encoding="utf-8")):
+        if launcher:
+            command = launcher
+            continue
         if word:
             command = word if options(word) is not None else command  # "femsr loads" is prose
             continue
         assert command is not None, f"{doc}: {option} comes before any femsr command"
-        assert option in options(command), f"{doc}: {option} is no option of femsr {command}"
+        if command == "torchrun":
+            allowed = _torchrun_options()
+            assert allowed is None or option in allowed, f"{doc}: {option} is no torchrun option"
+        else:
+            assert option in options(command), f"{doc}: {option} is no option of femsr {command}"
         checked += 1
     assert checked
 
