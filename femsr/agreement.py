@@ -19,7 +19,7 @@ import numpy as np
 from femsr import evaluate, morphometry
 from femsr.femur import Femur
 
-__all__ = ["MORPHOMETRY", "agreement", "agreement_table", "roi_measures"]
+__all__ = ["MORPHOMETRY", "ROIS", "agreement", "agreement_table", "roi_measures"]
 
 MORPHOMETRY = {
     "bvtv": "BV/TV",
@@ -30,7 +30,9 @@ MORPHOMETRY = {
 }
 """The morphometry columns compared, and their names in the tables."""
 
-_ROIS = {"roi_head": "head", "roi_neck": "neck", "roi_intertrochanteric": "intertrochanteric"}
+ROIS = {"roi_head": "head", "roi_neck": "neck", "roi_intertrochanteric": "intertrochanteric"}
+"""The three ROIs: their regions of :data:`femsr.morphometry.REGIONS`, and their names in
+:meth:`femsr.femur.Femur.rois`."""
 _LIMITS = 1.96  # standard deviations of the differences that hold 95 % of them, if normal
 
 
@@ -74,10 +76,10 @@ def roi_measures(
     """
     if reference_morphometry is None:
         reference_morphometry = morphometry.morphometry(
-            reference, femur, pixel_size, threshold=threshold, only=tuple(_ROIS)
+            reference, femur, pixel_size, threshold=threshold, only=tuple(ROIS)
         )
     recon_rows = morphometry.morphometry(
-        reconstruction, femur, pixel_size, threshold=threshold, only=tuple(_ROIS)
+        reconstruction, femur, pixel_size, threshold=threshold, only=tuple(ROIS)
     )
     tables = [{row["region"]: row for row in rows} for rows in (reference_morphometry, recon_rows)]
     if stiffness is None:
@@ -85,7 +87,7 @@ def roi_measures(
             reference, reconstruction, femur.rois(pixel_size), E0=E0, h=pixel_size
         )
     rows: list[dict[str, Any]] = []
-    for key, roi in _ROIS.items():
+    for key, roi in ROIS.items():
         region = evaluate.REGION_NAMES[roi]
         for column, name in MORPHOMETRY.items():
             rows.append(

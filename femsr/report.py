@@ -156,7 +156,7 @@ def _measured(
         rois = reference.femur.rois(reference.pixel_size)
         mask = reference.femur.mask(reference.pixel_size)
         reference_rows = morphometry.morphometry(
-            reference.density, reference.femur, reference.pixel_size
+            reference.density, reference.femur, reference.pixel_size, only=tuple(agreement.ROIS)
         )
         for label, model in models.items():
             stats: dict[str, float] = {}
