@@ -12,8 +12,9 @@ takes ``batch_size / N`` pairs a step. A process's mean loss is weighted by its 
 batch (1 but for a short last batch), so the gradient that ``DistributedDataParallel``
 averages over the processes is that of the batch's mean loss. Where a short last batch leaves
 a process no pair, it takes the batch's first pair with weight 0, so that every process steps.
-This holds for a loss that is a mean over the pairs of the batch (L1, L2, the mass and the
-stiffness terms); clDice's ratio of sums is taken over each process's share.
+This holds for a loss that is a mean over the pairs of the batch: L1, L2 and the mass term. The
+stiffness term is such a mean too, but its CG stops when every patch of the process's share has
+converged (to 1e-3), not of the whole batch; clDice's ratio of sums is taken over the share.
 
 Only the main process (rank 0) reads and writes files: :func:`on_main` runs a function there
 and hands its result, or its error, to every process, which also keeps them in step.
