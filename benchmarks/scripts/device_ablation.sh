@@ -4,15 +4,16 @@
 # device_check.sh):
 #
 #   device: bash benchmarks/scripts/device_ablation.sh [EPOCHS]      (carry .whl; about 9 min)
-#   here:   python benchmarks/scripts/ablation_table.py ablation_report_*    (the files back)
+#   here:   tar xf ablation_reports.tar && python benchmarks/scripts/ablation_table.py reports/*/
 #
 # Builds femsr there, cuts the grown femurs of benchmarks/femurs into patches (stride 4), and
 # trains four settings with three seeds each, all twelve side by side on the one GPU (one CPU
-# thread each, at most TRAIN_SECONDS): L1 + mass (base), base + clDice, base + stiffness, base at
-# twice the width. Then `femsr report` scores the twelve best.pt on the validation femurs, one
-# process per femur, and each femur's per-model tables come back as ablation_report_<femur>.tar
-# (at most 8 files come back), the runs' best.pt and logs as ablation_runs*.tar.
-# DEVICE=cpu and BUILD=0 run it on a machine without CUDA where femsr is installed.
+# thread each, at most TRAIN_SECONDS; the reports at most REPORT_SECONDS): L1 + mass (base), base + clDice, base + stiffness, base at
+# twice the width. Then `femsr report` scores the twelve best.pt on the validation femurs, and
+# the per-femur tables come back in ablation_reports.tar, the runs' best.pt and logs in
+# ablation_runs*.tar (at most 8 files, 16 MiB each, come back).
+# DEVICE=cpu and BUILD=0 run it on a machine without CUDA where femsr is installed; TRAIN_ARGS
+# adds femsr train arguments (e.g. "--pairs 64 --val-pairs 32" for a quick check).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=16
 epochs=${1:-20}
@@ -41,7 +42,7 @@ for name in "${!settings[@]}"; do
     # shellcheck disable=SC2086  # the settings are word lists
     (timeout "${TRAIN_SECONDS:-300}" femsr train "$work/patches" "$work/runs/$run" \
       ${settings[$name]} --seed "$seed" --epochs "$epochs" --val-pairs 1000 --threads 1 \
-      --device "$device" --quiet > "$work/$run.txt" 2>&1 \
+      --device "$device" ${TRAIN_ARGS:-} --quiet > "$work/$run.txt" 2>&1 \
       || { echo "$run stopped:"; tail -3 "$work/$run.txt"; }) &
   done
 done
@@ -50,20 +51,26 @@ echo "training: $(($(date +%s) - started)) s for 12 runs side by side"
 for run in "$work"/runs/*/; do
   echo "$(basename "$run"): $(wc -l < "$run/train_log.jsonl") epochs, $(tail -1 "$work/$(basename "$run").txt")"
 done
-models=$(python3 benchmarks/scripts/ablation_table.py --models "$work/runs")
+# The runs first, so they come back even if the reports run out of time.
+tar cf "$OUT/ablation_runs.tar" -C "$work/runs" --exclude checkpoint.pt \
+  base-s0 base-s1 base-s2 cldice-s0 cldice-s1 cldice-s2 stiffness-s0 stiffness-s1 stiffness-s2
+tar cf "$OUT/ablation_runs_wide.tar" -C "$work/runs" --exclude checkpoint.pt wide-s0 wide-s1 wide-s2
+# One report process per femur and three models (16 side by side, one thread each): each
+# measures its reference once, then its models' reconstructions.
+read -ra models <<< "$(python3 benchmarks/scripts/ablation_table.py --models "$work/runs")"
+mkdir -p "$work/reports"
 started=$(date +%s)
 validation=$(python3 -c "import json, sys; print(' '.join(e['name'] for e in json.load(open(sys.argv[1]))['femurs'] if e['split'] == 'validation'))" "$femurs/manifest.json")
 for name in $validation; do
   [ -f "$femurs/$name.npz" ] || continue
-  # shellcheck disable=SC2086  # the --model arguments
-  (femsr report "$femurs" $models --split validation --only "$name" --device "$device" \
-    --output "$work/report_$name" --quiet > "$work/report_$name.txt" 2>&1 \
-    || tail -3 "$work/report_$name.txt"
-   tar cf "$OUT/ablation_report_$name.tar" -C "$work" --exclude '*.png' "report_$name") &
+  for ((first = 0; first < ${#models[@]}; first += 6)); do
+    part=$work/reports/${name}_$first
+    (OMP_NUM_THREADS=1 timeout "${REPORT_SECONDS:-600}" femsr report "$femurs" \
+      "${models[@]:first:6}" --only "$name" --device "$device" --output "$part" --quiet \
+      > "$part.txt" 2>&1 || tail -3 "$part.txt") &
+  done
 done
 wait
 echo "report: $(($(date +%s) - started)) s"
-cd "$work/runs" || exit 1
-tar cf "$OUT/ablation_runs.tar" --exclude checkpoint.pt base-s* cldice-s* stiffness-s*
-tar cf "$OUT/ablation_runs_wide.tar" --exclude checkpoint.pt wide-s*  # 4 MB a model: apart
+tar cf "$OUT/ablation_reports.tar" -C "$work" --exclude '*.png' reports
 ls -la "$OUT"
