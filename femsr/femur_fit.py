@@ -483,7 +483,7 @@ def _start(marks: dict[str, Any]) -> Femur:
         raise ValueError(
             f"the landmarks make no femur ({error}): is it a proximal femur with a closed outline?"
         ) from None
-    start = _greater_parameters(marks["greater_trochanter"], base, base.shaft_width)
+    start: dict[str, Any] = _greater_parameters(marks["greater_trochanter"], base, base.shaft_width)
     if marks.get("lesser_trochanter") is not None:
         drop = hy - marks["lesser_trochanter"][1]
         start["lesser_drop"] = float(np.clip(drop, *femur_module.RANGES["lesser_drop"]))
