@@ -11,7 +11,7 @@ from io import StringIO
 import numpy as np
 import pytest
 
-from femsr import cli, generate, io, topopt
+from femsr import cli, generate, io, manifest, topopt
 from femsr import femur as femur_module
 from femsr.femur import Femur, grid_shape
 
@@ -201,28 +201,28 @@ def test_upsample_covers_the_finer_grid():
 
 
 def test_manifest_is_seeded_stratified_and_split_by_femur():
-    entries = generate.manifest(12, 4, 2, seed=3)
-    assert entries == generate.manifest(12, 4, 2, seed=3)
+    entries = manifest.manifest(12, 4, 2, seed=3)
+    assert entries == manifest.manifest(12, 4, 2, seed=3)
     splits = [e["split"] for e in entries]
     assert (splits.count("test"), splits.count("validation"), splits.count("train")) == (4, 2, 6)
     assert len({e["seed"] for e in entries}) == 12
     # One bone mass in each twelfth of the range.
-    low, high = generate.VOLFRAC_RANGE
+    low, high = manifest.VOLFRAC_RANGE
     slices = sorted(int((e["volfrac"] - low) / (high - low) * 12) for e in entries)
     assert slices == list(range(12))
     for e in entries:
         angle = femur_module.sample(e["seed"]).landmarks().neck_shaft_angle
         assert e["neck_shaft_angle"] == pytest.approx(angle, abs=0.005)
     with pytest.raises(ValueError, match="test \\+ validation <= count"):
-        generate.manifest(3, 2, 2)
+        manifest.manifest(3, 2, 2)
 
 
 def test_held_out_femurs_take_the_corners_then_spread():
     """_spread picks the point nearest each corner of the unit square, then the farthest."""
     points = np.array([[0.5, 0.5], [0.1, 0.1], [0.9, 0.95], [0.05, 0.8], [0.8, 0.2], [0.45, 1.0]])
-    assert generate._spread(points, 4, [], corners=True) == [1, 2, 3, 4]
+    assert manifest._spread(points, 4, [], corners=True) == [1, 2, 3, 4]
     # Without corners: the farthest from those held out (0.447 against 0.424), then the rest.
-    assert generate._spread(points, 2, [1, 2, 3, 4], corners=False) == [5, 0]
+    assert manifest._spread(points, 2, [1, 2, 3, 4], corners=False) == [5, 0]
 
 
 def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
