@@ -11,14 +11,13 @@ Architecture (Lim et al. 2017, EDSR; the paper's "ResNet"):
 ``head`` conv → ``n_blocks`` residual blocks (conv, ReLU, conv, scaled by ``res_scale``, no batch
 norm) → conv → global skip (+ head features) → sub-pixel upsampling (a conv to ``r² · c``
 channels and a pixel shuffle per factor ``r`` of ``upsampling``, e.g. x2 then x5) → ``tail``
-conv to 1 channel → optional density skip → output activation.
+conv to 1 channel → density skip → sigmoid.
 
-The density skip adds the LR density, upsampled x``scale``, so the network learns a residual on
-top of it; with ``output="sigmoid"`` it is added in logit space, ``sigmoid(r + logit(d))``, so
-the output stays in (0, 1) with a nonzero gradient everywhere. The tail conv starts at zero, so
-an untrained network returns exactly the (clipped) upsampled density. With ``output="clamp"``
-the skip is added as is and the sum is clipped to [0, 1] (plain EDSR; the clipped region has no
-gradient).
+The density skip adds the LR density, upsampled x``scale`` (bilinear), so the network learns a
+residual on top of it. It is added in logit space, ``sigmoid(r + logit(d))``, so the output
+stays in (0, 1) with a nonzero gradient everywhere (a clipped sum, plain EDSR's, has none
+where it clips). The tail conv starts at zero, so an untrained network returns exactly the
+(clipped) upsampled density.
 
 The last upsampling stage ends in ``up_width`` channels rather than ``width``: at 10x it runs
 at up to 120 x 120 pixels, and with ``width`` channels it alone would cost more than all the
@@ -56,11 +55,15 @@ _KERNEL = 3
 # The density skip clips the upsampled LR density to [eps, 1 - eps] before the logit, so void
 # (0) and solid (1) pixels start at logit ±4.6 instead of ±inf; the residual takes them further.
 _SKIP_EPS = 0.01
-SKIPS = ("none", "nearest", "bilinear")
 # Channels-last (NHWC) runs this network's convolutions 1.4-2x faster on the CPU (oneDNN; above
 # all the 1-channel tail conv at HR) and suits tensor cores on CUDA; results are unchanged.
 FAST_LAYOUT = torch.channels_last
-OUTPUTS = ("sigmoid", "clamp")
+# Fields that configs written by earlier versions name, with the one value every network had
+# then and has now: the sigmoid output and the bilinear density skip (the bundled model's and
+# every trained one's; the other values, a clipped output and a nearest or no skip, were
+# experiments). ModelConfig.from_dict and the resume of a training checkpoint (femsr.train) drop
+# them at that value, so those files still load.
+RETIRED_FIELDS = {"output": "sigmoid", "density_skip": "bilinear"}
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,6 @@ class ModelConfig:
         step). Their product must equal ``scale``.
     up_width : int
         Channels after the last pixel shuffle, at HR, that the tail conv reads.
-    output : {"sigmoid", "clamp"}
-        Activation that puts the output in [0, 1].
-    density_skip : {"bilinear", "nearest", "none"}
-        How the LR density is upsampled for the skip; ``"none"`` drops the skip. ``"nearest"``
-        keeps each 10 x 10 block's mean equal to its LR pixel.
     patch_size : int
         LR window side (pixels) the network is trained and exported for.
 
@@ -117,8 +115,6 @@ class ModelConfig:
     res_scale: float = 0.1
     upsampling: str = "2x5"
     up_width: int = defaults.UP_WIDTH
-    output: str = "sigmoid"
-    density_skip: str = "bilinear"
     patch_size: int = 12
 
     def __post_init__(self) -> None:
@@ -132,10 +128,6 @@ class ModelConfig:
             raise TypeError(f"res_scale must be a float, got {type(self.res_scale).__name__}")
         if not (math.isfinite(self.res_scale) and self.res_scale > 0):
             raise ValueError(f"res_scale must be positive and finite, got {self.res_scale}")
-        if self.output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
-        if self.density_skip not in SKIPS:
-            raise ValueError(f"density_skip must be one of {SKIPS}, got {self.density_skip!r}")
         factors = self.upsampling_factors
         if math.prod(factors) != self.scale:
             raise ValueError(
@@ -167,9 +159,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, fields: object) -> ModelConfig:
-        """Build a config from :meth:`to_dict` output, naming unknown or missing fields."""
+        """Build a config from :meth:`to_dict` output, naming unknown or missing fields.
+
+        A retired field (``output``, ``density_skip``: earlier versions wrote them) at the
+        value every network has is dropped; at another value it is refused.
+        """
         if not isinstance(fields, dict):
             raise ValueError(f"model config must be a dict, got {type(fields).__name__}")
+        for name, value in RETIRED_FIELDS.items():
+            if name in fields and fields[name] != value:
+                raise ValueError(
+                    f"model config has {name}={fields[name]!r}, a network this version does "
+                    f"not build (only {name}={value!r})"
+                )
+        fields = {name: value for name, value in fields.items() if name not in RETIRED_FIELDS}
         names = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(fields) - names)
         if unknown:
@@ -218,33 +221,17 @@ class SRNet(nn.Module):
             stages += [nn.PixelShuffle(factor)]
         self.upsample = nn.Sequential(*stages)
         self.tail = nn.Conv2d(config.up_width, 1, _KERNEL, padding=pad)
-        self.skip = config.density_skip
-        self.output = config.output
         self.scale = float(config.scale)
         self.skip_eps = _SKIP_EPS
-        if self.skip != "none":
-            # Start as the identity on the upsampled density: training only adds detail.
-            nn.init.zeros_(self.tail.weight)
-            nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]  # Conv2d(bias=True)
+        # Start as the identity on the upsampled density: training only adds detail.
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]  # Conv2d(bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(x)
         y = self.tail(self.upsample(self.body(features) + features))
-        if self.skip != "none":
-            density = x[:, :1]
-            if self.skip == "nearest":
-                up = F.interpolate(density, scale_factor=self.scale, mode="nearest")
-            else:
-                up = F.interpolate(
-                    density, scale_factor=self.scale, mode="bilinear", align_corners=False
-                )
-            if self.output == "sigmoid":
-                y = y + torch.logit(up.clamp(self.skip_eps, 1.0 - self.skip_eps))
-            else:
-                y = y + up
-        if self.output == "sigmoid":
-            return torch.sigmoid(y)
-        return y.clamp(0.0, 1.0)
+        up = F.interpolate(x[:, :1], scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return torch.sigmoid(y + torch.logit(up.clamp(self.skip_eps, 1.0 - self.skip_eps)))
 
 
 def build_model(config: ModelConfig) -> SRNet:

@@ -57,6 +57,7 @@ from femsr.io import atomic_write
 from femsr.losses import LOSSES, objective
 from femsr.model import (
     FAST_LAYOUT,
+    RETIRED_FIELDS,
     ModelConfig,
     SRNet,
     build_model,
@@ -221,6 +222,13 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     if isinstance(settings, dict):
         for name in WEIGHTS:  # a term the checkpoint does not name was not yet there: off
             settings.setdefault(name, 0.0)
+        config = settings.get("config")
+        if isinstance(config, dict):  # earlier versions named fields since retired (model.py)
+            settings["config"] = {
+                key: value
+                for key, value in config.items()
+                if (key, value) not in RETIRED_FIELDS.items()
+            }
     return checkpoint
 
 

@@ -252,6 +252,20 @@ def test_a_checkpoint_from_before_the_terms_resumes_without_them(tmp_path):
         run(tmp_path, "x", epochs=1, cldice_weight=1.0)
 
 
+def test_a_checkpoint_naming_the_retired_config_fields_resumes(tmp_path):
+    """Checkpoints of earlier versions name output and density_skip in the model config, at
+    the values every network has (femsr.model.RETIRED_FIELDS): they resume."""
+    first = run(tmp_path, "x", epochs=1)
+    checkpoint = torch.load(first.checkpoint_path, weights_only=True)
+    checkpoint["settings"]["config"].update(output="sigmoid", density_skip="bilinear")
+    torch.save(checkpoint, first.checkpoint_path)
+    assert run(tmp_path, "x", epochs=1).history == first.history
+    checkpoint["settings"]["config"]["output"] = "clamp"
+    torch.save(checkpoint, first.checkpoint_path)
+    with pytest.raises(ValueError, match=r"other settings \(config: "):
+        run(tmp_path, "x", epochs=1)
+
+
 def test_resume_false_starts_over(tmp_path):
     run(tmp_path, "x", epochs=1, seed=1)
     fresh = run(tmp_path, "x", epochs=2, seed=2, resume=False)
