@@ -105,10 +105,6 @@ def _add_fe(commands: _Commands) -> None:
     command.set_defaults(run=_fe)
 
 
-# generate.STAGES as --stages spells it; the CLI does not import generate to print its help.
-DEFAULT_STAGES = "0.2:20,0.1:12,0.1:12,0.1:36,0.05:8,0.05:0"
-
-
 def _stages(text: str) -> list[object]:
     """``"0.2:60,0.1:12"`` -> stages of (pixel size mm, iterations), the rest as the default's
     stage of the same rank."""
@@ -186,7 +182,8 @@ def _add_generate(commands: _Commands) -> None:
     command.add_argument(
         "--stages",
         type=_stages,
-        help=f"pixel:iterations per stage, coarse to fine (default {DEFAULT_STAGES})",
+        help="pixel:iterations per stage, coarse to fine, the rest of each stage as "
+        "femsr.generate.STAGES's of its rank (default: femsr.generate.STAGES)",
     )
     command.set_defaults(run=_generate)
 

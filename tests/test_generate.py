@@ -350,10 +350,6 @@ def test_cli_generate_shows_bars_on_a_terminal_unless_quiet(tmp_path, monkeypatc
         assert ("stage 2/2 at 2 mm" in text) == (not quiet)  # INFO, above the bars
 
 
-def test_the_documented_default_stages_are_the_stages_generate_uses():
-    assert cli._stages(cli.DEFAULT_STAGES) == list(generate.STAGES)
-
-
 def test_a_strut_sized_square_widens_as_the_bone_thins(monkeypatch):
     """With local_strut, the local square's half side is local_strut / (2 bound): a strut of
     that thickness fits across a square under the bound, whatever the bone mass."""
