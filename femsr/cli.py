@@ -25,6 +25,7 @@ import numpy as np
 from femsr.defaults import (
     BATCH_SIZE,
     EPOCHS,
+    INFERENCE_BATCH,
     LEARNING_RATE,
     N_BLOCKS,
     TISSUE_MODULUS,
@@ -623,7 +624,9 @@ def _add_reconstruct(commands: _Commands) -> None:
         "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"
     )
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
-    command.add_argument("--batch-size", type=int, default=64, help="windows per forward pass")
+    command.add_argument(
+        "--batch-size", type=int, default=INFERENCE_BATCH, help="windows per forward pass"
+    )
     command.add_argument("--tta", action="store_true", help=_TTA_HELP)
     command.add_argument(
         "--pixel-size",

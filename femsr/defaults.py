@@ -6,6 +6,7 @@ Plain numbers, so the command can print them in its help without loading torch.
 __all__ = [
     "BATCH_SIZE",
     "EPOCHS",
+    "INFERENCE_BATCH",
     "LEARNING_RATE",
     "N_BLOCKS",
     "TISSUE_MODULUS",
@@ -28,3 +29,6 @@ UP_WIDTH = 8
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 32
 EPOCHS = 20
+
+# Inference (femsr.reconstruct, femsr.export.predict): LR windows per forward pass.
+INFERENCE_BATCH = 64

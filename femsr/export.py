@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from femsr import defaults
 from femsr.encoding import transform
 from femsr.io import atomic_write
 from femsr.model import (
@@ -461,7 +462,7 @@ def predict(
     model: SRNet | LoadedModel,
     batch: np.ndarray,
     *,
-    batch_size: int = 64,
+    batch_size: int = defaults.INFERENCE_BATCH,
     device: str | torch.device | None = None,
     dtype: str | None = None,
     tta: bool = False,

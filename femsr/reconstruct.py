@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from femsr import encoding
+from femsr import defaults, encoding
 from femsr.checks import check_finite_array, check_mask
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
@@ -166,7 +166,7 @@ def reconstruct(
     mask: np.ndarray | None = None,
     model: str | os.PathLike[str] | LoadedModel | SRNet | None = None,
     device: str = "auto",
-    batch_size: int = 64,
+    batch_size: int = defaults.INFERENCE_BATCH,
     method: str = "seam",
     dtype: str | None = None,
     tta: bool = False,
