@@ -158,6 +158,10 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[torch.
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     try:
         yield device
+        if joined:
+            # Leave together: a gloo pair torn down while its peer still sends aborts the
+            # process ("terminate called without an active exception").
+            dist.barrier()
     finally:
         if joined:
             dist.destroy_process_group()
