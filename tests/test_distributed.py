@@ -188,25 +188,6 @@ def test_an_interrupted_two_process_run_resumes_to_the_network_of_one(tmp_path):
     assert not list((tmp_path / "two").glob("*.tmp"))
 
 
-@pytest.fixture(scope="module")
-def patches(tmp_path_factory):
-    """A tiny patch dataset, as in test_train: two training femurs at 1 mm, LR 4 mm."""
-    from femsr.dataset import build_dataset
-    from femsr.femur import Femur
-    from femsr.io import FemurImage
-
-    images = []
-    for k in range(2):
-        mask = Femur().mask(1.0)
-        noise = ndimage.gaussian_filter(np.random.default_rng(k).standard_normal(mask.shape), 1.5)
-        density = np.where(mask, np.clip(0.5 + 6 * noise, 0.0, 1.0), 0.0)
-        meta = {"name": f"femur_{k:02d}", "split": "train", "volfrac": 0.5}
-        images.append(FemurImage(density, 1.0, Femur(), meta))
-    out = tmp_path_factory.mktemp("patches")
-    build_dataset(images, out, patch=4, stride=3, factor=4, progress=False)
-    return out
-
-
 def test_femsr_train_under_torchrun_trains_the_network_of_one_process(patches, tmp_path, caplog):
     # Augmented pairs (the default): each pair's symmetry is drawn by pair and epoch, so the
     # two processes draw what one process draws. 15 pairs in batches of 4: the last batch's
