@@ -41,7 +41,7 @@ GUIDES = (
     "docs/evaluate.md",
     "docs/cluster.md",
 )
-DOCS = ("README.md", "benchmarks/RESULTS.md", "femsr/data/README.md", *GUIDES)
+DOCS = ("README.md", "benchmarks/RESULTS.md", "femsr/data/README.md", "docs/develop.md", *GUIDES)
 _PATH = re.compile(r"(?<![\w/.~-])((?:\.ci|benchmarks|cpp|docs|femsr|tests)/[\w./\[*<>-]*)")
 _INLINE_COMMAND = re.compile(r"`femsr ([a-z]+)([^`]*)`")
 # "femsr" after "check " is ruff's folder, not the command.
@@ -370,5 +370,15 @@ def test_every_option_in_a_guide_is_one_of_the_command_named_before_it(doc, caps
 
 def test_the_readme_lists_the_guides():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for doc in GUIDES:
+    for doc in (*GUIDES, "docs/develop.md"):
         assert f"]({doc})" in text, f"README.md does not link {doc}"
+
+
+def test_the_layout_names_every_module_and_folder():
+    layout = _code((ROOT / "docs/develop.md").read_text(encoding="utf-8"), "text")[0]
+    named = {line.split()[0] for line in layout.splitlines() if line.strip()}
+    package = {f"femsr/{path.name}" for path in (ROOT / "femsr").glob("*.py*")}
+    package |= {f"femsr/{path.name}/" for path in (ROOT / "femsr").iterdir() if path.is_dir()}
+    package -= {"femsr/__main__.py", "femsr/__pycache__/"}
+    assert package - named == set(), "docs/develop.md's layout misses these"
+    assert named - package - {"cpp/", "tests/", "benchmarks/"} == set(), "named but absent"
