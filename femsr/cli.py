@@ -189,14 +189,21 @@ def _add_generate(commands: _Commands) -> None:
     command.set_defaults(run=_generate)
 
 
-def _femur_files(folder: Path, split: str | None = None) -> list[Path]:
-    """The femur files of a folder's manifest.json (of one split), else its every .npz."""
+def _femur_files(folder: Path, split: str | None = None, protocol: str = "all") -> list[Path]:
+    """The femur files of a folder's manifest.json (of one split; with ``protocol="paper"``,
+    its femurs in the paper's protocol), else its every .npz."""
     import json
 
-    manifest = folder / "manifest.json"
+    from femsr.manifest import MANIFEST, paper_protocol
+
+    manifest = folder / MANIFEST
     if not manifest.is_file():
+        if protocol == "paper":
+            raise FileNotFoundError(f"the paper's protocol is chosen by {manifest}, not found")
         return sorted(folder.glob("*.npz"))
     entries = json.loads(manifest.read_text()).get("femurs", [])
+    if protocol == "paper" and split is not None:
+        return [folder / f"{name}.npz" for name in paper_protocol(entries, split)]
     return [folder / e["file"] for e in entries if split is None or e.get("split") == split]
 
 
@@ -256,12 +263,16 @@ def _train(args: argparse.Namespace) -> int:
 
     from femsr.dataset import load_index
     from femsr.distributed import from_environment
+    from femsr.manifest import paper_protocol
     from femsr.model import ModelConfig, build_model
     from femsr.patch_dataset import PatchDataset
     from femsr.train import train
 
     femurs = load_index(args.dataset)["femurs"]
-    names = [e["name"] for e in femurs if e["split"] == "train"]
+    if args.protocol == "paper":
+        names = paper_protocol(femurs, "train")
+    else:
+        names = [e["name"] for e in femurs if e["split"] == "train"]
     validation = [e["name"] for e in femurs if e["split"] == "validation"]
     val_names = args.val_femurs or validation or names[-1:]
     seen_test = sorted(set(val_names) & {e["name"] for e in femurs if e["split"] == "test"})
@@ -389,6 +400,12 @@ def _add_train(commands: _Commands) -> None:
         nargs="+",
         metavar="NAME",
         help="validate on these (default: the validation split, else the last train femur)",
+    )
+    command.add_argument(
+        "--protocol",
+        choices=("all", "paper"),
+        default="all",
+        help="train on every train femur, or on the paper's 7 (femsr.manifest.paper_protocol)",
     )
     command.add_argument("--no-augment", action="store_true", help="no flips and quarter turns")
     command.add_argument("--seed", type=int, default=0, help="seeds weights, order and subsets")
@@ -739,7 +756,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.only:
         files = [args.femurs / f"{name}.npz" for name in args.only]
     else:
-        files = _femur_files(args.femurs, split=args.split)
+        files = _femur_files(args.femurs, split=args.split, protocol=args.protocol)
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"femur file(s) not found: {', '.join(missing)}")
@@ -781,12 +798,19 @@ def _add_report(commands: _Commands) -> None:
         help="a model to evaluate, e.g. L1=runs/l1/model.pt2 (repeat for more)",
     )
     command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
-    command.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
-    command.add_argument(
+    chosen = command.add_mutually_exclusive_group()
+    chosen.add_argument("--only", nargs="+", metavar="NAME", help="these femurs instead")
+    chosen.add_argument(
         "--split",
         choices=("test", "validation"),
         default="test",
         help="which held-out femurs of the manifest (test)",
+    )
+    chosen.add_argument(
+        "--protocol",
+        choices=("all", "paper"),
+        default="all",
+        help="every test femur, or the paper's 4 (femsr.manifest.paper_protocol)",
     )
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--E0", type=float, default=TISSUE_MODULUS, help=_E0_HELP)

@@ -243,6 +243,7 @@ def _pairs(
         "windows": int(grid.shape[0] * grid.shape[1]),
         "cases": list(problem.names),
         "volfrac": image.meta.get("volfrac"),
+        "neck_shaft_angle": image.meta.get("neck_shaft_angle"),
         "fe": {
             "method": stats.method,
             "iterations": stats.iterations,

@@ -9,7 +9,8 @@ coarse stages laid out. A stage writes checkpoints, so an interrupted run resume
 
 A dataset (:func:`femsr.manifest.manifest`) is 32 femurs by default, split by femur: 20 train,
 4 validate (choose a model) and 8 test, the held-out ones spread over bone mass and neck-shaft
-angle; the paper's protocol (7 to train, 4 to test) is a subset of it. :func:`generate` writes
+angle; the paper's protocol (7 to train, 4 to test) is a subset of it
+(:func:`femsr.manifest.paper_protocol`). :func:`generate` writes
 ``manifest.json`` (what each femur is), one femur image per femur (:func:`femsr.io.save_femur`)
 and a PNG preview, and skips femurs already written.
 """

@@ -12,7 +12,7 @@ import numpy as np
 
 from femsr import femur as femur_module
 
-__all__ = ["MANIFEST", "VOLFRAC_RANGE", "manifest"]
+__all__ = ["MANIFEST", "PAPER_PROTOCOL", "VOLFRAC_RANGE", "manifest", "paper_protocol"]
 
 MANIFEST = "manifest.json"
 VOLFRAC_RANGE = (0.25, 0.35)
@@ -35,12 +35,11 @@ def manifest(
     """Names, femur seeds, bone masses and splits of a dataset, all from ``seed``.
 
     The trabecular bone volume fraction is stratified over :data:`VOLFRAC_RANGE` (one draw in
-    each of ``count`` equal slices, in random order), spanning osteoporotic to healthy proximal
-    femurs; each femur is :func:`femsr.femur.sample` of its seed. The held-out femurs spread
-    over the two ranges that matter most, bone mass and neck-shaft angle (each scaled to [0,
-    1]): the ``test`` femurs are the ones nearest the four corners, then, one at a time, the
-    one farthest from those chosen; the ``validation`` femurs are chosen the same way, without
-    the corners, from the rest. The other femurs train.
+    each of ``count`` equal slices, in random order); each femur is :func:`femsr.femur.sample`
+    of its seed. The held-out femurs spread over the two ranges that matter most, bone mass and
+    neck-shaft angle (each scaled to [0, 1]): the ``test`` femurs are the ones nearest the four
+    corners, then, one at a time, the one farthest from those chosen; the ``validation`` femurs
+    are chosen the same way, without the corners, from the rest. The other femurs train.
 
     Examples
     --------
@@ -56,11 +55,8 @@ def manifest(
     low, high = VOLFRAC_RANGE
     volfracs = low + (high - low) * (rng.permutation(count) + rng.uniform(size=count)) / count
     seeds = rng.integers(0, 2**31, count)
-    angle_low, angle_high = femur_module.RANGES["neck_shaft_angle"]
     angles = [femur_module.sample(int(s)).landmarks().neck_shaft_angle for s in seeds]
-    points = np.column_stack(
-        [(volfracs - low) / (high - low), (np.array(angles) - angle_low) / (angle_high - angle_low)]
-    )
+    points = _unit_points(volfracs, angles)
     splits = ["train"] * count
     chosen = _spread(points, test, [], corners=True)
     for k in chosen:
@@ -78,6 +74,58 @@ def manifest(
         }
         for k in range(count)
     ]
+
+
+PAPER_PROTOCOL = {"train": 7, "test": 4}
+"""Femurs to train and to test on in Kim, Nam & Jang's protocol."""
+
+
+def paper_protocol(entries: list[dict[str, Any]], split: str) -> list[str]:
+    """The names of a dataset's ``split`` femurs that follow the paper's protocol.
+
+    Kim, Nam & Jang trained on 7 femurs and tested on 4 (:data:`PAPER_PROTOCOL`). ``entries``
+    are a manifest's (or a patch dataset's index's) femurs, each with its ``name``, ``split``,
+    ``volfrac`` and ``neck_shaft_angle``. The femurs of ``split`` ("train" or "test") are chosen
+    over bone mass and neck-shaft angle as :func:`manifest` chooses the held-out ones: the
+    nearest to each corner of the two ranges first, then, one at a time, the farthest from those
+    chosen, so that the subset spans the ranges as the whole dataset does. The validation femurs
+    are not part of it and still choose a model.
+
+    Examples
+    --------
+    >>> entries = manifest(16, 4, 2)
+    >>> len(paper_protocol(entries, "train")), len(paper_protocol(entries, "test"))
+    (7, 4)
+    """
+    if split not in PAPER_PROTOCOL:
+        raise ValueError(f"the paper's protocol has splits {list(PAPER_PROTOCOL)}, not {split!r}")
+    count = PAPER_PROTOCOL[split]
+    members = [e for e in entries if e["split"] == split]
+    if len(members) < count:
+        raise ValueError(
+            f"the paper's protocol needs {count} {split} femurs, the dataset has {len(members)}"
+        )
+    unknown = [
+        e["name"] for e in members if e.get("volfrac") is None or e.get("neck_shaft_angle") is None
+    ]
+    if unknown:
+        raise ValueError(
+            f"femurs {unknown} lack the volfrac or neck_shaft_angle that the paper's protocol "
+            "is chosen by"
+        )
+    points = _unit_points(
+        np.array([e["volfrac"] for e in members]), [e["neck_shaft_angle"] for e in members]
+    )
+    return [members[k]["name"] for k in _spread(points, count, [], corners=True)]
+
+
+def _unit_points(volfracs: np.ndarray, angles: list[float]) -> np.ndarray:
+    """(bone mass, neck-shaft angle) of femurs, each scaled from its range to [0, 1]."""
+    low, high = VOLFRAC_RANGE
+    angle_low, angle_high = femur_module.RANGES["neck_shaft_angle"]
+    return np.column_stack(
+        [(volfracs - low) / (high - low), (np.array(angles) - angle_low) / (angle_high - angle_low)]
+    )
 
 
 def _spread(points: np.ndarray, count: int, taken: list[int], *, corners: bool) -> list[int]:

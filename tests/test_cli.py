@@ -1,5 +1,6 @@
 """The femsr command."""
 
+import json
 import logging
 
 import numpy as np
@@ -87,3 +88,25 @@ def test_morphometry_reports_each_region_and_the_missed_targets(tmp_path, capsys
         assert f"| {region} |" in out
     assert "targets missed: bvtv roi_head" in out and "band" not in out.split("missed:")[1]
     assert table.read_text().strip() == out.strip()
+
+
+def test_the_papers_protocol_picks_the_test_femurs_of_a_manifest(tmp_path):
+    from femsr.manifest import manifest, paper_protocol
+
+    entries = manifest(16, 4, 2)
+    (tmp_path / "manifest.json").write_text(json.dumps({"femurs": entries}))
+    test = [e["file"] for e in entries if e["split"] == "test"]
+    assert [p.name for p in cli._femur_files(tmp_path, "test")] == test
+    picked = cli._femur_files(tmp_path, "test", protocol="paper")
+    assert [p.stem for p in picked] == paper_protocol(entries, "test")
+    assert len(picked) == 4 and {p.name for p in picked} <= set(test)
+    (tmp_path / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="the paper's protocol is chosen by"):
+        cli._femur_files(tmp_path, "test", protocol="paper")
+
+
+def test_report_takes_the_papers_protocol_or_a_split_not_both(tmp_path, capsys):
+    argv = ["report", str(tmp_path), "--model", "A=a.pt2", "--protocol", "paper"]
+    with pytest.raises(SystemExit):
+        cli.main([*argv, "--split", "validation"])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -582,6 +582,33 @@ def test_cli_trains_resumes_and_exports(built, tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "missing.pt"), str(exported)]) == 2
 
 
+def test_cli_trains_on_the_papers_protocol(built, tmp_path, capsys):
+    """--protocol paper fits on the 7 training femurs paper_protocol picks from the index."""
+    from femsr import cli
+    from femsr.manifest import paper_protocol
+
+    out = tmp_path / "patches"
+    shutil.copytree(built[0], out)
+    index = json.loads((out / "index.json").read_text())
+    first, validation, test = index["femurs"]
+    validation["split"] = "validation"
+    rng = np.random.default_rng(0)
+    copies = [  # nine training femurs on the pairs of the first
+        {**first, "name": f"bone_{k}", "volfrac": rng.uniform(0.25, 0.35),
+         "neck_shaft_angle": rng.uniform(120, 140)}
+        for k in range(9)
+    ]  # fmt: skip
+    index["femurs"] = [*copies, validation, test]
+    (out / "index.json").write_text(json.dumps(index))
+    argv = ["train", str(out), str(tmp_path / "run"), "--width", "4", "--blocks", "1"]
+    argv += ["--up-width", "2", "--pairs", "6", "--val-pairs", "6", "--batch-size", "6"]
+    assert cli.main([*argv, "--epochs", "1", "--protocol", "paper"]) == 0
+    picked = paper_protocol(index["femurs"], "train")
+    assert f"training on {', '.join(picked)} (6 pairs), validating on femur_01" in (
+        capsys.readouterr().err
+    )
+
+
 def test_cli_validates_on_the_validation_split(built, tmp_path, capsys):
     from femsr import cli
 

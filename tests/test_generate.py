@@ -225,6 +225,33 @@ def test_held_out_femurs_take_the_corners_then_spread():
     assert manifest._spread(points, 2, [1, 2, 3, 4], corners=False) == [5, 0]
 
 
+def test_the_papers_protocol_spreads_7_train_and_4_test_femurs_over_the_ranges():
+    low, high = manifest.VOLFRAC_RANGE
+    angle_low, angle_high = femur_module.RANGES["neck_shaft_angle"]
+
+    def entry(name, split, u, v):
+        volfrac, angle = low + u * (high - low), angle_low + v * (angle_high - angle_low)
+        return {"name": name, "split": split, "volfrac": volfrac, "neck_shaft_angle": angle}
+
+    grid = [(u, v) for u in (0.0, 0.5, 1.0) for v in (0.0, 0.5, 1.0)]  # train: a 3x3 grid
+    entries = [entry(f"t{u}{v}", "train", u, v) for u, v in grid]
+    test = [(0.5, 0.5), (0.1, 0.1), (0.9, 0.9), (0.1, 0.9), (0.9, 0.1), (0.4, 0.6)]
+    entries += [entry(f"h{k}", "test", u, v) for k, (u, v) in enumerate(test)]
+    entries.append(entry("v", "validation", 0.0, 0.0))
+    assert manifest.paper_protocol(entries, "test") == ["h1", "h2", "h3", "h4"]
+    train = manifest.paper_protocol(entries, "train")
+    # The four corners, the centre (farthest from them), then two edge midpoints.
+    assert train[:5] == ["t0.00.0", "t1.01.0", "t0.01.0", "t1.00.0", "t0.50.5"]
+    assert len(set(train)) == 7 and all(name.startswith("t") for name in train)
+    with pytest.raises(ValueError, match="needs 4 test femurs, the dataset has 3"):
+        manifest.paper_protocol(entries[:12], "test")
+    with pytest.raises(ValueError, match=r"splits \['train', 'test'\], not 'validation'"):
+        manifest.paper_protocol(entries, "validation")
+    del entries[0]["volfrac"]
+    with pytest.raises(ValueError, match=r"\['t0\.00\.0'\] lack the volfrac"):
+        manifest.paper_protocol(entries, "train")
+
+
 def test_generate_writes_femurs_resumes_and_refuses_other_settings(tmp_path):
     entries = generate.generate(
         tmp_path, count=2, test=1, validation=0, stages=TINY[:1], progress=False
