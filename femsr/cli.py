@@ -226,6 +226,9 @@ def _dataset(args: argparse.Namespace) -> int:
         factor=args.factor,
         lr_dtype=args.lr_dtype,
         hr_dtype=args.hr_dtype,
+        scanner=dataset.Scanner(args.scanner_fwhm, args.scanner_noise)
+        if args.scanner_fwhm is not None
+        else None,
         progress=args.progress,
         workers=args.workers,
         scheduler=args.scheduler,
@@ -254,6 +257,20 @@ def _add_dataset(commands: _Commands) -> None:
     _add_parallel(command, "femurs")
     command.add_argument("--lr-dtype", default="float16", choices=("float16", "float32"))
     command.add_argument("--hr-dtype", default="uint8", choices=("uint8", "float16", "float32"))
+    command.add_argument(
+        "--scanner-fwhm",
+        type=float,
+        metavar="MM",
+        help="make the LR images as a CT scanner does, with a Gaussian point-spread function of "
+        "this full width at half maximum, instead of block means (femsr.dataset.scanner_lr)",
+    )
+    command.add_argument(
+        "--scanner-noise",
+        type=float,
+        default=0.0,
+        metavar="HU",
+        help="with --scanner-fwhm: the scanner's noise, standard deviation in HU (0)",
+    )
     command.set_defaults(run=_dataset)
 
 

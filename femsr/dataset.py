@@ -9,6 +9,8 @@ window ten times larger. This module builds those pairs from the femur images th
    first padded with void (0) at the **bottom and right** to a multiple of ``factor``, the way
    :func:`femsr.femur.grid_shape` lets a coarse grid overhang the box. Mass is preserved:
    ``lr.sum() * factor**2 == hr.sum()``.
+   Or, for a network that reads clinical scans, :func:`scanner_lr`: the LR image as a CT
+   scanner makes it (:class:`Scanner`: point-spread function, detector pixel, noise).
 2. The network's input over the LR image, per window of its patch grid
    (:func:`femsr.encoding.lr_displacement`, :func:`~femsr.encoding.patch_grid`,
    :func:`~femsr.encoding.normalize_displacement`), and the HR window of each.
@@ -45,7 +47,9 @@ import logging
 import math
 import os
 import time
+import zlib
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +73,7 @@ from femsr.encoding import (
 from femsr.io import FemurImage, atomic_write, load_femur
 from femsr.resume import resume as resume_run
 
-__all__ = ["build_dataset", "downscale", "downscale_femur", "load_index"]
+__all__ = ["Scanner", "build_dataset", "downscale", "downscale_femur", "load_index", "scanner_lr"]
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +138,64 @@ def downscale_femur(image: FemurImage, factor: int = 10) -> FemurImage:
     )
 
 
+@dataclass(frozen=True)
+class Scanner:
+    """How a clinical CT scanner makes the LR image of a femur (:func:`scanner_lr`).
+
+    Attributes
+    ----------
+    fwhm : float
+        Full width at half maximum of the Gaussian point-spread function, mm (clinical CT of
+        the hip: about 0.5-1.0 mm).
+    noise : float
+        Standard deviation of the Gaussian noise, Hounsfield units (clinical: about 10-50 HU).
+    """
+
+    fwhm: float
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        for label, value in (("fwhm", self.fwhm), ("noise", self.noise)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"scanner {label} must be a finite number >= 0, got {value!r}")
+
+
+def scanner_lr(
+    hr: np.ndarray, pixel_size: float, factor: int, scanner: Scanner, *, seed: int = 0
+) -> np.ndarray:
+    """LR density of an HR density as a CT scanner sees it, on :func:`downscale`'s grid.
+
+    The HR density is made a CT slice in Hounsfield units and blurred, integrated over
+    ``factor`` times larger pixels and made noisy as :func:`femsr.scan.synthetic_scan` does
+    (``scanner.fwhm``, ``scanner.noise``, ``seed``), then read back as density by
+    :func:`femsr.scan.density_from_hu`, as :func:`femsr.scan.lr_image` reads a scan; the
+    image is set to 0 outside the pixels that hold bone in the block mean, as ``lr_image``
+    sets it outside the segmented femur. At ``fwhm=0`` and ``noise=0`` the bone's pixels read
+    the block mean blurred by the pixel's linear interpolation.
+
+    Examples
+    --------
+    >>> hr = np.zeros((40, 40)); hr[10:30, 10:30] = 1.0
+    >>> lr = scanner_lr(hr, 0.05, 10, Scanner(fwhm=0.5, noise=20.0))
+    >>> lr.shape == downscale(hr, 10).shape, bool(lr[0, 0] == 0), bool(0 < lr[1, 1] < 1)
+    (True, True, True)
+    """
+    from femsr.scan import density_from_hu, synthetic_scan
+
+    factor = check_int("factor", factor, 1)
+    block = downscale(hr, factor)
+    scan = synthetic_scan(
+        hr,
+        pixel_size,
+        pixel=pixel_size * factor,
+        fwhm=scanner.fwhm,
+        noise=scanner.noise,
+        border=0.0,
+        seed=seed,
+    )
+    return np.where(block > 0, density_from_hu(scan.image), 0.0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Storage
 
@@ -187,7 +249,11 @@ def _pairs(
     """FE of one femur's LR image and its patch pairs, written into ``out``."""
     factor, patch, stride = settings["factor"], settings["patch"], settings["stride"]
     started = time.perf_counter()
-    lr = downscale(image.density, factor)
+    if "scanner" in settings:  # each femur its own noise, the same on every rerun
+        scanner, seed = Scanner(**settings["scanner"]), zlib.crc32(name.encode())
+        lr = scanner_lr(image.density, image.pixel_size, factor, scanner, seed=seed)
+    else:
+        lr = downscale(image.density, factor)
     pixel_size = image.pixel_size * factor
     problem = image.femur.problem(pixel_size)
     if problem.mask.shape != lr.shape:
@@ -274,16 +340,18 @@ def build_dataset(
     nu: float = NU,
     penal: float = PENAL,
     void_modulus: float = VOID_MODULUS,
+    scanner: Scanner | None = None,
     progress: bool = True,
     workers: int | None = None,
     scheduler: str | None = None,
 ) -> dict[str, Any]:
     """Write the patch pairs of femur images into a dataset folder, femur by femur.
 
-    Per femur: LR density by :func:`downscale`; FE of the LR image under the femur's load cases
-    (``femur.problem(pixel_size * factor)``: its mask, forces and fixed edge; modified SIMP with
-    ``E0``, ``nu``, ``penal``, ``Emin = void_modulus * E0``; SuperLU up to 200k unknowns, which
-    a full-size LR femur's 37k are); the windows of :func:`~femsr.encoding.patch_grid` that
+    Per femur: LR density by :func:`downscale` (or by :func:`scanner_lr` with ``scanner``); FE
+    of the LR image under the femur's load cases (``femur.problem(pixel_size * factor)``: its
+    mask, forces and fixed edge; modified SIMP with ``E0``, ``nu``, ``penal``,
+    ``Emin = void_modulus * E0``; SuperLU up to 200k unknowns, which a full-size LR femur's
+    37k are); the windows of :func:`~femsr.encoding.patch_grid` that
     touch the femur (its FE mask or a positive LR pixel); their normalized inputs
     (:func:`~femsr.encoding.lr_patches`) and HR targets.
     Arrays are streamed to ``.npy`` files (memory stays bounded by a chunk of windows, whatever
@@ -315,6 +383,9 @@ def build_dataset(
         the femur can be all marrow; at the TO's 1e-9 a region hanging on such pixels moves
         by metres and dominates its patches' normalized field, at 1e-3 the field stays that of
         the bone (``benchmarks/RESULTS.md``).
+    scanner : Scanner, optional
+        Make the LR images as a CT scanner does (:func:`scanner_lr`; each femur's noise seeded
+        by its name) instead of as block means, for a network that reads clinical scans.
     progress : bool
         Show a tqdm bar of the femurs on stderr. Each femur cut is logged (INFO, logger
         ``femsr.dataset``) whatever ``progress``.
@@ -345,6 +416,8 @@ def build_dataset(
     ({'train': 91, 'validation': 0, 'test': 0}, [52, 48])
     """
     settings = _settings(patch, stride, factor, lr_dtype, hr_dtype, E0, nu, penal, void_modulus)
+    if scanner is not None:  # only then: folders of block means resume as they were written
+        settings["scanner"] = asdict(scanner)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _open_index(out, settings)

@@ -7,6 +7,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -69,6 +70,40 @@ def test_downscale_conserves_mass_and_pads_bottom_right_with_void():
     assert lr[4, 0] == pytest.approx(hr[20:, :5].sum() / 25)
     assert lr[0, 3] == pytest.approx(hr[:5, 15:].sum() / 25)
     assert dataset.downscale(np.ones((10, 10)), 10).tolist() == [[1.0]]
+
+
+def test_a_sharp_quiet_scanner_reads_a_uniform_bone_exactly_and_its_noise_as_stated():
+    from femsr.scan import MARROW_HU, TISSUE_HU
+
+    hr = np.zeros((100, 80))
+    hr[10:90, 10:70] = 0.6  # 8 x 6 LR pixels of uniform bone, one of void around
+    lr = dataset.scanner_lr(hr, 0.05, 10, dataset.Scanner(fwhm=0.0))
+    assert lr.shape == dataset.downscale(hr, 10).shape == (10, 8)
+    np.testing.assert_allclose(lr[2:-2, 2:-2], 0.6, atol=1e-12)  # HU there and back
+    assert (lr[0] == 0).all() and (lr[:, 0] == 0).all()  # no bone in the block mean: void
+    scanner = dataset.Scanner(fwhm=0.0, noise=90.0)
+    noisy = dataset.scanner_lr(hr, 0.05, 10, scanner, seed=1)
+    residual = (noisy - lr)[1:-1, 1:-1]
+    # 48 samples of sd 90 / 1800 = 0.05: the sample sd lies within 0.03-0.07 (chi-square).
+    assert 0.03 < residual.std() < 0.07
+    assert 90.0 / (TISSUE_HU - MARROW_HU) == pytest.approx(0.05)
+    assert np.array_equal(noisy, dataset.scanner_lr(hr, 0.05, 10, scanner, seed=1))
+    assert not np.array_equal(noisy, dataset.scanner_lr(hr, 0.05, 10, scanner, seed=2))
+
+
+def test_a_wider_point_spread_blurs_the_bone_edge_more():
+    hr = np.zeros((200, 200))
+    hr[:, :100] = 1.0  # a straight edge down the middle
+    profiles = [
+        dataset.scanner_lr(hr, 0.05, 10, dataset.Scanner(fwhm=fwhm))[10, :10]
+        for fwhm in (0.0, 0.5, 1.0, 2.0)
+    ]
+    edge = [profile[9] for profile in profiles]  # the last bone pixel, next to the void
+    assert edge[0] > edge[1] > edge[2] > edge[3] > 0.3
+    for profile in profiles:  # far from the edge the bone reads full density
+        assert profile[0] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="scanner fwhm must be a finite number >= 0, got -1"):
+        dataset.Scanner(fwhm=-1)
 
 
 def test_displacement_channels_of_a_linear_field_are_its_values_at_pixel_centres():
@@ -380,6 +415,23 @@ def test_float32_storage_is_exact(tmp_path):
     assert np.array_equal(hr, expected)
 
 
+def test_a_scanner_dataset_stores_the_scanner_lr_and_resumes_only_with_it(tmp_path):
+    image = femur_image("solo", 5)
+    scanner = dataset.Scanner(fwhm=1.0, noise=30.0)
+    index = build(tmp_path, [image], lr_dtype="float32", scanner=scanner)
+    assert index["settings"]["scanner"] == {"fwhm": 1.0, "noise": 30.0}
+    corners = np.load(tmp_path / "solo.corners.npy")
+    lr = dataset.scanner_lr(image.density, HR_PIXEL, FACTOR, scanner, seed=zlib.crc32(b"solo"))
+    stored = np.load(tmp_path / "solo.lr.npy")[:, 0]
+    expected = encoding.extract_patches(lr[None], corners, PATCH)[:, 0]
+    np.testing.assert_allclose(stored, expected, rtol=1e-6)
+    block = dataset.downscale(image.density, FACTOR)
+    assert not np.allclose(expected, encoding.extract_patches(block[None], corners, PATCH)[:, 0])
+    with pytest.raises(ValueError, match="other settings"):
+        build(tmp_path, [image], lr_dtype="float32")  # block means in a scanner's folder
+    assert "scanner" not in build(tmp_path / "plain", [image])["settings"]
+
+
 def test_bad_input_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"density must lie in \[0, 1\]"):
         dataset.downscale(np.full((4, 4), 1.5))
@@ -536,6 +588,10 @@ def test_cli_builds_the_dataset_of_a_manifest(femur_files, tmp_path, capsys):
     assert report.err == "femsr dataset: warning: not grown yet, skipped: femur_09.npz\n"
     assert "3 femurs" in report.out and "test pairs" in report.out
     assert dataset.load_index(tmp_path / "out")["settings"]["stride"] == 3
+    scanned = tmp_path / "scanned"
+    scanner = ["--scanner-fwhm", "0.7", "--scanner-noise", "20"]
+    assert cli.main(["dataset", str(folder), str(scanned), *options, *scanner]) == 0
+    assert dataset.load_index(scanned)["settings"]["scanner"] == {"fwhm": 0.7, "noise": 20.0}
     (tmp_path / "empty").mkdir()
     assert cli.main(["dataset", str(tmp_path / "empty"), str(tmp_path / "o2")]) == 2
     assert "no femur files" in capsys.readouterr().err
