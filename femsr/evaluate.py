@@ -290,13 +290,15 @@ class Table:
         return stream.getvalue()
 
 
-def _check_pair(reference: object, reconstruction: object) -> tuple[np.ndarray, np.ndarray]:
+def _check_pair(
+    reference: object, reconstruction: object, *, same_shape: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     reference = check_density(reference)
     try:
         reconstruction = check_density(reconstruction)
     except (TypeError, ValueError) as error:
         raise type(error)(str(error).replace("density", "reconstruction", 1)) from None
-    if reference.shape != reconstruction.shape:
+    if same_shape and reference.shape != reconstruction.shape:
         raise ValueError(
             f"reference and reconstruction must have the same shape, got {reference.shape} "
             f"and {reconstruction.shape}"
@@ -327,6 +329,11 @@ def _check_rois(
     return checked
 
 
+def _size(window: tuple[slice, slice]) -> tuple[int, int]:
+    """Rows and columns of a checked ROI."""
+    return (window[0].stop - window[0].start, window[1].stop - window[1].start)
+
+
 def _error_percent(value: float, reference: float) -> float:
     """Signed error of ``value`` against ``reference`` in %; negative = underestimate."""
     return 100.0 * (value - reference) / reference
@@ -336,6 +343,8 @@ def roi_table(
     reference: np.ndarray,
     reconstruction: np.ndarray,
     rois: Mapping[str, tuple[slice, slice]],
+    *,
+    reconstruction_rois: Mapping[str, tuple[slice, slice]] | None = None,
     **material: Any,
 ) -> Table:
     """Apparent stiffness of each ROI in the reference and the reconstruction, with the error %.
@@ -348,9 +357,14 @@ def roi_table(
     Parameters
     ----------
     reference, reconstruction : ndarray, shape (ny, nx)
-        Density images in [0, 1] on the same grid.
+        Density images in [0, 1] on the same grid (or pixel size, with
+        ``reconstruction_rois``).
     rois : mapping of str to (slice, slice)
         Regions as (rows, columns) of the image, as :meth:`femsr.femur.Femur.rois` returns them.
+    reconstruction_rois : mapping of str to (slice, slice), optional
+        The same regions in the reconstruction, where its grid is not the reference's: a
+        scan's reconstruction has them where its fitted femur places them. Each of the size
+        of its reference ROI.
     **material
         Keyword arguments of :func:`apparent_stiffness` (``E0`` and ``h`` are required).
 
@@ -362,7 +376,8 @@ def roi_table(
     Raises
     ------
     TypeError, ValueError
-        On images of different shapes or bad values, an ROI outside the image, bad material.
+        On images of different shapes (without ``reconstruction_rois``) or bad values, an ROI
+        outside its image, ROIs that differ in names or sizes, bad material.
 
     Examples
     --------
@@ -372,11 +387,27 @@ def roi_table(
     >>> row["region"], row["stiffness"], round(row["error_percent"], 3)
     ('Femoral head', 'E_x', -87.5)
     """
-    reference, reconstruction = _check_pair(reference, reconstruction)
+    reference, reconstruction = _check_pair(
+        reference, reconstruction, same_shape=reconstruction_rois is None
+    )
+    windows = _check_rois(rois, reference.shape)
+    elsewhere = (
+        windows
+        if reconstruction_rois is None
+        else _check_rois(reconstruction_rois, reconstruction.shape)
+    )
+    if list(elsewhere) != list(windows) or any(
+        _size(elsewhere[name]) != _size(window) for name, window in windows.items()
+    ):
+        raise ValueError(
+            f"reconstruction_rois must name the ROIs {list(windows)} at their sizes "
+            f"{[_size(w) for w in windows.values()]}, got {list(elsewhere)} at "
+            f"{[_size(w) for w in elsewhere.values()]}"
+        )
     rows = []
-    for name, window in _check_rois(rois, reference.shape).items():
+    for name, window in windows.items():
         ref = apparent_stiffness(reference[window], **material)
-        rec = apparent_stiffness(reconstruction[window], **material)
+        rec = apparent_stiffness(reconstruction[elsewhere[name]], **material)
         for component in COMPONENTS:
             a, b = ref.component(component), rec.component(component)
             boneless = a < BONELESS_STIFFNESS * material["E0"]

@@ -153,6 +153,30 @@ def test_roi_table_gives_no_error_where_the_reference_roi_has_no_bone():
     assert all(row["reconstruction"] > 100 * row["reference"] for row in neck)
 
 
+def test_roi_table_reads_the_reconstruction_where_its_own_rois_lie():
+    """A reconstruction on another grid (a scan's, shifted and larger) scored at its own ROIs
+    gives the table of the same reconstruction on the reference's grid."""
+    rng = np.random.default_rng(2)
+    reference = rng.random((16, 16))
+    reconstruction = np.clip(reference + 0.2 * rng.standard_normal((16, 16)), 0, 1)
+    rois = {"head": np.s_[0:8, 0:8], "neck": np.s_[8:16, 4:12]}
+    same = roi_table(reference, reconstruction, rois, E0=1.0, h=0.05)
+    moved = np.zeros((20, 25))
+    moved[3:19, 5:21] = reconstruction
+    there = {"head": np.s_[3:11, 5:13], "neck": np.s_[11:19, 9:17]}
+    table = roi_table(reference, moved, rois, reconstruction_rois=there, E0=1.0, h=0.05)
+    assert table.rows == same.rows
+    with pytest.raises(ValueError, match="must have the same shape"):
+        roi_table(reference, moved, rois, E0=1.0, h=0.05)
+    with pytest.raises(ValueError, match="must name the ROIs \\['head', 'neck'\\] at their"):
+        roi_table(
+            reference, moved, rois, reconstruction_rois={"head": there["head"]}, E0=1.0, h=0.05
+        )
+    smaller = {**there, "neck": np.s_[11:18, 9:17]}
+    with pytest.raises(ValueError, match="at \\[\\(8, 8\\), \\(7, 8\\)\\]"):
+        roi_table(reference, moved, rois, reconstruction_rois=smaller, E0=1.0, h=0.05)
+
+
 def test_tables_render_as_markdown_and_csv():
     reference = np.ones((12, 12))
     table = roi_table(reference, reference * 0.5, {"mine": np.s_[2:8, 2:8]}, E0=1.0, h=1.0)
