@@ -13,7 +13,8 @@
 # the per-femur tables come back in ablation_reports.tar, the runs' best.pt and logs in
 # ablation_runs*.tar (at most 8 files, 16 MiB each, come back).
 # DEVICE=cpu and BUILD=0 run it on a machine without CUDA where femsr is installed; TRAIN_ARGS
-# adds femsr train arguments (e.g. "--pairs 64 --val-pairs 32" for a quick check).
+# adds femsr train arguments (e.g. "--pairs 64 --val-pairs 32" for a quick check); STRIDE sets
+# the dataset's window offset (4; 1 gives the paper's order of pairs, about 20,000 a femur).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=16
 epochs=${1:-20}
@@ -27,7 +28,7 @@ if [ "${BUILD:-1}" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
 started=$(date +%s)
-femsr dataset "$femurs" "$work/patches" --stride 4 --quiet || exit 1
+femsr dataset "$femurs" "$work/patches" --stride "${STRIDE:-4}" --workers "$(nproc)" --quiet || exit 1
 echo "dataset: $(($(date +%s) - started)) s"
 declare -A settings=(
   [base]="--loss l1 --mass-weight 1"
