@@ -28,7 +28,7 @@ if [ "${BUILD:-1}" = 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 fi
 started=$(date +%s)
-femsr dataset "$femurs" "$work/patches" --stride "${STRIDE:-4}" --workers "$(nproc)" --quiet || exit 1
+femsr dataset "$femurs" "$work/patches" --stride "${STRIDE:-4}" --quiet || exit 1
 echo "dataset: $(($(date +%s) - started)) s"
 declare -A settings=(
   [base]="--loss l1 --mass-weight 1"
