@@ -2,14 +2,19 @@
 
 Per femur: split, side, neck-shaft angle, trabecular BV/TV, the three ROIs' BV/TV, median Tb.Th
 and Tb.Sp, the largest void anywhere, the cortex band, the minutes growing took (the stages'
-sum) and the targets of ``femsr.morphometry.TARGETS`` it misses.
+sum) and the targets of ``femsr.morphometry.TARGETS`` it misses. With ``--stages``, instead:
+per stage of growth, its grid, iterations, and the median and range over the femurs of its
+minutes (from each femur's record of its stages), without measuring anything.
 
     python benchmarks/scripts/femur_table.py benchmarks/femurs
+    python benchmarks/scripts/femur_table.py benchmarks/femurs --stages
 """
 
 import argparse
 import json
 from pathlib import Path
+
+import numpy as np
 
 from femsr import io, morphometry
 from femsr.generate import MANIFEST
@@ -42,11 +47,37 @@ def row(path: Path) -> str:
     )
 
 
+def stage_table(paths: list[Path]) -> str:
+    """Median (range) minutes of each stage over the femurs, with its grid and iterations."""
+    records = [io.load_femur(path).meta["stages"] for path in paths]
+    lines = [
+        "| stage | pixel (mm) | grid | iterations | beta at the end | minutes, median (range) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for k, first in enumerate(records[0]):
+        minutes = np.array([femur[k]["seconds"] for femur in records]) / 60
+        lines.append(
+            f"| {k + 1} | {first['pixel_size']} | {first['shape'][0]}x{first['shape'][1]} "
+            f"| {first['iterations']} | {first['beta']:g} | {np.median(minutes):.1f} "
+            f"({minutes.min():.1f}-{minutes.max():.1f}) |"
+        )
+    totals = np.array([sum(stage["seconds"] for stage in femur) for femur in records]) / 60
+    lines.append(
+        f"| all | | | | | {np.median(totals):.1f} ({totals.min():.1f}-{totals.max():.1f}) |"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a folder written by femsr generate")
+    parser.add_argument("--stages", action="store_true", help="the cost of each stage instead")
     args = parser.parse_args()
     entries = json.loads((args.folder / MANIFEST).read_text())["femurs"]
+    if args.stages:
+        paths = [args.folder / e["file"] for e in entries if (args.folder / e["file"]).exists()]
+        print(stage_table(paths))
+        return
     print(HEADER)
     print("| --- " * (HEADER.count("|") - 1) + "|")
     for entry in entries:
