@@ -321,7 +321,7 @@ def _pairs(
 
 def _fingerprint(image: FemurImage) -> str:
     """What the pairs of a femur depend on (density, pixel size, geometry and loads), hashed:
-    a regrown femur under an old name is cut again, not skipped."""
+    a femur grown anew under an old name is cut again, not skipped."""
     digest = hashlib.sha256(np.ascontiguousarray(image.density).tobytes())
     digest.update(repr((image.density.shape, image.pixel_size, image.femur)).encode())
     return digest.hexdigest()[:16]
@@ -357,7 +357,7 @@ def build_dataset(
     Arrays are streamed to ``.npy`` files (memory stays bounded by a chunk of windows, whatever
     the stride), then ``index.json`` is rewritten (atomically). A femur already in the index,
     cut from the same image, is skipped, so a rerun resumes an interrupted build; one whose
-    image changed since (a regrown femur) is cut again. Settings must match the folder's.
+    image changed since (a femur grown anew) is cut again. Settings must match the folder's.
 
     Parameters
     ----------

@@ -31,7 +31,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 start=$SECONDS
 step() { echo; echo "== $* ($((SECONDS - start)) s)"; }
 fail() { echo "check_wheel: $*" >&2; exit 1; }
-# pip, less this machine's notes on index folders it skips.
+# pip, less its notes on configured index folders that do not exist.
 pip_q() { "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; }
 
 # The cibuildwheel settings this check mirrors, read from pyproject.toml.

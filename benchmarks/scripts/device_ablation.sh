@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The training-terms ablation on a GPU (a session lent a device machine; its image has torch,
+# The training-terms ablation on a machine with one NVIDIA GPU (its image has torch,
 # CUDA, scikit-build-core, pybind11, scipy; pyamg travels as a wheel in .whl/, as for
 # device_check.sh):
 #

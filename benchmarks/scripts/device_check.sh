@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of a session lent a device machine (its image has torch, CUDA, scikit-build-core,
+# The GPU checks on a machine with one NVIDIA GPU (its image has torch, CUDA, scikit-build-core,
 # pybind11, scipy; not pyamg, which travels as a wheel in .whl/, an ignored folder):
 #
 #   here:   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
