@@ -14,7 +14,8 @@
 # ablation_runs*.tar (at most 8 files, 16 MiB each, come back).
 # DEVICE=cpu and BUILD=0 run it on a machine without CUDA where femsr is installed; TRAIN_ARGS
 # adds femsr train arguments (e.g. "--pairs 64 --val-pairs 32" for a quick check); STRIDE sets
-# the dataset's window offset (4; 1 gives the paper's order of pairs, about 20,000 a femur).
+# the dataset's window offset (4; 1 gives the paper's order of pairs, about 20,000 a femur);
+# SETTINGS and SEEDS choose some of the runs (all four settings; seeds 0 1 2).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 CMAKE_BUILD_PARALLEL_LEVEL=16
 epochs=${1:-20}
@@ -37,8 +38,8 @@ declare -A settings=(
   [wide]="--loss l1 --mass-weight 1 --width 64 --up-width 16"
 )
 started=$(date +%s)
-for name in "${!settings[@]}"; do
-  for seed in 0 1 2; do
+for name in ${SETTINGS:-${!settings[@]}}; do
+  for seed in ${SEEDS:-0 1 2}; do
     run=$name-s$seed
     # shellcheck disable=SC2086  # the settings are word lists
     (timeout "${TRAIN_SECONDS:-300}" femsr train "$work/patches" "$work/runs/$run" \
@@ -53,9 +54,16 @@ for run in "$work"/runs/*/; do
   echo "$(basename "$run"): $(wc -l < "$run/train_log.jsonl") epochs, $(tail -1 "$work/$(basename "$run").txt")"
 done
 # The runs first, so they come back even if the reports run out of time.
-tar cf "$OUT/ablation_runs.tar" -C "$work/runs" --exclude checkpoint.pt \
-  base-s0 base-s1 base-s2 cldice-s0 cldice-s1 cldice-s2 stiffness-s0 stiffness-s1 stiffness-s2
-tar cf "$OUT/ablation_runs_wide.tar" -C "$work/runs" --exclude checkpoint.pt wide-s0 wide-s1 wide-s2
+# Apart, the wide runs: each archive that comes back holds at most 16 MiB.
+narrow=() wide=()
+for run in "$work"/runs/*/; do
+  run=$(basename "$run")
+  case $run in wide-*) wide+=("$run") ;; *) narrow+=("$run") ;; esac
+done
+[ ${#narrow[@]} -gt 0 ] && tar cf "$OUT/ablation_runs.tar" -C "$work/runs" --exclude checkpoint.pt \
+  "${narrow[@]}"
+[ ${#wide[@]} -gt 0 ] && tar cf "$OUT/ablation_runs_wide.tar" -C "$work/runs" --exclude checkpoint.pt \
+  "${wide[@]}"
 # One report process per femur and three models (16 side by side, one thread each): each
 # measures its reference once, then its models' reconstructions.
 read -ra models <<< "$(python3 benchmarks/scripts/ablation_table.py --models "$work/runs")"
