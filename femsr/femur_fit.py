@@ -54,7 +54,8 @@ def find_landmarks(mask: np.ndarray, spacing: float) -> dict[str, Any]:
     where the two axes meet. The greater trochanter is the outline point lateral of the
     shaft axis that reaches farthest in the direction 30° from the shaft axis towards lateral
     (the superolateral point of its tip, as :meth:`femsr.femur.Femur.landmarks` places it).
-    The lesser trochanter is found on the medial outline below the junction, as the most
+    The lesser trochanter is found on the medial outline below the junction and the head
+    (a varus neck holds the head low, and its underside would stand out most), as the most
     medial pixel of each row measured from the shaft axis: where that profile stands more
     than 1 mm out of its lower convex hull (the shaft and the calcar make it convex), a
     circle is fitted through the rows that stand out by more than half the most, and the
@@ -97,7 +98,9 @@ def find_landmarks(mask: np.ndarray, spacing: float) -> dict[str, Any]:
     junction = head + s_t[0] * u
     side = "right" if head[0] > junction[0] else "left"
     greater = _greater_trochanter(points, bottom, shaft, side)
-    lesser = _lesser_trochanter(mask, spacing, bottom, junction, side)
+    lesser = _lesser_trochanter(
+        mask, spacing, bottom, junction, min(junction[1], head[1] - radius), side
+    )
 
     def point(p: np.ndarray) -> tuple[float, float]:
         return float(p[0]), float(p[1])
@@ -227,16 +230,21 @@ def _greater_trochanter(
 
 
 def _lesser_trochanter(
-    mask: np.ndarray, spacing: float, bottom: np.ndarray, junction: np.ndarray, side: str
+    mask: np.ndarray,
+    spacing: float,
+    bottom: np.ndarray,
+    junction: np.ndarray,
+    ceiling: float,
+    side: str,
 ) -> np.ndarray | None:
-    """The lesser trochanter: the bulge of the medial outline below the junction (see
-    :func:`find_landmarks`), or None where none stands out."""
+    """The lesser trochanter: the bulge of the medial outline below the height ``ceiling``
+    (see :func:`find_landmarks`), or None where none stands out."""
     ny = mask.shape[0]
     medial = 1.0 if side == "right" else -1.0
     heights, xs = [], []
     for r in range(ny - 1, -1, -1):
         y = (ny - r - 0.5) * spacing
-        if y > junction[1]:
+        if y > ceiling:
             break
         cols = np.flatnonzero(mask[r])
         if cols.size:

@@ -41,6 +41,18 @@ def test_landmarks_found_in_a_mask_are_the_phantoms():
     assert hidden <= 1  # seed 7 hides its lesser trochanter
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_lesser_trochanter_is_not_the_underside_of_a_large_low_head(seed):
+    """A varus neck and the largest head of the ranges hold the head's underside below the
+    junction of the axes, where it stands out of the medial outline more than the lesser
+    trochanter does."""
+    femur = dataclasses.replace(sample(seed), neck_shaft_angle=120.0, head_radius=24.5)
+    found = find_landmarks(femur.mask(0.5), 0.5)
+    assert found["shaft_axis"][1][1] > femur.landmarks().head_centre[1] - 24.5  # the premise
+    lesser = np.subtract(found["lesser_trochanter"], femur.landmarks().lesser_trochanter)
+    assert np.hypot(*lesser) < 2.0
+
+
 def test_the_fitted_femur_covers_the_mask_and_places_the_rois():
     for seed in range(4):
         femur = sample(seed)
