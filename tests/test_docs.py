@@ -42,7 +42,7 @@ GUIDES = (
     "docs/cluster.md",
 )
 DOCS = ("README.md", "benchmarks/RESULTS.md", "femsr/data/README.md", "docs/develop.md", *GUIDES)
-_PATH = re.compile(r"(?<![\w/.~-])((?:\.ci|benchmarks|cpp|docs|femsr|tests)/[\w./\[*<>-]*)")
+_PATH = re.compile(r"(?<![\w/.~-])((?:\.ci|benchmarks|cpp|docs|femsr|tests)/[\w./\[*<>{},-]*)")
 _INLINE_COMMAND = re.compile(r"`femsr ([a-z]+)([^`]*)`")
 # "femsr" after "check " is ruff's folder, not the command.
 _BLOCK_COMMAND = re.compile(r"(?:^|[\s;&|(])(?<!check )femsr ([a-z]+)([^\n#]*)", flags=re.M)
@@ -71,8 +71,8 @@ def test_paths_named_in_the_docs_exist(doc):
     text = (ROOT / doc).read_text(encoding="utf-8")
     missing = set()
     for path in _PATH.findall(text):
-        path = path.rstrip(".")
-        if any(c in path for c in "*<["):
+        path = path.rstrip(".,")
+        if any(c in path for c in "*<[{"):
             continue  # a pattern or a placeholder
         if not (ROOT / path).exists():
             missing.add(path)
