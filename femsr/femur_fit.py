@@ -161,15 +161,20 @@ def _circle(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def _shaft_axis(mask: np.ndarray, spacing: float) -> tuple[np.ndarray, np.ndarray]:
-    """The shaft axis's point at the bottom edge and its upward unit direction."""
+    """The shaft axis's point at the bottom edge and its upward unit direction: the line
+    through the midpoints of the rows of the bottom 15 mm, those of the shaft's full width
+    (within 10 % of their median: a femur imaged at a tilt is cut obliquely at the bottom)."""
     ny = mask.shape[0]
-    low = np.arange(ny)[-max(2, round(15.0 / spacing)) :]
-    middles = [
-        ((np.flatnonzero(mask[r])[[0, -1]].mean() + 0.5) * spacing, (ny - r - 0.5) * spacing)
-        for r in low
-        if mask[r].any()
-    ]
-    along = np.array(middles)
+    low = [r for r in range(max(0, ny - max(2, round(15.0 / spacing))), ny) if mask[r].any()]
+    ends = np.array([np.flatnonzero(mask[r])[[0, -1]] for r in low])
+    width = ends[:, 1] - ends[:, 0]
+    full = np.abs(width - np.median(width)) <= 0.1 * np.median(width)
+    along = np.column_stack(
+        [
+            (ends[full].mean(axis=1) + 0.5) * spacing,
+            (ny - np.array(low)[full] - 0.5) * spacing,
+        ]
+    )
     mx, my = along.mean(axis=0)
     slope = float(np.polyfit(along[:, 1], along[:, 0], 1)[0])  # x = mx + slope (y - my)
     return np.array([mx - slope * my, 0.0]), np.array([slope, 1.0]) / math.hypot(slope, 1.0)

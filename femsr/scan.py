@@ -126,13 +126,7 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     labels, count = ndi.label(closed)
     sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
     component = labels == 1 + int(np.argmax(sizes))
-    # The medullary canal opens at the bottom, where the shaft leaves the image: close the cut
-    # across the shaft, so the canal is a hole of the femur and filled like the others.
-    across = np.zeros(image.shape[1], bool)
-    bottom = np.flatnonzero(component[-1])
-    if bottom.size:
-        across[bottom[0] : bottom[-1] + 1] = True
-    femur = ndi.binary_fill_holes(np.vstack([component, across]))[:-1]
+    femur = ndi.binary_fill_holes(component | _shaft_cut(component, round(5.0 / spacing)))
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
     cut = [name for name, touched in edges.items() if touched]
     if cut:
@@ -141,6 +135,34 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
             "shaft may leave the image, at the bottom)"
         )
     return femur
+
+
+def _shaft_cut(component: np.ndarray, band: int) -> np.ndarray:
+    """The straight cut across the shaft where it leaves the image: the line from the lowest
+    pixel of its medial wall to the lowest of its lateral wall, in the bottom ``band`` rows.
+
+    The medullary canal opens there; with the cut drawn it is a hole of the femur, filled like
+    the others. Square to the image, the cut is the bottom row; a femur imaged at a tilt
+    leaves the image through its two walls at different heights.
+    """
+    cut = np.zeros(component.shape, bool)
+    rows, cols = np.nonzero(component[-band:])
+    if rows.size == 0:
+        return cut
+    rows = rows + component.shape[0] - min(band, component.shape[0])
+    middle = 0.5 * (cols.min() + cols.max())
+    left, right = cols < middle, cols > middle
+    if not (left.any() and right.any()):
+        return cut
+    lowest = rows[left].max(), rows[right].max()
+    r0, c0 = lowest[0], cols[left][rows[left] == lowest[0]].min()
+    r1, c1 = lowest[1], cols[right][rows[right] == lowest[1]].max()
+    steps = max(abs(r1 - r0), abs(c1 - c0)) + 1
+    cut[
+        np.linspace(r0, r1, steps).round().astype(int),
+        np.linspace(c0, c1, steps).round().astype(int),
+    ] = True
+    return cut
 
 
 def lr_image(

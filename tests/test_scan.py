@@ -164,6 +164,22 @@ def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
         scan.segment(density[:, : mask.shape[1] // 2 + 20], spacing=0.5)  # the head cut off
 
 
+@pytest.mark.parametrize("tilt", [-4.0, 4.0])
+def test_segment_fills_the_canal_of_a_shaft_cut_obliquely(tilt):
+    """A tube of bone closed at the top, tilted, leaves the image's bottom through its two
+    walls at different heights: the canal between them is still the femur's."""
+    from scipy import ndimage
+
+    tube = np.zeros((120, 80))
+    tube[10:, 20:26] = tube[10:, 54:60] = 1.0  # the walls, 2.8 mm apart at 1 mm a pixel
+    tube[10:16, 20:60] = 1.0  # the top
+    tilted = ndimage.rotate(tube, tilt, reshape=False, order=1) > 0.5
+    found = scan.segment(tilted.astype(float), spacing=1.0)
+    assert found[40:100, 30:50].all()
+    bottom = np.flatnonzero(tilted[-1])  # one wall, or part of one, reaches the last row
+    assert bottom.size < 12
+
+
 def clinical_scan(femur, pixel=0.6):
     """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred and noisy."""
     mask, cortex, canal = femur.compartments(0.1)
@@ -232,6 +248,23 @@ def test_a_scan_becomes_the_networks_input_with_its_fitted_femur(seed, left_scan
         error = np.hypot(*np.subtract(found[name], in_scan(getattr(true, name))))
         assert error < tolerance, name
     json.dumps(found)  # a --landmarks file as it is
+
+
+@pytest.mark.parametrize("tilt", [-3.0, 3.0])
+def test_a_femur_scanned_at_a_tilt_is_fitted(tilt):
+    from scipy import ndimage
+
+    from femsr.femur import sample
+
+    femur = sample(0)
+    mask, cortex, canal = femur.compartments(0.1)
+    density = np.where(cortex, 1.0, np.where(mask & ~canal, 0.35, 0.0))
+    tilted = ndimage.rotate(density, tilt, reshape=False, order=1)
+    lr = scan.lr_image(scan.synthetic_scan(tilted, 0.1, pixel=0.6, fwhm=0.8, noise=30.0))
+    angle = femur.landmarks().neck_shaft_angle
+    # The phantom fitted stands upright: it takes up the tilt in its neck-shaft angle.
+    assert lr.femur.landmarks().neck_shaft_angle == pytest.approx(angle, abs=abs(tilt) + 1.0)
+    assert lr.femur.side == femur.side
 
 
 def test_landmarks_given_in_the_scans_frame_are_held(left_scan):
