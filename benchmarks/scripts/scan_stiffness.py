@@ -1,0 +1,82 @@
+"""ROI stiffness of reconstructions from synthetic CT slices of held-out femurs, against the
+reconstruction from the block mean.
+
+Each femur is reconstructed by the model from its 500 µm block mean
+(``femsr.dataset.downscale_femur``: the femur it grew in places the loads and the ROIs) and from
+synthetic CT slices of its 50 µm density at each pixel size, point-spread FWHM and noise
+(``femsr.scan.synthetic_scan``) read as ``femsr reconstruct`` reads a scan
+(``femsr.scan.lr_image``: calibration, resampling, segmentation, the fitted femur, which places
+the loads and the reconstruction's ROIs). Per input: the mean |error| % of each ROI stiffness
+component over the femurs whose reference ROI holds bone (``femsr.evaluate.roi_table``), the
+worst single error, and the seconds per femur (reading the slice and reconstructing). The
+femurs are both sides as the folder holds them.
+
+    python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
+"""
+
+import argparse
+import time
+
+import numpy as np
+
+from femsr import dataset, evaluate, io, scan
+from femsr.reconstruct import reconstruct
+
+SETTINGS = [  # pixel (mm), FWHM (mm), noise (HU): the ends of clinical hip CT
+    (0.3, 0.5, 20.0),
+    (0.5, 0.7, 30.0),
+    (0.5, 1.0, 50.0),
+    (0.7, 1.0, 50.0),
+]
+BORDER = 15.0  # mm of soft tissue above and beside the femur box in the slice
+
+
+def errors(image: io.FemurImage, lr: io.FemurImage, model: str | None) -> np.ndarray:
+    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``."""
+    hr = reconstruct(lr, model=model, device="cpu")
+    table = evaluate.roi_table(
+        image.density,
+        hr,
+        image.femur.rois(image.pixel_size),
+        reconstruction_rois=lr.femur.rois(image.pixel_size),
+        E0=1.0,
+        h=image.pixel_size,
+    )
+    return np.array([row["error_percent"] for row in table.rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
+    parser.add_argument("--model", help="exported model (default: the bundled one)")
+    args = parser.parse_args()
+    images = [io.load_femur(path) for path in args.femurs]
+    inputs = [("block mean", None)]
+    inputs += [(f"CT {p} mm, FWHM {f} mm, {n:.0f} HU", (p, f, n)) for p, f, n in SETTINGS]
+    header = " | ".join(f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS)
+    print(f"| input | {header} | worst | s per femur |")
+    print("| --- " * 12 + "|")
+    for label, setting in inputs:
+        found, seconds = [], 0.0
+        for k, image in enumerate(images):
+            start = time.perf_counter()
+            if setting is None:
+                lr = dataset.downscale_femur(image)
+            else:
+                pixel, fwhm, noise = setting
+                ct = scan.synthetic_scan(
+                    image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
+                    seed=k, border=BORDER,
+                )  # fmt: skip
+                lr = scan.lr_image(ct)
+            found.append(errors(image, lr, args.model))
+            seconds += time.perf_counter() - start
+        table = np.array(found)
+        means = np.nanmean(np.abs(table), axis=0)
+        worst = table.flat[np.nanargmax(np.abs(table))]
+        cells = " | ".join(f"{m:.1f}" for m in means)
+        print(f"| {label} | {cells} | {worst:+.1f} | {seconds / len(images):.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
