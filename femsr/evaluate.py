@@ -391,19 +391,16 @@ def roi_table(
         reference, reconstruction, same_shape=reconstruction_rois is None
     )
     windows = _check_rois(rois, reference.shape)
-    elsewhere = (
-        windows
-        if reconstruction_rois is None
-        else _check_rois(reconstruction_rois, reconstruction.shape)
-    )
-    if list(elsewhere) != list(windows) or any(
-        _size(elsewhere[name]) != _size(window) for name, window in windows.items()
-    ):
-        raise ValueError(
-            f"reconstruction_rois must name the ROIs {list(windows)} at their sizes "
-            f"{[_size(w) for w in windows.values()]}, got {list(elsewhere)} at "
-            f"{[_size(w) for w in elsewhere.values()]}"
-        )
+    elsewhere = windows
+    if reconstruction_rois is not None:
+        elsewhere = _check_rois(reconstruction_rois, reconstruction.shape)
+        sizes = [_size(w) for w in windows.values()]
+        placed = [_size(w) for w in elsewhere.values()]
+        if list(elsewhere) != list(windows) or placed != sizes:
+            raise ValueError(
+                f"reconstruction_rois must name the ROIs {list(windows)} at their sizes "
+                f"{sizes}, got {list(elsewhere)} at {placed}"
+            )
     rows = []
     for name, window in windows.items():
         ref = apparent_stiffness(reference[window], **material)

@@ -139,7 +139,7 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
 
 def _shaft_cut(component: np.ndarray, band: int) -> np.ndarray:
     """The straight cut across the shaft where it leaves the image: the line from the lowest
-    pixel of its medial wall to the lowest of its lateral wall, in the bottom ``band`` rows.
+    pixel of its left wall to the lowest of its right wall, in the bottom ``band`` rows.
 
     The medullary canal opens there; with the cut drawn it is a hole of the femur, filled like
     the others. Square to the image, the cut is the bottom row; a femur imaged at a tilt

@@ -44,7 +44,7 @@ def turned(point: tuple[float, float], tilt: float, shape: tuple[int, int], pixe
     return (col + 0.5) * pixel, (shape[0] - row - 0.5) * pixel
 
 
-def errors(found: dict, true, tilt: float = 0.0, shape=(1, 1), pixel=1.0) -> dict:
+def errors(found: dict, true, tilt: float, shape: tuple[int, int], pixel: float) -> dict:
     """Distance (mm) of each landmark found in the slice from the phantom's (turned by
     ``tilt`` on a density of ``shape`` and ``pixel``), None where none was found."""
     result: dict[str, float | None] = {}

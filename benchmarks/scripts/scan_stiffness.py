@@ -3,8 +3,8 @@ reconstruction from the block mean.
 
 Each femur is reconstructed by the model from its 500 µm block mean
 (``femsr.dataset.downscale_femur``: the femur it grew in places the loads and the ROIs) and from
-synthetic CT slices of its 50 µm density at each pixel size, point-spread FWHM and noise
-(``femsr.scan.synthetic_scan``) read as ``femsr reconstruct`` reads a scan
+synthetic CT slices of its 50 µm density (``femsr.scan.synthetic_scan``) at each untilted
+setting of ``scan_fit.py`` (pixel size, point-spread FWHM, noise), read as ``femsr reconstruct`` reads a scan
 (``femsr.scan.lr_image``: calibration, resampling, segmentation, the fitted femur, which places
 the loads and the reconstruction's ROIs). Per input: the mean |error| % of each ROI stiffness
 component over the femurs whose reference ROI holds bone (``femsr.evaluate.roi_table``), the
@@ -18,17 +18,10 @@ import argparse
 import time
 
 import numpy as np
+from scan_fit import BORDER, SETTINGS
 
 from femsr import dataset, evaluate, io, scan
 from femsr.reconstruct import reconstruct
-
-SETTINGS = [  # pixel (mm), FWHM (mm), noise (HU): the ends of clinical hip CT
-    (0.3, 0.5, 20.0),
-    (0.5, 0.7, 30.0),
-    (0.5, 1.0, 50.0),
-    (0.7, 1.0, 50.0),
-]
-BORDER = 15.0  # mm of soft tissue above and beside the femur box in the slice
 
 
 def errors(image: io.FemurImage, lr: io.FemurImage, model: str | None) -> np.ndarray:
@@ -52,7 +45,9 @@ def main() -> None:
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
     inputs = [("block mean", None)]
-    inputs += [(f"CT {p} mm, FWHM {f} mm, {n:.0f} HU", (p, f, n)) for p, f, n in SETTINGS]
+    inputs += [
+        (f"CT {p} mm, FWHM {f} mm, {n:.0f} HU", (p, f, n)) for p, f, n, tilt in SETTINGS if not tilt
+    ]
     header = " | ".join(f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS)
     print(f"| input | {header} | worst | s per femur |")
     print("| --- " * 12 + "|")
