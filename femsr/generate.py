@@ -133,10 +133,11 @@ class Stage:
 
 # The trabecular bone grows inside the solid cortex under a tight local bound: every square
 # (2.4 mm at 200 µm; at 100 and 50 µm as wide as lets a 0.3 mm strut cross it under the bound,
-# 0.9 mm at volfrac 0.3 and 1.7 mm at 0.15) may hold at most volfrac + 0.03, so the mass cannot
+# 0.9 mm at volfrac 0.3 and 1.1 mm at 0.25) may hold at most volfrac + 0.02, so the mass cannot
 # gather into a few members and leave centimetre voids, as it does under volfrac + 0.08 or more
 # (sample(0): a 17 mm void in the neck), and the trabeculae the loads call for fill every
-# region. A fixed 0.9 mm square thins sparse bone's struts to one 50 µm pixel instead. Each OC
+# region. Under volfrac + 0.03 a femur at the floor of the bone mass (0.25, neck-shaft angle
+# 121°) still opens 5.1-5.4 mm spaces in its neck and greater trochanter; under + 0.02, 3.3 mm. A fixed 0.9 mm square thins sparse bone's struts to one 50 µm pixel instead. Each OC
 # step is checked on the bound itself (femsr.topopt); moves of 0.1 and less keep it. The
 # layout at 200 µm (gray, no projection; its moves of 0.2 end its local densities near 0.4,
 # which the finer stages bring back under the bound); the trabeculae at 100 µm, filter radius
@@ -153,13 +154,13 @@ _TRABECULAE = Stage(
     beta=8.0,
     beta_max=32.0,
     move=0.02,
-    local_above=0.03,
+    local_above=0.02,
     local_strut=0.3,
     local_p=8.0,
     penal=5.0,
 )
 STAGES = (
-    Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.03, local_radius=1.2),
+    Stage(0.2, 20, beta=1.0, beta_max=1.0, move=0.2, local_above=0.02, local_radius=1.2),
     replace(_TRABECULAE, iterations=12, beta=2.0, beta_max=2.0, move=0.1, noise=0.3),
     replace(_TRABECULAE, iterations=12, beta=4.0, beta_max=4.0, move=0.05),
     _TRABECULAE,
