@@ -131,22 +131,22 @@ class Stage:
         }
 
 
-# The trabecular bone grows inside the solid cortex under a tight local bound: every square
-# (2.4 mm at 200 µm; at 100 and 50 µm as wide as lets a 0.3 mm strut cross it under the bound,
-# 0.9 mm at volfrac 0.3 and 1.1 mm at 0.25) may hold at most volfrac + 0.02, so the mass cannot
-# gather into a few members and leave centimetre voids, as it does under volfrac + 0.08 or more
-# (sample(0): a 17 mm void in the neck), and the trabeculae the loads call for fill every
-# region. Under volfrac + 0.03 a femur at the floor of the bone mass (0.25, neck-shaft angle
-# 121°) still opens 5.1-5.4 mm spaces in its neck and greater trochanter; under + 0.02, 3.3 mm. A fixed 0.9 mm square thins sparse bone's struts to one 50 µm pixel instead. Each OC
-# step is checked on the bound itself (femsr.topopt); moves of 0.1 and less keep it. The
-# layout at 200 µm (gray, no projection; its moves of 0.2 end its local densities near 0.4,
-# which the finer stages bring back under the bound); the trabeculae at 100 µm, filter radius
-# 0.2 mm, projection from β 2 to 32 with moves of 0.1, 0.05 and 0.02 so the layout breaks up
-# before the projection hardens and the two-state swing of larger moves settles; seeded noise
-# (amplitude 0.3, weighted 4x(1 - x)) on the 100 µm start breaks the uniform gray that the
-# layout upsamples to, which OC would keep; SIMP exponent 5 with p-norm exponent 8 keeps the
-# bound-binding places from staying gray; 8 iterations at 50 µm on the structure alone, then
-# sharpened at the mass.
+# The trabecular bone grows inside the solid cortex under a tight local bound: every square (2.4 mm
+# at 200 µm; at 100 and 50 µm as wide as lets a 0.3 mm strut cross it under the bound, 0.9 mm at
+# volfrac 0.3 and 1.1 mm at 0.25) may hold at most volfrac + 0.02, so the mass cannot gather into a
+# few members and leave centimetre voids, as it does under volfrac + 0.08 or more (sample(0): a 17
+# mm void in the neck), and the trabeculae the loads call for fill every region. Under volfrac +
+# 0.03 a femur at the floor of the bone mass (0.25, neck-shaft angle 121°) still opens 5.1-5.4 mm
+# spaces in its neck and greater trochanter; under + 0.02, 3.3 mm. A fixed 0.9 mm square thins
+# sparse bone's struts to one 50 µm pixel instead. Each OC step is checked on the bound itself
+# (femsr.topopt); moves of 0.1 and less keep it. The layout at 200 µm (gray, no projection; its
+# moves of 0.2 end its local densities near 0.4, which the finer stages bring back under the
+# bound); the trabeculae at 100 µm, filter radius 0.2 mm, projection from β 2 to 32 with moves of
+# 0.1, 0.05 and 0.02 so the layout breaks up before the projection hardens and the two-state swing
+# of larger moves settles; seeded noise (amplitude 0.3, weighted 4x(1 - x)) on the 100 µm start
+# breaks the uniform gray that the layout upsamples to, which OC would keep; SIMP exponent 5 with
+# p-norm exponent 8 keeps the bound-binding places from staying gray; 8 iterations at 50 µm on the
+# structure alone, then sharpened at the mass.
 _TRABECULAE = Stage(
     0.1,
     36,
