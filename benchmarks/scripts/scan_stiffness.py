@@ -3,13 +3,15 @@ reconstruction from the block mean.
 
 Each femur is reconstructed by the model from its 500 µm block mean
 (``femsr.dataset.downscale_femur``: the femur it grew in places the loads and the ROIs) and from
-synthetic CT slices of its 50 µm density (``femsr.scan.synthetic_scan``) at each untilted
-setting of ``scan_fit.py`` (pixel size, point-spread FWHM, noise), read as ``femsr reconstruct`` reads a scan
-(``femsr.scan.lr_image``: calibration, resampling, segmentation, the fitted femur, which places
-the loads and the reconstruction's ROIs). Per input: the mean |error| % of each ROI stiffness
-component over the femurs whose reference ROI holds bone (``femsr.evaluate.roi_table``), the
-worst single error, and the seconds per femur (reading the slice and reconstructing). The
-femurs are both sides as the folder holds them.
+synthetic CT slices of its 50 µm density (``femsr.scan.synthetic_scan``) at each untilted setting
+of ``scan_fit.py`` (pixel size, point-spread FWHM, noise), read as ``femsr reconstruct`` reads a
+scan (``femsr.scan.lr_image``: calibration, resampling, segmentation, the fitted femur, which
+places the loads and the reconstruction's ROIs). Per input: the mean |error| % of each ROI
+stiffness component over the femurs whose reference ROI holds bone (``femsr.evaluate.roi_table``),
+the worst single error, the ROIs' BV/TV and median Tb.Th (``femsr.morphometry.morphometry``) of the
+reconstruction, mean over the femurs and the three ROIs, beside the references' in the header, and
+the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
+folder holds them.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
 """
@@ -20,13 +22,23 @@ import time
 import numpy as np
 from scan_fit import BORDER, SETTINGS
 
-from femsr import dataset, evaluate, io, scan
+from femsr import agreement, dataset, evaluate, io, morphometry, scan
 from femsr.reconstruct import reconstruct
 
 
-def errors(image: io.FemurImage, lr: io.FemurImage, model: str | None) -> np.ndarray:
-    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``."""
-    hr = reconstruct(lr, model=model, device="cpu")
+def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray:
+    """BV/TV and median Tb.Th (mm) of the three ROIs, one row each."""
+    rows = morphometry.morphometry(density, femur, pixel_size, only=tuple(agreement.ROIS))
+    return np.array([[row["bvtv"], row["tb_th_median"]] for row in rows])
+
+
+def errors(
+    image: io.FemurImage, lr: io.FemurImage, model: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``, and its
+    ROIs' BV/TV and median Tb.Th."""
+    shape = image.density.shape
+    hr = reconstruct(lr, model=model, device="cpu")[: shape[0], : shape[1]]
     table = evaluate.roi_table(
         image.density,
         hr,
@@ -35,7 +47,8 @@ def errors(image: io.FemurImage, lr: io.FemurImage, model: str | None) -> np.nda
         E0=1.0,
         h=image.pixel_size,
     )
-    return np.array([row["error_percent"] for row in table.rows])
+    stiffness = np.array([row["error_percent"] for row in table.rows])
+    return stiffness, roi_morphometry(hr, lr.femur, image.pixel_size)
 
 
 def main() -> None:
@@ -48,11 +61,18 @@ def main() -> None:
     inputs += [
         (f"CT {p} mm, FWHM {f} mm, {n:.0f} HU", (p, f, n)) for p, f, n, tilt in SETTINGS if not tilt
     ]
+    reference = np.mean(
+        [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
+        axis=(0, 1),
+    )
     header = " | ".join(f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS)
-    print(f"| input | {header} | worst | s per femur |")
-    print("| --- " * 12 + "|")
+    print(
+        f"| input | {header} | worst | ROI BV/TV (reference {reference[0]:.2f}) "
+        f"| ROI Tb.Th mm (reference {reference[1]:.2f}) | s per femur |"
+    )
+    print("| --- " * 14 + "|")
     for label, setting in inputs:
-        found, seconds = [], 0.0
+        found, measured, seconds = [], [], 0.0
         for k, image in enumerate(images):
             start = time.perf_counter()
             if setting is None:
@@ -64,13 +84,20 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 lr = scan.lr_image(ct)
-            found.append(errors(image, lr, args.model))
+            stiffness, rois = errors(image, lr, args.model)
+            found.append(stiffness)
+            measured.append(rois)
             seconds += time.perf_counter() - start
         table = np.array(found)
         means = np.nanmean(np.abs(table), axis=0)
         worst = table.flat[np.nanargmax(np.abs(table))]
+        bvtv, thickness = np.nanmean(measured, axis=(0, 1))
         cells = " | ".join(f"{m:.1f}" for m in means)
-        print(f"| {label} | {cells} | {worst:+.1f} | {seconds / len(images):.1f} |", flush=True)
+        print(
+            f"| {label} | {cells} | {worst:+.1f} | {bvtv:.2f} | {thickness:.2f} "
+            f"| {seconds / len(images):.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
