@@ -63,6 +63,7 @@ __all__ = [
     "CARTER_1989",
     "HR_PIXEL",
     "LR_PIXEL",
+    "NECK_SHAFT_LIMITS",
     "ROI_SIZE",
     "Femur",
     "Force",
@@ -84,6 +85,11 @@ LR_PIXEL = 0.5
 
 ROI_SIZE = 10.0
 """Side (mm) of the square evaluation ROIs."""
+
+NECK_SHAFT_LIMITS = (110.0, 150.0)
+"""Neck-shaft angles (degrees) a :class:`Femur` may take: past the adult range that
+:data:`RANGES` samples into coxa vara and valga, so that a femur fitted to a scan
+(:func:`femsr.femur_fit.fit_femur`) keeps the angle it shows."""
 
 _MARGIN = 0.5  # mm of void the outline keeps from the top, left and right edges of the box
 _ROW_BLOCK = 256  # image rows evaluated at once, to bound the memory of a full-size raster
@@ -509,9 +515,11 @@ class Femur:
                 raise ValueError(f"{name} must be finite, got {value}")
             if name not in ("trochanter_top", "trochanter_flare") and not float(value) > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if not 110.0 <= self.neck_shaft_angle <= 150.0:
+        low, high = NECK_SHAFT_LIMITS
+        if not low <= self.neck_shaft_angle <= high:
             raise ValueError(
-                f"neck_shaft_angle must lie in [110, 150] degrees, got {self.neck_shaft_angle}"
+                f"neck_shaft_angle must lie in [{low:g}, {high:g}] degrees, got "
+                f"{self.neck_shaft_angle}"
             )
         if not self.neck_width < 2 * self.head_radius:
             raise ValueError(

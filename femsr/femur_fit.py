@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from femsr.femur import Femur
+from femsr.femur import NECK_SHAFT_LIMITS, Femur
 
 __all__ = ["LANDMARKS", "check_landmarks", "find_landmarks", "fit_femur"]
 
@@ -84,7 +84,7 @@ def find_landmarks(mask: np.ndarray, spacing: float) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from femsr.femur import Femur
+    >>> from femsr.femur import NECK_SHAFT_LIMITS, Femur
     >>> marks = find_landmarks(Femur().mask(0.5), 0.5)
     >>> marks["side"], round(marks["head_radius"])
     ('right', 22)
@@ -345,10 +345,11 @@ def _check_landmark(name: str, value: Any) -> Any:
     number = _number(name, value)
     if name == "head_radius" and not number > 0:
         raise ValueError(f"head_radius must be positive (mm), got {value!r}")
-    if name == "neck_shaft_angle" and not 110.0 <= number <= 150.0:
+    low, high = NECK_SHAFT_LIMITS
+    if name == "neck_shaft_angle" and not low <= number <= high:
         raise ValueError(
-            f"neck_shaft_angle must lie in [110, 150] degrees (the parametric femur's), got "
-            f"{value!r}"
+            f"neck_shaft_angle must lie in [{low:g}, {high:g}] degrees (the parametric femur's), "
+            f"got {value!r}"
         )
     return number
 
@@ -394,10 +395,11 @@ def fit_femur(
     angle, the greater trochanter's height and width (from its landmark, at the default shaft
     width) and the lesser trochanter's drop (from its landmark's height); these, the shaft and
     the neck widths then maximize the Dice overlap of the outlines (Nelder-Mead), each within
-    its range of :data:`femsr.femur.RANGES`. On the phantom's femurs at 0.5 mm: Dice 0.99, the
-    neck-shaft angle within 1 degree, the greater trochanter within 1 mm, the ROIs within 2.5
-    mm, about 1.5 s. The loads are the default femur's. With the femur come the load cases,
-    the fixed edge and the ROIs of the scan.
+    its range of :data:`femsr.femur.RANGES`, the neck-shaft angle within the femur's limits
+    (:data:`femsr.femur.NECK_SHAFT_LIMITS`: a varus or valgus neck keeps its angle). On the
+    phantom's femurs at 0.5 mm: Dice 0.99, the neck-shaft angle within 1 degree, the greater
+    trochanter within 1 mm, the ROIs within 2.5 mm, about 1.5 s. The loads are the default
+    femur's. With the femur come the load cases, the fixed edge and the ROIs of the scan.
 
     Parameters
     ----------
@@ -440,7 +442,11 @@ def fit_femur(
     if given.get("lesser_trochanter") is not None:
         held.add("lesser_drop")
     free = [name for name in _SHAPE if name not in held]
-    ranges = [femur_module.RANGES.get(name) for name in free]
+    # The sampled adult ranges bound the shape, but a scan's neck-shaft angle only the femur's.
+    ranges = [
+        NECK_SHAFT_LIMITS if name == "neck_shaft_angle" else femur_module.RANGES.get(name)
+        for name in free
+    ]
 
     def build(values: np.ndarray) -> Femur | None:
         clipped: dict[str, Any] = {
@@ -487,7 +493,7 @@ def _start(marks: dict[str, Any]) -> Femur:
         base = femur_module.Femur(
             side=marks["side"],
             head_radius=marks["head_radius"],
-            neck_shaft_angle=marks["neck_shaft_angle"],
+            neck_shaft_angle=float(np.clip(marks["neck_shaft_angle"], *NECK_SHAFT_LIMITS)),
             offset=hx - shaft_x,
             shaft_x=shaft_x,
             head_y=hy,

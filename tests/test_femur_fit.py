@@ -73,6 +73,18 @@ def test_the_fitted_femur_covers_the_mask_and_places_the_rois():
         fit_femur(np.ones((10, 10), bool), 0.5)
 
 
+@pytest.mark.parametrize("angle", [112.0, 145.0])
+def test_a_neck_outside_the_sampled_range_keeps_its_angle(angle):
+    """Coxa vara and valga lie outside femur.RANGES (120-140 degrees), which the fit's other
+    parameters keep to; the neck-shaft angle is fitted over the femur's own limits."""
+    femur = dataclasses.replace(sample(0), neck_shaft_angle=angle)
+    mask = femur.mask(0.5)
+    fitted = fit_femur(mask, 0.5)
+    assert fitted.neck_shaft_angle == pytest.approx(angle, abs=1.0)
+    outline = fitted.mask(0.5)
+    assert 2 * (outline & mask).sum() / (outline.sum() + mask.sum()) > 0.99
+
+
 def test_given_landmarks_are_held_by_the_fit():
     femur = sample(3)  # a left femur
     true = femur.landmarks()
