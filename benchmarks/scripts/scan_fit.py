@@ -1,6 +1,7 @@
 """Landmarks and femur fit on synthetic scans of grown femurs: errors against the true femur.
 
-Each femur's 50 µm density, turned by a tilt about the box's centre, becomes a CT slice
+Each femur's 50 µm density, its shaft continued 20 mm below the box as a scan holds it and turned
+by a tilt about the centre of that, becomes a CT slice
 (``femsr.scan.synthetic_scan``) at each pixel size, point-spread FWHM and noise level;
 ``femsr.scan.lr_image`` calibrates, resamples, segments and fits it. Per setting: the largest
 error over the femurs of the head radius (mm), the neck-shaft angle (degrees), the landmarks
@@ -30,6 +31,7 @@ SETTINGS = [  # pixel (mm), FWHM (mm), noise (HU), tilt (degrees, counterclockwi
     (0.5, 0.7, 30.0, 3.0),
 ]
 BORDER = 15.0  # mm of soft tissue above and beside the femur box in the slice
+SHAFT = 20.0  # mm of shaft below the femur box in the slice
 POINTS = ("head_centre", "greater_trochanter", "lesser_trochanter")
 
 
@@ -49,8 +51,9 @@ def errors(found: dict, true, tilt: float, shape: tuple[int, int], pixel: float)
     ``tilt`` on a density of ``shape`` and ``pixel``), None where none was found."""
     result: dict[str, float | None] = {}
     for name in POINTS:
-        x, y = turned(getattr(true, name), tilt, shape, pixel)
-        at = (x + BORDER, BOX[0] - y + BORDER)  # the box's frame (y up) in the slice's (y down)
+        x, y = getattr(true, name)
+        x, y = turned((x, y + SHAFT), tilt, shape, pixel)  # the frame of the longer density
+        at = (x + BORDER, BOX[0] - (y - SHAFT) + BORDER)  # the box's (y up) in the slice's (y down)
         result[name] = (
             None if found[name] is None else float(np.hypot(*np.subtract(found[name], at)))
         )
@@ -72,7 +75,8 @@ def main() -> None:
         radius, angle, sides, seconds = [], [], 0, 0.0
         points: dict[str, list[float]] = {name: [] for name in POINTS}
         for k, image in enumerate(images):
-            density = image.density
+            below = round(SHAFT / image.pixel_size)
+            density = np.pad(image.density, ((0, below), (0, 0)), mode="edge")
             if tilt:
                 density = ndi.rotate(density, tilt, reshape=False, order=1)
             ct = scan.synthetic_scan(
@@ -92,9 +96,7 @@ def main() -> None:
             radius.append(abs(found.head_radius - true.head_radius))
             angle.append(abs(found.neck_shaft_angle - true.neck_shaft_angle))
             sides += fitted.side == image.femur.side
-            found_marks = errors(
-                lr.meta["landmarks"], true, tilt, image.density.shape, image.pixel_size
-            )
+            found_marks = errors(lr.meta["landmarks"], true, tilt, density.shape, image.pixel_size)
             for name, error in found_marks.items():
                 if error is not None:
                     points[name].append(error)
