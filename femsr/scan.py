@@ -184,8 +184,10 @@ def lr_image(
     turned upright about the point where the axis leaves the window's bottom edge (linear
     resampling), as the phantom's shaft stands and the network was trained on; else the fitted
     phantom would take the lean up in its neck-shaft angle. On scans of the phantom's seeds
-    0-11 tilted by ±3° the neck-shaft angle comes out within 2.1° (unturned: up to 3.4° off,
-    and two landmark sets that made no femur).
+    0-11 tilted by ±3° (the shaft continued below the box, as a scan holds it) the neck-shaft
+    angle comes out within 1.4°, or 2.6° where the lesser trochanter's fillet reaches the
+    box's bottom and bends the shaft axis found (seed 10); unturned, up to 3.3° off, and one
+    landmark set made no femur.
 
     Parameters
     ----------
@@ -271,8 +273,8 @@ def lr_image(
 
 _UPRIGHT = 1.0
 """Degrees of shaft tilt below which :func:`lr_image` leaves a scan unturned: the shaft axis
-found on an upright phantom's scan leans up to half a degree, and turning resamples (smooths)
-the image."""
+found on an upright phantom's scan leans up to half a degree (1.8° where a fillet bends it),
+and turning resamples (smooths) the image."""
 
 
 def _affine(matrix: np.ndarray, shift: Any) -> np.ndarray:
