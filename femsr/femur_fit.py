@@ -84,7 +84,7 @@ def find_landmarks(mask: np.ndarray, spacing: float) -> dict[str, Any]:
 
     Examples
     --------
-    >>> from femsr.femur import NECK_SHAFT_LIMITS, Femur
+    >>> from femsr.femur import Femur
     >>> marks = find_landmarks(Femur().mask(0.5), 0.5)
     >>> marks["side"], round(marks["head_radius"])
     ('right', 22)

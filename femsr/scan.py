@@ -247,11 +247,11 @@ def lr_image(
     to_resampled = _affine(np.diag(stretch[::-1] / scan.spacing[::-1]), -0.5 * stretch[::-1])
     window, inside, corner = _box_window(resampled, segment(resampled, spacing=pixel))
     to_box = _box_frame(corner) @ to_resampled
-    tilt = _tilt(inside, given.get("shaft_axis"), to_box)
+    (x, _), found_axis = _shaft_axis(inside, pixel)
+    tilt = _tilt(found_axis, given.get("shaft_axis"), to_box)
     if abs(tilt) >= _UPRIGHT:
         # Turned about where the shaft axis leaves the window's bottom edge, so the shaft's
         # cut stays level; the few pixels turned in from beyond the scan repeat its edge.
-        (x, _), _ = _shaft_axis(inside, pixel)
         pivot = np.linalg.solve(_box_frame(corner), [x, 0.0, 1.0])[:2]
         c, s = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
         turn = _affine(np.eye(2), pivot) @ _affine(np.array([[c, s], [-s, c]]), -pivot)
@@ -295,13 +295,11 @@ def _box_frame(corner: tuple[int, int]) -> np.ndarray:
     return _affine(np.diag([pixel, -pixel]), shift)
 
 
-def _tilt(inside: np.ndarray, shaft_axis: Any, to_box: np.ndarray) -> float:
+def _tilt(found: np.ndarray, shaft_axis: Any, to_box: np.ndarray) -> float:
     """Degrees the shaft axis leans from upright in the box, clockwise as seen: given in the
-    scan's frame, or found (:func:`femsr.femur_fit.find_landmarks`' axis) on ``inside``."""
-    from femsr import femur as femur_module
-
+    scan's frame, or ``found`` (the upward direction of the axis in the box)."""
     if shaft_axis is None:
-        _, (dx, dy) = _shaft_axis(inside, femur_module.LR_PIXEL)
+        dx, dy = found
     else:
         (x0, y0), (x1, y1) = ((to_box @ [*point, 1.0])[:2] for point in shaft_axis)
         dx, dy = (x1 - x0, y1 - y0) if y1 > y0 else (x0 - x1, y0 - y1)
