@@ -280,6 +280,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from femsr.dataset import load_index
     from femsr.distributed import from_environment
+    from femsr.export import load_model
     from femsr.manifest import paper_protocol
     from femsr.model import ModelConfig, build_model
     from femsr.patch_dataset import PatchDataset
@@ -304,11 +305,15 @@ def _train(args: argparse.Namespace) -> int:
     fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
     lr, hr = fit[0]
     scale = int(hr.shape[-1]) // int(lr.shape[-1])
+    # The network's shape: as given, else the init model's, else the default.
+    shape = {"width": WIDTH, "n_blocks": N_BLOCKS, "up_width": UP_WIDTH}
+    if args.init:
+        shape = {name: getattr(load_model(args.init, device="cpu").config, name) for name in shape}
+    given = {"width": args.width, "n_blocks": args.blocks, "up_width": args.up_width}
+    shape.update({name: value for name, value in given.items() if value is not None})
     cfg = ModelConfig(
         in_channels=int(lr.shape[0]),
-        width=args.width,
-        n_blocks=args.blocks,
-        up_width=args.up_width,
+        **shape,
         scale=scale,
         upsampling="2x5" if scale == 10 else str(scale),  # the paper's x2 then x5 at x10
         patch_size=int(lr.shape[-1]),
@@ -342,6 +347,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         resume=not args.restart,
+        init=args.init,
         progress=args.progress,
     )
     best = result.history[result.best_epoch - 1]
@@ -384,12 +390,14 @@ def _add_train(commands: _Commands) -> None:
         default=0.0,
         help="weight of the patch stiffness log-error term (0: off; about 20x a step on the CPU)",
     )
-    command.add_argument("--width", type=int, default=WIDTH, help=f"feature channels ({WIDTH})")
     command.add_argument(
-        "--blocks", type=int, default=N_BLOCKS, help=f"residual blocks ({N_BLOCKS})"
+        "--width", type=int, help=f"feature channels (the init model's, else {WIDTH})"
     )
     command.add_argument(
-        "--up-width", type=int, default=UP_WIDTH, help=f"channels at HR ({UP_WIDTH})"
+        "--blocks", type=int, help=f"residual blocks (the init model's, else {N_BLOCKS})"
+    )
+    command.add_argument(
+        "--up-width", type=int, help=f"channels at HR (the init model's, else {UP_WIDTH})"
     )
     command.add_argument(
         "--epochs", type=int, default=EPOCHS, help=f"epochs in all, resumed ones too ({EPOCHS})"
@@ -429,6 +437,11 @@ def _add_train(commands: _Commands) -> None:
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     command.add_argument("--restart", action="store_true", help="start over instead of resuming")
+    command.add_argument(
+        "--init",
+        metavar="MODEL",
+        help="start from this model's weights (a best.pt, the bundled model): fine-tuning",
+    )
     command.set_defaults(run=_train)
 
 

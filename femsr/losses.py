@@ -6,8 +6,9 @@ the paper's eq. 1 prints a square by mistake, its name and text say MAE) or the 
 error (L2) over the HR patch, plus optional terms, each with its weight (0 leaves it out):
 
 * mass consistency: the mean of every ``scale`` x ``scale`` block of the output
-  (:func:`block_mean`) should equal its LR density pixel, since the LR image is the block mean
-  of the HR one;
+  (:func:`block_mean`) should equal the target's, the bone mass of the LR pixel. It is the LR
+  density pixel when the LR image is the block mean, and not when a scanner made the LR image
+  (:func:`femsr.dataset.scanner_lr`: blurred and noisy), so the target's block mean is used;
 * clDice (:func:`cldice_loss`): the centreline Dice of Shit et al. (2021, CVPR, "clDice - a
   novel topology-preserving loss function for tubular structure segmentation"): how much of
   each image's soft skeleton lies inside the other image. A strut cut in two loses skeleton
@@ -294,7 +295,6 @@ def stiffness_term(prediction: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
 def objective(
     prediction: torch.Tensor,
     hr: torch.Tensor,
-    lr: torch.Tensor,
     *,
     loss: str = "l1",
     mass_weight: float = 0.0,
@@ -308,13 +308,11 @@ def objective(
     ----------
     prediction, hr : torch.Tensor
         Network output and target, ``(N, 1, P*scale, P*scale)``.
-    lr : torch.Tensor
-        Network input ``(N, C, P, P)``; channel 0 is the LR density.
     loss : {"l1", "l2"}
         Mean absolute or mean squared error per pixel (paper eqs. 1-2).
     mass_weight : float
         Weight of the mass term: the same error (absolute or squared) between the block means
-        of ``prediction`` and the LR density. 0 leaves it out.
+        of ``prediction`` and of ``hr``. 0 leaves it out.
     cldice_weight : float
         Weight of ``1 - clDice`` between ``prediction`` and ``hr`` (:func:`cldice_loss`, Shit
         et al. 2021, 10 skeleton iterations). 0 leaves it out.
@@ -333,8 +331,7 @@ def objective(
     --------
     >>> import torch
     >>> hr = torch.ones(1, 1, 20, 20)
-    >>> lr = torch.ones(1, 3, 2, 2)
-    >>> float(objective(hr * 0.5, hr, lr, loss="l2", mass_weight=1.0, scale=10))
+    >>> float(objective(hr * 0.5, hr, loss="l2", mass_weight=1.0, scale=10))
     0.5
     """
     if loss not in LOSSES:
@@ -342,7 +339,7 @@ def objective(
     distance = F.l1_loss if loss == "l1" else F.mse_loss
     value = distance(prediction, hr)
     if mass_weight:
-        value = value + mass_weight * distance(block_mean(prediction, scale), lr[:, :1])
+        value = value + mass_weight * distance(block_mean(prediction, scale), block_mean(hr, scale))
     if cldice_weight:
         value = value + cldice_weight * cldice_loss(prediction, hr)
     if stiffness_weight:

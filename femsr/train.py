@@ -222,6 +222,7 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
     if isinstance(settings, dict):
         for name in WEIGHTS:  # a term the checkpoint does not name was not yet there: off
             settings.setdefault(name, 0.0)
+        settings.setdefault("init", None)  # nor was starting from a model's weights
         config = settings.get("config")
         if isinstance(config, dict):  # earlier versions named fields since retired (model.py)
             settings["config"] = {
@@ -271,7 +272,7 @@ def _evaluate(
                 prediction = model(lr_batch)
             prediction = prediction.float()
             size = lr_batch.shape[0]
-            value = objective(prediction, hr_batch, lr_batch, loss=loss, scale=scale, **weights)
+            value = objective(prediction, hr_batch, loss=loss, scale=scale, **weights)
             totals["val_loss"] += float(value) * size
             totals["val_psnr"] += float(psnr(prediction, hr_batch).sum())
             # One HR channel: the SSIM of each patch's image.
@@ -336,9 +337,7 @@ def _train_epoch(
         hr_batch = hr_batch.to(device, non_blocking=pin)
         with _autocast(device, amp_dtype):
             prediction = model(lr_batch)
-        batch_loss = objective(
-            prediction.float(), hr_batch, lr_batch, loss=loss, scale=scale, **weights
-        )
+        batch_loss = objective(prediction.float(), hr_batch, loss=loss, scale=scale, **weights)
         loss_value = float(batch_loss.detach())
         if not math.isfinite(loss_value):
             raise FloatingPointError(
@@ -375,6 +374,7 @@ def train(
     device: str | torch.device = "auto",
     amp: bool | None = None,
     resume: bool = True,
+    init: str | os.PathLike[str] | None = None,
     progress: bool = True,
     num_workers: int = 0,
     log_file: str = "train_log.jsonl",
@@ -423,6 +423,11 @@ def train(
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when it exists (settings must match);
         ``False`` starts over and overwrites the files.
+    init : path, optional
+        Start from the weights of this model (a ``best.pt``, the bundled model, any file
+        :func:`femsr.export.load_model` reads whose network is ``cfg``'s) instead of random
+        ones: fine-tuning, with a fresh optimizer and learning-rate schedule. A resumed run
+        continues from its checkpoint, which must have started from the same file.
     progress : bool
         Show a tqdm bar of each epoch's training pairs on stderr. Each epoch's losses and
         metrics are logged (INFO, logger ``femsr.train``) whatever ``progress``.
@@ -500,11 +505,14 @@ def train(
         "lr": float(lr),
         "schedule": schedule,
         "seed": seed,
+        "init": None if init is None else str(init),
     }
 
     with distributed.process_group(processes, device) as device:
         amp_dtype = _amp_dtype(device, amp)
         state = _initial_state(cfg, lr, schedule, epochs, seed, device, amp_dtype)
+        if init is not None:
+            _start_from(state.model, init, cfg)
         if resume:
             remedy = "use another out_dir or resume=False"
             read = partial(resume_run, checkpoint_path, settings, _read_checkpoint, remedy=remedy)
@@ -576,6 +584,22 @@ def _save(
     with atomic_write(checkpoint_path) as stream:
         torch.save(_checkpoint(state, settings), stream)
     _write_log(log_path, state.history)
+
+
+def _start_from(model: nn.Module, path: str | os.PathLike[str], cfg: ModelConfig) -> None:
+    """Give ``model`` (``cfg``'s network) the weights of the model at ``path``."""
+    loaded = load_model(path, device="cpu")
+    if loaded.config != cfg:
+        raise ValueError(
+            f"init model {str(path)!r} is the network {loaded.config}, not the one to train, {cfg}"
+        )
+    try:
+        model.load_state_dict(loaded.module.state_dict())
+    except RuntimeError:
+        raise ValueError(
+            f"init model {str(path)!r} ({loaded.format}) does not name its weights as "
+            "femsr.model.SRNet does; start from a best.pt or a model exported as 'state'"
+        ) from None
 
 
 def _best_model(best_path: Path) -> nn.Module:
