@@ -665,7 +665,9 @@ def _add_reconstruct(commands: _Commands) -> None:
     )
     _add_parallel(command, "images of a folder")
     command.add_argument(
-        "--model", type=Path, help="exported model file (default: the bundled one)"
+        "--model",
+        type=Path,
+        help="exported model file (default: the bundled one; for a scan, the bundled scan model)",
     )
     command.add_argument(
         "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"

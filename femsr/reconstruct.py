@@ -48,13 +48,23 @@ if TYPE_CHECKING:
     from femsr.export import LoadedModel
     from femsr.model import SRNet
 
-__all__ = ["BUNDLED_MODEL", "reconstruct", "reconstruct_file", "reconstruct_files"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "BUNDLED_SCAN_MODEL",
+    "reconstruct",
+    "reconstruct_file",
+    "reconstruct_files",
+]
 
 logger = logging.getLogger(__name__)
 
 # Weights and config (femsr.export.save_state): read in a tenth of a second, where a .pt2
 # program takes seconds to deserialize on a process's first call.
 BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt"
+# A scan's default: the network trained on LR images made as a CT scanner makes them
+# (femsr.dataset.scanner_lr), since one trained on block means draws too little bone from a
+# blurred, noisy slice.
+BUNDLED_SCAN_MODEL = Path(__file__).parent / "data" / "model_scan.pt"
 STAGES = ("model", "lr_fe", "inference", "quilting", "total")
 # Finer inputs are taken for a high-resolution image given by mistake: the network turns
 # 500 µm pixels into 50 µm ones.
@@ -206,7 +216,9 @@ def reconstruct(
         with ``femur``, else ``lr > 0``.
     model : path, LoadedModel or SRNet, optional
         An exported model file (:func:`femsr.export.export_model`, any format), a loaded one,
-        or an eager network. Default: the bundled model (``femsr/data/model.pt``).
+        or an eager network. Default: the bundled model (``femsr/data/model.pt``); for a
+        scan's image (:func:`femsr.scan.lr_image`, whose ``meta`` holds its ``landmarks``),
+        the bundled scan model (:data:`BUNDLED_SCAN_MODEL`, ``femsr/data/model_scan.pt``).
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
         moved there.
@@ -266,6 +278,8 @@ def reconstruct(
             femur = lr.femur
         if pixel_size is None:
             pixel_size = lr.pixel_size
+        if model is None and "landmarks" in lr.meta:
+            model = BUNDLED_SCAN_MODEL
         lr = lr.density
     density = _check_lr(lr)
     shape = (int(density.shape[0]), int(density.shape[1]))
@@ -461,7 +475,8 @@ def reconstruct_file(
     ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
-    scan's frame. A ``.nii``/``.nii.gz`` target gets the HR image with its spacing
+    scan's frame, and a scan is reconstructed by :data:`BUNDLED_SCAN_MODEL` unless ``model``
+    names another. A ``.nii``/``.nii.gz`` target gets the HR image with its spacing
     (:func:`femsr.scan.write_scan`), others :func:`femsr.io.write_image`. ``options`` go to
     :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
 
@@ -480,6 +495,7 @@ def reconstruct_file(
             landmarks = scan.read_landmarks(landmarks)
         image = scan.lr_image(scan.read_scan(source), landmarks=landmarks)
         density, stored, bone = image.density, image.pixel_size, image.femur
+        model = BUNDLED_SCAN_MODEL if model is None else model
     elif landmarks is not None:
         raise ValueError(
             f"landmarks are a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"

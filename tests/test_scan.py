@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from femsr import scan
+from femsr.io import FemurImage
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -357,3 +358,48 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys
     assert "--landmarks are one scan's" in capsys.readouterr().err
     with pytest.raises(ValueError, match="landmarks are a scan's"):
         module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
+
+
+def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeypatch, left_scan):
+    import importlib
+
+    module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
+    chosen = []
+
+    def loaded(model, device):
+        chosen.append(model)
+
+    def network(density, *, stats, **options):
+        return np.zeros((10 * density.shape[0], 10 * density.shape[1]), np.float32)
+
+    monkeypatch.setattr(module, "_loaded", loaded)
+    monkeypatch.setattr(module, "reconstruct", network)
+    scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
+    np.save(tmp_path / "lr.npy", np.full((20, 20), 0.3, np.float32))
+    module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "a.npy")
+    module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "b.npy", model="mine.pt")
+    module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "c.npy")
+    assert chosen == [str(module.BUNDLED_SCAN_MODEL), "mine.pt", None]
+    assert module.BUNDLED_SCAN_MODEL.is_file()
+
+
+def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_scan):
+    import importlib
+
+    module = importlib.import_module("femsr.reconstruct")
+    chosen = []
+
+    class Chosen(Exception):
+        pass
+
+    def load(model, device):
+        chosen.append(model)
+        raise Chosen
+
+    monkeypatch.setattr(module, "_load", load)
+    lr_ct = scan.lr_image(left_scan[1])
+    block = FemurImage(lr_ct.density, lr_ct.pixel_size, lr_ct.femur, {})
+    for image, model in ((lr_ct, None), (lr_ct, "mine.pt"), (block, None)):
+        with pytest.raises(Chosen):
+            module.reconstruct(image, model=model)
+    assert chosen == [module.BUNDLED_SCAN_MODEL, "mine.pt", None]

@@ -16,6 +16,9 @@
 # 6. the paper's protocol inside the dataset: the chosen setting trained on 7 of the train
 #    femurs alone (femsr.manifest.paper_protocol), scored beside the chosen model on the 4
 #    corner test femurs (out/paper)
+# 7. the model for CT slices: the chosen setting trained on LR images made as a CT scanner makes
+#    them (femsr.dataset.scanner_lr: 0.7 mm FWHM, 30 HU of noise) into benchmarks/runs/ct_<run>,
+#    bundled as femsr/data/model_scan.pt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs=${1:-64}
@@ -68,3 +71,7 @@ femsr train data/patches "$runs/paper_$chosen" --loss "${chosen%_mass}" --mass-w
 femsr export "$runs/paper_$chosen/best.pt" "$runs/paper_$chosen/model.pt2"
 femsr report "$femurs" --model "7-femurs=$runs/paper_$chosen/model.pt2" \
   --model "20-femurs=$runs/$chosen/model.pt2" --protocol paper --output out/paper
+femsr dataset "$femurs" data/patches_ct --stride 4 --scanner-fwhm 0.7 --scanner-noise 30
+femsr train data/patches_ct "$runs/ct_$chosen" --loss "${chosen%_mass}" --mass-weight "$mass" \
+  --epochs "$epochs" --threads 1 --quiet
+cp "$runs/ct_$chosen/best.pt" femsr/data/model_scan.pt
