@@ -511,8 +511,7 @@ def train(
     with distributed.process_group(processes, device) as device:
         amp_dtype = _amp_dtype(device, amp)
         state = _initial_state(cfg, lr, schedule, epochs, seed, device, amp_dtype)
-        if init is not None:
-            _start_from(state.model, init, cfg)
+        checkpoint = None
         if resume:
             remedy = "use another out_dir or resume=False"
             read = partial(resume_run, checkpoint_path, settings, _read_checkpoint, remedy=remedy)
@@ -524,6 +523,8 @@ def train(
                     logger.info(
                         "resuming %s after epoch %d of %d", checkpoint_path, state.epoch, epochs
                     )
+        if checkpoint is None and init is not None:  # a resumed run has its weights already
+            _start_from(state.model, init, cfg)
 
         pin = device.type == "cuda"
         length = len(train_dataset)  # type: ignore[arg-type]

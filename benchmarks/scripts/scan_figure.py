@@ -35,7 +35,9 @@ def main() -> None:
     rows = [("reference", image.density, image.femur.rois(image.pixel_size))]
     for option in args.model:
         label, path = option.split("=", 1)
-        rows.append((label, reconstruct(lr, model=path, device="cpu"), lr.femur.rois(0.05)))
+        rows.append(
+            (label, reconstruct(lr, model=path, device="cpu"), lr.femur.rois(image.pixel_size))
+        )
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (label, density, rois) in zip(axes, rows, strict=True):
         for axis, (name, window) in zip(row, rois.items(), strict=True):
