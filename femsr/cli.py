@@ -277,8 +277,8 @@ def _add_dataset(commands: _Commands) -> None:
 def _train(args: argparse.Namespace) -> int:
     """Train the network on a patch dataset, validating on one held-out training femur."""
     import torch
+    from torch.utils.data import ConcatDataset
 
-    from femsr.dataset import load_index
     from femsr.distributed import from_environment
     from femsr.export import load_model
     from femsr.manifest import paper_protocol
@@ -286,7 +286,7 @@ def _train(args: argparse.Namespace) -> int:
     from femsr.patch_dataset import PatchDataset
     from femsr.train import train
 
-    femurs = load_index(args.dataset)["femurs"]
+    femurs = _alike_datasets(args.dataset)
     if args.protocol == "paper":
         names = paper_protocol(femurs, "train")
     else:
@@ -300,9 +300,22 @@ def _train(args: argparse.Namespace) -> int:
     if not fit_names:
         raise ValueError(f"no training femur left after holding out {val_names} for validation")
     augment = not args.no_augment
-    fit = PatchDataset(args.dataset, "train", augment=augment, femurs=fit_names, seed=args.seed)
-    val = PatchDataset(args.dataset, None, femurs=val_names)
-    fit, val = _subset(fit, args.pairs, args.seed), _subset(val, args.val_pairs, args.seed + 1)
+    # Each folder its own symmetry draws: the same patch under two scanners is seen two ways.
+    fit = _subset(
+        ConcatDataset(
+            [
+                PatchDataset(folder, "train", augment=augment, femurs=fit_names, seed=args.seed + k)
+                for k, folder in enumerate(args.dataset)
+            ]
+        ),
+        args.pairs,
+        args.seed,
+    )
+    val = _subset(
+        ConcatDataset([PatchDataset(folder, None, femurs=val_names) for folder in args.dataset]),
+        args.val_pairs,
+        args.seed + 1,
+    )
     lr, hr = fit[0]
     scale = int(hr.shape[-1]) // int(lr.shape[-1])
     # The network's shape: as given, else the init model's, else the default.
@@ -322,9 +335,10 @@ def _train(args: argparse.Namespace) -> int:
     main = from_environment().main  # under torchrun, the main process speaks for all
     logger.log(
         logging.INFO if main else logging.DEBUG,
-        "training on %s (%s pairs), validating on %s (%s pairs); %s parameters",
+        "training on %s (%s pairs%s), validating on %s (%s pairs); %s parameters",
         ", ".join(fit_names),
         f"{len(fit):,}",
+        f" from {len(args.dataset)} datasets" if len(args.dataset) > 1 else "",
         ", ".join(val_names),
         f"{len(val):,}",
         f"{parameters:,}",
@@ -359,20 +373,54 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alike_datasets(folders: list[Path]) -> list[dict[str, Any]]:
+    """The femurs of the first dataset folder, once every folder is checked to hold the same
+    femurs in the same splits, cut and encoded alike (only the LR images may differ: one
+    folder per scanner setting)."""
+    from femsr.dataset import load_index
+
+    def layout(index: dict[str, Any]) -> dict[str, Any]:
+        settings = index["settings"]
+        return {
+            "femurs": {entry["name"]: entry["split"] for entry in index["femurs"]},
+            **{key: settings[key] for key in ("patch", "factor")},
+            **{key: index[key] for key in ("channels", "normalization")},
+        }
+
+    indexes = [load_index(folder) for folder in folders]
+    first = layout(indexes[0])
+    for folder, index in zip(folders[1:], indexes[1:], strict=True):
+        other = layout(index)
+        differ = [key for key in first if other[key] != first[key]]
+        if differ:
+            raise ValueError(
+                f"{str(folder)!r} differs from {str(folders[0])!r} in {', '.join(differ)}: "
+                "datasets trained on together hold the same femurs, cut and encoded alike"
+            )
+    return list(indexes[0]["femurs"])
+
+
 def _add_train(commands: _Commands) -> None:
     command = commands.add_parser(
         "train",
         help="train the super-resolution network on a patch dataset (resumes)",
         description="Train the residual network on the training femurs of DATASET (written by "
         "femsr dataset), validating every epoch on its validation femurs (else on the last "
-        "training femur, or on --val-femurs). "
+        "training femur, or on --val-femurs). Several DATASETs of the same femurs (say, one per "
+        "scanner setting) train one network on all their pairs. "
         "OUT_DIR gets checkpoint.pt (resume state, written every epoch), best.pt (the best "
         "validation weights) and train_log.jsonl (one JSON record per epoch). Rerun the same "
         "command to resume after an interruption; export best.pt with femsr export. Started "
         "by torchrun, its N processes train one network together, each on BATCH_SIZE / N pairs "
         "of every batch (docs/cluster.md).",
     )
-    command.add_argument("dataset", type=Path, metavar="DATASET", help="patch dataset folder")
+    command.add_argument(
+        "dataset",
+        type=Path,
+        nargs="+",
+        metavar="DATASET",
+        help="patch dataset folder; several (e.g. one per scanner setting) train together",
+    )
     command.add_argument("output", type=Path, metavar="OUT_DIR", help="training run folder")
     command.add_argument("--loss", default="l1", choices=("l1", "l2"), help="pixel loss (l1)")
     command.add_argument(

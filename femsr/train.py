@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from femsr import defaults, distributed
@@ -756,10 +756,15 @@ def _epoch(
 
 
 def _set_epoch(dataset: Dataset, epoch: int) -> None:
-    """Tell a dataset (under any ``Subset``) with a ``set_epoch`` which epoch it serves: an
-    augmenting :class:`femsr.patch_dataset.PatchDataset` draws by item and epoch."""
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    set_epoch = getattr(dataset, "set_epoch", None)
-    if callable(set_epoch):
-        set_epoch(epoch)
+    """Tell a dataset (under any ``Subset`` or ``ConcatDataset``) with a ``set_epoch`` which
+    epoch it serves: an augmenting :class:`femsr.patch_dataset.PatchDataset` draws by item and
+    epoch."""
+    if isinstance(dataset, Subset):
+        _set_epoch(dataset.dataset, epoch)
+    elif isinstance(dataset, ConcatDataset):
+        for part in dataset.datasets:
+            _set_epoch(part, epoch)
+    else:
+        set_epoch = getattr(dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)

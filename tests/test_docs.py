@@ -218,6 +218,9 @@ def _check_train(folder, namespace, output):
     tuned = torch.load(folder / "runs" / "tuned" / "checkpoint.pt", weights_only=True)
     assert tuned["settings"]["init"] == "runs/quick/best.pt" and tuned["epoch"] == 2
     assert tuned["settings"]["config"]["width"] == 4  # the init model's
+    blurred = json.loads((folder / "patches_blurred" / "index.json").read_text())
+    assert blurred["settings"]["scanner"] == {"fwhm": 1.0, "noise": 50.0}
+    assert "wrote runs/mixed/best.pt" in output
     model = load_model(folder / "model.pt2", device="cpu")
     assert model.format == "pt2" and model.config.scale == 10 and model.config.patch_size == 4
     reference = namespace["reference"]

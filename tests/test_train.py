@@ -475,3 +475,47 @@ def test_cli_fine_tunes_the_network_of_the_init_model(patches, tmp_path, capsys)
     argv = ["train", str(patches), str(tmp_path / "wide"), *init, *common, "--width", "8"]
     assert cli.main(argv) == 2
     assert "is the network" in capsys.readouterr().err
+
+
+def test_cli_trains_on_several_datasets_of_the_same_femurs(patches, tmp_path, capsys):
+    """Two folders of the same femurs (LR images made two ways) train one network on the pairs
+    of both; a folder of other femurs or another cut is refused."""
+    import shutil
+
+    from femsr import cli
+    from femsr.dataset import load_index
+
+    scanned = tmp_path / "scanned"
+    shutil.copytree(patches, scanned)
+    index = load_index(patches)
+    for entry in index["femurs"]:  # a stand-in for a scanner's LR image: other densities
+        lr = np.load(scanned / entry["lr"])
+        lr[:, 0] *= 0.9
+        np.save(scanned / entry["lr"], lr)
+    argv = ["train", str(patches), str(scanned), str(tmp_path / "run"), "--width", "4"]
+    argv += ["--blocks", "1", "--up-width", "2", "--val-pairs", "4", "--batch-size", "64"]
+    assert cli.main([*argv, "--epochs", "1"]) == 0
+    fit = next(e for e in index["femurs"] if e["name"] == "femur_00")
+    assert f"training on femur_00 ({2 * fit['count']:,} pairs from 2 datasets)" in (
+        capsys.readouterr().err
+    )
+
+    other = tmp_path / "other"
+    shutil.copytree(patches, other)
+    moved = json.loads((other / "index.json").read_text())
+    moved["femurs"][0]["split"] = "test"
+    (other / "index.json").write_text(json.dumps(moved))
+    argv = ["train", str(patches), str(other), str(tmp_path / "run2"), "--epochs", "1"]
+    assert cli.main(argv) == 2
+    assert f"{str(other)!r} differs from {str(patches)!r} in femurs" in capsys.readouterr().err
+
+
+def test_each_dataset_of_a_concatenation_is_told_the_epoch(patches):
+    from torch.utils.data import ConcatDataset, Subset
+
+    from femsr.patch_dataset import PatchDataset
+    from femsr.train import _set_epoch
+
+    parts = [PatchDataset(patches, "train", augment=True, seed=k) for k in range(2)]
+    _set_epoch(Subset(ConcatDataset(parts), [0, 1]), 3)
+    assert [part.epoch for part in parts] == [3, 3]
