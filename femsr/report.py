@@ -9,6 +9,7 @@ with the L1 and the L2 loss, averages over their test femurs).
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from tqdm import tqdm
 from femsr import agreement, dataset, defaults, evaluate, io, morphometry
 from femsr.reconstruct import reconstruct
 
-__all__ = ["PAPER_TABLE1", "heldout_report"]
+__all__ = ["PAPER_TABLE1", "choose_model", "heldout_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +126,62 @@ def heldout_report(
         with io.atomic_write(out / name, "w") as stream:
             stream.write(text)
     return summary
+
+
+def choose_model(
+    report_dir: str | os.PathLike[str], *, bvtv_error: float = 10.0, tbth_ratio: float = 1.5
+) -> tuple[str, dict[str, float]]:
+    """The model to bundle, from a :func:`heldout_report` on the validation femurs.
+
+    The rule: the smallest sum of the nine mean |stiffness errors| (a component whose
+    reference ROI held no bone in any femur counts for none), among the models whose bone is
+    like the reference's in every ROI (the whole femur aside): mean |BV/TV error| at most
+    ``bvtv_error`` % and mean Tb.Th at most ``tbth_ratio`` times the reference's. Without that
+    guard, too much bone in too-thick struts would win on stiffness: it stiffens what broken
+    struts soften.
+
+    Parameters
+    ----------
+    report_dir : path
+        A folder written by :func:`heldout_report` (``heldout.csv``, ``heldout_images.csv``).
+    bvtv_error, tbth_ratio : float
+        The guard's bounds.
+
+    Returns
+    -------
+    label : str
+        The chosen model.
+    sums : dict of str to float
+        Every model's sum of the nine mean |errors| %, the excluded ones too.
+
+    Raises
+    ------
+    ValueError
+        If no model passes the guard (the reasons per model in the message).
+    """
+    folder = Path(report_dir)
+    errors = list(csv.DictReader((folder / "heldout.csv").read_text().splitlines()))
+    images = list(csv.DictReader((folder / "heldout_images.csv").read_text().splitlines()))
+    labels = list(dict.fromkeys(row["model"] for row in images))
+    sums = {
+        label: sum(e for row in errors if math.isfinite(e := float(row[f"{label} |error| %"])))
+        for label in labels
+    }
+    failures: dict[str, list[str]] = {label: [] for label in labels}
+    for row in images:
+        if row["region"] not in evaluate.REGION_NAMES.values():
+            continue
+        bvtv = float(row["bvtv_abs_error_percent"])
+        ratio = float(row["tbth_reconstruction"]) / float(row["tbth_reference"])
+        if bvtv > bvtv_error:
+            failures[row["model"]].append(f"{row['region']} |BV/TV error| {bvtv:.1f} %")
+        if ratio > tbth_ratio:
+            failures[row["model"]].append(f"{row['region']} Tb.Th {ratio:.2f} x the reference's")
+    eligible = [label for label in labels if not failures[label]]
+    if not eligible:
+        reasons = "; ".join(f"{label}: {', '.join(failures[label])}" for label in labels)
+        raise ValueError(f"no model has bone like the reference's ({reasons})")
+    return min(eligible, key=sums.__getitem__), sums
 
 
 def _measured(

@@ -10,7 +10,9 @@
 #    benchmarks/runs/{l1,l2,l1_mass,l2_mass} (on CUDA when present: minutes; on a 2-core CPU
 #    about an hour per run at 64 epochs, two at a time)
 # 4. export them and choose one on the validation femurs alone, by a rule fixed before any
-#    test score is read: the smallest sum of the nine mean |stiffness errors| (out/validation)
+#    test score is read (femsr.report.choose_model, out/validation): the smallest sum of the
+#    nine mean |stiffness errors| among the models whose ROIs hold bone like the reference's
+#    (mean |BV/TV error| at most 10 %, mean Tb.Th at most 1.5 times the reference's)
 # 5. score them on the test femurs beside the paper's Table 1 (out/report), and bundle the
 #    chosen model and the first test femur into femsr/data
 # 6. the paper's protocol inside the dataset: the chosen setting trained on 7 of the train
@@ -45,19 +47,16 @@ femsr report "$femurs" "${models[@]}" --split validation --output out/validation
 femsr report "$femurs" "${models[@]}" --output out/report
 mkdir -p femsr/data
 python - "$runs" "$femurs" <<'EOF'
-"""Bundle the model with the smallest sum of mean |errors| over the validation femurs (a region
-without bone in any of them, NaN, counts for none), and the first test femur."""
-import csv, json, math, shutil, sys
+"""Bundle the model femsr.report.choose_model picks on the validation femurs, and the first test
+femur."""
+import json, shutil, sys
 from pathlib import Path
 
+from femsr.report import choose_model
+
 runs, femurs = map(Path, sys.argv[1:])
-rows = list(csv.DictReader(Path("out/validation/heldout.csv").read_text().splitlines()))
 folders = {"L1": "l1", "L2": "l2", "L1+mass": "l1_mass", "L2+mass": "l2_mass"}
-score = {
-    label: sum(e for r in rows if not math.isnan(e := float(r[f"{label} |error| %"])))
-    for label in folders
-}
-best = min(score, key=score.get)
+best, score = choose_model("out/validation")
 shutil.copy(runs / folders[best] / "best.pt", "femsr/data/model.pt")  # weights: a fast load
 test = [e for e in json.loads((femurs / "manifest.json").read_text())["femurs"] if e["split"] == "test"]
 shutil.copy(femurs / test[0]["file"], "femsr/data/femur.npz")
