@@ -840,14 +840,16 @@ def _report(args: argparse.Namespace) -> int:
     missing = [str(path) for path in files if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"femur file(s) not found: {', '.join(missing)}")
-    labels = [label for label, _ in args.model]
+    models = args.model + args.tta_model
+    labels = [label for label, _ in models]
     if len(set(labels)) != len(labels):
         raise ValueError(f"model labels must differ, got {labels}")
     table = heldout_report(
         files,
-        dict(args.model),
+        dict(models),
         args.output,
         device=args.device,
+        tta=[label for label, _ in args.tta_model],
         E0=args.E0,
         progress=args.progress,
     )
@@ -873,9 +875,18 @@ def _add_report(commands: _Commands) -> None:
         "--model",
         type=_model_label,
         action="append",
-        required=True,
+        default=[],
         metavar="LABEL=FILE",
         help="a model to evaluate, e.g. L1=runs/l1/model.pt2 (repeat for more)",
+    )
+    command.add_argument(
+        "--tta-model",
+        type=_model_label,
+        action="append",
+        default=[],
+        metavar="LABEL=FILE",
+        help="a model to evaluate with test-time averaging over the 8 symmetries of the square "
+        "(repeat for more)",
     )
     command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
     chosen = command.add_mutually_exclusive_group()

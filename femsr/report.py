@@ -13,7 +13,7 @@ import csv
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ def heldout_report(
     out_dir: str | os.PathLike[str],
     *,
     device: str = "auto",
+    tta: Collection[str] = (),
     E0: float = defaults.TISSUE_MODULUS,
     progress: bool = True,
 ) -> evaluate.Table:
@@ -69,6 +70,10 @@ def heldout_report(
         ``<label>/<femur>.png`` (8-bit previews of the reconstructions).
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``...
+    tta : collection of str
+        Labels of the models that reconstruct with test-time averaging over the 8 symmetries
+        of the square (:func:`femsr.reconstruct` ``tta=True``). The same file under two labels,
+        one of them here, measures what the averaging does.
     E0 : float
         Tissue modulus (MPa) of the stiffness computation.
     progress : bool
@@ -86,11 +91,14 @@ def heldout_report(
         raise ValueError("no femur files to evaluate")
     if not models:
         raise ValueError("no models to evaluate")
+    unknown = sorted(set(tta) - set(models))
+    if unknown:
+        raise ValueError(f"tta names model(s) not evaluated: {unknown}")
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
-    measured = _measured(femur_files, models, out, device=device, E0=E0, progress=progress)
+    measured = _measured(femur_files, models, out, device=device, tta=tta, E0=E0, progress=progress)
     for stem, label, table, measures, paired in measured:
         rows.extend({"femur": stem, "model": label, **row} for row in table.rows)
         image_rows.extend({"femur": stem, "model": label, **row} for row in measures.rows)
@@ -190,6 +198,7 @@ def _measured(
     out: Path,
     *,
     device: str,
+    tta: Collection[str],
     E0: float,
     progress: bool,
 ) -> Iterator[tuple[str, str, evaluate.Table, evaluate.Table, evaluate.Table]]:
@@ -217,7 +226,8 @@ def _measured(
         )
         for label, model in models.items():
             stats: dict[str, float] = {}
-            hr = reconstruct(lr, model=model, device=device, stats=stats)[: shape[0], : shape[1]]
+            hr = reconstruct(lr, model=model, device=device, tta=label in tta, stats=stats)
+            hr = hr[: shape[0], : shape[1]]
             io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
             table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
             measures = evaluate.image_table(

@@ -408,7 +408,7 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     """femsr report: per femur and model the roi_table of reconstruct(block mean); the summary
     is the mean |error| and mean signed error over the femurs, beside the paper's Table 1."""
     from femsr.evaluate import roi_table
-    from femsr.report import PAPER_TABLE1
+    from femsr.report import PAPER_TABLE1, heldout_report
 
     net, path = exported
     other = export_model(tiny(seed=1), tmp_path / "other.pt2")
@@ -492,6 +492,30 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     assert main([*argv, "--output", str(chosen), "--device", "cpu", "--quiet"]) == 0
     rows = list(csv.DictReader((chosen / "per_femur.csv").read_text().splitlines()))
     assert {row["femur"] for row in rows} == {"femur_1"}
+    # --tta-model: the same file, its windows averaged over the 8 symmetries of the square.
+    averaged = tmp_path / "averaged"
+    argv = ["report", str(folder), "--only", "femur_0", "--model", f"A={path}"]
+    argv += ["--tta-model", f"A8={path}", "--output", str(averaged), "--device", "cpu", "-q"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((averaged / "per_femur.csv").read_text().splitlines()))
+    reference = read_image(folder / "femur_0.npz")[0]
+    lr = dataset.downscale(reference, 10)
+    for model, tta in (("A", False), ("A8", True)):
+        hr = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu", tta=tta)
+        table = roi_table(
+            reference,
+            hr[: mask.shape[0], : mask.shape[1]],
+            bone.rois(PIXEL / 10),
+            E0=15e3,
+            h=PIXEL / 10,
+        )
+        mine = [float(r["error_percent"]) for r in rows if r["model"] == model]
+        np.testing.assert_allclose(mine, [r["error_percent"] for r in table.rows], rtol=1e-3)
+    assert [float(r["error_percent"]) for r in rows if r["model"] == "A"] != mine
+    assert main(["report", str(folder), "--output", str(averaged)]) == 2
+    assert "no models" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not evaluated"):
+        heldout_report([folder / "femur_0.npz"], {"A": path}, averaged, tta=["B"])
     with pytest.raises(SystemExit):  # argparse refuses a model without a label
         main(["report", str(folder), "--model", "A"])
     assert "LABEL=FILE" in capsys.readouterr().err
