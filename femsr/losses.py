@@ -68,10 +68,12 @@ def soft_skeleton(x: torch.Tensor, iterations: int = 10) -> torch.Tensor:
     """
     if x.ndim != 4:
         raise ValueError(f"images must have shape (batch, channels, ny, nx), got {tuple(x.shape)}")
-    skeleton = F.relu(x - _dilate(_erode(x)))
+    # Each erosion serves twice: in this step's opening and as the next step's image.
+    eroded = _erode(x)
+    skeleton = F.relu(x - _dilate(eroded))
     for _ in range(iterations):
-        x = _erode(x)
-        delta = F.relu(x - _dilate(_erode(x)))
+        x, eroded = eroded, _erode(eroded)
+        delta = F.relu(x - _dilate(eroded))
         skeleton = skeleton + F.relu(delta - skeleton * delta)
     return skeleton
 

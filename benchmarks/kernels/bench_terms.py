@@ -1,0 +1,120 @@
+"""What each training term and test-time averaging cost per batch, on the CPU.
+
+One batch of 64 HR windows of 120 x 120 pixels cut from the bundled femur (their block means as
+the LR density, the other input channels random) through the bundled network.
+
+pytest benchmarks/kernels/bench_terms.py --benchmark-only --benchmark-group-by=group
+python benchmarks/kernels/bench_terms.py [--threads 1] [--repeats 3]   (prints the table)
+
+Each figure is the fastest of several repeats, since the machine may be shared; a term's cost
+is its step's time less the step with the L2 loss alone.
+"""
+
+import argparse
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from femsr import io, losses
+from femsr.demo import BUNDLED_FEMUR
+from femsr.export import load_model, predict
+from femsr.reconstruct import BUNDLED_MODEL
+
+BATCH = 64
+SCALE = 10
+TERMS = {
+    "L2 loss only": {},
+    "+ mass": {"mass_weight": 1.0},
+    "+ clDice (10 skeleton iterations)": {"cldice_weight": 0.2},
+    "+ stiffness (2 x 2-pooled patches)": {"stiffness_weight": 0.1},
+}
+
+
+def batch(n=BATCH, seed=0):
+    """``n`` LR inputs and their HR targets: windows of the bundled femur holding bone."""
+    density = io.load_femur(BUNDLED_FEMUR).density
+    rng = np.random.default_rng(seed)
+    side = 12 * SCALE
+    windows = []
+    while len(windows) < n:
+        r, c = rng.integers(0, np.array(density.shape) - side, 2) // SCALE * SCALE
+        window = density[r : r + side, c : c + side]
+        if 0.15 < window.mean() < 0.6:  # trabecular bone, not marrow or cortex alone
+            windows.append(window)
+    hr = torch.tensor(np.stack(windows)[:, None], dtype=torch.float32)
+    loaded = load_model(BUNDLED_MODEL, device="cpu")
+    generator = torch.Generator().manual_seed(seed)
+    lr = torch.rand(n, loaded.config.in_channels, 12, 12, generator=generator)
+    lr[:, 0] = losses.block_mean(hr, SCALE)[:, 0]
+    return loaded.module, lr, hr
+
+
+def step(net, lr, hr, weights):
+    net.zero_grad()
+    value = losses.objective(net(lr), hr, loss="l2", scale=SCALE, **weights)
+    value.backward()
+    return value.item()
+
+
+@pytest.fixture(scope="module")
+def problem():
+    torch.set_num_threads(1)
+    net, lr, hr = batch()
+    net.train()
+    return net, lr, hr
+
+
+@pytest.mark.parametrize("term", [t for t in TERMS if "stiffness" not in t])
+def test_training_step(benchmark, problem, term):
+    benchmark.group = "training step, batch of 64"
+    net, lr, hr = problem
+    assert np.isfinite(benchmark(step, net, lr, hr, TERMS[term]))
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_inference(benchmark, problem, tta):
+    benchmark.group = "export.predict, batch of 64"
+    net, lr, _ = problem
+    out = benchmark(predict, net.eval(), lr.numpy(), tta=tta)
+    assert out.shape == (BATCH, 1, 120, 120)
+
+
+def best_time(function, repeats, *args):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def table(threads, repeats):
+    torch.set_num_threads(threads)
+    net, lr, hr = batch()
+    net.train()
+    rows = ["| step | time per batch of 64 |", "|---|---|"]
+    alone = best_time(step, repeats, net, lr, hr, {})
+    for term, weights in TERMS.items():
+        seconds = best_time(step, repeats, net, lr, hr, weights)
+        cost = f"{seconds:.2f} s" if not weights else f"+{seconds - alone:.2f} s"
+        rows.append(f"| {term} | {cost} |")
+    net.eval()
+    for tta in (False, True):
+        seconds = best_time(partial(predict, tta=tta), repeats, net, lr.numpy())
+        rows.append(f"| `export.predict(tta={tta})` | {seconds:.2f} s |")
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per figure (best kept)")
+    args = parser.parse_args()
+    print(table(args.threads, args.repeats))
+
+
+if __name__ == "__main__":
+    main()
