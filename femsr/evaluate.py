@@ -430,8 +430,9 @@ def image_table(
     threshold: float = 0.5,
     pixel_size: float = 1.0,
 ) -> Table:
-    """SSIM, PSNR, BV/TV (reference, reconstruction, error %), Dice and Tb.Th (reference,
-    reconstruction) per ROI and overall.
+    """SSIM, PSNR, BV/TV (reference, reconstruction, error %), the error % of the bone mass
+    (the mean density, no threshold), Dice and Tb.Th (reference, reconstruction) per ROI and
+    overall.
 
     Parameters
     ----------
@@ -451,7 +452,7 @@ def image_table(
     -------
     Table
         Columns ``region, ssim, psnr_db, bvtv_reference, bvtv_reconstruction, bvtv_error_percent,
-        dice, tbth_reference, tbth_reconstruction``.
+        mass_error_percent, dice, tbth_reference, tbth_reconstruction``.
 
     Examples
     --------
@@ -479,6 +480,7 @@ def image_table(
         ]
         bv_a = bone_volume_fraction(a, threshold, mask=region_mask)
         bv_b = bone_volume_fraction(b, threshold, mask=region_mask)
+        mass_a, mass_b = float(a[region].mean()), float(b[region].mean())
         rows.append(
             {
                 "region": REGION_NAMES.get(name, name),
@@ -487,6 +489,7 @@ def image_table(
                 "bvtv_reference": bv_a,
                 "bvtv_reconstruction": bv_b,
                 "bvtv_error_percent": _error_percent(bv_b, bv_a) if bv_a > 0 else math.nan,
+                "mass_error_percent": _error_percent(mass_b, mass_a) if mass_a > 0 else math.nan,
                 "dice": dice(a, b, threshold, mask=region_mask),
                 "tbth_reference": tbth[0],
                 "tbth_reconstruction": tbth[1],
@@ -499,6 +502,7 @@ def image_table(
         "bvtv_reference",
         "bvtv_reconstruction",
         "bvtv_error_percent",
+        "mass_error_percent",
         "dice",
         "tbth_reference",
         "tbth_reconstruction",

@@ -137,22 +137,28 @@ def heldout_report(
 
 
 def choose_model(
-    report_dir: str | os.PathLike[str], *, bvtv_error: float = 10.0, tbth_ratio: float = 1.5
+    report_dir: str | os.PathLike[str],
+    *,
+    bvtv_error: float = 10.0,
+    tbth_ratio: float = 1.5,
+    mass_error: float = 2.0,
 ) -> tuple[str, dict[str, float]]:
     """The model to bundle, from a :func:`heldout_report` on the validation femurs.
 
     The rule: the smallest sum of the nine mean |stiffness errors| (a component whose
     reference ROI held no bone in any femur counts for none), among the models whose bone is
     like the reference's in every ROI (the whole femur aside): mean |BV/TV error| at most
-    ``bvtv_error`` % and mean Tb.Th at most ``tbth_ratio`` times the reference's. Without that
-    guard, too much bone in too-thick struts would win on stiffness: it stiffens what broken
-    struts soften.
+    ``bvtv_error`` %, mean Tb.Th at most ``tbth_ratio`` times the reference's and mean |error|
+    of the bone mass (the mean density, which the 500 µm input fixes) at most ``mass_error`` %.
+    Without that guard, too much bone in too-thick struts would win on stiffness: it stiffens
+    what broken struts soften, and trabecular stiffness grows with the square of the mass or
+    faster.
 
     Parameters
     ----------
     report_dir : path
         A folder written by :func:`heldout_report` (``heldout.csv``, ``heldout_images.csv``).
-    bvtv_error, tbth_ratio : float
+    bvtv_error, tbth_ratio, mass_error : float
         The guard's bounds.
 
     Returns
@@ -179,10 +185,17 @@ def choose_model(
     for row in images:
         if row["region"] not in evaluate.REGION_NAMES.values():
             continue
+        if "mass_abs_error_percent" not in row:
+            raise ValueError(
+                f"{folder / 'heldout_images.csv'} has no bone-mass column: rerun femsr report"
+            )
         bvtv = float(row["bvtv_abs_error_percent"])
+        mass = float(row["mass_abs_error_percent"])
         ratio = float(row["tbth_reconstruction"]) / float(row["tbth_reference"])
         if bvtv > bvtv_error:
             failures[row["model"]].append(f"{row['region']} |BV/TV error| {bvtv:.1f} %")
+        if mass > mass_error:
+            failures[row["model"]].append(f"{row['region']} |mass error| {mass:.1f} %")
         if ratio > tbth_ratio:
             failures[row["model"]].append(f"{row['region']} Tb.Th {ratio:.2f} x the reference's")
     eligible = [label for label in labels if not failures[label]]
@@ -273,6 +286,9 @@ def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Tab
                     "bvtv_abs_error_percent": _finite_mean(
                         [abs(r["bvtv_error_percent"]) for r in mine]
                     ),
+                    "mass_abs_error_percent": _finite_mean(
+                        [abs(r["mass_error_percent"]) for r in mine]
+                    ),
                     "dice": float(np.mean([r["dice"] for r in mine])),
                     "tbth_reference": float(np.mean([r["tbth_reference"] for r in mine])),
                     "tbth_reconstruction": float(np.mean([r["tbth_reconstruction"] for r in mine])),
@@ -284,6 +300,7 @@ def _image_summary(per_femur: evaluate.Table, labels: list[str]) -> evaluate.Tab
         "ssim",
         "psnr_db",
         "bvtv_abs_error_percent",
+        "mass_abs_error_percent",
         "dice",
         "tbth_reference",
         "tbth_reconstruction",

@@ -203,6 +203,10 @@ def test_image_table_measures_each_roi_and_the_femur():
     head, neck, whole = table.rows
     assert head["bvtv_reconstruction"] == 0.0 and head["bvtv_error_percent"] == -100.0
     assert head["dice"] == 0.0 and head["ssim"] < 0.5
+    assert head["mass_error_percent"] == -100.0 and neck["mass_error_percent"] == 0.0
+    half = evaluate.image_table(reference, 0.5 * reference, {"a": np.s_[0:12, 0:12]})
+    assert half.rows[0]["mass_error_percent"] == pytest.approx(-50.0)
+    assert half.rows[0]["bvtv_error_percent"] == -100.0  # 0.5 is no bone: not above the threshold
     assert (neck["ssim"], neck["psnr_db"], neck["dice"]) == (1.0, math.inf, 1.0)
     assert whole["region"] == "Whole femur" and whole["dice"] == 1.0  # the change is off the mask
     assert whole["bvtv_reference"] == bone_volume_fraction(reference, mask=mask)

@@ -525,7 +525,8 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
 
 def _validation_report(folder, errors, bone):
     """heldout.csv and heldout_images.csv of models with these nine mean |errors| each (NaN:
-    a boneless ROI) and per ROI and the whole femur these (|BV/TV error| %, Tb.Th ratio)."""
+    a boneless ROI) and per ROI and the whole femur these (|BV/TV error| %, Tb.Th ratio,
+    |mass error| %)."""
     regions = ["Femoral head", "Femoral neck", "Intertrochanteric region"]
     header = ["region", "stiffness"] + [f"{label} |error| %" for label in errors]
     lines = [",".join(header)]
@@ -534,10 +535,13 @@ def _validation_report(folder, errors, bone):
         lines.append(",".join([regions[k // 3], ("E_x", "E_y", "E_xy")[k % 3], *values]))
     folder.mkdir()
     (folder / "heldout.csv").write_text("\n".join(lines))
-    lines = ["model,region,bvtv_abs_error_percent,tbth_reference,tbth_reconstruction"]
+    lines = [
+        "model,region,bvtv_abs_error_percent,mass_abs_error_percent,tbth_reference,"
+        "tbth_reconstruction"
+    ]
     for label in errors:
-        for region, (bvtv, ratio) in zip([*regions, "Whole femur"], bone[label], strict=True):
-            lines.append(f"{label},{region},{bvtv},0.2,{0.2 * ratio}")
+        for region, (bvtv, ratio, mass) in zip([*regions, "Whole femur"], bone[label], strict=True):
+            lines.append(f"{label},{region},{bvtv},{mass},0.2,{0.2 * ratio}")
     (folder / "heldout_images.csv").write_text("\n".join(lines))
 
 
@@ -547,27 +551,30 @@ def test_the_model_is_chosen_by_stiffness_among_those_with_bone_like_the_referen
     errors = {
         "thick": [20.0] * 9,  # the stiffest: too-thick struts
         "massive": [25.0] * 9,  # too much bone in the neck
+        "heavy": [30.0] * 9,  # too much mass in the head, though not above the threshold
         "fit": [40.0] * 8 + [np.nan],  # a boneless component counts for none
         "other": [41.0] * 9,
     }
-    like = [(1.0, 1.2)] * 3 + [(30.0, 3.0)]  # the whole femur is no ROI: not guarded
+    like = [(1.0, 1.2, 0.5)] * 3 + [(30.0, 3.0, 9.0)]  # the whole femur is no ROI: not guarded
     bone = {
-        "thick": [(1.0, 1.2), (1.0, 1.6), (1.0, 1.2), (1.0, 1.0)],
-        "massive": [(1.0, 1.2), (12.0, 1.2), (1.0, 1.2), (1.0, 1.0)],
+        "thick": [(1.0, 1.2, 0.5), (1.0, 1.6, 0.5), (1.0, 1.2, 0.5), (1.0, 1.0, 0.5)],
+        "massive": [(1.0, 1.2, 0.5), (12.0, 1.2, 0.5), (1.0, 1.2, 0.5), (1.0, 1.0, 0.5)],
+        "heavy": [(1.0, 1.2, 3.0), (1.0, 1.2, 0.5), (1.0, 1.2, 0.5), (1.0, 1.0, 0.5)],
         "fit": like,
         "other": like,
     }
     _validation_report(tmp_path / "validation", errors, bone)
     label, sums = choose_model(tmp_path / "validation")
     assert label == "fit"
-    assert sums == {"thick": 180.0, "massive": 225.0, "fit": 320.0, "other": 369.0}
+    assert sums == {"thick": 180.0, "massive": 225.0, "heavy": 270.0, "fit": 320.0, "other": 369.0}
     # Looser bounds let the stiffest through.
     assert choose_model(tmp_path / "validation", bvtv_error=15, tbth_ratio=2)[0] == "thick"
+    assert choose_model(tmp_path / "validation", mass_error=5)[0] == "heavy"
 
     del errors["fit"], errors["other"]
     _validation_report(tmp_path / "none", errors, bone)
     reasons = r"thick: Femoral neck Tb.Th 1.60 x .*massive: Femoral neck \|BV/TV error\| 12.0 %"
-    with pytest.raises(ValueError, match=reasons):
+    with pytest.raises(ValueError, match=reasons + r".*heavy: Femoral head \|mass error\| 3.0 %"):
         choose_model(tmp_path / "none")
 
 

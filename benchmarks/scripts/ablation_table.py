@@ -4,7 +4,8 @@ Reads ``femsr report`` folders (one or several, e.g. one per femur) whose models
 ``SETTING-sSEED`` (as ``device_ablation.sh`` names its runs) and prints, per setting, the nine
 mean |stiffness errors| (each the mean over the femurs of one seed's model, of those whose
 reference ROI holds bone), the worst single-femur |error|, and the mean SSIM, Dice, |BV/TV
-error| and Tb.Th over the ROIs and femurs, each as mean ± sample sd over the seeds.
+error|, |bone mass error| and Tb.Th over the ROIs and femurs, each as mean ± sample sd over the
+seeds.
 
     python benchmarks/scripts/ablation_table.py out/report_femur_01 out/report_femur_14 ...
     python benchmarks/scripts/ablation_table.py --models benchmarks/runs/ablation
@@ -21,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from femsr.evaluate import COMPONENTS, REGION_NAMES
+
+IMAGE_MEASURES = ("ssim", "dice", "bvtv_error_percent", "mass_error_percent", "tbth_reconstruction")
 
 
 def setting_of(label: str) -> str:
@@ -48,9 +51,9 @@ def per_model(reports: list[Path]) -> dict[str, dict[str, float]]:
         errors[row["model"]][key].append(abs(float(row["error_percent"])))
     images: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in (row for report in reports for row in read(report / "per_femur_images.csv")):
-        for name in ("ssim", "dice", "bvtv_error_percent", "tbth_reconstruction"):
-            value = float(row[name])
-            images[row["model"]][name].append(abs(value) if name.startswith("bvtv") else value)
+        for name in IMAGE_MEASURES:
+            value = float(row.get(name, "nan"))  # reports before the mass column: n/a
+            images[row["model"]][name].append(abs(value) if "error" in name else value)
     measures = {}
     for model, by_key in errors.items():
         every = [e for values in by_key.values() for e in values]
@@ -77,9 +80,10 @@ def table(reports: list[Path]) -> str:
         settings[setting_of(model)].append(model)
     stiffness = [(region, c) for region in REGION_NAMES for c in COMPONENTS]
     columns = [f"{REGION_NAMES[region]} {c}" for region, c in stiffness]
-    columns += ["worst femur", "ssim", "dice", "bvtv_error_percent", "tbth_reconstruction"]
+    columns += ["worst femur", *IMAGE_MEASURES]
     names = [f"{region} {c} %" for region, c in stiffness]
-    names += ["worst femur %", "SSIM", "Dice", "BV/TV abs. error %", "Tb.Th (mm)"]
+    names += ["worst femur %", "SSIM", "Dice", "BV/TV abs. error %", "mass abs. error %"]
+    names += ["Tb.Th (mm)"]
     lines = [
         "| setting | seeds | " + " | ".join(names) + " |",
         "|" + " --- |" * (len(columns) + 2),

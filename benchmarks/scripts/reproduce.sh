@@ -12,7 +12,8 @@
 # 4. export them and choose one on the validation femurs alone, by a rule fixed before any
 #    test score is read (femsr.report.choose_model, out/validation): the smallest sum of the
 #    nine mean |stiffness errors| among the models whose ROIs hold bone like the reference's
-#    (mean |BV/TV error| at most 10 %, mean Tb.Th at most 1.5 times the reference's)
+#    (mean |BV/TV error| at most 10 %, mean Tb.Th at most 1.5 times the reference's, mean
+#    |bone mass error| at most 2 %)
 # 5. score them on the test femurs beside the paper's Table 1 (out/report), and bundle the
 #    chosen model and the first test femur into femsr/data
 # 6. the paper's protocol inside the dataset: the chosen setting trained on 7 of the train
