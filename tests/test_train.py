@@ -170,6 +170,29 @@ def test_mass_term_improves_mass_consistency(tmp_path, loss):
     assert errors[1] < errors[0]
 
 
+def test_training_flushes_subnormal_numbers_and_restores_the_mode(tmp_path):
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormal numbers")
+
+    class Probe(Dataset):
+        """TRAIN, noting whether a subnormal float32 survives when an item is read."""
+
+        def __init__(self):
+            self.seen = set()
+
+        def __len__(self):
+            return len(TRAIN)
+
+        def __getitem__(self, index):
+            self.seen.add(torch.tensor([1e-39]).item())
+            return TRAIN[index]
+
+    probe = Probe()
+    train(CFG, probe, VAL, out_dir=tmp_path, epochs=1, batch_size=4, progress=False, device="cpu")
+    assert 0.0 in probe.seen  # the epochs read under the flush (the argument check before)
+    assert torch.tensor([1e-39]).item() > 0.0
+
+
 def test_same_seed_same_weights(tmp_path):
     first = run(tmp_path, "a", seed=7)
     second = run(tmp_path, "b", seed=7)
