@@ -245,7 +245,7 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]
 
 @contextlib.contextmanager
 def _flush_subnormals() -> Iterator[None]:
-    """Float32 results under 1.2e-38 become 0 on the CPU meanwhile, as they were before after.
+    """While it runs, float32 results under 1.2e-38 become 0 on the CPU; the mode is restored.
 
     A step of the L2 loss meets such subnormal numbers, which x86 CPUs process many times slower
     than normal ones: flushing them made an epoch of L2 + mass 4.7 times faster on the CPU, to

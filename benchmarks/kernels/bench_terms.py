@@ -12,6 +12,7 @@ subnormal float32 numbers kept, torch's default, and flushed to zero, as ``femsr
 """
 
 import argparse
+import contextlib
 import time
 from functools import partial
 
@@ -23,6 +24,7 @@ from femsr import io, losses
 from femsr.demo import BUNDLED_FEMUR
 from femsr.export import load_model, predict
 from femsr.reconstruct import BUNDLED_MODEL
+from femsr.train import _flush_subnormals
 
 BATCH = 64
 SCALE = 10
@@ -73,11 +75,8 @@ def problem():
 def test_training_step(benchmark, problem, term, flush):
     benchmark.group = "training step, batch of 64"
     net, lr, hr = problem
-    torch.set_flush_denormal(flush)
-    try:
+    with _flush_subnormals() if flush else contextlib.nullcontext():
         assert np.isfinite(benchmark(step, net, lr, hr, TERMS[term]))
-    finally:
-        torch.set_flush_denormal(False)
 
 
 @pytest.mark.parametrize("tta", [False, True])
@@ -112,13 +111,12 @@ def table(threads, repeats):
     net, lr, hr = batch()
     net.train()
     kept = step_times(net, lr, hr, repeats)
-    torch.set_flush_denormal(True)
-    flushed = step_times(net, lr, hr, repeats)
+    with _flush_subnormals():
+        flushed = step_times(net, lr, hr, repeats)
     rows = ["| step | subnormals kept | flushed (`femsr train`) |", "|---|---|---|"]
     for term, weights in TERMS.items():
         form = "+.2f" if weights else ".2f"
         rows.append(f"| {term} | {kept[term]:{form}} s | {flushed[term]:{form}} s |")
-    torch.set_flush_denormal(False)
     net.eval()
     for tta in (False, True):
         seconds = best_time(partial(predict, tta=tta), repeats, net, lr.numpy())
