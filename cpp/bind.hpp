@@ -28,5 +28,6 @@ void bind_fem(py::module_& m);
 void bind_topopt(py::module_& m);
 void bind_seam(py::module_& m);
 void bind_mg(py::module_& m);
+void bind_thin(py::module_& m);
 
 }  // namespace femsr::bind

@@ -6,4 +6,5 @@ PYBIND11_MODULE(_core, m) {
   femsr::bind::bind_topopt(m);
   femsr::bind::bind_seam(m);
   femsr::bind::bind_mg(m);
+  femsr::bind::bind_thin(m);
 }

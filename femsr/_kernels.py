@@ -19,6 +19,7 @@ import scipy.sparse as sp
 from femsr import _core
 from femsr.reference import fem as ref_fem
 from femsr.reference import quilt as ref_quilt
+from femsr.reference import thin as ref_thin
 from femsr.reference import topopt as ref_topopt
 
 _INDEX_LIMIT = np.iinfo(np.int32).max
@@ -304,3 +305,16 @@ def compose_rows(
     owner = np.empty(shape, dtype=np.int32) if strip_owner is not None else None
     _core.compose_rows(strips, ncols, stride, masks, ramp, strip_owner, image, owner)
     return image, owner
+
+
+# ---------------------------------------------------------------------------------------------
+# Thinning
+
+
+def thin(mask: np.ndarray, backend: str) -> np.ndarray:
+    """As :func:`femsr.reference.thin.thin`: the skeleton of a uint8 0/1 mask."""
+    if backend == "python":
+        return ref_thin.thin(mask)
+    skeleton = mask.copy()
+    _core.thin(skeleton)
+    return skeleton

@@ -96,8 +96,9 @@ def check_finite_array(name: str, value: object, ndim: int) -> np.ndarray:
     return array
 
 
-def check_density(density: object) -> np.ndarray:
-    """Validate a density image and return it as C-contiguous float64 (ny, nx).
+def check_density(density: object, name: str = "density") -> np.ndarray:
+    """Validate a density image (``name`` in the messages) and return it as C-contiguous
+    float64 (ny, nx).
 
     Raises
     ------
@@ -113,12 +114,12 @@ def check_density(density: object) -> np.ndarray:
     ...
     ValueError: density must lie in [0, 1], got values in [0, 1.5]
     """
-    array = check_finite_array("density", density, 2)
+    array = check_finite_array(name, density, 2)
     if array.size == 0:
-        raise ValueError(f"density must not be empty, got shape {array.shape}")
+        raise ValueError(f"{name} must not be empty, got shape {array.shape}")
     low, high = array.min(), array.max()
     if low < 0.0 or high > 1.0:
-        raise ValueError(f"density must lie in [0, 1], got values in [{low:g}, {high:g}]")
+        raise ValueError(f"{name} must lie in [0, 1], got values in [{low:g}, {high:g}]")
     return array
 
 

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 _E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
 _TTA_HELP = "average each window over its 8 turns and mirrors (8x the inference)"
+_CRISP_HELP = "redraw the result crisp (0/1) at the bone mass of every LR pixel, struts kept"
 
 
 def _fe(args: argparse.Namespace) -> int:
@@ -660,6 +661,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "method": args.method,
         "tta": args.tta,
+        "crisp": args.crisp,
     }
     if args.input.is_dir():
         if args.landmarks is not None:
@@ -725,6 +727,7 @@ def _add_reconstruct(commands: _Commands) -> None:
         "--batch-size", type=int, default=INFERENCE_BATCH, help="windows per forward pass"
     )
     command.add_argument("--tta", action="store_true", help=_TTA_HELP)
+    command.add_argument("--crisp", action="store_true", help=_CRISP_HELP)
     command.add_argument(
         "--pixel-size",
         type=float,
@@ -752,6 +755,7 @@ def _demo(args: argparse.Namespace) -> int:
         femur_file=args.femur,
         device=args.device,
         tta=args.tta,
+        crisp=args.crisp,
         progress=args.progress,
     )
     print((args.output / "table.md").read_text(encoding="utf-8"))
@@ -779,6 +783,7 @@ def _add_demo(commands: _Commands) -> None:
     command.add_argument("--femur", type=Path, help="femur file (default: the bundled one)")
     command.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     command.add_argument("--tta", action="store_true", help=_TTA_HELP)
+    command.add_argument("--crisp", action="store_true", help=_CRISP_HELP)
     command.set_defaults(run=_demo)
 
 
@@ -850,6 +855,7 @@ def _report(args: argparse.Namespace) -> int:
         args.output,
         device=args.device,
         tta=[label for label, _ in args.tta_model],
+        crisp=args.crisp,
         E0=args.E0,
         progress=args.progress,
     )
@@ -887,6 +893,11 @@ def _add_report(commands: _Commands) -> None:
         metavar="LABEL=FILE",
         help="a model to evaluate with test-time averaging over the 8 symmetries of the square "
         "(repeat for more)",
+    )
+    command.add_argument(
+        "--crisp",
+        action="store_true",
+        help="also score every model's reconstructions redrawn crisp, as LABEL+crisp",
     )
     command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
     chosen = command.add_mutually_exclusive_group()

@@ -35,6 +35,7 @@ def demo(
     femur_file: str | os.PathLike[str] | None = None,
     device: str = "auto",
     tta: bool = False,
+    crisp: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Reconstruct a held-out femur from its 500 µm image and score it; returns the timings.
@@ -57,6 +58,9 @@ def demo(
     tta : bool
         Test-time dihedral averaging of both reconstructions (:func:`femsr.reconstruct`):
         eight times the inference.
+    crisp : bool
+        Redraw both reconstructions crisp at the bone mass of every LR pixel
+        (:func:`femsr.crisp.draw_struts`).
     progress : bool
         Show a tqdm bar of the reconstruction on stderr. Each stage and its seconds are
         logged (INFO, logger ``femsr.demo``) whatever ``progress``.
@@ -65,8 +69,8 @@ def demo(
     -------
     dict
         Seconds per stage (``load``, ``reconstruct`` with its ``lr_fe``/``inference``/
-        ``quilting`` split, ``without_quilting``, ``evaluate``, ``total``), the device and
-        ``tta``.
+        ``quilting`` split, ``without_quilting``, ``evaluate``, ``total``), the device,
+        ``tta`` and ``crisp``.
 
     Raises
     ------
@@ -104,12 +108,13 @@ def demo(
     now = stage("load", started)
 
     stats: dict[str, Any] = {}
-    options: dict[str, Any] = {"model": model, "device": device, "tta": tta}
+    options: dict[str, Any] = {"model": model, "device": device, "tta": tta, "crisp": crisp}
     hr = reconstruct(lr, progress=progress, stats=stats, **options)[: shape[0], : shape[1]]
     now = stage("reconstruct", now)
     timings.update({key: stats[key] for key in ("lr_fe", "inference", "quilting")})
     timings["device"] = str(stats["device"])
     timings["tta"] = tta
+    timings["crisp"] = crisp
     io.save_femur(
         out / "reconstruction.npz",
         io.FemurImage(hr, reference.pixel_size, reference.femur, {"source": source.name}),

@@ -21,9 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from femsr import agreement, dataset, defaults, evaluate, io, morphometry
+from femsr.crisp import draw_struts
 from femsr.reconstruct import reconstruct
 
-__all__ = ["PAPER_TABLE1", "choose_model", "heldout_report"]
+__all__ = ["PAPER_TABLE1", "choose_model", "crisp_label", "heldout_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ def heldout_report(
     *,
     device: str = "auto",
     tta: Collection[str] = (),
+    crisp: bool = False,
     E0: float = defaults.TISSUE_MODULUS,
     progress: bool = True,
 ) -> evaluate.Table:
@@ -74,6 +76,10 @@ def heldout_report(
         Labels of the models that reconstruct with test-time averaging over the 8 symmetries
         of the square (:func:`femsr.reconstruct` ``tta=True``). The same file under two labels,
         one of them here, measures what the averaging does.
+    crisp : bool
+        Also measure each model's reconstructions redrawn crisp at the mass of the input
+        (:func:`femsr.reconstruct` ``crisp=True``) as the model ``"<label>+crisp"``
+        (:func:`crisp_label`), from the same inference.
     E0 : float
         Tissue modulus (MPa) of the stiffness computation.
     progress : bool
@@ -94,11 +100,16 @@ def heldout_report(
     unknown = sorted(set(tta) - set(models))
     if unknown:
         raise ValueError(f"tta names model(s) not evaluated: {unknown}")
+    taken = sorted(crisp_label(label) for label in models if crisp and crisp_label(label) in models)
+    if taken:
+        raise ValueError(f"with crisp, the label(s) {taken} would name two models")
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
-    measured = _measured(femur_files, models, out, device=device, tta=tta, E0=E0, progress=progress)
+    measured = _measured(
+        femur_files, models, out, device=device, tta=tta, crisp=crisp, E0=E0, progress=progress
+    )
     for stem, label, table, measures, paired in measured:
         rows.extend({"femur": stem, "model": label, **row} for row in table.rows)
         image_rows.extend({"femur": stem, "model": label, **row} for row in measures.rows)
@@ -106,9 +117,10 @@ def heldout_report(
     per_femur = evaluate.Table(("femur", "model", *table.columns), tuple(rows))
     per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
     per_femur_measures = evaluate.Table(("femur", "model", *paired.columns), tuple(pairs))
-    summary = _summary(per_femur, list(models))
-    images = _image_summary(per_femur_images, list(models))
-    agreed = _agreement(pairs, list(models))
+    labels = [name for label in models for name in (label, crisp_label(label))[: 1 + crisp]]
+    summary = _summary(per_femur, labels)
+    images = _image_summary(per_femur_images, labels)
+    agreed = _agreement(pairs, labels)
     texts = {
         "per_femur_measures.csv": per_femur_measures.to_csv(),
         "agreement.csv": agreed.to_csv(),
@@ -134,6 +146,11 @@ def heldout_report(
         with io.atomic_write(out / name, "w") as stream:
             stream.write(text)
     return summary
+
+
+def crisp_label(label: str) -> str:
+    """The label of a model's reconstructions redrawn crisp in a report."""
+    return f"{label}+crisp"
 
 
 def choose_model(
@@ -212,6 +229,7 @@ def _measured(
     *,
     device: str,
     tta: Collection[str],
+    crisp: bool,
     E0: float,
     progress: bool,
 ) -> Iterator[tuple[str, str, evaluate.Table, evaluate.Table, evaluate.Table]]:
@@ -240,32 +258,37 @@ def _measured(
         for label, model in models.items():
             stats: dict[str, float] = {}
             hr = reconstruct(lr, model=model, device=device, tta=label in tta, stats=stats)
-            hr = hr[: shape[0], : shape[1]]
-            io.write_image(out / label / f"{path.stem}.png", hr, bits=8)
-            table = evaluate.roi_table(reference.density, hr, rois, E0=E0, h=reference.pixel_size)
-            measures = evaluate.image_table(
-                reference.density, hr, rois, mask=mask, pixel_size=reference.pixel_size
-            )
-            paired = agreement.roi_measures(
-                reference.density,
-                hr,
-                reference.femur,
-                reference.pixel_size,
-                E0=E0,
-                stiffness=table,
-                reference_morphometry=reference_rows,
-            )
-            errors = [abs(row["error_percent"]) for row in table.rows]
-            worst = max((e for e in errors if not math.isnan(e)), default=math.nan)
-            logger.info(
-                "report: %s with %s: %.1f s, largest |error| %.1f %%",
-                path.stem,
-                label,
-                stats["total"],
-                worst,
-            )
+            drawn = {label: hr[: shape[0], : shape[1]]}
+            if crisp:
+                drawn[crisp_label(label)] = draw_struts(hr, mass=lr.density)[: shape[0], : shape[1]]
+            for name, image in drawn.items():
+                io.write_image(out / name / f"{path.stem}.png", image, bits=8)
+                table = evaluate.roi_table(
+                    reference.density, image, rois, E0=E0, h=reference.pixel_size
+                )
+                measures = evaluate.image_table(
+                    reference.density, image, rois, mask=mask, pixel_size=reference.pixel_size
+                )
+                paired = agreement.roi_measures(
+                    reference.density,
+                    image,
+                    reference.femur,
+                    reference.pixel_size,
+                    E0=E0,
+                    stiffness=table,
+                    reference_morphometry=reference_rows,
+                )
+                errors = [abs(row["error_percent"]) for row in table.rows]
+                worst = max((e for e in errors if not math.isnan(e)), default=math.nan)
+                logger.info(
+                    "report: %s with %s: %.1f s, largest |error| %.1f %%",
+                    path.stem,
+                    name,
+                    stats["total"],
+                    worst,
+                )
+                yield path.stem, name, table, measures, paired
             bar.update()
-            yield path.stem, label, table, measures, paired
     bar.close()
 
 

@@ -11,6 +11,7 @@ import pytest
 import femsr
 from femsr import dataset, encoding
 from femsr.cli import main
+from femsr.crisp import draw_struts
 from femsr.femur import Femur
 from femsr.io import FemurImage, read_image, save_femur, write_image
 
@@ -496,22 +497,22 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     averaged = tmp_path / "averaged"
     argv = ["report", str(folder), "--only", "femur_0", "--model", f"A={path}"]
     argv += ["--tta-model", f"A8={path}", "--output", str(averaged), "--device", "cpu", "-q"]
-    assert main(argv) == 0
+    assert main([*argv, "--crisp"]) == 0  # --crisp: each model as drawn and redrawn crisp
     rows = list(csv.DictReader((averaged / "per_femur.csv").read_text().splitlines()))
+    assert list(dict.fromkeys(r["model"] for r in rows)) == ["A", "A+crisp", "A8", "A8+crisp"]
     reference = read_image(folder / "femur_0.npz")[0]
     lr = dataset.downscale(reference, 10)
     for model, tta in (("A", False), ("A8", True)):
-        hr = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu", tta=tta)
-        table = roi_table(
-            reference,
-            hr[: mask.shape[0], : mask.shape[1]],
-            bone.rois(PIXEL / 10),
-            E0=15e3,
-            h=PIXEL / 10,
-        )
-        mine = [float(r["error_percent"]) for r in rows if r["model"] == model]
-        np.testing.assert_allclose(mine, [r["error_percent"] for r in table.rows], rtol=1e-3)
+        full = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu", tta=tta)
+        hr = full[: mask.shape[0], : mask.shape[1]]
+        crisp = draw_struts(full, mass=lr)[: mask.shape[0], : mask.shape[1]]
+        for label, image in ((model, hr), (f"{model}+crisp", crisp)):
+            table = roi_table(reference, image, bone.rois(PIXEL / 10), E0=15e3, h=PIXEL / 10)
+            mine = [float(r["error_percent"]) for r in rows if r["model"] == label]
+            np.testing.assert_allclose(mine, [r["error_percent"] for r in table.rows], rtol=1e-3)
     assert [float(r["error_percent"]) for r in rows if r["model"] == "A"] != mine
+    with pytest.raises(ValueError, match="would name two models"):
+        heldout_report([folder / "femur_0.npz"], {"A": path, "A+crisp": path}, averaged, crisp=True)
     assert main(["report", str(folder), "--output", str(averaged)]) == 2
     assert "no models" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not evaluated"):
@@ -598,3 +599,21 @@ def test_the_bundled_model_reconstructs_the_bundled_femur_better_than_upsampling
     error = np.abs(hr - reference.density)[inside].mean()
     baseline_error = np.abs(baseline[: shape[0], : shape[1]] - reference.density)[inside].mean()
     assert error < 0.7 * baseline_error
+
+
+def test_crisp_redraws_the_result_at_its_block_masses(exported, femur_lr):
+    """reconstruct(crisp=True) is draw_struts of the grey result: 0 and 1, every 10 x 10 block
+    at the mass of its LR pixel to the nearest pixel."""
+    _, path = exported
+    bone, _, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "model": path, "device": "cpu"}
+    stats = {}
+    drawn = reconstruct(lr, crisp=True, stats=stats, **options)
+    grey = reconstruct(lr, **options)
+    np.testing.assert_array_equal(drawn, draw_struts(grey, mass=lr))
+    assert stats["crisp"] is True and drawn.dtype == np.float32
+    assert set(np.unique(drawn)) == {0.0, 1.0}
+    counts = drawn.reshape(lr.shape[0], 10, lr.shape[1], 10).sum(axis=(1, 3))
+    assert np.abs(counts - 100 * lr).max() <= 0.5 + 1e-6
+    with pytest.raises(TypeError, match="crisp must be a bool"):
+        reconstruct(lr, crisp=1, **options)

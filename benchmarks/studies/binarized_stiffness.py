@@ -1,10 +1,12 @@
-"""ROI stiffness errors of a reconstruction as the network draws it, binarized at 0.5, and with
-each 10 x 10 block scaled to the bone mass of its input pixel.
+"""ROI stiffness errors of a reconstruction as the network draws it, binarized at 0.5, with each
+10 x 10 block scaled to the bone mass of its input pixel, and redrawn crisp.
 
     python benchmarks/studies/binarized_stiffness.py benchmarks/femurs/femur_{01,14}.npz
     python benchmarks/studies/binarized_stiffness.py benchmarks/femurs/femur_01.npz \
         --model benchmarks/runs/l2_mass_ft2/best.pt \
         --model benchmarks/runs/l2_mass_cldice_ft/best.pt
+    python benchmarks/studies/binarized_stiffness.py benchmarks/femurs/femur_{01,14,26,27}.npz \
+        --tta --crisp 0.05 0.1 0.15 0.2
 
 Each femur is reconstructed (by the bundled model, else each ``--model``) from its block mean
 (``femsr.dataset.downscale_femur``), and its nine signed ROI stiffness errors
@@ -16,14 +18,18 @@ printed for
   is the SIMP penalty on grey pixels or struts that the network breaks;
 * ``mass``: every 10 x 10 block multiplied by (its input pixel / its mean), clipped to [0, 1],
   repeated until the blocks hold their input's mass: whether a model's stiffness comes from its
-  structure or from bone its input does not hold.
+  structure or from bone its input does not hold;
+* ``crisp T`` (with ``--crisp``): ``femsr.crisp.draw_struts`` at the input's block masses
+  with the centrelines of ``reconstruction > T``: the threshold's effect.
+
+With ``--tta`` the reconstructions average the 8 symmetries of the square.
 """
 
 import argparse
 
 import numpy as np
 
-from femsr import dataset, evaluate, io
+from femsr import crisp, dataset, evaluate, io
 from femsr.reconstruct import reconstruct
 
 FACTOR = 10
@@ -46,6 +52,10 @@ def main() -> None:
     parser.add_argument(
         "--model", action="append", help="exported model (repeat; default: the bundled one)"
     )
+    parser.add_argument("--tta", action="store_true", help="test-time dihedral averaging")
+    parser.add_argument(
+        "--crisp", nargs="+", type=float, default=[], metavar="T", help="draw_struts thresholds"
+    )
     args = parser.parse_args()
     for path in args.femurs:
         image = io.load_femur(path)
@@ -53,12 +63,17 @@ def main() -> None:
         lr = dataset.downscale_femur(image)
         rois = image.femur.rois(image.pixel_size)
         for model in args.model or [None]:
-            grey = reconstruct(lr, model=model, device="cpu")[:rows, :columns]
+            full = reconstruct(lr, model=model, device="cpu", tta=args.tta)
+            grey = full[:rows, :columns]
             drawn = {
                 "grey": grey,
                 "binarized": (grey > 0.5).astype(float),
                 "mass": mass_projected(grey, lr.density),
             }
+            for threshold in args.crisp:
+                drawn[f"crisp {threshold:g}"] = crisp.draw_struts(
+                    full, mass=lr.density, threshold=threshold
+                )[:rows, :columns]
             for label, density in drawn.items():
                 table = evaluate.roi_table(image.density, density, rois, E0=1.0, h=image.pixel_size)
                 errors = " ".join(f"{row['error_percent']:+.1f}" for row in table.rows)
