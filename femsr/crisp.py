@@ -6,11 +6,14 @@ crisp reference blurred by a Gaussian of one pixel (50 µm) loses 30-45 % of its
 the same mass. :func:`draw_struts` redraws a reconstruction crisp without moving bone between LR
 pixels: it thins the bone the network draws (``density > threshold``) to its centrelines
 (:func:`thin`, Zhang & Suen 1984), and fills each ``factor`` x ``factor`` block with as many
-bone pixels as its density sums to, those nearest a centreline first (ties: the denser first).
+bone pixels as its LR pixel's density holds, those nearest a centreline first, weighed against
+their density (one unit of density counts as :data:`DENSITY_WEIGHT` pixels nearer).
 Every strut the network draws, however faint, keeps a crisp core, so joints stay joined.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -18,10 +21,12 @@ import scipy.ndimage as ndi
 from femsr import _kernels
 from femsr.checks import check_density
 
-__all__ = ["draw_struts", "thin"]
+__all__ = ["DENSITY_WEIGHT", "THRESHOLD", "draw_struts", "thin"]
 
-# Bone whose centrelines are drawn; chosen on the validation femurs (benchmarks/RESULTS.md).
+# Bone whose centrelines are drawn, and how many pixels nearer a centreline one unit of density
+# is worth in the ranking; both chosen on the validation femurs (benchmarks/RESULTS.md).
 THRESHOLD = 0.15
+DENSITY_WEIGHT = 2.0
 
 
 def thin(mask: np.ndarray, *, backend: str = "cpp") -> np.ndarray:
@@ -64,6 +69,7 @@ def draw_struts(
     *,
     mass: np.ndarray | None = None,
     threshold: float = THRESHOLD,
+    density_weight: float = DENSITY_WEIGHT,
     backend: str = "cpp",
 ) -> np.ndarray:
     """``density`` redrawn crisp (0 or 1), each ``factor`` x ``factor`` block at a given bone mass.
@@ -71,8 +77,9 @@ def draw_struts(
     Blocks are counted from the top left corner (the LR pixels of a reconstruction). A block
     holds ``round(m n)`` bone pixels, ``n`` its pixels inside the image and ``m`` its mean
     density in ``mass`` (the LR image) or, without it, in ``density``: its mean density is
-    ``m`` to ``0.5 / n``. They are the pixels nearest to a centreline of ``density > threshold``,
-    ties going to the denser.
+    ``m`` to ``0.5 / n``. They are the pixels of highest ``density_weight * density -
+    distance``, the distance in pixels to the nearest centreline of ``density > threshold``:
+    near a centreline, and where the network drew more bone (joints are drawn denser).
 
     Parameters
     ----------
@@ -86,6 +93,8 @@ def draw_struts(
         blocks' own.
     threshold : float
         Density above which a pixel is bone whose centreline is kept, in [0, 1).
+    density_weight : float
+        Pixels of distance that one unit of density makes up for, >= 0.
     backend : {"cpp", "python"}
         Of the thinning (:func:`thin`).
 
@@ -107,6 +116,8 @@ def draw_struts(
         raise ValueError(f"factor must be a positive integer, got {factor!r}")
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
+    if not (math.isfinite(density_weight) and density_weight >= 0.0):
+        raise ValueError(f"density_weight must be finite and >= 0, got {density_weight}")
     ny, nx = density.shape
     rows, columns = -(-ny // factor), -(-nx // factor)
     if mass is not None:
@@ -120,7 +131,7 @@ def draw_struts(
     distance = ndi.distance_transform_edt(~skeleton) if skeleton.any() else np.zeros(density.shape)
     # Padding ranks last in its block (-inf) and counts for no pixel.
     rank = np.full((rows * factor, columns * factor), -np.inf)
-    rank[:ny, :nx] = density - distance
+    rank[:ny, :nx] = density_weight * density - distance
     inside = np.zeros(rank.shape)
     inside[:ny, :nx] = 1.0
 

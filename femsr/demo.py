@@ -69,7 +69,7 @@ def demo(
     -------
     dict
         Seconds per stage (``load``, ``reconstruct`` with its ``lr_fe``/``inference``/
-        ``quilting`` split, ``without_quilting``, ``evaluate``, ``total``), the device,
+        ``quilting``/``redraw`` split, ``without_quilting``, ``evaluate``, ``total``), the device,
         ``tta`` and ``crisp``.
 
     Raises
@@ -111,7 +111,7 @@ def demo(
     options: dict[str, Any] = {"model": model, "device": device, "tta": tta, "crisp": crisp}
     hr = reconstruct(lr, progress=progress, stats=stats, **options)[: shape[0], : shape[1]]
     now = stage("reconstruct", now)
-    timings.update({key: stats[key] for key in ("lr_fe", "inference", "quilting")})
+    timings.update({key: stats[key] for key in ("lr_fe", "inference", "quilting", "redraw")})
     timings["device"] = str(stats["device"])
     timings["tta"] = tta
     timings["crisp"] = crisp

@@ -115,10 +115,32 @@ def test_a_faint_joint_stays_joined():
     assert drawn[10:20, 20:40].sum() == pytest.approx(image[10:20, 20:40].sum(), abs=1.0)
 
 
+def test_the_density_weight_trades_density_against_distance():
+    """Weighted heavily, density alone ranks: each block keeps its densest pixels; at 0,
+    distance alone does, and a dense pixel far from every centreline loses to a faint one on it."""
+    rng = np.random.default_rng(4)
+    density = ndi.gaussian_filter(rng.random((30, 40)), 1.0)
+    drawn = draw_struts(density, density_weight=1e6)
+    for r in range(0, 30, 10):
+        for c in range(0, 40, 10):
+            block = np.s_[r : r + 10, c : c + 10]
+            kept = density[block][drawn[block] == 1]
+            dropped = density[block][drawn[block] == 0]
+            assert kept.size == 0 or dropped.size == 0 or kept.min() >= dropped.max()
+    image = np.zeros((10, 10))
+    image[:, 2] = 0.2  # a faint strut, whose centreline is column 2
+    image[0:2, 7:9] = 0.9  # a dense 2 x 2 speck: thinning leaves it no centreline
+    assert not thin(image > 0.15)[:, 7:].any()
+    assert draw_struts(image, density_weight=0)[:, 7:].sum() == 0
+    assert draw_struts(image, density_weight=10)[:2, 7:9].sum() == 4
+
+
 def test_draw_struts_errors():
     with pytest.raises(ValueError, match="factor"):
         draw_struts(np.zeros((10, 10)), 0)
     with pytest.raises(ValueError, match="threshold"):
         draw_struts(np.zeros((10, 10)), threshold=1.0)
+    with pytest.raises(ValueError, match="density_weight"):
+        draw_struts(np.zeros((10, 10)), density_weight=-1.0)
     with pytest.raises(ValueError):
         draw_struts(np.full((10, 10), 1.5))
