@@ -11,7 +11,8 @@ stiffness component over the femurs whose reference ROI holds bone (``femsr.eval
 the worst single error, the ROIs' BV/TV and median Tb.Th (``femsr.morphometry.morphometry``) of the
 reconstruction, mean over the femurs and the three ROIs, beside the references' in the header, and
 the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
-folder holds them.
+folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
+(``reconstruct(crisp=True)``).
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
 """
@@ -33,12 +34,12 @@ def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray
 
 
 def errors(
-    image: io.FemurImage, lr: io.FemurImage, model: str | None
+    image: io.FemurImage, lr: io.FemurImage, model: str | None, crisp: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``, and its
     ROIs' BV/TV and median Tb.Th."""
     shape = image.density.shape
-    hr = reconstruct(lr, model=model, device="cpu")[: shape[0], : shape[1]]
+    hr = reconstruct(lr, model=model, device="cpu", crisp=crisp)[: shape[0], : shape[1]]
     table = evaluate.roi_table(
         image.density,
         hr,
@@ -55,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--model", help="exported model (default: the bundled one)")
+    parser.add_argument("--crisp", action="store_true", help="redraw crisp at the input's mass")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
     inputs = [("block mean", None)]
@@ -84,7 +86,7 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 lr = scan.lr_image(ct)
-            stiffness, rois = errors(image, lr, args.model)
+            stiffness, rois = errors(image, lr, args.model, args.crisp)
             found.append(stiffness)
             measured.append(rois)
             seconds += time.perf_counter() - start
