@@ -649,6 +649,11 @@ def _add_evaluate(commands: _Commands) -> None:
     command.set_defaults(run=_evaluate)
 
 
+def _redraw(stats: dict[str, Any]) -> str:
+    """The crisp redrawing's seconds for a timing line, if the result was redrawn."""
+    return f", crisp redrawing {stats['redraw']:.2f} s" if stats["crisp"] else ""
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     """Super-resolve an LR density image (or a folder of them) x10 and write it."""
     from femsr import io
@@ -690,7 +695,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     print(
         f"{ny}x{nx} -> {my}x{mx} in {stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, "
         f"inference {stats['inference']:.2f} s on {stats['device']}, quilting "
-        f"{stats['quilting']:.2f} s); wrote {args.output}"
+        f"{stats['quilting']:.2f} s{_redraw(stats)}); wrote {args.output}"
     )
     return 0
 
@@ -762,7 +767,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(
         f"reconstructed in {timings['reconstruct']:.2f} s on {timings['device']} (LR FE "
         f"{timings['lr_fe']:.2f} s, inference {timings['inference']:.2f} s, quilting "
-        f"{timings['quilting']:.2f} s); total {timings['total']:.1f} s; wrote {args.output}"
+        f"{timings['quilting']:.2f} s{_redraw(timings)}); total {timings['total']:.1f} s; "
+        f"wrote {args.output}"
     )
     return 0
 

@@ -312,6 +312,9 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--quiet"]) == 0
     seam = reconstruct(density, femur=bone, pixel_size=PIXEL, model=net, device="cpu")
     np.testing.assert_allclose(np.load(tmp_path / "hr.npy"), seam, atol=1e-4)
+    assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--crisp", "-q"]) == 0
+    assert "crisp redrawing" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "hr.npy"), draw_struts(seam, mass=density))
     assert main([*args, "--quiet"]) == 2  # the femur's 0.5 mm grid is not 26 x 24
     assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
