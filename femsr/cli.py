@@ -651,7 +651,7 @@ def _add_evaluate(commands: _Commands) -> None:
 
 def _redraw(stats: dict[str, Any]) -> str:
     """The crisp redrawing's seconds for a timing line, if the result was redrawn."""
-    return f", crisp redrawing {stats['redraw']:.2f} s" if stats["crisp"] else ""
+    return f", crisp redrawing {stats['redraw']:.2f} s" if stats.get("crisp") else ""
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
