@@ -19,7 +19,8 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from femsr import _kernels
-from femsr.checks import check_density
+from femsr.checks import check_density, check_int
+from femsr.dataset import downscale
 
 __all__ = ["DENSITY_WEIGHT", "THRESHOLD", "draw_struts", "thin"]
 
@@ -58,7 +59,7 @@ def thin(mask: np.ndarray, *, backend: str = "cpp") -> np.ndarray:
         raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
     if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
         raise TypeError(f"mask must be bool or integer, got {mask.dtype}")
-    if mask.size and not np.isin(mask, (0, 1)).all():
+    if mask.dtype != bool and mask.size and not np.isin(mask, (0, 1)).all():
         raise ValueError("mask must hold 0 and 1 only")
     return _kernels.thin(np.ascontiguousarray(mask, dtype=np.uint8), backend).astype(bool)
 
@@ -111,9 +112,8 @@ def draw_struts(
     >>> draw_struts(grey)[10:20].sum(axis=0)
     array([ 0.,  0.,  0.,  1., 10.,  1.,  0.,  0.,  0.,  0.], dtype=float32)
     """
-    density = check_density(density).astype(np.float64, copy=False)
-    if not (isinstance(factor, (int, np.integer)) and factor >= 1):
-        raise ValueError(f"factor must be a positive integer, got {factor!r}")
+    density = check_density(density)
+    factor = check_int("factor", factor, 1)
     if not 0.0 <= threshold < 1.0:
         raise ValueError(f"threshold must lie in [0, 1), got {threshold}")
     if not (math.isfinite(density_weight) and density_weight >= 0.0):
@@ -129,26 +129,23 @@ def draw_struts(
             )
     skeleton = thin(density > threshold, backend=backend)
     distance = ndi.distance_transform_edt(~skeleton) if skeleton.any() else np.zeros(density.shape)
-    # Padding ranks last in its block (-inf) and counts for no pixel.
+    if mass is None:  # the blocks' sums: their means over factor**2 pixels, padding void
+        count = np.rint(downscale(density, factor) * factor**2).astype(np.int64)
+    else:
+        pixels = np.outer(  # of each block inside the image
+            np.minimum(factor, ny - factor * np.arange(rows)),
+            np.minimum(factor, nx - factor * np.arange(columns)),
+        )
+        count = np.rint(mass * pixels).astype(np.int64)
+    # Padding ranks last in its block (-inf) and is never drawn: no count reaches it.
     rank = np.full((rows * factor, columns * factor), -np.inf)
     rank[:ny, :nx] = density_weight * density - distance
-    inside = np.zeros(rank.shape)
-    inside[:ny, :nx] = 1.0
-
-    def blocks(image: np.ndarray) -> np.ndarray:
-        return (
-            image.reshape(rows, factor, columns, factor)
-            .transpose(0, 2, 1, 3)
-            .reshape(rows, columns, factor * factor)
-        )
-
-    pixels = blocks(inside).sum(axis=2)
-    if mass is None:
-        padded = np.zeros(rank.shape)
-        padded[:ny, :nx] = density
-        mass = blocks(padded).sum(axis=2) / pixels
-    count = np.rint(mass * pixels).astype(np.int64)
-    order = np.argsort(-blocks(rank), axis=2, kind="stable")
+    blocks = (
+        rank.reshape(rows, factor, columns, factor)
+        .transpose(0, 2, 1, 3)
+        .reshape(rows, columns, factor * factor)
+    )
+    order = np.argsort(-blocks, axis=2, kind="stable")
     place = np.empty_like(order)
     np.put_along_axis(place, order, np.arange(factor * factor), axis=2)
     drawn = (place < count[..., None]).astype(np.float32)

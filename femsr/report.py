@@ -117,7 +117,7 @@ def heldout_report(
     per_femur = evaluate.Table(("femur", "model", *table.columns), tuple(rows))
     per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
     per_femur_measures = evaluate.Table(("femur", "model", *paired.columns), tuple(pairs))
-    labels = [name for label in models for name in (label, crisp_label(label))[: 1 + crisp]]
+    labels = list(dict.fromkeys(row["model"] for row in rows))  # as measured, crisp ones too
     summary = _summary(per_femur, labels)
     images = _image_summary(per_femur_images, labels)
     agreed = _agreement(pairs, labels)
@@ -260,7 +260,9 @@ def _measured(
             hr = reconstruct(lr, model=model, device=device, tta=label in tta, stats=stats)
             drawn = {label: hr[: shape[0], : shape[1]]}
             if crisp:
-                drawn[crisp_label(label)] = draw_struts(hr, mass=lr.density)[: shape[0], : shape[1]]
+                scale = hr.shape[0] // lr.density.shape[0]
+                redrawn = draw_struts(hr, scale, mass=lr.density)
+                drawn[crisp_label(label)] = redrawn[: shape[0], : shape[1]]
             for name, image in drawn.items():
                 io.write_image(out / name / f"{path.stem}.png", image, bits=8)
                 table = evaluate.roi_table(
