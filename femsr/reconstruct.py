@@ -20,6 +20,9 @@ same code as the training data (:mod:`femsr.encoding`):
    by averaging, or a straight cut), and the HR pixels of void LR pixels are set to 0: the LR
    image is the block mean of a density >= 0, so a 0 LR pixel has a void 10 x 10 block (this
    also removes the sigmoid's small floor in the background).
+5. **Refinement and redrawing** (optional, ``refine`` and ``crisp``): a few iterations of
+   topology optimization at the HR pixel size with every block held at its LR pixel's mass
+   (:mod:`femsr.refine`), and the crisp redrawing at those masses (:mod:`femsr.crisp`).
 
 torch is imported when :func:`reconstruct` runs, never by ``import femsr``.
 """
@@ -39,11 +42,12 @@ import numpy as np
 from tqdm import tqdm
 
 from femsr import defaults, encoding
-from femsr.checks import check_finite_array, check_mask
+from femsr.checks import check_finite_array, check_int, check_mask
 from femsr.crisp import draw_struts
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
+from femsr.refine import refine as refine_density
 
 if TYPE_CHECKING:
     from femsr.export import LoadedModel
@@ -66,7 +70,7 @@ BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt"
 # (femsr.dataset.scanner_lr), since one trained on block means draws too little bone from a
 # blurred, noisy slice.
 BUNDLED_SCAN_MODEL = Path(__file__).parent / "data" / "model_scan.pt"
-STAGES = ("model", "lr_fe", "inference", "quilting", "redraw", "total")
+STAGES = ("model", "lr_fe", "inference", "quilting", "refine", "redraw", "total")
 # Finer inputs are taken for a high-resolution image given by mistake: the network turns
 # 500 µm pixels into 50 µm ones.
 _FINEST_LR = 0.2
@@ -182,6 +186,7 @@ def reconstruct(
     dtype: str | None = None,
     tta: bool = False,
     crisp: bool = False,
+    refine: int = 0,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> np.ndarray:
@@ -241,14 +246,23 @@ def reconstruct(
         bone mass of its LR pixel (:func:`femsr.crisp.draw_struts` with ``mass=lr``): the
         network draws struts blurred over a few pixels, which the SIMP stiffness penalizes;
         crisp, every strut it draws keeps a solid core. About a second at full size.
+    refine : int
+        OC iterations of topology optimization under the femur's load cases at the HR pixel
+        size, from the network's result, each ``scale`` x ``scale`` block held at its LR
+        pixel's bone mass (:func:`femsr.refine.refine`; :data:`femsr.refine.ITERATIONS` is the
+        setting chosen on the validation femurs), then redrawn crisp (as ``crisp=True``): bone
+        moves inside its blocks to where the loads call for it. Needs the femur (``femur=`` or
+        a FemurImage). 0: none. Minutes at full size (an FE solve of the HR femur each).
     progress : bool
-        Show a tqdm bar of the windows run through the network on stderr. The stages and
+        Show a tqdm bar of the windows run through the network, and of the refinement's
+        iterations, on stderr. The stages and
         their seconds are logged (DEBUG, logger ``femsr.reconstruct``) whatever ``progress``.
     stats : dict, optional
         Filled with the seconds of each stage, ``"model"`` (loading), ``"lr_fe"``,
-        ``"inference"``, ``"quilting"``, ``"redraw"`` (``crisp``) and ``"total"``, and the
-        counts ``"windows"`` (of the grid) and ``"inferred"`` (run through the network),
-        ``"device"``, ``"fe_method"``, ``"tta"`` and ``"crisp"``.
+        ``"inference"``, ``"quilting"``, ``"refine"``, ``"redraw"`` (``crisp`` or ``refine``)
+        and ``"total"``, and the counts ``"windows"`` (of the grid) and ``"inferred"`` (run
+        through the network), ``"device"``, ``"fe_method"``, ``"tta"``, ``"crisp"`` (whether
+        the result was redrawn) and ``"refine_iterations"``.
 
     Returns
     -------
@@ -293,6 +307,12 @@ def reconstruct(
     batch_size = _check_options(batch_size, tta, method, pixel_size, shape)
     if not isinstance(crisp, bool):
         raise TypeError(f"crisp must be a bool, got {type(crisp).__name__}")
+    refine = check_int("refine", refine, 0)
+    if refine and femur is None:
+        raise ValueError(
+            "refine optimizes under the femur's load cases at the HR pixel size: pass femur= "
+            "with pixel_size=, or a FemurImage"
+        )
 
     tick = time.perf_counter()
     network = _load(model, device)
@@ -338,7 +358,13 @@ def reconstruct(
     result = _quilt(tiles, density, stride * scale, scale, method)
     seconds["quilting"] = time.perf_counter() - tick
 
-    if crisp:
+    if refine:
+        assert femur is not None and pixel_size is not None  # checked with the load spec
+        tick = time.perf_counter()
+        hr_problem = femur.problem(pixel_size / scale)
+        result = refine_density(result, density, hr_problem, iterations=refine, progress=progress)
+        seconds["refine"] = time.perf_counter() - tick
+    if crisp or refine:
         tick = time.perf_counter()
         result = draw_struts(result, scale, mass=density)
         seconds["redraw"] = time.perf_counter() - tick
@@ -352,7 +378,8 @@ def reconstruct(
             device=str(_device_of(network)),
             fe_method=fe_method,
             tta=tta,
-            crisp=crisp,
+            crisp=crisp or bool(refine),
+            refine_iterations=refine,
         )
     logger.debug(
         "reconstruct: %d of %d windows, LR FE %.2f s, inference %.2f s, quilting %.2f s",

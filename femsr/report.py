@@ -23,8 +23,9 @@ from tqdm import tqdm
 from femsr import agreement, dataset, defaults, evaluate, io, morphometry
 from femsr.crisp import draw_struts
 from femsr.reconstruct import reconstruct
+from femsr.refine import refine as refine_density
 
-__all__ = ["PAPER_TABLE1", "choose_model", "crisp_label", "heldout_report"]
+__all__ = ["PAPER_TABLE1", "choose_model", "crisp_label", "heldout_report", "refine_label"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def heldout_report(
     device: str = "auto",
     tta: Collection[str] = (),
     crisp: bool = False,
+    refine: int = 0,
     E0: float = defaults.TISSUE_MODULUS,
     progress: bool = True,
 ) -> evaluate.Table:
@@ -80,6 +82,11 @@ def heldout_report(
         Also measure each model's reconstructions redrawn crisp at the mass of the input
         (:func:`femsr.reconstruct` ``crisp=True``) as the model ``"<label>+crisp"``
         (:func:`crisp_label`), from the same inference.
+    refine : int
+        Also measure each model's reconstructions refined by that many iterations of topology
+        optimization at the input's block masses and redrawn crisp (:func:`femsr.reconstruct`
+        ``refine``) as the model ``"<label>+refine"`` (:func:`refine_label`), from the same
+        inference. 0: none.
     E0 : float
         Tissue modulus (MPa) of the stiffness computation.
     progress : bool
@@ -100,15 +107,25 @@ def heldout_report(
     unknown = sorted(set(tta) - set(models))
     if unknown:
         raise ValueError(f"tta names model(s) not evaluated: {unknown}")
-    taken = sorted(crisp_label(label) for label in models if crisp and crisp_label(label) in models)
+    derived = [crisp_label(label) for label in models if crisp]
+    derived += [refine_label(label) for label in models if refine]
+    taken = sorted(set(derived) & set(models))
     if taken:
-        raise ValueError(f"with crisp, the label(s) {taken} would name two models")
+        raise ValueError(f"with crisp or refine, the label(s) {taken} would name two models")
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
     image_rows: list[dict[str, Any]] = []
     pairs: list[dict[str, Any]] = []
     measured = _measured(
-        femur_files, models, out, device=device, tta=tta, crisp=crisp, E0=E0, progress=progress
+        femur_files,
+        models,
+        out,
+        device=device,
+        tta=tta,
+        crisp=crisp,
+        refine=refine,
+        E0=E0,
+        progress=progress,
     )
     for stem, label, table, measures, paired in measured:
         rows.extend({"femur": stem, "model": label, **row} for row in table.rows)
@@ -117,7 +134,7 @@ def heldout_report(
     per_femur = evaluate.Table(("femur", "model", *table.columns), tuple(rows))
     per_femur_images = evaluate.Table(("femur", "model", *measures.columns), tuple(image_rows))
     per_femur_measures = evaluate.Table(("femur", "model", *paired.columns), tuple(pairs))
-    labels = list(dict.fromkeys(row["model"] for row in rows))  # as measured, crisp ones too
+    labels = list(dict.fromkeys(row["model"] for row in rows))  # as measured, redrawn ones too
     summary = _summary(per_femur, labels)
     images = _image_summary(per_femur_images, labels)
     agreed = _agreement(pairs, labels)
@@ -151,6 +168,11 @@ def heldout_report(
 def crisp_label(label: str) -> str:
     """The label of a model's reconstructions redrawn crisp in a report."""
     return f"{label}+crisp"
+
+
+def refine_label(label: str) -> str:
+    """The label of a model's reconstructions refined and redrawn crisp in a report."""
+    return f"{label}+refine"
 
 
 def choose_model(
@@ -230,6 +252,7 @@ def _measured(
     device: str,
     tta: Collection[str],
     crisp: bool,
+    refine: int,
     E0: float,
     progress: bool,
 ) -> Iterator[tuple[str, str, evaluate.Table, evaluate.Table, evaluate.Table]]:
@@ -259,10 +282,15 @@ def _measured(
             stats: dict[str, float] = {}
             hr = reconstruct(lr, model=model, device=device, tta=label in tta, stats=stats)
             drawn = {label: hr[: shape[0], : shape[1]]}
+            scale = hr.shape[0] // lr.density.shape[0]
             if crisp:
-                scale = hr.shape[0] // lr.density.shape[0]
                 redrawn = draw_struts(hr, scale, mass=lr.density)
                 drawn[crisp_label(label)] = redrawn[: shape[0], : shape[1]]
+            if refine:
+                problem = reference.femur.problem(reference.pixel_size)
+                refined = refine_density(hr, lr.density, problem, iterations=refine)
+                redrawn = draw_struts(refined, scale, mass=lr.density)
+                drawn[refine_label(label)] = redrawn[: shape[0], : shape[1]]
             for name, image in drawn.items():
                 io.write_image(out / name / f"{path.stem}.png", image, bits=8)
                 table = evaluate.roi_table(

@@ -19,6 +19,9 @@ over the element densities of a mask, under a total-mass constraint, as in Andre
   the physical density ``rho`` the FE model sees, met to round-off at every update.
 * **Local volume constraint** (optional, a :class:`LocalVolume`): the local densities bounded
   as in Wu et al. (2018), for bone-like porous designs.
+* **Block masses** (optional, a :class:`BlockMass`, instead of the total mass): each square
+  block of pixels holds a given mass, one multiplier per block; a low-resolution image of the
+  design fixes its high-resolution design's mass where it lies (:mod:`femsr.refine`).
 * **Update**: optimality criteria, ``x <- clamp(x (-∂c/∂x / (λ ∂m/∂x))^damping)`` within the
   move limit, the multiplier ``λ`` found by a bracketed root search on the mass.
 * **Stop**: when no variable changed by more than ``tol`` in an update (at the final ``β``),
@@ -58,6 +61,8 @@ from femsr import fem
 from femsr._topopt_kernels import (
     ConeFilter,
     LocalBound,
+    block_oc_step,
+    block_sums,
     check_image,
     check_local,
     check_projection,
@@ -77,6 +82,7 @@ from femsr.resume import check_settings
 
 __all__ = [
     "FILTERS",
+    "BlockMass",
     "Checkpointing",
     "LocalVolume",
     "OptimizeResult",
@@ -226,6 +232,52 @@ class LocalVolume:
         if mask is not None and not (isinstance(mask, np.ndarray) and mask.dtype == np.bool_):
             got = f"dtype {mask.dtype}" if isinstance(mask, np.ndarray) else type(mask).__name__
             raise TypeError(f"LocalVolume.mask must be a bool array, got {got}")
+
+
+@dataclass(frozen=True, eq=False)
+class BlockMass:
+    """The mass of every block of pixels, for :func:`optimize`, in place of the total mass.
+
+    Each ``factor`` x ``factor`` block of the grid (from the top left corner, the last ones cut
+    at the edges) holds ``mass`` times its pixels of mass, as far as the mask's pixels in it
+    can hold it (a block asks at most one per mask pixel): a low-resolution image fixes where
+    the mass of its high-resolution design lies. Each block has its own OC multiplier, so the
+    constraint holds to round-off after every update the move limit allows. It needs
+    ``filter="sensitivity"`` (the physical density is the design, whose block sums the update
+    meets) and no projection or local volume constraint.
+
+    Parameters
+    ----------
+    mass : ndarray, shape (ceil(ny / factor), ceil(nx / factor))
+        Mean density of each block in [0, 1], e.g. the LR image of the design.
+    factor : int
+        Pixels per block along a side, >= 1.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a value is outside its range or of the wrong type; the message names it. The shape
+        is checked by :func:`optimize`.
+
+    Examples
+    --------
+    >>> BlockMass(np.full((2, 3), 0.4), factor=10).factor
+    10
+    """
+
+    mass: np.ndarray
+    factor: int
+
+    def __post_init__(self) -> None:
+        mass = check_unit("BlockMass.mass", check_image("BlockMass.mass", self.mass))
+        object.__setattr__(self, "mass", mass)  # frozen: set once, here
+        if not (isinstance(self.factor, int) and self.factor >= 1):
+            raise ValueError(f"BlockMass.factor must be a positive integer, got {self.factor!r}")
+
+    def targets(self, active: np.ndarray) -> np.ndarray:
+        """The mass (pixels) of each block of a mask ``active``, at most its mask pixels."""
+        pixels = block_sums(np.ones(active.shape), self.factor)
+        return np.minimum(self.mass * pixels, block_sums(active.astype(float), self.factor))
 
 
 @dataclass(frozen=True)
@@ -415,6 +467,7 @@ class _Options:
     local_volfrac: float | None = None
     local_radius: int = 0
     local_p: float = 16.0
+    block_factor: int = 0
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -430,6 +483,7 @@ def _settings(
     material: fem.Material,
     projection: Projection | None,
     local: LocalVolume | None,
+    block: BlockMass | None,
     inside: np.ndarray,
 ) -> _Options:
     """The settings record of the options of :func:`optimize`, checked already."""
@@ -458,6 +512,7 @@ def _settings(
         local_volfrac=local_volfrac,
         local_radius=0 if local is None else local.radius,
         local_p=0.0 if local is None else local.p,
+        block_factor=0 if block is None else block.factor,
     )
 
 
@@ -471,6 +526,7 @@ def _comparable(settings: Mapping[str, Any]) -> dict[str, Any]:
     if comparable.get("beta") is None:
         for name in ("beta_max", "beta_every", "threshold"):
             comparable.pop(name, None)
+    comparable.setdefault("block_factor", 0)  # checkpoints from before block masses lack it
     return comparable
 
 
@@ -541,6 +597,7 @@ class _Problem:
         backend: str,
         local: LocalVolume | None = None,
         solid: np.ndarray | None = None,
+        block: BlockMass | None = None,
     ) -> None:
         self.forces = forces
         self.active = active
@@ -551,6 +608,8 @@ class _Problem:
         self.solid = np.zeros_like(self.inside) if solid is None else solid
         self.model = self.inside | self.solid
         self.target = options.volfrac * self.count
+        self.block = block
+        self.block_targets = None if block is None else block.targets(self.inside)
         self.options = options
         self.weights = np.array(options.weights)
         self.backend = backend
@@ -577,7 +636,8 @@ class _Problem:
         )
         # What a checkpoint must have been written for, besides the settings.
         bound = None if local is None else local.volfrac
-        extras = (None if local is None else local.mask, solid, bound)
+        blocks = None if block is None else block.mass
+        extras = (None if local is None else local.mask, solid, bound, blocks)
         self.arrays = [forces, fixed, active]
         self.arrays += [a for a in extras if isinstance(a, np.ndarray)]
 
@@ -731,6 +791,12 @@ class _Problem:
         sensitivities alike (the strongest step, taken when the move limits cannot reach
         the bound). Returns the new design and ``κ``.
         """
+        if self.block is not None and self.block_targets is not None:
+            o = self.options
+            new = block_oc_step(
+                self.inside, x, dc, self.block_targets, self.block.factor, o.move, o.damping
+            )
+            return new, 0.0
         if local is None or self.local is None:
             return self._oc(x, dc, dv, beta), 0.0
         _, gradient = local
@@ -845,7 +911,8 @@ def _read_checkpoint(
     )
     if str(data["fingerprint"]) != fingerprint:
         raise ValueError(
-            "resume: the checkpoint was written for other forces, fixed DOFs, mask or solid"
+            "resume: the checkpoint was written for other forces, fixed DOFs, mask, solid or block "
+            "masses"
         )
     design = np.array(data["design"], dtype=np.float64)
     if design.shape != shape:
@@ -898,6 +965,7 @@ def optimize(
     material: fem.Material | None = None,
     projection: Projection | None = None,
     local_volume: LocalVolume | None = None,
+    block_mass: BlockMass | None = None,
     solid: np.ndarray | None = None,
     initial: np.ndarray | None = None,
     solver_options: Mapping[str, Any] | None = None,
@@ -946,6 +1014,10 @@ def optimize(
     local_volume : LocalVolume, optional
         Local volume constraint (Wu et al. 2018): a bound on the mean density of the square
         around each pixel. Default: none.
+    block_mass : BlockMass, optional
+        The mass of every block of pixels instead of ``volfrac`` (which it replaces: the
+        result's ``mass`` is the blocks' total over the mask). Needs ``filter="sensitivity"``,
+        no projection and no local volume constraint. Default: none.
     solid : ndarray of bool, shape (ny, nx), optional
         Passive solid pixels outside ``mask`` (e.g. a prescribed cortex): in the FE model at
         density 1, but not design variables, not in the filter neighbourhoods and not in the
@@ -1033,6 +1105,7 @@ def optimize(
         material=material,
         projection=projection,
         local=local_volume,
+        block=block_mass,
         solid=solid,
         solver_options=solver_options,
         backend=backend,
@@ -1075,11 +1148,24 @@ def _check_extras(
     filter: str,
     projection: Projection | None,
     local: LocalVolume | None,
+    block: BlockMass | None,
     solid: np.ndarray | None,
 ) -> None:
     """What the option records and the solid pixels must agree on with the problem."""
     if projection is not None and filter != "density":
         raise ValueError(f"projection needs filter='density', got filter={filter!r}")
+    if block is not None:
+        if filter != "sensitivity" or projection is not None or local is not None:
+            raise ValueError(
+                "block_mass needs filter='sensitivity', no projection and no local_volume: "
+                "its update meets the block sums of the design itself"
+            )
+        blocks = tuple(-(-n // block.factor) for n in shape)
+        if block.mass.shape != blocks:
+            raise ValueError(
+                f"BlockMass.mass must have one entry per {block.factor} x {block.factor} block, "
+                f"shape {blocks}, got {block.mass.shape}"
+            )
     if local is not None:
         if isinstance(local.volfrac, np.ndarray) and local.volfrac.shape != shape:
             raise ValueError(
@@ -1111,6 +1197,7 @@ def _validate(
     solid: np.ndarray | None,
     solver_options: Mapping[str, Any] | None,
     backend: str,
+    block: BlockMass | None = None,
 ) -> _Problem:
     """The problem that :func:`optimize`'s arguments define, every one checked."""
     check_backend(backend)
@@ -1126,7 +1213,8 @@ def _validate(
     material = _check_record("material", material, fem.Material) or fem.Material()
     _check_record("projection", projection, Projection)
     _check_record("local_volume", local, LocalVolume)
-    _check_extras(shape, active, filter, projection, local, solid)
+    _check_record("block_mass", block, BlockMass)
+    _check_extras(shape, active, filter, projection, local, block, solid)
     unknown = set(solver_options or {}) - set(_SOLVER_OPTIONS)
     if unknown:
         raise ValueError(
@@ -1134,11 +1222,13 @@ def _validate(
         )
     weights = _check_weights(weights, forces.shape[0])
     inside = active.astype(bool)
+    if block is not None:  # the blocks' total stands for the mass
+        volfrac = float(block.targets(inside).sum() / max(1, inside.sum()))
     options = _settings(
-        volfrac, rmin, filter, weights, move, damping, material, projection, local, inside
+        volfrac, rmin, filter, weights, move, damping, material, projection, local, block, inside
     )
     return _Problem(
-        forces, fixed, active, options, material, solver_options or {}, backend, local, solid
+        forces, fixed, active, options, material, solver_options or {}, backend, local, solid, block
     )
 
 
@@ -1157,7 +1247,9 @@ def _start(
             "optimize: resuming %s at iteration %d", os.fspath(checkpoints.resume), run.iteration
         )
     else:
-        if initial is None:
+        if initial is None and problem.block is not None:
+            design = _block_uniform(problem, problem.block)
+        elif initial is None:
             start = options.volfrac
             if options.beta is not None:
                 start = float(inverse_projection(start, options.beta, options.threshold))
@@ -1171,6 +1263,15 @@ def _start(
     if path is None:
         return run, None
     return run, lambda density: _write_checkpoint(path, run, density, options, fingerprint)
+
+
+def _block_uniform(problem: _Problem, block: BlockMass) -> np.ndarray:
+    """The design uniform in each block at its mass."""
+    count = block_sums(problem.inside.astype(float), block.factor)
+    assert problem.block_targets is not None
+    share = np.divide(problem.block_targets, count, out=np.zeros_like(count), where=count > 0)
+    repeated = np.kron(share, np.ones((block.factor, block.factor)))
+    return repeated[: problem.shape[0], : problem.shape[1]].copy()
 
 
 def _step(problem: _Problem, run: _Progress) -> tuple[Record, np.ndarray]:

@@ -14,6 +14,7 @@ from femsr.cli import main
 from femsr.crisp import draw_struts
 from femsr.femur import Femur
 from femsr.io import FemurImage, read_image, save_femur, write_image
+from femsr.refine import refine
 
 torch = pytest.importorskip("torch")
 from femsr.export import export_model, load_model  # noqa: E402
@@ -315,6 +316,10 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--crisp", "-q"]) == 0
     assert "crisp redrawing" in capsys.readouterr().out
     np.testing.assert_array_equal(np.load(tmp_path / "hr.npy"), draw_struts(seam, mass=density))
+    assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--refine", "1", "-q"]) == 0
+    assert "refinement" in capsys.readouterr().out
+    refined = refine(seam, density, bone.problem(PIXEL / 10), iterations=1)
+    np.testing.assert_array_equal(np.load(tmp_path / "hr.npy"), draw_struts(refined, mass=density))
     assert main([*args, "--quiet"]) == 2  # the femur's 0.5 mm grid is not 26 x 24
     assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
@@ -500,22 +505,28 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
     averaged = tmp_path / "averaged"
     argv = ["report", str(folder), "--only", "femur_0", "--model", f"A={path}"]
     argv += ["--tta-model", f"A8={path}", "--output", str(averaged), "--device", "cpu", "-q"]
-    assert main([*argv, "--crisp"]) == 0  # --crisp: each model as drawn and redrawn crisp
+    assert main([*argv, "--crisp", "--refine", "1"]) == 0  # each as drawn, crisp and refined
     rows = list(csv.DictReader((averaged / "per_femur.csv").read_text().splitlines()))
-    assert list(dict.fromkeys(r["model"] for r in rows)) == ["A", "A+crisp", "A8", "A8+crisp"]
+    labels = ["A", "A+crisp", "A+refine", "A8", "A8+crisp", "A8+refine"]
+    assert list(dict.fromkeys(r["model"] for r in rows)) == labels
     reference = read_image(folder / "femur_0.npz")[0]
     lr = dataset.downscale(reference, 10)
     for model, tta in (("A", False), ("A8", True)):
         full = reconstruct(lr, femur=bone, pixel_size=PIXEL, model=net, device="cpu", tta=tta)
         hr = full[: mask.shape[0], : mask.shape[1]]
         crisp = draw_struts(full, mass=lr)[: mask.shape[0], : mask.shape[1]]
-        for label, image in ((model, hr), (f"{model}+crisp", crisp)):
+        refined = refine(full, lr, bone.problem(PIXEL / 10), iterations=1)
+        refined = draw_struts(refined, mass=lr)[: mask.shape[0], : mask.shape[1]]
+        drawn = ((model, hr), (f"{model}+crisp", crisp), (f"{model}+refine", refined))
+        for label, image in drawn:
             table = roi_table(reference, image, bone.rois(PIXEL / 10), E0=15e3, h=PIXEL / 10)
             mine = [float(r["error_percent"]) for r in rows if r["model"] == label]
             np.testing.assert_allclose(mine, [r["error_percent"] for r in table.rows], rtol=1e-3)
     assert [float(r["error_percent"]) for r in rows if r["model"] == "A"] != mine
     with pytest.raises(ValueError, match="would name two models"):
         heldout_report([folder / "femur_0.npz"], {"A": path, "A+crisp": path}, averaged, crisp=True)
+    with pytest.raises(ValueError, match="would name two models"):
+        heldout_report([folder / "femur_0.npz"], {"A": path, "A+refine": path}, averaged, refine=1)
     assert main(["report", str(folder), "--output", str(averaged)]) == 2
     assert "no models" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not evaluated"):
@@ -620,3 +631,22 @@ def test_crisp_redraws_the_result_at_its_block_masses(exported, femur_lr):
     assert np.abs(counts - 100 * lr).max() <= 0.5 + 1e-6
     with pytest.raises(TypeError, match="crisp must be a bool"):
         reconstruct(lr, crisp=1, **options)
+
+
+def test_refine_optimizes_the_result_then_redraws_it(exported, femur_lr):
+    """reconstruct(refine=N) is draw_struts of femsr.refine.refine of the grey result, under the
+    femur's problem at the HR pixel size; it needs that femur."""
+    _, path = exported
+    bone, problem, lr = femur_lr
+    options = {"femur": bone, "pixel_size": PIXEL, "model": path, "device": "cpu"}
+    stats = {}
+    refined = reconstruct(lr, refine=2, stats=stats, **options)
+    grey = reconstruct(lr, **options)
+    expected = draw_struts(refine(grey, lr, bone.problem(PIXEL / 10), iterations=2), mass=lr)
+    np.testing.assert_array_equal(refined, expected)
+    assert stats["crisp"] is True and stats["refine_iterations"] == 2 and stats["refine"] > 0
+    assert not np.array_equal(refined, draw_struts(grey, mass=lr))  # the optimization moved bone
+    with pytest.raises(ValueError, match="refine optimizes under the femur's load cases"):
+        reconstruct(lr, forces=problem.forces, fixed=problem.fixed, model=path, refine=1)
+    with pytest.raises(ValueError, match="refine must be"):
+        reconstruct(lr, refine=-1, **options)

@@ -912,13 +912,21 @@ def test_resume_rejects_another_problem(tmp_path):
         topopt.optimize(forces, fixed, material=material, checkpointing=resuming(path))
     with pytest.raises(ValueError, match=r"other settings \(beta: None → 1\.0, beta_every"):
         topopt.optimize(forces, fixed, projection=projection, checkpointing=resuming(path))
-    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
+    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask, solid or block masses"):
         topopt.optimize(2 * forces, fixed, checkpointing=resuming(path))
     mask, solid = np.ones((6, 12), bool), np.zeros((6, 12), bool)
     mask[3, 6], solid[3, 6] = False, True
     topopt.optimize(forces, fixed, mask=mask, max_iter=2, checkpointing=writing(path))
-    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask or solid"):
+    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask, solid or block masses"):
         topopt.optimize(forces, fixed, mask=mask, solid=solid, checkpointing=resuming(path))
+    blocks = topopt.BlockMass(np.full((2, 4), 0.5), 3)
+    kwargs = dict(filter="sensitivity", max_iter=2)
+    topopt.optimize(forces, fixed, block_mass=blocks, checkpointing=writing(path), **kwargs)
+    with pytest.raises(ValueError, match=r"other settings \(block_factor: 3 → 0"):
+        topopt.optimize(forces, fixed, checkpointing=resuming(path), **kwargs)
+    moved = topopt.BlockMass(np.array([[0.4, 0.6, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]), 3)
+    with pytest.raises(ValueError, match="other forces, fixed DOFs, mask, solid or block masses"):
+        topopt.optimize(forces, fixed, block_mass=moved, checkpointing=resuming(path), **kwargs)
     other = tmp_path / "other.npz"
     np.savez(other, design=np.zeros((6, 12)))
     with pytest.raises(ValueError, match="not a femsr topopt checkpoint"):
@@ -957,8 +965,10 @@ def test_resume_accepts_the_settings_of_older_checkpoints(tmp_path):
         "local_volfrac": 0.6,
         "local_radius": 2,
         "local_p": 16.0,
+        "block_factor": 0,
     }
     settings.update(Emin=None, beta_max=1.0, beta_every=1)
+    del settings["block_factor"]  # written before block masses
     arrays["options"] = np.array(json.dumps(settings, sort_keys=True))
     np.savez(path, **arrays)
     resumed = topopt.optimize(forces, fixed, max_iter=3, checkpointing=resuming(path), **kwargs)

@@ -12,9 +12,13 @@ the worst single error, the ROIs' BV/TV and median Tb.Th (``femsr.morphometry.mo
 reconstruction, mean over the femurs and the three ROIs, beside the references' in the header, and
 the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
 folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
-(``reconstruct(crisp=True)``).
+(``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
+optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``).
+``--settings K...`` runs only those of the untilted settings (0-based), the block mean always.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
+    python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04}.npz --refine 8 \
+        --settings 1
 """
 
 import argparse
@@ -34,12 +38,13 @@ def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray
 
 
 def errors(
-    image: io.FemurImage, lr: io.FemurImage, model: str | None, crisp: bool
+    image: io.FemurImage, lr: io.FemurImage, model: str | None, crisp: bool, refine: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``, and its
     ROIs' BV/TV and median Tb.Th."""
     shape = image.density.shape
-    hr = reconstruct(lr, model=model, device="cpu", crisp=crisp)[: shape[0], : shape[1]]
+    hr = reconstruct(lr, model=model, device="cpu", crisp=crisp, refine=refine)
+    hr = hr[: shape[0], : shape[1]]
     table = evaluate.roi_table(
         image.density,
         hr,
@@ -57,12 +62,15 @@ def main() -> None:
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--model", help="exported model (default: the bundled one)")
     parser.add_argument("--crisp", action="store_true", help="redraw crisp at the input's mass")
+    parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
+    parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
     inputs = [("block mean", None)]
-    inputs += [
-        (f"CT {p} mm, FWHM {f} mm, {n:.0f} HU", (p, f, n)) for p, f, n, tilt in SETTINGS if not tilt
-    ]
+    untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
+    for k in range(len(untilted)) if args.settings is None else args.settings:
+        pixel, fwhm, noise = untilted[k]
+        inputs.append((f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU", untilted[k]))
     reference = np.mean(
         [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
         axis=(0, 1),
@@ -86,7 +94,7 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 lr = scan.lr_image(ct)
-            stiffness, rois = errors(image, lr, args.model, args.crisp)
+            stiffness, rois = errors(image, lr, args.model, args.crisp, args.refine)
             found.append(stiffness)
             measured.append(rois)
             seconds += time.perf_counter() - start

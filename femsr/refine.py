@@ -1,0 +1,117 @@
+"""Refinement of a reconstruction by topology optimization at the bone mass of every LR pixel.
+
+The synthetic femurs are grown by minimizing their compliance under their load cases
+(:mod:`femsr.generate`); a reconstruction is not such an optimum: struts the network misplaces,
+thins or breaks carry less, and nearly every ROI comes out too soft, after the crisp redrawing
+too (:mod:`femsr.crisp`). :func:`refine` runs a few optimality-criteria iterations of the same
+problem on the reconstruction, at the HR pixel size: minimum weighted compliance of the femur's
+load cases, SIMP exponent 3, the top88 sensitivity filter, each ``scale`` x ``scale`` block held
+at the bone mass of its LR pixel (:class:`femsr.topopt.BlockMass`): bone moves only inside its
+block, to where the loads call for it. The result is grey; :func:`femsr.crisp.draw_struts`
+redraws it, as :func:`femsr.reconstruct` does with ``refine``.
+
+What it assumes: that the bone was shaped by the load cases it is given, as the phantom's femurs
+were, and as Wolff's law says of real bone only approximately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from femsr import fem, generate, topopt
+from femsr.checks import check_density, check_int
+from femsr.femur import Problem
+
+__all__ = ["ITERATIONS", "MOVE", "RMIN", "refine"]
+
+# Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
+ITERATIONS = 8
+MOVE = 0.1
+RMIN = 2.0
+
+
+def refine(
+    density: np.ndarray,
+    mass: np.ndarray,
+    problem: Problem,
+    *,
+    iterations: int = ITERATIONS,
+    move: float = MOVE,
+    rmin: float = RMIN,
+    progress: bool = False,
+    solver_options: dict[str, object] | None = None,
+) -> np.ndarray:
+    """``density`` after ``iterations`` OC updates of its femur's problem, block masses held.
+
+    Parameters
+    ----------
+    density : ndarray, shape (ny, nx)
+        HR density in [0, 1] (e.g. :func:`femsr.reconstruct.reconstruct`'s grey result), the
+        starting design.
+    mass : ndarray, shape (ny / scale, nx / scale)
+        Mean density of each ``scale`` x ``scale`` block in [0, 1]: the LR image.
+    problem : femsr.femur.Problem
+        The femur at the HR pixel size (``femur.problem(hr_pixel)``): its mask is the design
+        domain, its load cases the objective. Its grid may be smaller than ``density``'s (a
+        reconstruction covers whole LR pixels); the rest is void.
+    iterations : int
+        OC updates, >= 0 (0 gives the starting design back, within the mask, at the blocks'
+        masses where the move limit allowed).
+    move : float
+        OC move limit in (0, 1].
+    rmin : float
+        Sensitivity filter radius (HR pixels).
+    progress : bool
+        Show a tqdm bar of the iterations (:func:`femsr.topopt.optimize`).
+    solver_options : dict, optional
+        Of :func:`femsr.topopt.optimize`; default :data:`femsr.generate.SOLVER_OPTIONS`.
+
+    Returns
+    -------
+    ndarray of float32, shape (ny, nx)
+        The refined density, grey, each block at its LR pixel's mass where the mask allows.
+
+    Raises
+    ------
+    ValueError
+        If the shapes do not fit (``density`` not ``scale`` times ``mass``, the problem's grid
+        larger than ``density``), or a value is out of range.
+    """
+    density = check_density(density)
+    mass = check_density(mass, "mass")
+    iterations = check_int("iterations", iterations, 0)
+    ny, nx = density.shape
+    scale = ny // mass.shape[0] if mass.shape[0] else 0
+    if scale < 1 or (ny, nx) != (scale * mass.shape[0], scale * mass.shape[1]):
+        raise ValueError(
+            f"density must be a whole multiple of mass's grid {mass.shape}, got {density.shape}"
+        )
+    py, px = problem.mask.shape
+    if py > ny or px > nx:
+        raise ValueError(f"the problem's grid {(py, px)} is larger than density's {(ny, nx)}")
+    design = np.zeros((ny, nx), bool)
+    design[:py, :px] = problem.mask
+    forces = np.zeros((problem.forces.shape[0], ny + 1, nx + 1, 2))
+    forces[:, : py + 1, : px + 1] = problem.forces
+    fixed = np.zeros((ny + 1, nx + 1, 2), bool)
+    fixed[: py + 1, : px + 1] = problem.fixed
+    material = fem.Material(
+        E0=generate.TISSUE_MODULUS, h=problem.pixel_size, thickness=problem.thickness
+    )
+    result = topopt.optimize(
+        forces,
+        fixed,
+        mask=design,
+        rmin=rmin,
+        filter="sensitivity",
+        weights=problem.weights,
+        max_iter=iterations,
+        tol=0.0,
+        move=move,
+        material=material,
+        block_mass=topopt.BlockMass(mass, scale),
+        initial=np.where(design, density, 0.0),
+        solver_options=generate.SOLVER_OPTIONS if solver_options is None else solver_options,
+        progress=progress,
+    )
+    return result.density.astype(np.float32)

@@ -1,0 +1,178 @@
+"""Block-mass topology optimization (femsr.topopt.BlockMass) and the refinement built on it."""
+
+import numpy as np
+import pytest
+from scipy import optimize as sciopt
+
+from femsr import dataset, fem, generate, topopt
+from femsr._topopt_kernels import block_oc_step, block_sums
+from femsr.femur import Femur
+from femsr.refine import refine
+
+FACTOR = 10
+PIXEL = 0.4  # HR pixel of the coarse femur: 260 x 236, LR 26 x 24 at 4 mm
+
+
+def blockwise_brute_force(active, x, dc, target, factor, move, damping):
+    """Each block's multiplier by a scalar root search, one block at a time."""
+    new = np.zeros_like(x)
+    for i in range(target.shape[0]):
+        for j in range(target.shape[1]):
+            block = (slice(i * factor, (i + 1) * factor), slice(j * factor, (j + 1) * factor))
+            on = active[block]
+            xb, gain = x[block][on], np.maximum(0.0, -dc[block][on]) ** damping
+            low, high = np.maximum(0.0, xb - move), np.minimum(1.0, xb + move)
+
+            def excess(log_lambda, xb=xb, gain=gain, low=low, high=high, want=target[i, j]):
+                return np.clip(xb * gain * np.exp(-log_lambda), low, high).sum() - want
+
+            root = sciopt.brentq(excess, -200.0, 200.0, xtol=1e-14)
+            values = np.zeros(on.shape)
+            values[on] = np.clip(xb * gain * np.exp(-root), low, high)
+            new[block] = values
+    return new
+
+
+def test_block_oc_step_matches_a_search_per_block():
+    rng = np.random.default_rng(0)
+    shape, factor = (23, 17), 5
+    x = rng.uniform(0.05, 0.95, shape)
+    dc = -rng.uniform(0.1, 2.0, shape)
+    active = rng.uniform(size=shape) > 0.1
+    reachable = block_sums(np.where(active, x, 0.0), factor)
+    target = reachable * rng.uniform(0.9, 1.1, reachable.shape)
+    new = block_oc_step(active, x, dc, target, factor, 0.2, 0.5)
+    expected = blockwise_brute_force(active, x, dc, target, factor, 0.2, 0.5)
+    np.testing.assert_allclose(new, expected, atol=1e-10)
+    np.testing.assert_allclose(block_sums(new, factor), target, rtol=1e-12)
+    assert np.all(new[~active] == 0.0)
+    assert np.abs(new - x)[active].max() <= 0.2 + 1e-12
+
+
+def test_block_oc_step_ends_an_unreachable_block_at_its_move_limit():
+    x = np.full((4, 8), 0.5)
+    dc = -np.ones((4, 8))
+    target = np.array([[16.0 * 0.9, 16.0 * 0.1]])  # left block up, right block down, too far
+    new = block_oc_step(np.ones((4, 8), bool), x, dc, target, 4, 0.2, 0.5)
+    np.testing.assert_allclose(new[:, :4], 0.7)
+    np.testing.assert_allclose(new[:, 4:], 0.3)
+
+
+def cantilever(ny=20, nx=40):
+    forces = np.zeros((1, ny + 1, nx + 1, 2))
+    forces[0, ny // 2, nx, 1] = -1.0
+    fixed = np.zeros((ny + 1, nx + 1, 2), bool)
+    fixed[:, 0] = True
+    return forces, fixed
+
+
+def test_optimize_holds_every_block_mass_and_lowers_the_compliance():
+    forces, fixed = cantilever()
+    mass = np.random.default_rng(1).uniform(0.2, 0.7, (4, 8))
+    seen = []
+    result = topopt.optimize(
+        forces,
+        fixed,
+        filter="sensitivity",
+        max_iter=6,
+        block_mass=topopt.BlockMass(mass, 5),
+        callback=lambda state: seen.append(block_sums(state.design, 5)),
+    )
+    assert len(seen) == 6
+    for sums in seen:  # from the uniform start, every update meets the blocks
+        np.testing.assert_allclose(sums, 25 * mass, rtol=1e-10)
+    np.testing.assert_allclose(block_sums(result.density, 5), 25 * mass, rtol=1e-10)
+    assert result.mass == pytest.approx(mass.mean())
+    assert result.compliance < 0.9 * result.history[0].objective
+
+
+def test_one_pixel_blocks_leave_the_design_as_it_is():
+    """Blocks of one pixel fix every density: the optimum is the start."""
+    forces, fixed = cantilever(8, 16)
+    start = np.random.default_rng(2).uniform(0.1, 0.9, (8, 16))
+    result = topopt.optimize(
+        forces,
+        fixed,
+        filter="sensitivity",
+        max_iter=3,
+        block_mass=topopt.BlockMass(start, 1),
+        initial=start,
+    )
+    np.testing.assert_allclose(result.density, start, atol=1e-12)
+
+
+def test_block_mass_needs_the_sensitivity_filter_and_its_own_grid():
+    forces, fixed = cantilever()
+    blocks = topopt.BlockMass(np.full((4, 8), 0.4), 5)
+    with pytest.raises(ValueError, match="block_mass needs filter='sensitivity'"):
+        topopt.optimize(forces, fixed, block_mass=blocks, max_iter=1)
+    with pytest.raises(ValueError, match="block_mass needs"):
+        topopt.optimize(
+            forces,
+            fixed,
+            filter="sensitivity",
+            local_volume=topopt.LocalVolume(0.5),
+            block_mass=blocks,
+            max_iter=1,
+        )
+    with pytest.raises(ValueError, match=r"one entry per 4 x 4 block, shape \(5, 10\)"):
+        topopt.optimize(
+            forces,
+            fixed,
+            filter="sensitivity",
+            block_mass=topopt.BlockMass(np.full((4, 8), 0.4), 4),
+            max_iter=1,
+        )
+    with pytest.raises(ValueError, match=r"BlockMass.mass must lie in \[0, 1\]"):
+        topopt.BlockMass(np.full((2, 2), 1.5), 5)
+    with pytest.raises(ValueError, match=r"BlockMass\.factor must be a positive integer"):
+        topopt.BlockMass(np.full((2, 2), 0.5), 0)
+    with pytest.raises(TypeError, match=r"block_mass must be a femsr\.topopt\.BlockMass"):
+        topopt.optimize(forces, fixed, filter="sensitivity", block_mass=0.4, max_iter=1)
+
+
+@pytest.fixture(scope="module")
+def coarse_femur():
+    """The mean femur at 0.4 mm, a grey start of random blocks, and its LR image."""
+    bone = Femur()
+    problem = bone.problem(PIXEL)
+    rng = np.random.default_rng(3)
+    ny, nx = (-(-n // FACTOR) * FACTOR for n in problem.mask.shape)
+    inside = np.zeros((ny, nx), bool)
+    inside[: problem.mask.shape[0], : problem.mask.shape[1]] = problem.mask
+    start = np.where(inside, rng.uniform(0.1, 0.9, (ny, nx)), 0.0)
+    return problem, start, dataset.downscale(start, FACTOR)
+
+
+def compliance(problem, density):
+    """The weighted compliance of ``density`` (cut to the problem's grid)."""
+    py, px = problem.mask.shape
+    material = fem.Material(
+        E0=generate.TISSUE_MODULUS, h=problem.pixel_size, thickness=problem.thickness
+    )
+    u = fem.solve(
+        density[:py, :px], problem.forces, problem.fixed, mask=problem.mask, material=material
+    )
+    energies = fem.element_energies(u, mask=problem.mask, thickness=problem.thickness)
+    per_case = np.einsum("kij,ij->k", energies, material.youngs_modulus(density[:py, :px]))
+    return float(problem.weights @ per_case)
+
+
+def test_refine_keeps_the_block_masses_and_stiffens_the_femur(coarse_femur):
+    problem, start, lr = coarse_femur
+    refined = refine(start, lr, problem, iterations=4)
+    assert refined.shape == start.shape and refined.dtype == np.float32
+    np.testing.assert_allclose(dataset.downscale(refined, FACTOR), lr, atol=1e-6)
+    assert compliance(problem, refined) < 0.9 * compliance(problem, start)
+    unchanged = refine(start, lr, problem, iterations=0)
+    np.testing.assert_allclose(unchanged, start, atol=1e-6)
+
+
+def test_refine_rejects_grids_that_do_not_fit(coarse_femur):
+    problem, start, lr = coarse_femur
+    with pytest.raises(ValueError, match="whole multiple of mass's grid"):
+        refine(start[:-3], lr, problem)
+    with pytest.raises(ValueError, match="larger than density's"):
+        refine(start[:100, :100], lr[:10, :10], problem)
+    with pytest.raises(ValueError, match="iterations must be"):
+        refine(start, lr, problem, iterations=-1)
