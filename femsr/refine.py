@@ -16,6 +16,8 @@ were, and as Wolff's law says of real bone only approximately.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from femsr import fem, generate, topopt
@@ -40,6 +42,7 @@ def refine(
     rmin: float = RMIN,
     progress: bool = False,
     solver_options: dict[str, object] | None = None,
+    callback: Callable[[topopt.State], bool | None] | None = None,
 ) -> np.ndarray:
     """``density`` after ``iterations`` OC updates of its femur's problem, block masses held.
 
@@ -65,6 +68,9 @@ def refine(
         Show a tqdm bar of the iterations (:func:`femsr.topopt.optimize`).
     solver_options : dict, optional
         Of :func:`femsr.topopt.optimize`; default :data:`femsr.generate.SOLVER_OPTIONS`.
+    callback : callable, optional
+        Called after every iteration with its :class:`femsr.topopt.State` (whose ``design`` is
+        the refined density so far); returning True stops the refinement there.
 
     Returns
     -------
@@ -113,5 +119,6 @@ def refine(
         initial=np.where(design, density, 0.0),
         solver_options=generate.SOLVER_OPTIONS if solver_options is None else solver_options,
         progress=progress,
+        callback=callback,
     )
     return result.density.astype(np.float32)

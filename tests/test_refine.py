@@ -168,6 +168,22 @@ def test_refine_keeps_the_block_masses_and_stiffens_the_femur(coarse_femur):
     np.testing.assert_allclose(unchanged, start, atol=1e-6)
 
 
+def test_refine_shows_each_iteration_to_the_callback(coarse_femur):
+    """The callback sees the refined density after each iteration: what a refinement of that
+    many iterations returns; returning True stops there."""
+    problem, start, lr = coarse_femur
+    seen = []
+
+    def keep(state):
+        seen.append(state.design.copy())
+        return state.record.iteration == 2
+
+    stopped = refine(start, lr, problem, iterations=4, callback=keep)
+    assert len(seen) == 2
+    np.testing.assert_allclose(seen[-1], refine(start, lr, problem, iterations=2), atol=1e-6)
+    np.testing.assert_allclose(stopped, seen[-1], atol=1e-6)
+
+
 def test_refine_rejects_grids_that_do_not_fit(coarse_femur):
     problem, start, lr = coarse_femur
     with pytest.raises(ValueError, match="whole multiple of mass's grid"):
