@@ -10,8 +10,6 @@ a numpy twin in :mod:`femsr.reference.topopt`, selected by ``backend="python"``;
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import scipy.ndimage as ndi
 
@@ -350,10 +348,6 @@ def block_sums(values: np.ndarray, factor: int) -> np.ndarray:
     return padded.reshape(rows, factor, columns, factor).sum(axis=(1, 3))
 
 
-# Halvings of the bracket of log λ in block_oc_step: to 1e-16 of the ±700 around its top.
-_BLOCK_BISECTIONS = 64
-
-
 def block_oc_step(
     active: np.ndarray,
     x: np.ndarray,
@@ -368,9 +362,13 @@ def block_oc_step(
     ``target`` (shape ``(ceil(ny / factor), ceil(nx / factor))``) after the update.
 
     ``x_new = clamp(x (max(0, -dc) / λ_b)^damping, max(0, x - move), min(1, x + move))`` on the
-    ``active`` pixels (0 elsewhere), ``λ_b`` of each block found by bisection on ``log λ``,
-    all blocks at once. A block whose target the move limits cannot reach ends at the nearest
-    limit. The mass gradient is 1 per pixel: no density filter, no projection.
+    ``active`` pixels (0 elsewhere), ``λ_b`` of each block solved exactly: with ``t = λ^-damping``
+    a block's sum is piecewise linear and non-decreasing in ``t``, its breakpoints where a pixel
+    leaves its lower or reaches its upper limit. A binary search over the sorted breakpoints,
+    each sum taken anew (a running sum of slopes loses the small ones beside the large), finds
+    the piece where the sum meets the target, solved there as a line; all blocks at once. A
+    block whose target the move limits cannot reach ends at the nearest limit. The mass
+    gradient is 1 per pixel: no density filter, no projection.
     """
     ny, nx = x.shape
     rows, columns = target.shape
@@ -381,22 +379,39 @@ def block_oc_step(
         padded[:ny, :nx] = np.where(active, values, 0.0)
         return padded.reshape(rows, factor, columns, factor).transpose(0, 2, 1, 3).reshape(-1, size)
 
-    design = blocks(x)
     low = blocks(np.maximum(0.0, x - move))
     high = blocks(np.minimum(1.0, x + move))
-    gain = blocks(np.maximum(0.0, -dc)) ** damping
+    rate = blocks(x) * blocks(np.maximum(0.0, -dc)) ** damping  # x_new = clamp(rate t)
     wanted = target.reshape(-1, 1)
-    # x gain e^-m <= e^700 x: no overflow; at the top every pixel sits at its lower limit.
-    top = math.log(float(gain.max())) if gain.any() else 0.0
-    lower = np.full_like(wanted, top - 700.0, dtype=float)
-    upper = np.full_like(wanted, top + 700.0, dtype=float)
-    for _ in range(_BLOCK_BISECTIONS):
-        middle = 0.5 * (lower + upper)
-        heavy = np.clip(design * gain * np.exp(-middle), low, high).sum(axis=1, keepdims=True)
-        heavy = heavy > wanted
-        lower = np.where(heavy, middle, lower)
-        upper = np.where(heavy, upper, middle)
-    new = np.clip(design * gain * np.exp(-upper), low, high)
+    moving = rate > 0
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        leaves = np.where(moving, low / rate, np.inf)
+        reaches = np.where(moving, high / rate, np.inf)
+    points = np.sort(np.concatenate([leaves, reaches], axis=1), axis=1)
+    last = np.where(np.isfinite(points), points, 0.0).max(axis=1, keepdims=True)
+    points = np.minimum(points, last)  # the sum is the largest from the last breakpoint on
+
+    def total(t: np.ndarray) -> np.ndarray:
+        return np.clip(rate * t, low, high).sum(axis=1, keepdims=True)
+
+    # The last breakpoint whose sum is at most the target (0 where none is: t = 0 then).
+    first, past = (
+        np.zeros_like(wanted, dtype=np.int64),
+        np.full_like(wanted, 2 * size - 1, np.int64),
+    )
+    for _ in range((2 * size).bit_length()):
+        middle = (first + past + 1) // 2
+        under = total(np.take_along_axis(points, middle, axis=1)) <= wanted
+        first, past = np.where(under, middle, first), np.where(under, past, middle - 1)
+    start = np.take_along_axis(points, first, axis=1)
+    stop = np.take_along_axis(points, np.minimum(first + 1, 2 * size - 1), axis=1)
+    free = moving & (leaves <= start) & (reaches >= stop)  # between its limits on the piece
+    grade = np.where(free, rate, 0.0).sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(grade > 0, (wanted - total(start)) / grade, 0.0)
+    t = np.clip(start + step, start, stop)
+    t = np.where(wanted < total(np.zeros_like(wanted)), 0.0, t)
+    new = np.clip(rate * t, low, high)
     image = new.reshape(rows, columns, factor, factor).transpose(0, 2, 1, 3)
     return image.reshape(rows * factor, columns * factor)[:ny, :nx].copy()
 

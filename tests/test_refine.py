@@ -37,7 +37,9 @@ def test_block_oc_step_matches_a_search_per_block():
     rng = np.random.default_rng(0)
     shape, factor = (23, 17), 5
     x = rng.uniform(0.05, 0.95, shape)
-    dc = -rng.uniform(0.1, 2.0, shape)
+    dc = -1e3 * rng.uniform(size=shape) ** 8  # sensitivities over many orders of magnitude
+    x[rng.uniform(size=shape) < 0.1] = 0.0  # void stays void; it can only keep its lower limit
+    dc[rng.uniform(size=shape) < 0.1] = 0.0  # no gain: the pixel falls to its lower limit
     active = rng.uniform(size=shape) > 0.1
     reachable = block_sums(np.where(active, x, 0.0), factor)
     target = reachable * rng.uniform(0.9, 1.1, reachable.shape)
@@ -47,6 +49,28 @@ def test_block_oc_step_matches_a_search_per_block():
     np.testing.assert_allclose(block_sums(new, factor), target, rtol=1e-12)
     assert np.all(new[~active] == 0.0)
     assert np.abs(new - x)[active].max() <= 0.2 + 1e-12
+
+
+def test_block_oc_step_meets_blocks_of_sensitivities_many_orders_apart():
+    """Blocks of 100 pixels, their sensitivities 1e-30 to 1e3 apart: every block the move limit
+    lets reach its target meets it to round-off, the others end at their limits."""
+    rng = np.random.default_rng(1)
+    shape, factor, move = (200, 190), 10, 0.1
+    x = rng.uniform(size=shape) ** 3
+    x[rng.uniform(size=shape) < 0.3] = 0.0
+    dc = -1e3 * rng.uniform(size=shape) ** 8
+    dc[rng.uniform(size=shape) < 0.1] = 0.0
+    active = rng.uniform(size=shape) > 0.05
+    target = block_sums(np.where(active, x, 0.0), factor) * rng.uniform(0.7, 1.3, (20, 19))
+    new = block_oc_step(active, x, dc, target, factor, move, 0.5)
+    low = np.where(active, np.maximum(0.0, x - move), 0.0)
+    high = np.where(active & (x * dc < 0), np.minimum(1.0, x + move), low)
+    least, most = block_sums(low, factor), block_sums(high, factor)
+    reach = (least <= target) & (target <= most)
+    assert 0.5 < reach.mean() < 1.0
+    sums = block_sums(new, factor)
+    np.testing.assert_allclose(sums[reach], target[reach], rtol=1e-12)
+    np.testing.assert_allclose(sums[~reach], np.where(target < least, least, most)[~reach])
 
 
 def test_block_oc_step_ends_an_unreachable_block_at_its_move_limit():
