@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from femsr import topopt
-from femsr._topopt_kernels import ConeFilter
+from femsr._topopt_kernels import ConeFilter, block_oc_step, block_sums
 
 SIZES = [(200, 200), (800, 800), (2080, 1883)]
 RMIN = 3.0
@@ -79,3 +79,13 @@ def test_oc_update_projected(benchmark, shape, backend):
     )
     density, _ = topopt.project(cone(new), BETA)
     assert abs(density[mask].sum() - target) <= 1e-11 * target
+
+
+@pytest.mark.parametrize("shape", SIZES, **ids)
+def test_block_oc_update(benchmark, shape):
+    """The OC update with one multiplier per 10 x 10 block (numpy only), as femsr.refine runs it."""
+    mask, x, dc = problem(shape)
+    benchmark.group = f"block OC update {shape[0]}x{shape[1]}"
+    target = 0.95 * block_sums(x, 10)
+    new = benchmark(block_oc_step, mask, x, dc, target, 10, 0.1, 0.5)
+    np.testing.assert_allclose(block_sums(new, 10), target, rtol=1e-9, atol=1e-9)
