@@ -394,7 +394,7 @@ def block_oc_step(
     def total(t: np.ndarray) -> np.ndarray:
         return np.clip(rate * t, low, high).sum(axis=1, keepdims=True)
 
-    # The last breakpoint whose sum is at most the target (0 where none is: t = 0 then).
+    # The last breakpoint whose sum is at most the target (the first where none is).
     first, past = (
         np.zeros_like(wanted, dtype=np.int64),
         np.full_like(wanted, 2 * size - 1, np.int64),
@@ -409,8 +409,9 @@ def block_oc_step(
     grade = np.where(free, rate, 0.0).sum(axis=1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         step = np.where(grade > 0, (wanted - total(start)) / grade, 0.0)
+    # Below the first breakpoint's sum (every pixel at its lower limit) the step is negative
+    # and the clip holds t there: the block ends at its lower limits.
     t = np.clip(start + step, start, stop)
-    t = np.where(wanted < total(np.zeros_like(wanted)), 0.0, t)
     new = np.clip(rate * t, low, high)
     image = new.reshape(rows, columns, factor, factor).transpose(0, 2, 1, 3)
     return image.reshape(rows * factor, columns * factor)[:ny, :nx].copy()
