@@ -16,7 +16,9 @@ were, and as Wolff's law says of real bone only approximately.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,12 +26,21 @@ from femsr import fem, generate, topopt
 from femsr.checks import check_density, check_int
 from femsr.femur import Problem
 
-__all__ = ["ITERATIONS", "MOVE", "RMIN", "refine"]
+__all__ = ["ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "refine"]
 
 # Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
 ITERATIONS = 8
 MOVE = 0.1
 RMIN = 2.0
+
+# The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
+# result (a scan model's above all, whose faint bone fills the whole outline) leaves little void
+# for drop_void to take out, so the 50 µm model is nearly the femur's whole outline, 4.1M unknowns
+# for femur_06 of benchmarks/femurs, where GMG-CG took 191 s an iteration and PARDISO 25 s (peak
+# 9.2 GB on a 2-core x86_64 VM).
+SOLVER_OPTIONS: dict[str, Any] = generate.SOLVER_OPTIONS | (
+    {"direct_below": 6_000_000} if importlib.util.find_spec("pypardiso") is not None else {}
+)
 
 
 def refine(
@@ -67,7 +78,7 @@ def refine(
     progress : bool
         Show a tqdm bar of the iterations (:func:`femsr.topopt.optimize`).
     solver_options : dict, optional
-        Of :func:`femsr.topopt.optimize`; default :data:`femsr.generate.SOLVER_OPTIONS`.
+        Of :func:`femsr.topopt.optimize`; default :data:`SOLVER_OPTIONS`.
     callback : callable, optional
         Called after every iteration with its :class:`femsr.topopt.State` (whose ``design`` is
         the refined density so far); returning True stops the refinement there.
@@ -117,7 +128,7 @@ def refine(
         material=material,
         block_mass=topopt.BlockMass(mass, scale),
         initial=np.where(design, density, 0.0),
-        solver_options=generate.SOLVER_OPTIONS if solver_options is None else solver_options,
+        solver_options=SOLVER_OPTIONS if solver_options is None else solver_options,
         progress=progress,
         callback=callback,
     )

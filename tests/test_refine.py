@@ -1,10 +1,13 @@
 """Block-mass topology optimization (femsr.topopt.BlockMass) and the refinement built on it."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 from scipy import optimize as sciopt
 
 from femsr import dataset, fem, generate, topopt
+from femsr import refine as refine_module
 from femsr._topopt_kernels import block_oc_step, block_sums
 from femsr.femur import Femur
 from femsr.refine import refine
@@ -216,3 +219,17 @@ def test_refine_rejects_grids_that_do_not_fit(coarse_femur):
         refine(start[:100, :100], lr[:10, :10], problem)
     with pytest.raises(ValueError, match="iterations must be"):
         refine(start, lr, problem, iterations=-1)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pypardiso") is None, reason="the raised limit is PARDISO's"
+)
+def test_refine_solves_the_whole_outline_of_a_full_size_femur_directly():
+    # A grey start leaves no void to drop; GMG-CG on the whole outline took minutes a solve.
+    mask = Femur().problem(0.05).mask
+    nodes = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), bool)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            nodes[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] |= mask
+    assert 2 * nodes.sum() < refine_module.SOLVER_OPTIONS["direct_below"]
+    assert refine_module.SOLVER_OPTIONS["direct_solver"] == "pardiso"
