@@ -8,7 +8,7 @@ problem on the reconstruction, at the HR pixel size: minimum weighted compliance
 load cases, SIMP exponent 3, the top88 sensitivity filter, each ``scale`` x ``scale`` block held
 at the bone mass of its LR pixel (:class:`femsr.topopt.BlockMass`): bone moves only inside its
 block, to where the loads call for it. The result is grey; :func:`femsr.crisp.draw_struts`
-redraws it, as :func:`femsr.reconstruct` does with ``refine``.
+redraws it (with :data:`DENSITY_WEIGHT`), as :func:`femsr.reconstruct` does with ``refine``.
 
 What it assumes: that the bone was shaped by the load cases it is given, as the phantom's femurs
 were, and as Wolff's law says of real bone only approximately.
@@ -26,12 +26,17 @@ from femsr import fem, generate, topopt
 from femsr.checks import check_density, check_int
 from femsr.femur import Problem
 
-__all__ = ["ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "refine"]
+__all__ = ["DENSITY_WEIGHT", "ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "refine"]
 
 # Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
 ITERATIONS = 8
 MOVE = 0.1
 RMIN = 2.0
+# The crisp redrawing's density weight (femsr.crisp.draw_struts) for a refined density: its
+# density, not the network's blur, says where the loads want bone, so it counts for more than in
+# femsr.crisp.DENSITY_WEIGHT; at 2 the dense heads came out soft in shear (validation: head E_xy
+# 18 % too soft, 9 % at 5), above 5 the necks too stiff.
+DENSITY_WEIGHT = 5.0
 
 # The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
 # result (a scan model's above all, whose faint bone fills the whole outline) leaves little void

@@ -14,6 +14,7 @@ from femsr.cli import main
 from femsr.crisp import draw_struts
 from femsr.femur import Femur
 from femsr.io import FemurImage, read_image, save_femur, write_image
+from femsr.refine import DENSITY_WEIGHT as REFINED_WEIGHT
 from femsr.refine import refine
 
 torch = pytest.importorskip("torch")
@@ -319,7 +320,8 @@ def test_cli_end_to_end(tmp_path, exported, femur_lr, capsys):
     assert main([*args, "--device", "cpu", "--pixel-size", str(PIXEL), "--refine", "1", "-q"]) == 0
     assert "refinement" in capsys.readouterr().out
     refined = refine(seam, density, bone.problem(PIXEL / 10), iterations=1)
-    np.testing.assert_array_equal(np.load(tmp_path / "hr.npy"), draw_struts(refined, mass=density))
+    expected = draw_struts(refined, mass=density, density_weight=REFINED_WEIGHT)
+    np.testing.assert_array_equal(np.load(tmp_path / "hr.npy"), expected)
     assert main([*args, "--quiet"]) == 2  # the femur's 0.5 mm grid is not 26 x 24
     assert "the femur's grid at 0.5 mm" in capsys.readouterr().err
     assert main(["reconstruct", str(tmp_path / "none.png"), str(tmp_path / "x.png")]) == 2
@@ -516,7 +518,8 @@ def test_cli_report_averages_the_held_out_errors(tmp_path, exported, capsys):
         hr = full[: mask.shape[0], : mask.shape[1]]
         crisp = draw_struts(full, mass=lr)[: mask.shape[0], : mask.shape[1]]
         refined = refine(full, lr, bone.problem(PIXEL / 10), iterations=1)
-        refined = draw_struts(refined, mass=lr)[: mask.shape[0], : mask.shape[1]]
+        refined = draw_struts(refined, mass=lr, density_weight=REFINED_WEIGHT)
+        refined = refined[: mask.shape[0], : mask.shape[1]]
         drawn = ((model, hr), (f"{model}+crisp", crisp), (f"{model}+refine", refined))
         for label, image in drawn:
             table = roi_table(reference, image, bone.rois(PIXEL / 10), E0=15e3, h=PIXEL / 10)
@@ -642,7 +645,8 @@ def test_refine_optimizes_the_result_then_redraws_it(exported, femur_lr):
     stats = {}
     refined = reconstruct(lr, refine=2, stats=stats, **options)
     grey = reconstruct(lr, **options)
-    expected = draw_struts(refine(grey, lr, bone.problem(PIXEL / 10), iterations=2), mass=lr)
+    refined_grey = refine(grey, lr, bone.problem(PIXEL / 10), iterations=2)
+    expected = draw_struts(refined_grey, mass=lr, density_weight=REFINED_WEIGHT)
     np.testing.assert_array_equal(refined, expected)
     assert stats["crisp"] is True and stats["refine_iterations"] == 2 and stats["refine"] > 0
     assert not np.array_equal(refined, draw_struts(grey, mass=lr))  # the optimization moved bone
