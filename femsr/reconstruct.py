@@ -43,11 +43,11 @@ from tqdm import tqdm
 
 from femsr import defaults, encoding
 from femsr.checks import check_finite_array, check_int, check_mask
-from femsr.crisp import DENSITY_WEIGHT, draw_struts
+from femsr.crisp import draw_struts
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
-from femsr.refine import DENSITY_WEIGHT as REFINED_DENSITY_WEIGHT
+from femsr.refine import redraw
 from femsr.refine import refine as refine_density
 
 if TYPE_CHECKING:
@@ -251,10 +251,10 @@ def reconstruct(
         OC iterations of topology optimization under the femur's load cases at the HR pixel
         size, from the network's result, each ``scale`` x ``scale`` block held at its LR
         pixel's bone mass (:func:`femsr.refine.refine`; :data:`femsr.refine.ITERATIONS` is the
-        setting chosen on the validation femurs), then redrawn crisp (as ``crisp=True``, with
-        :data:`femsr.refine.DENSITY_WEIGHT`): bone moves inside its blocks to where the loads
-        call for it. Needs the femur (``femur=`` or a FemurImage). 0: none. Minutes at full
-        size (an FE solve of the HR femur each).
+        setting chosen on the validation femurs), then redrawn crisp
+        (:func:`femsr.refine.redraw`): bone moves inside its blocks to where the loads call
+        for it. Needs the femur (``femur=`` or a FemurImage). 0: none. Minutes at full size (an
+        FE solve of the HR femur each).
     progress : bool
         Show a tqdm bar of the windows run through the network, and of the refinement's
         iterations, on stderr. The stages and
@@ -368,8 +368,7 @@ def reconstruct(
         seconds["refine"] = time.perf_counter() - tick
     if crisp or refine:
         tick = time.perf_counter()
-        weight = REFINED_DENSITY_WEIGHT if refine else DENSITY_WEIGHT
-        result = draw_struts(result, scale, mass=density, density_weight=weight)
+        result = redraw(result, density) if refine else draw_struts(result, scale, mass=density)
         seconds["redraw"] = time.perf_counter() - tick
 
     seconds["total"] = time.perf_counter() - started

@@ -7,8 +7,8 @@ too (:mod:`femsr.crisp`). :func:`refine` runs a few optimality-criteria iteratio
 problem on the reconstruction, at the HR pixel size: minimum weighted compliance of the femur's
 load cases, SIMP exponent 3, the top88 sensitivity filter, each ``scale`` x ``scale`` block held
 at the bone mass of its LR pixel (:class:`femsr.topopt.BlockMass`): bone moves only inside its
-block, to where the loads call for it. The result is grey; :func:`femsr.crisp.draw_struts`
-redraws it (with :data:`DENSITY_WEIGHT`), as :func:`femsr.reconstruct` does with ``refine``.
+block, to where the loads call for it. The result is grey; :func:`redraw`
+redraws it crisp, as :func:`femsr.reconstruct` does with ``refine``.
 
 What it assumes: that the bone was shaped by the load cases it is given, as the phantom's femurs
 were, and as Wolff's law says of real bone only approximately.
@@ -24,9 +24,10 @@ import numpy as np
 
 from femsr import fem, generate, topopt
 from femsr.checks import check_density, check_int
+from femsr.crisp import draw_struts
 from femsr.femur import Problem
 
-__all__ = ["DENSITY_WEIGHT", "ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "refine"]
+__all__ = ["DENSITY_WEIGHT", "ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "redraw", "refine"]
 
 # Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
 ITERATIONS = 8
@@ -138,3 +139,12 @@ def refine(
         callback=callback,
     )
     return result.density.astype(np.float32)
+
+
+def redraw(density: np.ndarray, mass: np.ndarray) -> np.ndarray:
+    """A refined ``density`` redrawn crisp, each block at its pixel's bone mass in ``mass``:
+    :func:`femsr.crisp.draw_struts` with :data:`DENSITY_WEIGHT`, blocks of ``density``'s rows
+    over ``mass``'s."""
+    mass = check_density(mass, "mass")
+    scale = density.shape[0] // mass.shape[0] if mass.shape[0] else 0
+    return draw_struts(density, max(scale, 1), mass=mass, density_weight=DENSITY_WEIGHT)

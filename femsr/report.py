@@ -23,6 +23,7 @@ from tqdm import tqdm
 from femsr import agreement, dataset, defaults, evaluate, io, morphometry
 from femsr.crisp import draw_struts
 from femsr.reconstruct import reconstruct
+from femsr.refine import redraw
 from femsr.refine import refine as refine_density
 
 __all__ = ["PAPER_TABLE1", "choose_model", "crisp_label", "heldout_report", "refine_label"]
@@ -289,7 +290,7 @@ def _measured(
             if refine:
                 problem = reference.femur.problem(reference.pixel_size)
                 refined = refine_density(hr, lr.density, problem, iterations=refine)
-                redrawn = draw_struts(refined, scale, mass=lr.density)
+                redrawn = redraw(refined, lr.density)
                 drawn[refine_label(label)] = redrawn[: shape[0], : shape[1]]
             for name, image in drawn.items():
                 io.write_image(out / name / f"{path.stem}.png", image, bits=8)
