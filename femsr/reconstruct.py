@@ -544,8 +544,7 @@ def reconstruct_file(
         if options.get("refine"):
             warnings.warn(
                 "refining a scan's reconstruction made its ROI stiffness worse, not better, on"
-                " synthetic CT slices: the scan model draws too faint a structure for the"
-                " optimization to start from (benchmarks/RESULTS.md, 'Scans in')",
+                " synthetic CT slices (benchmarks/RESULTS.md, 'Scans in')",
                 stacklevel=2,
             )
     elif landmarks is not None:
