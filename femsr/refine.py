@@ -145,6 +145,5 @@ def redraw(density: np.ndarray, mass: np.ndarray) -> np.ndarray:
     """A refined ``density`` redrawn crisp, each block at its pixel's bone mass in ``mass``:
     :func:`femsr.crisp.draw_struts` with :data:`DENSITY_WEIGHT`, blocks of ``density``'s rows
     over ``mass``'s."""
-    mass = check_density(mass, "mass")
-    scale = density.shape[0] // mass.shape[0] if mass.shape[0] else 0
-    return draw_struts(density, max(scale, 1), mass=mass, density_weight=DENSITY_WEIGHT)
+    factor = len(density) // max(len(mass), 1)
+    return draw_struts(density, factor, mass=mass, density_weight=DENSITY_WEIGHT)

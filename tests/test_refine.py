@@ -226,10 +226,6 @@ def test_refine_rejects_grids_that_do_not_fit(coarse_femur):
 )
 def test_refine_solves_the_whole_outline_of_a_full_size_femur_directly():
     # A grey start leaves no void to drop; GMG-CG on the whole outline took minutes a solve.
-    mask = Femur().problem(0.05).mask
-    nodes = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), bool)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            nodes[dy : dy + mask.shape[0], dx : dx + mask.shape[1]] |= mask
+    nodes = fem._node_mask(Femur().problem(0.05).mask)
     assert 2 * nodes.sum() < refine_module.SOLVER_OPTIONS["direct_below"]
     assert refine_module.SOLVER_OPTIONS["direct_solver"] == "pardiso"
