@@ -36,6 +36,7 @@ from femsr.io import FemurImage, atomic_write
 
 __all__ = [
     "MARROW_HU",
+    "SHAFT_CONTINUED",
     "TISSUE_HU",
     "Scan",
     "density_from_hu",
@@ -178,7 +179,9 @@ def lr_image(
     beyond [0, 1], the rest is taken as density); the image is resampled to 0.5 mm (linear),
     the femur segmented (:func:`segment`), a window of the femur box's size cut so the femur's
     top lies 4 mm below its top edge and its proximal 60 mm are centred across it (void beyond the
-    scan), everything outside the femur set to 0, and the femur fitted
+    scan, but for a shaft the scan cuts above the box's bottom edge: up to
+    :data:`SHAFT_CONTINUED` mm of it are drawn as the scan's last row, so the edge where the load
+    cases hold the femur is bone), everything outside the femur set to 0, and the femur fitted
     (:func:`femsr.femur_fit.fit_femur`), which gives the load cases and the ROIs. A femur whose
     shaft axis (found, or the ``shaft_axis`` given) leans 1° or more from upright is first
     turned upright about the point where the axis leaves the window's bottom edge (linear
@@ -207,15 +210,17 @@ def lr_image(
     FemurImage
         Its ``meta`` holds the scan's ``spacing``, ``index`` and ``unit``, the ``tilt`` of the
         shaft that the image was turned back from (degrees, clockwise as displayed; 0 if it
-        was not turned) and the ``landmarks`` the fit took (found, or given), in the scan's
+        was not turned), the mm of shaft continued below the scan's end
+        (``shaft_continued``) and the ``landmarks`` the fit took (found, or given), in the scan's
         frame: written as JSON they are a file for ``femsr reconstruct --landmarks``
         (:func:`read_landmarks`).
 
     Raises
     ------
     ValueError
-        From :func:`segment` (no femur, a femur cut off), on bad ``landmarks``, or if the
-        proximal femur is wider than the box.
+        From :func:`segment` (no femur, a femur cut off), on bad ``landmarks``, if the
+        proximal femur is wider than the box, or if the scan ends more than
+        :data:`SHAFT_CONTINUED` mm above the box's bottom edge.
 
     Examples
     --------
@@ -245,7 +250,7 @@ def lr_image(
     # ndi.zoom maps the centres of the first and last pixels onto each other.
     stretch = (np.array(resampled.shape) - 1) / (np.array(density.shape) - 1)
     to_resampled = _affine(np.diag(stretch[::-1] / scan.spacing[::-1]), -0.5 * stretch[::-1])
-    window, inside, corner = _box_window(resampled, segment(resampled, spacing=pixel))
+    window, inside, corner, continued = _box_window(resampled, segment(resampled, spacing=pixel))
     to_box = _box_frame(corner) @ to_resampled
     (x, _), found_axis = _shaft_axis(inside, pixel)
     tilt = _tilt(found_axis, given.get("shaft_axis"), to_box)
@@ -259,7 +264,7 @@ def lr_image(
         upright = ndi.affine_transform(
             resampled, back[1::-1, 1::-1], back[1::-1, 2], order=1, mode="nearest"
         )
-        window, inside, corner = _box_window(upright, segment(upright, spacing=pixel))
+        window, inside, corner, continued = _box_window(upright, segment(upright, spacing=pixel))
         to_box = _box_frame(corner) @ turn @ to_resampled
     else:
         tilt = 0.0
@@ -267,9 +272,13 @@ def lr_image(
     found = _moved(find_landmarks(inside, pixel), np.linalg.inv(to_box))
     used = {name: found[name] for name in LANDMARKS} | given
     meta: dict[str, Any] = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
-    meta |= {"tilt": tilt, "landmarks": used}
+    meta |= {"tilt": tilt, "shaft_continued": continued, "landmarks": used}
     return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
 
+
+SHAFT_CONTINUED = 10.0
+"""Millimetres of shaft below a scan's end that :func:`lr_image` draws by repeating its last
+row, where the femur box reaches past the scan: the shaft is nearly prismatic there."""
 
 _UPRIGHT = 1.0
 """Degrees of shaft tilt below which :func:`lr_image` leaves a scan unturned: the shaft axis
@@ -308,9 +317,10 @@ def _tilt(found: np.ndarray, shaft_axis: Any, to_box: np.ndarray) -> float:
 
 def _box_window(
     density: np.ndarray, mask: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
     """The femur box's window of a 500 µm density and its femur mask (see :func:`lr_image`),
-    and the (row, column) of the image its top-left pixel takes."""
+    the (row, column) of the image its top-left pixel takes, and the mm of shaft continued
+    below the scan's end."""
     from femsr import femur as femur_module
 
     pixel = femur_module.LR_PIXEL
@@ -330,7 +340,21 @@ def _box_window(
     r1, c1 = min(top + rows, density.shape[0]), min(left + cols, density.shape[1])
     window[r0 - top : r1 - top, c0 - left : c1 - left] = density[r0:r1, c0:c1]
     inside[r0 - top : r1 - top, c0 - left : c1 - left] = mask[r0:r1, c0:c1]
-    return window, inside, (top, int(left))
+    # The load cases hold the shaft at the box's bottom edge: a femur box reaching past the
+    # scan's end would leave that edge on void, the femur held by nothing (its refinement then
+    # optimizes noise). The shaft is continued there as the scan's last row, a few mm at most.
+    missing = rows - (r1 - top)
+    if missing <= 0 or not inside[r1 - top - 1].any():
+        return window, inside, (top, int(left)), 0.0
+    if missing * pixel > SHAFT_CONTINUED:
+        raise ValueError(
+            f"the scan ends {missing * pixel:.1f} mm above the femur box's bottom edge "
+            f"({rows * pixel - 4.0:.0f} mm below the femur's top), where the load cases hold "
+            f"the shaft; femsr continues the shaft by at most {SHAFT_CONTINUED:.0f} mm"
+        )
+    window[r1 - top :] = window[r1 - top - 1]
+    inside[r1 - top :] = inside[r1 - top - 1]
+    return window, inside, (top, int(left)), missing * pixel
 
 
 def _moved(marks: Mapping[str, Any], affine: np.ndarray) -> dict[str, Any]:

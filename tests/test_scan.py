@@ -181,13 +181,15 @@ def test_segment_fills_the_canal_of_a_shaft_cut_obliquely(tilt):
     assert bottom.size < 12
 
 
-def clinical_scan(femur, pixel=0.6):
-    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred and noisy."""
+def clinical_scan(femur, pixel=0.6, cut=0.0):
+    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred and noisy,
+    ending ``cut`` mm above the femur box's bottom edge."""
     mask, cortex, canal = femur.compartments(0.1)
     rng = np.random.default_rng(1)
     density = np.where(cortex, 1.0, 0.0)
     trabecular = mask & ~cortex & ~canal
     density[trabecular] = (rng.random(trabecular.sum()) < 0.35).astype(float)
+    density = density[: len(density) - round(cut / 0.1)]
     return scan.synthetic_scan(density, 0.1, pixel=pixel, fwhm=0.8, noise=30.0)
 
 
@@ -249,6 +251,24 @@ def test_a_scan_becomes_the_networks_input_with_its_fitted_femur(seed, left_scan
         error = np.hypot(*np.subtract(found[name], in_scan(getattr(true, name))))
         assert error < tolerance, name
     json.dumps(found)  # a --landmarks file as it is
+
+
+def test_a_scan_ending_above_the_femur_box_has_its_shaft_continued():
+    """The load cases hold the shaft at the box's bottom edge: where the scan ends above it,
+    the shaft is drawn on as the scan's last row, so that edge is bone; not past 10 mm."""
+    from femsr.femur import sample
+
+    femur = sample(0)
+    assert scan.lr_image(clinical_scan(femur)).meta["shaft_continued"] == 0.0
+    lr = scan.lr_image(clinical_scan(femur, cut=5.0))
+    drawn = round(lr.meta["shaft_continued"] / 0.5)
+    assert 1 <= drawn <= 10
+    last = lr.density[-drawn - 1]
+    np.testing.assert_array_equal(lr.density[-drawn:], np.repeat(last[None], drawn, axis=0))
+    bottom, outline = lr.density[-1] > 0, lr.femur.mask(0.5)[-1]
+    assert 2 * (bottom & outline).sum() / (bottom.sum() + outline.sum()) > 0.9
+    with pytest.raises(ValueError, match="continues the shaft by at most 10 mm"):
+        scan.lr_image(clinical_scan(femur, cut=12.0))
 
 
 @pytest.mark.parametrize("tilt", [-3.0, 3.0])
