@@ -98,7 +98,8 @@ def refine(
     ------
     ValueError
         If the shapes do not fit (``density`` not ``scale`` times ``mass``, the problem's grid
-        larger than ``density``), or a value is out of range.
+        larger than ``density``), a value is out of range, or no element of ``density`` of at
+        least 0.1 touches the problem's fixed nodes (the femur held by void).
     """
     density = check_density(density)
     mass = check_density(mass, "mass")
@@ -118,6 +119,7 @@ def refine(
     forces[:, : py + 1, : px + 1] = problem.forces
     fixed = np.zeros((ny + 1, nx + 1, 2), bool)
     fixed[: py + 1, : px + 1] = problem.fixed
+    _check_held(np.where(design, density, 0.0), fixed)
     material = fem.Material(
         E0=generate.TISSUE_MODULUS, h=problem.pixel_size, thickness=problem.thickness
     )
@@ -139,6 +141,21 @@ def refine(
         callback=callback,
     )
     return result.density.astype(np.float32)
+
+
+def _check_held(density: np.ndarray, fixed: np.ndarray) -> None:
+    """Raise if no element of ``density`` of at least 0.1 (by SIMP 1e-3 of the tissue's
+    modulus, a million times the void's) touches a fixed node: the femur would hang on void.
+    Refined so, CT slices of benchmarks/femurs cut above the box's bottom edge had their struts
+    and cortex turned to speckle; :func:`femsr.scan.lr_image` continues such a shaft."""
+    held = fixed.any(axis=-1)
+    padded = np.pad(density >= 0.1, 1)
+    touching = padded[:-1, :-1] | padded[1:, :-1] | padded[:-1, 1:] | padded[1:, 1:]
+    if not (held & touching).any():
+        raise ValueError(
+            "no bone (density >= 0.1) touches the femur's fixed edge, the shaft's cut at the "
+            "bottom of the grid: the image must show the shaft down to there"
+        )
 
 
 def redraw(density: np.ndarray, mass: np.ndarray) -> np.ndarray:

@@ -219,6 +219,10 @@ def test_refine_rejects_grids_that_do_not_fit(coarse_femur):
         refine(start[:100, :100], lr[:10, :10], problem)
     with pytest.raises(ValueError, match="iterations must be"):
         refine(start, lr, problem, iterations=-1)
+    cut = start.copy()
+    cut[-FACTOR:] = 0.0  # the LR image's bottom row void: nothing holds the femur
+    with pytest.raises(ValueError, match=r"no bone .* touches the femur's fixed edge"):
+        refine(cut, dataset.downscale(cut, FACTOR), problem)
 
 
 @pytest.mark.skipif(
