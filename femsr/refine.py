@@ -139,6 +139,7 @@ def refine(
         solver_options=SOLVER_OPTIONS if solver_options is None else solver_options,
         progress=progress,
         callback=callback,
+        final_solve=False,
     )
     return result.density.astype(np.float32)
 

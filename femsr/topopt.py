@@ -399,9 +399,10 @@ class OptimizeResult:
     design : ndarray, shape (ny, nx)
         Final design variables.
     compliance : float
-        ``Σ wᵢ cᵢ`` of ``density`` (N·mm), from a last FE solve.
+        ``Σ wᵢ cᵢ`` of ``density`` (N·mm), from a last FE solve (NaN without it:
+        ``optimize(final_solve=False)``).
     case_compliance : ndarray, shape (ncases,)
-        Compliance of each load case for ``density`` (N·mm).
+        Compliance of each load case for ``density`` (N·mm), NaN without the last solve.
     mass : float
         ``Σ density / (number of mask pixels)`` over the mask (the design).
     iterations : int
@@ -972,6 +973,7 @@ def optimize(
     callback: Callable[[State], bool | None] | None = None,
     progress: bool = False,
     checkpointing: Checkpointing | None = None,
+    final_solve: bool = True,
     backend: str = "cpp",
 ) -> OptimizeResult:
     """Minimum weighted compliance under a mass constraint, by SIMP and optimality criteria.
@@ -1042,6 +1044,10 @@ def optimize(
         logger, whatever ``progress``.
     checkpointing : Checkpointing, optional
         The checkpoints to write and the one to resume from. Default: none.
+    final_solve : bool
+        Solve the final density once more for the result's compliance (default). False leaves
+        it NaN and saves that solve, for a caller that wants only the density (a few
+        iterations, as :func:`femsr.refine.refine` runs, spend one solve in nine on it).
     backend : {"cpp", "python"}
         Compiled kernels, or the numpy twins for filter, projection, OC update, assembly and
         element energies.
@@ -1092,6 +1098,8 @@ def optimize(
         raise ValueError(f"max_iter must be a non-negative integer, got {max_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be non-negative, got {tol}")
+    if not isinstance(final_solve, bool):
+        raise TypeError(f"final_solve must be a bool, got {type(final_solve).__name__}")
     problem = _validate(
         forces,
         fixed,
@@ -1114,7 +1122,7 @@ def optimize(
     run, save = _start(problem, initial, checkpoints)
     started = time.perf_counter()
     _iterate(problem, run, max_iter, tol, callback, progress, checkpoints.every, save)
-    return _finish(problem, run, save, started)
+    return _finish(problem, run, save, started, final_solve)
 
 
 def _check_record(name: str, value: Any, kind: type) -> Any:
@@ -1360,13 +1368,18 @@ def _finish(
     run: _Progress,
     save: Callable[[np.ndarray], None] | None,
     started: float,
+    final_solve: bool,
 ) -> OptimizeResult:
-    """The result of the run's last design, from a last FE solve; checkpointed and logged."""
+    """The result of the run's last design, from a last FE solve unless not ``final_solve``;
+    checkpointed and logged."""
     # The design was last updated, and its mass met, at the beta of the last record; a doubling
     # after that update belongs to the next iteration (of a resumed run), not to the result.
     beta = run.history[-1].beta if run.history and run.beta is not None else run.beta
     density = problem.physical(run.design, beta)[0]
-    compliance, _ = problem.analyse(density)
+    if final_solve:
+        compliance, _ = problem.analyse(density)
+    else:
+        compliance = np.full(len(problem.weights), np.nan)
     if save is not None:
         save(density)
     result = OptimizeResult(

@@ -777,6 +777,22 @@ def test_drop_void_grows_the_design_of_the_full_model():
     assert reduced.compliance == pytest.approx(full.compliance, rel=1e-4)
 
 
+def test_without_the_final_solve_the_design_is_the_same_and_one_solve_is_saved(solved_masks):
+    mask, forces, fixed = l_bracket()
+    kwargs = dict(mask=mask, volfrac=0.35, max_iter=6)
+    solved = topopt.optimize(forces, fixed, **kwargs)
+    solves = len(solved_masks)
+    bare = topopt.optimize(forces, fixed, final_solve=False, **kwargs)
+    assert len(solved_masks) - solves == solves - 1
+    np.testing.assert_array_equal(bare.density, solved.density)
+    assert bare.mass == solved.mass
+    np.testing.assert_array_equal(bare.series("objective"), solved.series("objective"))
+    assert np.isnan(bare.compliance) and np.isnan(bare.case_compliance).all()
+    assert np.isfinite(solved.compliance)
+    with pytest.raises(TypeError, match="final_solve must be a bool"):
+        topopt.optimize(forces, fixed, final_solve=1, **kwargs)
+
+
 def test_max_iter_zero_analyses_the_start():
     forces, fixed = half_mbb(6, 12)
     result = topopt.optimize(forces, fixed, max_iter=0, volfrac=0.3)
