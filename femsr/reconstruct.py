@@ -34,7 +34,6 @@ import functools
 import logging
 import os
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -541,12 +540,6 @@ def reconstruct_file(
         image = scan.lr_image(scan.read_scan(source), landmarks=landmarks)
         density, stored, bone = image.density, image.pixel_size, image.femur
         model = BUNDLED_SCAN_MODEL if model is None else model
-        if options.get("refine"):
-            warnings.warn(
-                "refining a scan's reconstruction made its ROI stiffness worse, not better, on"
-                " synthetic CT slices (benchmarks/RESULTS.md, 'Scans in')",
-                stacklevel=2,
-            )
     elif landmarks is not None:
         raise ValueError(
             f"landmarks are a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"

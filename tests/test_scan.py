@@ -403,27 +403,6 @@ def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeyp
     assert module.BUNDLED_SCAN_MODEL.is_file()
 
 
-def test_refining_a_scan_warns_that_it_was_measured_to_hurt(tmp_path, monkeypatch, left_scan):
-    import importlib
-    import warnings
-
-    module = importlib.import_module("femsr.reconstruct")
-    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
-    monkeypatch.setattr(
-        module,
-        "reconstruct",
-        lambda density, **options: np.zeros([10 * n for n in density.shape], np.float32),
-    )
-    scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
-    np.save(tmp_path / "lr.npy", np.full((20, 20), 0.3, np.float32))
-    with pytest.warns(UserWarning, match="refining a scan's reconstruction made"):
-        module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "a.npy", refine=8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "b.npy")
-        module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "c.npy", refine=8)
-
-
 def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_scan):
     import importlib
 

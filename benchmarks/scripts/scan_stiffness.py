@@ -13,7 +13,8 @@ reconstruction, mean over the femurs and the three ROIs, beside the references' 
 the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
 folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
 (``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
-optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``).
+optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``); with
+``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean always.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
@@ -38,12 +39,12 @@ def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray
 
 
 def errors(
-    image: io.FemurImage, lr: io.FemurImage, model: str | None, crisp: bool, refine: int
+    image: io.FemurImage, lr: io.FemurImage, model: str | None, options: dict
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr``, and its
-    ROIs' BV/TV and median Tb.Th."""
+    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr`` (``options``
+    of ``reconstruct``), and its ROIs' BV/TV and median Tb.Th."""
     shape = image.density.shape
-    hr = reconstruct(lr, model=model, device="cpu", crisp=crisp, refine=refine)
+    hr = reconstruct(lr, model=model, device="cpu", **options)
     hr = hr[: shape[0], : shape[1]]
     table = evaluate.roi_table(
         image.density,
@@ -63,8 +64,10 @@ def main() -> None:
     parser.add_argument("--model", help="exported model (default: the bundled one)")
     parser.add_argument("--crisp", action="store_true", help="redraw crisp at the input's mass")
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
+    parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
     args = parser.parse_args()
+    options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
     images = [io.load_femur(path) for path in args.femurs]
     inputs = [("block mean", None)]
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
@@ -94,7 +97,7 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 lr = scan.lr_image(ct)
-            stiffness, rois = errors(image, lr, args.model, args.crisp, args.refine)
+            stiffness, rois = errors(image, lr, args.model, options)
             found.append(stiffness)
             measured.append(rois)
             seconds += time.perf_counter() - start
