@@ -119,7 +119,8 @@ def refine(
     forces[:, : py + 1, : px + 1] = problem.forces
     fixed = np.zeros((ny + 1, nx + 1, 2), bool)
     fixed[: py + 1, : px + 1] = problem.fixed
-    _check_held(np.where(design, density, 0.0), fixed)
+    start = np.where(design, density, 0.0)
+    _check_held(start, fixed)
     material = fem.Material(
         E0=generate.TISSUE_MODULUS, h=problem.pixel_size, thickness=problem.thickness
     )
@@ -135,7 +136,7 @@ def refine(
         move=move,
         material=material,
         block_mass=topopt.BlockMass(mass, scale),
-        initial=np.where(design, density, 0.0),
+        initial=start,
         solver_options=SOLVER_OPTIONS if solver_options is None else solver_options,
         progress=progress,
         callback=callback,
@@ -149,10 +150,7 @@ def _check_held(density: np.ndarray, fixed: np.ndarray) -> None:
     modulus, a million times the void's) touches a fixed node: the femur would hang on void.
     Refined so, CT slices of benchmarks/femurs cut above the box's bottom edge had their struts
     and cortex turned to speckle; :func:`femsr.scan.lr_image` continues such a shaft."""
-    held = fixed.any(axis=-1)
-    padded = np.pad(density >= 0.1, 1)
-    touching = padded[:-1, :-1] | padded[1:, :-1] | padded[:-1, 1:] | padded[1:, 1:]
-    if not (held & touching).any():
+    if not (fixed.any(axis=-1) & fem._node_mask(density >= 0.1)).any():
         raise ValueError(
             "no bone (density >= 0.1) touches the femur's fixed edge, the shaft's cut at the "
             "bottom of the grid: the image must show the shaft down to there"
