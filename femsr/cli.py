@@ -681,6 +681,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "crisp": args.crisp,
         "refine": args.refine,
+        "psf_fwhm": args.psf_fwhm,
     }
     if args.input.is_dir():
         if args.landmarks is not None:
@@ -761,6 +762,13 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="a scan's landmarks (JSON: head_centre, head_radius, shaft_axis, neck_shaft_angle, "
         "side, greater_trochanter, lesser_trochanter; mm, x right from the image's left edge, y "
         "down from its top) to use instead of those found (docs/reconstruct.md)",
+    )
+    command.add_argument(
+        "--psf-fwhm",
+        type=float,
+        metavar="MM",
+        help="a scan's point-spread function, full width at half maximum in mm: deblur the scan "
+        "by it and reconstruct with the model trained on block means (docs/reconstruct.md)",
     )
     command.set_defaults(run=_reconstruct)
 

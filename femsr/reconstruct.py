@@ -226,7 +226,8 @@ def reconstruct(
         An exported model file (:func:`femsr.export.export_model`, any format), a loaded one,
         or an eager network. Default: the bundled model (``femsr/data/model.pt``); for a
         scan's image (:func:`femsr.scan.lr_image`, whose ``meta`` holds its ``landmarks``),
-        the bundled scan model (:data:`BUNDLED_SCAN_MODEL`, ``femsr/data/model_scan.pt``).
+        the bundled scan model (:data:`BUNDLED_SCAN_MODEL`, ``femsr/data/model_scan.pt``),
+        unless the scan was deblurred (``psf_fwhm`` in its ``meta``).
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
         moved there.
@@ -301,7 +302,7 @@ def reconstruct(
             femur = lr.femur
         if pixel_size is None:
             pixel_size = lr.pixel_size
-        if model is None and "landmarks" in lr.meta:
+        if model is None and "landmarks" in lr.meta and lr.meta.get("psf_fwhm") is None:
             model = BUNDLED_SCAN_MODEL
         lr = lr.density
     density = _check_lr(lr)
@@ -510,6 +511,7 @@ def reconstruct_file(
     model: str | os.PathLike[str] | None = None,
     device: str = "auto",
     landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    psf_fwhm: float | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
@@ -520,15 +522,17 @@ def reconstruct_file(
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
     scan's frame, and a scan is reconstructed by :data:`BUNDLED_SCAN_MODEL` unless ``model``
-    names another. A ``.nii``/``.nii.gz`` target gets the HR image with its spacing
-    (:func:`femsr.scan.write_scan`), others :func:`femsr.io.write_image`. ``options`` go to
-    :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
+    names another. With ``psf_fwhm`` (mm) the scan is deblurred first
+    (:func:`femsr.scan.deblur`) and reconstructed by :data:`BUNDLED_MODEL`, trained on block
+    means, unless ``model`` names another. A ``.nii``/``.nii.gz`` target gets the HR image
+    with its spacing (:func:`femsr.scan.write_scan`), others :func:`femsr.io.write_image`.
+    ``options`` go to :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
 
     Raises
     ------
     ValueError
-        If ``pixel_size`` contradicts the file's own, on bad ``landmarks``, or on
-        ``landmarks`` for a source that is no scan.
+        If ``pixel_size`` contradicts the file's own, on bad ``landmarks`` or ``psf_fwhm``,
+        or on ``landmarks`` or ``psf_fwhm`` for a source that is no scan.
     """
     from femsr import femur, io, scan
 
@@ -537,13 +541,13 @@ def reconstruct_file(
     if str(source).lower().endswith(SCAN_SUFFIXES):
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
-        image = scan.lr_image(scan.read_scan(source), landmarks=landmarks)
+        image = scan.lr_image(scan.read_scan(source), landmarks=landmarks, psf_fwhm=psf_fwhm)
         density, stored, bone = image.density, image.pixel_size, image.femur
-        model = BUNDLED_SCAN_MODEL if model is None else model
-    elif landmarks is not None:
-        raise ValueError(
-            f"landmarks are a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"
-        )
+        if model is None:
+            model = BUNDLED_SCAN_MODEL if psf_fwhm is None else BUNDLED_MODEL
+    elif landmarks is not None or psf_fwhm is not None:
+        given = "landmarks are" if landmarks is not None else "psf_fwhm is"
+        raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
     else:
         density, stored, bone = io.read_image(source)
     if stored is not None and pixel_size is not None and stored != pixel_size:

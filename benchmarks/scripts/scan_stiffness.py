@@ -14,7 +14,9 @@ the seconds per femur (reading the slice and reconstructing). The femurs are bot
 folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
 (``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
 optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``); with
-``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``).
+``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``); with
+``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``) and so,
+without ``--model``, reconstructed by the bundled block-mean model.
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean always.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
+    parser.add_argument("--deblur", action="store_true", help="deblur by the setting's FWHM")
     args = parser.parse_args()
     options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
     images = [io.load_femur(path) for path in args.femurs]
@@ -96,7 +99,7 @@ def main() -> None:
                     image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
                     seed=k, border=BORDER,
                 )  # fmt: skip
-                lr = scan.lr_image(ct)
+                lr = scan.lr_image(ct, psf_fwhm=fwhm if args.deblur else None)
             stiffness, rois = errors(image, lr, args.model, options)
             found.append(stiffness)
             measured.append(rois)
