@@ -706,6 +706,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
     )
     if args.preview is not None:
         io.write_image(args.preview, io.read_image(args.output)[0], bits=8)
+    if stats.get("psf_fwhm") is not None:
+        print(f"deblurred by a point-spread function of {stats['psf_fwhm']:.2f} mm FWHM")
     (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
     print(
         f"{ny}x{nx} -> {my}x{mx} in {stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, "
@@ -713,6 +715,13 @@ def _reconstruct(args: argparse.Namespace) -> int:
         f"{stats['quilting']:.2f} s{_redraw(stats)}); wrote {args.output}"
     )
     return 0
+
+
+def _psf_fwhm(value: str) -> float | str:
+    try:
+        return value if value == "auto" else float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected mm or auto, got {value!r}") from None
 
 
 def _add_reconstruct(commands: _Commands) -> None:
@@ -765,10 +774,11 @@ def _add_reconstruct(commands: _Commands) -> None:
     )
     command.add_argument(
         "--psf-fwhm",
-        type=float,
-        metavar="MM",
-        help="a scan's point-spread function, full width at half maximum in mm: deblur the scan "
-        "by it and reconstruct with the model trained on block means (docs/reconstruct.md)",
+        type=_psf_fwhm,
+        metavar="MM|auto",
+        help="a scan's point-spread function, full width at half maximum in mm, or auto to read "
+        "it off the shaft's edges: deblur the scan by it and reconstruct with the model trained "
+        "on block means (docs/reconstruct.md)",
     )
     command.set_defaults(run=_reconstruct)
 

@@ -511,7 +511,7 @@ def reconstruct_file(
     model: str | os.PathLike[str] | None = None,
     device: str = "auto",
     landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-    psf_fwhm: float | None = None,
+    psf_fwhm: float | str | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
@@ -522,11 +522,13 @@ def reconstruct_file(
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
     scan's frame, and a scan is reconstructed by :data:`BUNDLED_SCAN_MODEL` unless ``model``
-    names another. With ``psf_fwhm`` (mm) the scan is deblurred first
-    (:func:`femsr.scan.deblur`) and reconstructed by :data:`BUNDLED_MODEL`, trained on block
-    means, unless ``model`` names another. A ``.nii``/``.nii.gz`` target gets the HR image
-    with its spacing (:func:`femsr.scan.write_scan`), others :func:`femsr.io.write_image`.
-    ``options`` go to :func:`reconstruct`. Returns its ``stats`` with the LR and HR shapes.
+    names another. With ``psf_fwhm`` (mm, or ``"auto"`` to read it off the scan) the scan is
+    deblurred first (:func:`femsr.scan.lr_image`) and reconstructed by :data:`BUNDLED_MODEL`,
+    trained on block means, unless ``model`` names another. A ``.nii``/``.nii.gz`` target gets
+    the HR image with its spacing (:func:`femsr.scan.write_scan`), others
+    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`. Returns its ``stats``
+    with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
+    not).
 
     Raises
     ------
@@ -538,11 +540,13 @@ def reconstruct_file(
 
     stored: float | None
     bone: Femur | None
+    deblurred: dict[str, Any] = {}
     if str(source).lower().endswith(SCAN_SUFFIXES):
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
         image = scan.lr_image(scan.read_scan(source), landmarks=landmarks, psf_fwhm=psf_fwhm)
         density, stored, bone = image.density, image.pixel_size, image.femur
+        deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
         if model is None:
             model = BUNDLED_SCAN_MODEL if psf_fwhm is None else BUNDLED_MODEL
     elif landmarks is not None or psf_fwhm is not None:
@@ -568,7 +572,7 @@ def reconstruct_file(
         scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density"))
     else:
         io.write_image(target, hr)
-    return {**stats, "lr_shape": density.shape, "hr_shape": hr.shape}
+    return {**stats, **deblurred, "lr_shape": density.shape, "hr_shape": hr.shape}
 
 
 def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]:

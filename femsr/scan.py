@@ -25,6 +25,7 @@ import gzip
 import io
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "Scan",
     "deblur",
     "density_from_hu",
+    "estimate_psf_fwhm",
     "lr_image",
     "read_landmarks",
     "read_scan",
@@ -95,9 +97,22 @@ def density_from_hu(
     >>> density_from_hu(np.array([-1000.0, 0.0, 900.0, 2500.0])).tolist()
     [0.0, 0.0, 0.5, 1.0]
     """
+    return np.clip(_calibrated(hu, marrow, tissue), 0.0, 1.0)
+
+
+def _calibrated(hu: np.ndarray, marrow: float, tissue: float) -> np.ndarray:
     if not tissue > marrow:
         raise ValueError(f"tissue HU ({tissue}) must exceed marrow HU ({marrow})")
-    return np.clip((np.asarray(hu, dtype=float) - marrow) / (tissue - marrow), 0.0, 1.0)
+    return (np.asarray(hu, dtype=float) - marrow) / (tissue - marrow)
+
+
+def _density(scan: Scan, marrow: float, tissue: float) -> np.ndarray:
+    """The scan as bone density, calibrated where it holds CT numbers, not clipped."""
+    # NIfTI and TIFF do not say their unit: values beyond [0, 1] are CT numbers, as CT
+    # volumes converted to NIfTI store them.
+    if scan.unit == "HU" or scan.image.min() < -0.5 or scan.image.max() > 1.5:
+        return _calibrated(scan.image, marrow, tissue)
+    return np.asarray(scan.image, dtype=float)
 
 
 def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0) -> np.ndarray:
@@ -175,11 +190,12 @@ def lr_image(
     landmarks: Mapping[str, Any] | None = None,
     marrow: float = MARROW_HU,
     tissue: float = TISSUE_HU,
-    psf_fwhm: float | None = None,
+    psf_fwhm: float | str | None = None,
 ) -> FemurImage:
     """A scan as the network's input: a 500 µm density on the femur box with its fitted femur.
 
-    With ``psf_fwhm`` the scanner's point-spread function is undone first (:func:`deblur`).
+    With ``psf_fwhm`` the scanner's point-spread function is undone first (:func:`deblur`;
+    ``"auto"``: of the width :func:`estimate_psf_fwhm` reads off the scan).
     Hounsfield units become density (:func:`density_from_hu`; so do values of unknown unit
     beyond [0, 1], the rest is taken as density); the image is resampled to 0.5 mm (linear),
     the femur segmented (:func:`segment`), a window of the femur box's size cut so the femur's
@@ -209,16 +225,17 @@ def lr_image(
         ``(r, c)`` is centred at ``((c + 1/2) * column spacing, (r + 1/2) * row spacing)``.
     marrow, tissue : float
         The calibration of :func:`density_from_hu`.
-    psf_fwhm : float, optional
-        The scanner's point-spread function, full width at half maximum (mm), to deblur by.
+    psf_fwhm : float or "auto", optional
+        The scanner's point-spread function, full width at half maximum (mm), to deblur by;
+        ``"auto"`` reads it off the scan (:func:`estimate_psf_fwhm`).
         :func:`femsr.reconstruct` reconstructs a deblurred image with the model trained on
         block means, a blurred one with the scan model.
 
     Returns
     -------
     FemurImage
-        Its ``meta`` holds the scan's ``spacing``, ``index`` and ``unit``, ``psf_fwhm`` (None
-        if not deblurred), the ``tilt`` of the
+        Its ``meta`` holds the scan's ``spacing``, ``index`` and ``unit``, the ``psf_fwhm``
+        it was deblurred by (mm; None if not), the ``tilt`` of the
         shaft that the image was turned back from (degrees, clockwise as displayed; 0 if it
         was not turned), the mm of shaft continued below the scan's end
         (``shaft_continued``) and the ``landmarks`` the fit took (found, or given), in the scan's
@@ -246,16 +263,13 @@ def lr_image(
 
     given = check_landmarks(landmarks)
     pixel = femur_module.LR_PIXEL
+    if psf_fwhm == "auto":
+        psf_fwhm = estimate_psf_fwhm(scan, marrow=marrow, tissue=tissue)
+    elif isinstance(psf_fwhm, str):
+        raise ValueError(f"psf_fwhm must be a number of mm or 'auto', got {psf_fwhm!r}")
     if psf_fwhm is not None:
         scan = deblur(scan, psf_fwhm)
-    # NIfTI and TIFF do not say their unit: values beyond [0, 1] are CT numbers, as CT
-    # volumes converted to NIfTI store them.
-    hounsfield = scan.unit == "HU" or scan.image.min() < -0.5 or scan.image.max() > 1.5
-    density = (
-        density_from_hu(scan.image, marrow=marrow, tissue=tissue)
-        if hounsfield
-        else np.clip(scan.image, 0.0, 1.0)
-    )
+    density = np.clip(_density(scan, marrow, tissue), 0.0, 1.0)
     zoom = (scan.spacing[0] / pixel, scan.spacing[1] / pixel)
     resampled = np.clip(ndi.zoom(density, zoom, order=1), 0.0, 1.0)
     # Affine maps of homogeneous points, (x, y) in mm or (column, row) of the resampled image.
@@ -515,6 +529,89 @@ def deblur(scan: Scan, fwhm: float, *, balance: float = DEBLUR_BALANCE) -> Scan:
     wiener = transfer * (1.0 + balance) / (transfer**2 + balance)
     sharp = np.fft.irfft2(np.fft.rfft2(mirrored) * wiener, s=mirrored.shape)
     return replace(scan, image=sharp[pad:-pad, pad:-pad])
+
+
+_EDGE_BAND = (2.0, 20.0)
+"""Millimetres above the bottom of the femur in a scan between which
+:func:`estimate_psf_fwhm` reads the shaft's edges: clear of the scan's end and of the lesser
+trochanter."""
+_EDGE_REACH = (2.5, 1.5)
+"""Millimetres outside and inside the periosteal edge that :func:`estimate_psf_fwhm` fits:
+inside, less than a shaft's cortex is thick (3-4 mm in the phantom, more in adults)."""
+
+
+def estimate_psf_fwhm(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = TISSUE_HU) -> float:
+    """The full width at half maximum (mm) of a scan's point-spread function, read off the
+    shaft's outer edges.
+
+    The edge method: the shaft's cortex against the soft tissue beside it is a step, which the
+    scanner blurs into an error function of the PSF's width. In each row of the femur's
+    bottom 2-20 mm (:func:`segment`) the lateral and the medial edge are found where the row
+    crosses half the cortex's density (its 99.5th percentile); the rows' values from 2.5 mm
+    outside to 1.5 mm inside them, at their distances along the edge's normal, are fitted
+    with an error function by least squares; the detector pixel's own width (variance
+    ``pixel**2 / 12``) is taken off its variance. On synthetic slices of held-out femurs
+    (:func:`synthetic_scan`; pixels 0.3-0.7 mm, FWHM 0.5-1.0 mm, 20-50 HU) it reads within
+    0.03 mm of the true FWHM; an unblurred slice at 0.5 mm reads 0.15-0.35 mm.
+
+    Raises
+    ------
+    ValueError
+        From :func:`segment`, if the scan holds less than 5 mm of shaft 2-20 mm above the
+        femur's bottom, or if its edges fit no blurred step.
+    """
+    import scipy.optimize
+    import scipy.special
+
+    values = _density(scan, marrow, tissue)
+    row_mm, column_mm = scan.spacing
+    femur = segment(np.clip(values, 0.0, 1.0), spacing=min(scan.spacing))
+    rows = np.flatnonzero(femur.any(axis=1))
+    depth = (rows[-1] - rows) * row_mm  # above the femur's bottom row
+    band = rows[(depth >= _EDGE_BAND[0]) & (depth <= _EDGE_BAND[1])]
+    if len(band) * row_mm < 5.0:
+        raise ValueError(
+            f"the scan holds {len(band) * row_mm:.1f} mm of shaft between 2 and 20 mm above "
+            "the femur's bottom: too little to read the point-spread function off (5 mm or more)"
+        )
+    half = 0.5 * np.percentile(values[femur], 99.5)
+    distances, samples, pixel_variance = [], [], 0.0
+    for side, inside in ((values, femur), (values[:, ::-1], femur[:, ::-1])):  # left, right
+        edges = []
+        for r in band:
+            start = max(int(np.argmax(inside[r])) - round(_EDGE_REACH[0] / column_mm), 0)
+            above = np.flatnonzero(side[r, start:] > half)
+            if len(above) and above[0] > 0:
+                c = start + int(above[0])
+                edges.append((r, c - 1 + (half - side[r, c - 1]) / (side[r, c] - side[r, c - 1])))
+        if len(edges) < 2:
+            raise ValueError("no edge of the shaft to read the point-spread function off")
+        found = np.array(edges)
+        slope = np.polyfit(found[:, 0] * row_mm, found[:, 1] * column_mm, 1)[0]
+        cos = 1.0 / math.hypot(1.0, slope)  # rows cross the edge's normal at this cosine
+        pixel_variance += 0.5 * (column_mm * cos) ** 2 / 12.0
+        columns = np.arange(side.shape[1])
+        for r, edge in found:
+            distance = (columns - edge) * column_mm * cos
+            near = (distance > -_EDGE_REACH[0]) & (distance < _EDGE_REACH[1])
+            distances.append(distance[near])
+            samples.append(side[int(r), near])
+
+    def step(x, low, high, centre, sigma):
+        return low + (high - low) * 0.5 * (1.0 + scipy.special.erf((x - centre) / (sigma * 2**0.5)))
+
+    try:
+        with warnings.catch_warnings():  # of the covariance, which is not used
+            warnings.simplefilter("ignore", scipy.optimize.OptimizeWarning)
+            (_, _, _, sigma), _ = scipy.optimize.curve_fit(
+                step,
+                np.concatenate(distances),
+                np.concatenate(samples),
+                p0=[0.0, 2.0 * half, 0.0, column_mm],
+            )
+    except RuntimeError as error:  # no convergence: no step in the rows
+        raise ValueError(f"the shaft's edges fit no blurred step: {error}") from None
+    return 2.0 * math.sqrt(2.0 * math.log(2.0)) * math.sqrt(max(sigma**2 - pixel_variance, 0.0))
 
 
 def read_scan(

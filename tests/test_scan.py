@@ -181,16 +181,16 @@ def test_segment_fills_the_canal_of_a_shaft_cut_obliquely(tilt):
     assert bottom.size < 12
 
 
-def clinical_scan(femur, pixel=0.6, cut=0.0):
-    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred and noisy,
-    ending ``cut`` mm above the femur box's bottom edge."""
+def clinical_scan(femur, pixel=0.6, cut=0.0, fwhm=0.8):
+    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred by ``fwhm``
+    mm and noisy, ending ``cut`` mm above the femur box's bottom edge."""
     mask, cortex, canal = femur.compartments(0.1)
     rng = np.random.default_rng(1)
     density = np.where(cortex, 1.0, 0.0)
     trabecular = mask & ~cortex & ~canal
     density[trabecular] = (rng.random(trabecular.sum()) < 0.35).astype(float)
     density = density[: len(density) - round(cut / 0.1)]
-    return scan.synthetic_scan(density, 0.1, pixel=pixel, fwhm=0.8, noise=30.0)
+    return scan.synthetic_scan(density, 0.1, pixel=pixel, fwhm=fwhm, noise=30.0)
 
 
 def test_a_synthetic_scan_keeps_the_mass_and_blurs_by_its_fwhm():
@@ -381,6 +381,23 @@ def test_landmarks_files_are_read_and_checked(tmp_path):
         scan.read_landmarks(tmp_path / "missing.json")
 
 
+@pytest.mark.parametrize("fwhm", [0.5, 0.8, 1.1])
+def test_estimate_psf_fwhm_reads_a_scans_blur_off_the_shafts_edges(fwhm, left_scan):
+    """A scan's FWHM, read off the shaft's edges, whichever side the femur lies on."""
+    femur = left_scan[0]
+    ct = clinical_scan(femur, fwhm=fwhm)
+    assert scan.estimate_psf_fwhm(ct) == pytest.approx(fwhm, abs=0.06)
+    mirrored = scan.Scan(ct.image[:, ::-1], ct.spacing, ct.unit)
+    assert scan.estimate_psf_fwhm(mirrored) == pytest.approx(fwhm, abs=0.06)
+
+
+def test_estimate_psf_fwhm_needs_a_shaft():
+    rows, cols = np.mgrid[:60, :60]
+    disc = np.where(np.hypot(rows - 30, cols - 30) < 6, 1500.0, 40.0)  # 6 mm across
+    with pytest.raises(ValueError, match="too little to read the point-spread function off"):
+        scan.estimate_psf_fwhm(scan.Scan(disc, (0.5, 0.5), "HU"))
+
+
 def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys, left_scan):
     from femsr import cli
 
@@ -423,6 +440,12 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys
     assert "--landmarks are one scan's" in capsys.readouterr().err
     with pytest.raises(ValueError, match="landmarks are a scan's"):
         module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
+    assert cli.main([*command, "--psf-fwhm", "auto"]) == 0  # left_scan: FWHM 0.8 mm
+    said = capsys.readouterr().out.split("deblurred by a point-spread function of ")[1]
+    assert float(said.split(" mm FWHM")[0]) == pytest.approx(0.8, abs=0.06)
+    with pytest.raises(SystemExit):  # argparse's refusal
+        cli.main([*command, "--psf-fwhm", "wide"])
+    assert "--psf-fwhm: expected mm or auto, got 'wide'" in capsys.readouterr().err
 
 
 def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeypatch, left_scan):
@@ -445,10 +468,13 @@ def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeyp
     module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "b.npy", model="mine.pt")
     module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "c.npy")
     module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "d.npy", psf_fwhm=0.8)
-    assert chosen == [str(module.BUNDLED_SCAN_MODEL), "mine.pt", None, str(module.BUNDLED_MODEL)]
+    stats = module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "e.npy", psf_fwhm="auto")
+    assert stats["psf_fwhm"] == pytest.approx(0.8, abs=0.06)
+    bundled = str(module.BUNDLED_MODEL)
+    assert chosen == [str(module.BUNDLED_SCAN_MODEL), "mine.pt", None, bundled, bundled]
     assert module.BUNDLED_SCAN_MODEL.is_file()
     with pytest.raises(ValueError, match="psf_fwhm is a scan's"):
-        module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "e.npy", psf_fwhm=0.8)
+        module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "f.npy", psf_fwhm=0.8)
 
 
 def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_scan):
@@ -469,6 +495,8 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
     block = FemurImage(lr_ct.density, lr_ct.pixel_size, lr_ct.femur, {})
     deblurred = scan.lr_image(left_scan[1], psf_fwhm=0.8)
     assert lr_ct.meta["psf_fwhm"] is None and deblurred.meta["psf_fwhm"] == 0.8
+    with pytest.raises(ValueError, match="psf_fwhm must be a number of mm or 'auto'"):
+        scan.lr_image(left_scan[1], psf_fwhm="wide")
     for image, model in ((lr_ct, None), (lr_ct, "mine.pt"), (block, None), (deblurred, None)):
         with pytest.raises(Chosen):
             module.reconstruct(image, model=model)
