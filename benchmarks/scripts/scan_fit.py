@@ -6,8 +6,9 @@ by a tilt about the centre of that, becomes a CT slice
 ``femsr.scan.lr_image`` calibrates, resamples, segments and fits it. Per setting: the largest
 error over the femurs of the head radius (mm), the neck-shaft angle (degrees), the landmarks
 found (mm, in the scan's frame: the head centre, the greater trochanter, and the lesser
-trochanter over the femurs where it was found, with their count), and the side, and the
-seconds per scan.
+trochanter over the femurs where it was found, with their count), the side, the seconds per
+scan, and the largest error of the point-spread function's FWHM read off the slice
+(``femsr.scan.estimate_psf_fwhm``, mm).
 
     python benchmarks/scripts/scan_fit.py benchmarks/femurs/femur_0[0-4].npz
 """
@@ -68,11 +69,11 @@ def main() -> None:
     print(
         "| pixel (mm) | FWHM (mm) | noise (HU) | tilt (°) | head radius error (mm) "
         "| neck-shaft angle error (°) | head centre error (mm) | greater trochanter error (mm) "
-        "| lesser trochanter error (mm), found | side right | s per scan |"
+        "| lesser trochanter error (mm), found | side right | s per scan | PSF FWHM error (mm) |"
     )
-    print("| --- " * 11 + "|")
+    print("| --- " * 12 + "|")
     for pixel, fwhm, noise, tilt in SETTINGS:
-        radius, angle, sides, seconds = [], [], 0, 0.0
+        radius, angle, psf, sides, seconds = [], [], [], 0, 0.0
         points: dict[str, list[float]] = {name: [] for name in POINTS}
         for k, image in enumerate(images):
             below = round(SHAFT / image.pixel_size)
@@ -91,6 +92,7 @@ def main() -> None:
             start = time.perf_counter()
             lr = scan.lr_image(ct)
             seconds += time.perf_counter() - start
+            psf.append(abs(scan.estimate_psf_fwhm(ct) - fwhm))
             fitted = lr.femur
             true, found = image.femur.landmarks(), fitted.landmarks()
             radius.append(abs(found.head_radius - true.head_radius))
@@ -106,7 +108,7 @@ def main() -> None:
             f"| {pixel} | {fwhm} | {noise:.0f} | {tilt:g} | {max(radius):.2f} | {max(angle):.1f} "
             f"| {max(points['head_centre']):.2f} | {max(points['greater_trochanter']):.2f} "
             f"| {found}, {len(lesser)}/{len(images)} | {sides}/{len(images)} "
-            f"| {seconds / len(images):.1f} |"
+            f"| {seconds / len(images):.1f} | {max(psf):.3f} |"
         )
 
 

@@ -17,7 +17,8 @@ optimization under the (fitted) femur's load cases first (``reconstruct(refine=N
 ``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``) and so,
 without ``--model``, reconstructed by the bundled block-mean model.
-``--settings K...`` runs only those of the untilted settings (0-based), the block mean always.
+``--settings K...`` runs only those of the untilted settings (0-based), the block mean
+too unless ``--no-block-mean``.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04}.npz --refine 8 \
@@ -69,10 +70,11 @@ def main() -> None:
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
     parser.add_argument("--deblur", action="store_true", help="deblur by the setting's FWHM")
+    parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     args = parser.parse_args()
     options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
     images = [io.load_femur(path) for path in args.femurs]
-    inputs = [("block mean", None)]
+    inputs = [] if args.no_block_mean else [("block mean", None)]
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     for k in range(len(untilted)) if args.settings is None else args.settings:
         pixel, fwhm, noise = untilted[k]
