@@ -1,12 +1,14 @@
-"""The three ROIs of one femur reconstructed from a synthetic CT slice by two models, one row each.
+"""The three ROIs of one femur reconstructed from a synthetic CT slice by models, one row each.
 
     python benchmarks/scripts/scan_figure.py benchmarks/femurs/femur_00.npz out.png \
         --model block=benchmarks/runs/l2_mass/best.pt --model scan=femsr/data/model_scan.pt
 
 The slice is ``femsr.scan.synthetic_scan`` of the femur's 50 µm density (0.5 mm pixels, a
 point-spread function of 0.7 mm FWHM, 30 HU of noise, seed 0), read as ``femsr reconstruct``
-reads a scan (``femsr.scan.lr_image``); the ROIs are those of the femur fitted to the slice. The
-top row is the reference's ROIs, each panel titled with its mean density.
+reads a scan (``femsr.scan.lr_image``; for ``--deblurred`` models deblurred first by the FWHM
+read off the slice, ``psf_fwhm="auto"``); the ROIs are those of the femur fitted to the slice.
+With ``--refine N`` each reconstruction is refined by N iterations (``reconstruct(refine=N)``).
+The top row is the reference's ROIs, each panel titled with its mean density.
 """
 
 import argparse
@@ -25,25 +27,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("femur", help="femur file (femsr.io.save_femur)")
     parser.add_argument("output", help="figure file (.png)")
-    parser.add_argument("--model", action="append", required=True, metavar="LABEL=FILE")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=FILE")
+    parser.add_argument("--deblurred", action="append", default=[], metavar="LABEL=FILE")
+    parser.add_argument("--refine", type=int, default=0, metavar="N")
     args = parser.parse_args()
     image = io.load_femur(args.femur)
     ct = scan.synthetic_scan(
         image.density, image.pixel_size, pixel=0.5, fwhm=0.7, noise=30.0, seed=0, border=BORDER
     )
-    lr = scan.lr_image(ct)
+    slices = {False: scan.lr_image(ct), True: scan.lr_image(ct, psf_fwhm="auto")}
     rows = [("reference", image.density, image.femur.rois(image.pixel_size))]
-    for option in args.model:
+    models = [(option, False) for option in args.model] + [(o, True) for o in args.deblurred]
+    for option, deblurred in models:
         label, path = option.split("=", 1)
-        rows.append(
-            (label, reconstruct(lr, model=path, device="cpu"), lr.femur.rois(image.pixel_size))
-        )
+        lr = slices[deblurred]
+        hr = reconstruct(lr, model=path, device="cpu", refine=args.refine)
+        rows.append((label, hr, lr.femur.rois(image.pixel_size)))
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (label, density, rois) in zip(axes, rows, strict=True):
         for axis, (name, window) in zip(row, rois.items(), strict=True):
             crop = density[window]
             axis.imshow(crop, cmap="gray", vmin=0, vmax=1)
-            axis.set_title(f"{label}, {name}: mean {crop.mean():.2f}", fontsize=9)
+            axis.set_title(f"{label}\n{name}: mean {crop.mean():.2f}", fontsize=9)
             axis.axis("off")
     figure.tight_layout()
     figure.savefig(args.output, dpi=90)
