@@ -60,6 +60,7 @@ TISSUE_HU = 1800.0
 2,000 HU in clinical CT (e.g. Cann 1988, Radiology 166:509); a phantom calibration replaces
 both values."""
 
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # of a Gaussian
 _ALIGNED = 0.9  # |cos| between an image axis and the anatomical axis it is taken for
 
 
@@ -298,8 +299,7 @@ def lr_image(
     found = _moved(find_landmarks(inside, pixel), np.linalg.inv(to_box))
     used = {name: found[name] for name in LANDMARKS} | given
     meta: dict[str, Any] = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
-    meta["psf_fwhm"] = psf_fwhm
-    meta |= {"tilt": tilt, "shaft_continued": continued, "landmarks": used}
+    meta |= {"psf_fwhm": psf_fwhm, "tilt": tilt, "shaft_continued": continued, "landmarks": used}
     return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
 
 
@@ -466,7 +466,7 @@ def synthetic_scan(
     hu = np.where(np.asarray(density) > 0, marrow + density * (tissue - marrow), SOFT_TISSUE_HU)
     pad = round(border / pixel_size)
     hu = np.pad(hu, ((pad, 0), (pad, pad)), constant_values=SOFT_TISSUE_HU)
-    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / pixel_size
+    sigma = fwhm / _FWHM_PER_SIGMA / pixel_size
     if sigma > 0:
         hu = ndi.gaussian_filter(hu, sigma, mode="nearest")
     factor = pixel / pixel_size
@@ -520,7 +520,7 @@ def deblur(scan: Scan, fwhm: float, *, balance: float = DEBLUR_BALANCE) -> Scan:
     for name, value in (("fwhm", fwhm), ("balance", balance)):
         if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
             raise ValueError(f"{name} must be a positive number, got {value!r}")
-    sigma = np.array([fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0))) / s for s in scan.spacing])
+    sigma = np.array([fwhm / _FWHM_PER_SIGMA / s for s in scan.spacing])
     pad = math.ceil(4.0 * sigma.max()) + 1
     mirrored = np.pad(np.asarray(scan.image, dtype=float), pad, mode="reflect")
     fy = np.fft.fftfreq(mirrored.shape[0])[:, None]
@@ -611,7 +611,7 @@ def estimate_psf_fwhm(scan: Scan, *, marrow: float = MARROW_HU, tissue: float = 
             )
     except RuntimeError as error:  # no convergence: no step in the rows
         raise ValueError(f"the shaft's edges fit no blurred step: {error}") from None
-    return 2.0 * math.sqrt(2.0 * math.log(2.0)) * math.sqrt(max(sigma**2 - pixel_variance, 0.0))
+    return _FWHM_PER_SIGMA * math.sqrt(max(sigma**2 - pixel_variance, 0.0))
 
 
 def read_scan(
