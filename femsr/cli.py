@@ -239,7 +239,7 @@ def _dataset(args: argparse.Namespace) -> int:
         factor=args.factor,
         lr_dtype=args.lr_dtype,
         hr_dtype=args.hr_dtype,
-        scanner=dataset.Scanner(args.scanner_fwhm, args.scanner_noise)
+        scanner=dataset.Scanner(args.scanner_fwhm, args.scanner_noise, args.scanner_deblur)
         if args.scanner_fwhm is not None
         else None,
         progress=args.progress,
@@ -283,6 +283,12 @@ def _add_dataset(commands: _Commands) -> None:
         default=0.0,
         metavar="HU",
         help="with --scanner-fwhm: the scanner's noise, standard deviation in HU (0)",
+    )
+    command.add_argument(
+        "--scanner-deblur",
+        action="store_true",
+        help="with --scanner-fwhm: deblur the LR images by that FWHM, as "
+        "'femsr reconstruct --psf-fwhm' reads a scan",
     )
     command.set_defaults(run=_dataset)
 

@@ -149,15 +149,22 @@ class Scanner:
         the hip: about 0.5-1.0 mm).
     noise : float
         Standard deviation of the Gaussian noise, Hounsfield units (clinical: about 10-50 HU).
+    deblur : bool
+        Read the slice deblurred by ``fwhm`` (:func:`femsr.scan.deblur`), as
+        ``femsr.scan.lr_image(psf_fwhm=...)`` reads a scan, for a network that reconstructs
+        deblurred scans.
     """
 
     fwhm: float
     noise: float = 0.0
+    deblur: bool = False
 
     def __post_init__(self) -> None:
         for label, value in (("fwhm", self.fwhm), ("noise", self.noise)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"scanner {label} must be a finite number >= 0, got {value!r}")
+        if self.deblur and not self.fwhm > 0:
+            raise ValueError("a scanner deblurs only a point-spread function of fwhm > 0")
 
 
 def scanner_lr(
@@ -168,7 +175,8 @@ def scanner_lr(
     The HR density is made a CT slice in Hounsfield units and blurred, integrated over
     ``factor`` times larger pixels and made noisy as :func:`femsr.scan.synthetic_scan` does
     (``scanner.fwhm``, ``scanner.noise``, ``seed``), then read back as density by
-    :func:`femsr.scan.density_from_hu`, as :func:`femsr.scan.lr_image` reads a scan; the
+    :func:`femsr.scan.density_from_hu`, as :func:`femsr.scan.lr_image` reads a scan (deblurred
+    first with ``scanner.deblur``); the
     image is set to 0 outside the pixels that hold bone in the block mean, as ``lr_image``
     sets it outside the segmented femur. At ``fwhm=0`` and ``noise=0`` the bone's pixels read
     the block mean blurred by the pixel's linear interpolation.
@@ -180,7 +188,7 @@ def scanner_lr(
     >>> lr.shape == downscale(hr, 10).shape, bool(lr[0, 0] == 0), bool(0 < lr[1, 1] < 1)
     (True, True, True)
     """
-    from femsr.scan import density_from_hu, synthetic_scan
+    from femsr.scan import deblur, density_from_hu, synthetic_scan
 
     factor = check_int("factor", factor, 1)
     block = downscale(hr, factor)
@@ -193,6 +201,8 @@ def scanner_lr(
         border=0.0,
         seed=seed,
     )
+    if scanner.deblur:
+        scan = deblur(scan, scanner.fwhm)
     return np.where(block > 0, density_from_hu(scan.image), 0.0)
 
 
@@ -418,6 +428,8 @@ def build_dataset(
     settings = _settings(patch, stride, factor, lr_dtype, hr_dtype, E0, nu, penal, void_modulus)
     if scanner is not None:  # only then: folders of block means resume as they were written
         settings["scanner"] = asdict(scanner)
+        if not scanner.deblur:  # and folders of blurred scans
+            del settings["scanner"]["deblur"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     index = _open_index(out, settings)

@@ -15,8 +15,9 @@ folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its 
 (``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
 optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``); with
 ``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``); with
-``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``) and so,
-without ``--model``, reconstructed by the bundled block-mean model.
+``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
+``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
+``--model``, reconstructed by the bundled block-mean model.
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``.
 
@@ -69,7 +70,13 @@ def main() -> None:
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
-    parser.add_argument("--deblur", action="store_true", help="deblur by the setting's FWHM")
+    parser.add_argument(
+        "--deblur",
+        nargs="?",
+        const="setting",
+        choices=("setting", "auto"),
+        help="deblur by the setting's FWHM, or by the one read off the slice (auto)",
+    )
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     args = parser.parse_args()
     options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
@@ -101,7 +108,8 @@ def main() -> None:
                     image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
                     seed=k, border=BORDER,
                 )  # fmt: skip
-                lr = scan.lr_image(ct, psf_fwhm=fwhm if args.deblur else None)
+                psf_fwhm = {None: None, "setting": fwhm, "auto": "auto"}[args.deblur]
+                lr = scan.lr_image(ct, psf_fwhm=psf_fwhm)
             stiffness, rois = errors(image, lr, args.model, options)
             found.append(stiffness)
             measured.append(rois)
