@@ -342,6 +342,10 @@ def _tilt(found: np.ndarray, shaft_axis: Any, to_box: np.ndarray) -> float:
     return math.degrees(math.atan2(dx, dy))
 
 
+_HEADROOM = 4.0
+"""Millimetres of the femur box above the femur's top in :func:`lr_image`'s window."""
+
+
 def _box_window(
     density: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], float]:
@@ -352,8 +356,9 @@ def _box_window(
 
     pixel = femur_module.LR_PIXEL
     rows, cols = femur_module.grid_shape(pixel)
-    top = int(np.flatnonzero(mask.any(axis=1))[0]) - round(4.0 / pixel)
-    proximal = mask[top + round(4.0 / pixel) : top + round(64.0 / pixel)]
+    headroom = round(_HEADROOM / pixel)
+    top = int(np.flatnonzero(mask.any(axis=1))[0]) - headroom
+    proximal = mask[top + headroom : top + headroom + round(60.0 / pixel)]
     used = np.flatnonzero(proximal.any(axis=0))
     if used[-1] - used[0] + 1 > cols - 2:
         raise ValueError(
@@ -376,7 +381,7 @@ def _box_window(
     if missing * pixel > SHAFT_CONTINUED:
         raise ValueError(
             f"the scan ends {missing * pixel:.1f} mm above the femur box's bottom edge "
-            f"({rows * pixel - 4.0:.0f} mm below the femur's top), where the load cases hold "
+            f"({rows * pixel - _HEADROOM:.0f} mm below the femur's top), where the load cases hold "
             f"the shaft; femsr continues the shaft by at most {SHAFT_CONTINUED:.0f} mm"
         )
     window[r1 - top :] = window[r1 - top - 1]
