@@ -712,8 +712,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     )
     if args.preview is not None:
         io.write_image(args.preview, io.read_image(args.output)[0], bits=8)
-    if stats.get("psf_fwhm") is not None:
-        print(f"deblurred by a point-spread function of {stats['psf_fwhm']:.2f} mm FWHM")
+    if "psf_fwhm" in stats:  # a scan
+        width = stats["psf_fwhm"]
+        blur = f"of {width:.2f} mm FWHM" if width is not None else "not undone"
+        print(f"the scanner's point-spread function: {blur}")
     (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
     print(
         f"{ny}x{nx} -> {my}x{mx} in {stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, "
@@ -723,11 +725,13 @@ def _reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
-def _psf_fwhm(value: str) -> float | str:
+def _psf_fwhm(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else value
     try:
-        return value if value == "auto" else float(value)
+        return float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected mm or auto, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected mm, auto or none, got {value!r}") from None
 
 
 def _add_reconstruct(commands: _Commands) -> None:
@@ -752,7 +756,8 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "--model",
         type=Path,
-        help="exported model file (default: the bundled one; for a scan, the bundled scan model)",
+        help="exported model file (default: the bundled one; for a scan, the bundled one for "
+        "deblurred scans, or with --psf-fwhm none the bundled scan model)",
     )
     command.add_argument(
         "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"
@@ -781,10 +786,12 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "--psf-fwhm",
         type=_psf_fwhm,
-        metavar="MM|auto",
-        help="a scan's point-spread function, full width at half maximum in mm, or auto to read "
-        "it off the shaft's edges: deblur the scan by it and reconstruct with the model trained "
-        "on block means (docs/reconstruct.md)",
+        default="auto",
+        metavar="MM|auto|none",
+        help="a scan's point-spread function, full width at half maximum in mm, to deblur it by "
+        "before the model for deblurred scans reconstructs it; auto (the default) reads it "
+        "off the shaft's edges; none reconstructs the scan as it is with the scan model "
+        "(docs/reconstruct.md)",
     )
     command.set_defaults(run=_reconstruct)
 

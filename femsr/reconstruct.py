@@ -53,8 +53,10 @@ from femsr.refine import refine as refine_density
 if TYPE_CHECKING:
     from femsr.export import LoadedModel
     from femsr.model import SRNet
+    from femsr.scan import Scan
 
 __all__ = [
+    "BUNDLED_DEBLURRED_MODEL",
     "BUNDLED_MODEL",
     "BUNDLED_SCAN_MODEL",
     "reconstruct",
@@ -71,6 +73,9 @@ BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt"
 # (femsr.dataset.scanner_lr), since one trained on block means draws too little bone from a
 # blurred, noisy slice.
 BUNDLED_SCAN_MODEL = Path(__file__).parent / "data" / "model_scan.pt"
+# A deblurred scan's: the block-mean model fine-tuned on scanner-made LR images deblurred as
+# femsr.scan.lr_image deblurs a scan (femsr.dataset.Scanner(deblur=True)).
+BUNDLED_DEBLURRED_MODEL = Path(__file__).parent / "data" / "model_deblurred.pt"
 STAGES = ("model", "lr_fe", "inference", "quilting", "refine", "redraw", "total")
 # Finer inputs are taken for a high-resolution image given by mistake: the network turns
 # 500 µm pixels into 50 µm ones.
@@ -226,8 +231,10 @@ def reconstruct(
         An exported model file (:func:`femsr.export.export_model`, any format), a loaded one,
         or an eager network. Default: the bundled model (``femsr/data/model.pt``); for a
         scan's image (:func:`femsr.scan.lr_image`, whose ``meta`` holds its ``landmarks``),
-        the bundled scan model (:data:`BUNDLED_SCAN_MODEL`, ``femsr/data/model_scan.pt``),
-        unless the scan was deblurred (``psf_fwhm`` in its ``meta``).
+        the bundled model for deblurred scans (:data:`BUNDLED_DEBLURRED_MODEL`,
+        ``femsr/data/model_deblurred.pt``) if the scan was deblurred (``psf_fwhm`` in its
+        ``meta``), else the bundled scan model (:data:`BUNDLED_SCAN_MODEL`,
+        ``femsr/data/model_scan.pt``).
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
         moved there.
@@ -302,8 +309,8 @@ def reconstruct(
             femur = lr.femur
         if pixel_size is None:
             pixel_size = lr.pixel_size
-        if model is None and "landmarks" in lr.meta and lr.meta.get("psf_fwhm") is None:
-            model = BUNDLED_SCAN_MODEL
+        if model is None and "landmarks" in lr.meta:
+            model = _scan_model(lr.meta.get("psf_fwhm"))
         lr = lr.density
     density = _check_lr(lr)
     shape = (int(density.shape[0]), int(density.shape[1]))
@@ -511,7 +518,7 @@ def reconstruct_file(
     model: str | os.PathLike[str] | None = None,
     device: str = "auto",
     landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
-    psf_fwhm: float | str | None = None,
+    psf_fwhm: float | str | None = "auto",
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
@@ -521,10 +528,12 @@ def reconstruct_file(
     ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
-    scan's frame, and a scan is reconstructed by :data:`BUNDLED_SCAN_MODEL` unless ``model``
-    names another. With ``psf_fwhm`` (mm, or ``"auto"`` to read it off the scan) the scan is
-    deblurred first (:func:`femsr.scan.lr_image`) and reconstructed by :data:`BUNDLED_MODEL`,
-    trained on block means, unless ``model`` names another. A ``.nii``/``.nii.gz`` target gets
+    scan's frame. A scan is deblurred by its scanner's point-spread function first
+    (:func:`femsr.scan.lr_image`), of the width read off its shaft's edges
+    (``psf_fwhm="auto"``, :func:`femsr.scan.estimate_psf_fwhm`) or of ``psf_fwhm`` mm, and
+    reconstructed by :data:`BUNDLED_DEBLURRED_MODEL`; with ``psf_fwhm=None``, or
+    where no width can be read off the scan (a warning says so), it is reconstructed as it is
+    by :data:`BUNDLED_SCAN_MODEL`; ``model`` names another. A ``.nii``/``.nii.gz`` target gets
     the HR image with its spacing (:func:`femsr.scan.write_scan`), others
     :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`. Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
@@ -534,7 +543,7 @@ def reconstruct_file(
     ------
     ValueError
         If ``pixel_size`` contradicts the file's own, on bad ``landmarks`` or ``psf_fwhm``,
-        or on ``landmarks`` or ``psf_fwhm`` for a source that is no scan.
+        or on ``landmarks`` or a ``psf_fwhm`` in mm for a source that is no scan.
     """
     from femsr import femur, io, scan
 
@@ -544,12 +553,15 @@ def reconstruct_file(
     if str(source).lower().endswith(SCAN_SUFFIXES):
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
-        image = scan.lr_image(scan.read_scan(source), landmarks=landmarks, psf_fwhm=psf_fwhm)
+        ct = scan.read_scan(source)
+        if psf_fwhm == "auto":
+            psf_fwhm = _read_psf_fwhm(ct, source)
+        image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm)
         density, stored, bone = image.density, image.pixel_size, image.femur
         deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
         if model is None:
-            model = BUNDLED_SCAN_MODEL if psf_fwhm is None else BUNDLED_MODEL
-    elif landmarks is not None or psf_fwhm is not None:
+            model = _scan_model(image.meta["psf_fwhm"])
+    elif landmarks is not None or psf_fwhm not in (None, "auto"):
         given = "landmarks are" if landmarks is not None else "psf_fwhm is"
         raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
     else:
@@ -577,6 +589,27 @@ def reconstruct_file(
 
 def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]:
     return reconstruct_file(*job, **options)
+
+
+def _scan_model(psf_fwhm: float | None) -> Path:
+    """The bundled model for a scan's image, deblurred by ``psf_fwhm`` mm or (None) not."""
+    return BUNDLED_SCAN_MODEL if psf_fwhm is None else BUNDLED_DEBLURRED_MODEL
+
+
+def _read_psf_fwhm(ct: Scan, source: str | os.PathLike[str]) -> float | None:
+    """The scan's point-spread function read off its shaft, or None where it cannot be."""
+    from femsr.scan import estimate_psf_fwhm
+
+    try:
+        return estimate_psf_fwhm(ct)
+    except ValueError as error:
+        logger.warning(
+            "%s: %s; reconstructed without deblurring, by the scan model (give the scanner's "
+            "psf_fwhm in mm to deblur it)",
+            source,
+            error,
+        )
+        return None
 
 
 def reconstruct_files(

@@ -229,8 +229,8 @@ def lr_image(
     psf_fwhm : float or "auto", optional
         The scanner's point-spread function, full width at half maximum (mm), to deblur by;
         ``"auto"`` reads it off the scan (:func:`estimate_psf_fwhm`).
-        :func:`femsr.reconstruct` reconstructs a deblurred image with the model trained on
-        block means, a blurred one with the scan model.
+        :func:`femsr.reconstruct` reconstructs a deblurred image with the model for deblurred
+        scans, a blurred one with the scan model.
 
     Returns
     -------

@@ -179,6 +179,7 @@ def _check_reconstruct(folder, namespace, output):
     assert namespace["hr_column"].shape == (360, 240)
     # The CT slice of a drawn femur: found on its side, reconstructed in full.
     assert namespace["lr_ct"].femur.side == namespace["drawn"].side
+    assert namespace["lr_ct"].meta["psf_fwhm"] == pytest.approx(0.8, abs=0.1)  # read, deblurred
     assert namespace["hr_ct"].shape == (2080, 1890)
     # Its landmarks, given back with one of them changed, are held.
     assert namespace["lr_mine"].femur.neck_shaft_angle == 130.0

@@ -440,15 +440,19 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys
     assert "--landmarks are one scan's" in capsys.readouterr().err
     with pytest.raises(ValueError, match="landmarks are a scan's"):
         module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
-    assert cli.main([*command, "--psf-fwhm", "auto"]) == 0  # left_scan: FWHM 0.8 mm
-    said = capsys.readouterr().out.split("deblurred by a point-spread function of ")[1]
+    assert cli.main(command) == 0  # left_scan: FWHM 0.8 mm, read off by default
+    said = capsys.readouterr().out.split("the scanner's point-spread function: of ")[1]
     assert float(said.split(" mm FWHM")[0]) == pytest.approx(0.8, abs=0.06)
+    assert cli.main([*command, "--psf-fwhm", "none"]) == 0
+    assert "the scanner's point-spread function: not undone" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse's refusal
         cli.main([*command, "--psf-fwhm", "wide"])
-    assert "--psf-fwhm: expected mm or auto, got 'wide'" in capsys.readouterr().err
+    assert "--psf-fwhm: expected mm, auto or none, got 'wide'" in capsys.readouterr().err
 
 
-def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeypatch, left_scan):
+def test_a_scan_is_deblurred_for_the_deblurred_scan_model_unless_told(
+    tmp_path, monkeypatch, caplog, left_scan
+):
     import importlib
 
     module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
@@ -464,17 +468,25 @@ def test_a_scan_is_reconstructed_by_the_scan_model_unless_told(tmp_path, monkeyp
     monkeypatch.setattr(module, "reconstruct", network)
     scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
     np.save(tmp_path / "lr.npy", np.full((20, 20), 0.3, np.float32))
-    module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "a.npy")
-    module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "b.npy", model="mine.pt")
-    module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "c.npy")
-    module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "d.npy", psf_fwhm=0.8)
-    stats = module.reconstruct_file(tmp_path / "scan.nii.gz", tmp_path / "e.npy", psf_fwhm="auto")
-    assert stats["psf_fwhm"] == pytest.approx(0.8, abs=0.06)
-    bundled = str(module.BUNDLED_MODEL)
-    assert chosen == [str(module.BUNDLED_SCAN_MODEL), "mine.pt", None, bundled, bundled]
-    assert module.BUNDLED_SCAN_MODEL.is_file()
+    ct = tmp_path / "scan.nii.gz"
+    stats = module.reconstruct_file(ct, tmp_path / "a.npy")
+    assert stats["psf_fwhm"] == pytest.approx(0.8, abs=0.06)  # read off the scan
+    module.reconstruct_file(ct, tmp_path / "b.npy", model="mine.pt")
+    assert "psf_fwhm" not in module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "c.npy")
+    assert module.reconstruct_file(ct, tmp_path / "d.npy", psf_fwhm=0.7)["psf_fwhm"] == 0.7
+    assert module.reconstruct_file(ct, tmp_path / "e.npy", psf_fwhm=None)["psf_fwhm"] is None
+
+    def unreadable(scan):
+        raise ValueError("no shaft")
+
+    monkeypatch.setattr(scan, "estimate_psf_fwhm", unreadable)
+    assert module.reconstruct_file(ct, tmp_path / "f.npy")["psf_fwhm"] is None
+    assert "no shaft; reconstructed without deblurring, by the scan model" in caplog.text
+    deblurred, blurred = str(module.BUNDLED_DEBLURRED_MODEL), str(module.BUNDLED_SCAN_MODEL)
+    assert chosen == [deblurred, "mine.pt", None, deblurred, blurred, blurred]
+    assert module.BUNDLED_SCAN_MODEL.is_file() and module.BUNDLED_DEBLURRED_MODEL.is_file()
     with pytest.raises(ValueError, match="psf_fwhm is a scan's"):
-        module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "f.npy", psf_fwhm=0.8)
+        module.reconstruct_file(tmp_path / "lr.npy", tmp_path / "g.npy", psf_fwhm=0.8)
 
 
 def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_scan):
@@ -500,4 +512,4 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
     for image, model in ((lr_ct, None), (lr_ct, "mine.pt"), (block, None), (deblurred, None)):
         with pytest.raises(Chosen):
             module.reconstruct(image, model=model)
-    assert chosen == [module.BUNDLED_SCAN_MODEL, "mine.pt", None, None]
+    assert chosen == [module.BUNDLED_SCAN_MODEL, "mine.pt", None, module.BUNDLED_DEBLURRED_MODEL]

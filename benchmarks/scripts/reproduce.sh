@@ -23,6 +23,11 @@
 # 7. the model for CT slices: the chosen setting trained on LR images made as a CT scanner makes
 #    them (femsr.dataset.scanner_lr: 0.7 mm FWHM, 30 HU of noise) into benchmarks/runs/ct_<run>,
 #    bundled as femsr/data/model_scan.pt
+# 8. the model for deblurred CT slices: the bundled model fine-tuned for 2 epochs on LR images
+#    made at 0.5, 0.7 and 1.0 mm FWHM (20, 30, 50 HU) and deblurred as femsr.scan.lr_image
+#    deblurs a scan (femsr dataset --scanner-deblur) into benchmarks/runs/ctd_<run>, bundled as
+#    femsr/data/model_deblurred.pt (benchmarks/RESULTS.md, "Scans in", scores it against the
+#    bundled model on the validation femurs' slices)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 epochs=${1:-64}
@@ -77,3 +82,13 @@ femsr dataset "$femurs" data/patches_ct --stride 4 --scanner-fwhm 0.7 --scanner-
 femsr train data/patches_ct "$runs/ct_$chosen" --loss "${chosen%_mass}" --mass-weight "$mass" \
   --epochs "$epochs" --threads 1 --quiet
 cp "$runs/ct_$chosen/best.pt" femsr/data/model_scan.pt
+scanners=()
+for setting in "05 0.5 20" "07 0.7 30" "10 1.0 50"; do
+  read -r name fwhm noise <<<"$setting"
+  femsr dataset "$femurs" "data/patches_ctd$name" --stride 4 --scanner-fwhm "$fwhm" \
+    --scanner-noise "$noise" --scanner-deblur
+  scanners+=("data/patches_ctd$name")
+done
+femsr train "${scanners[@]}" "$runs/ctd_$chosen" --init femsr/data/model.pt \
+  --loss "${chosen%_mass}" --mass-weight "$mass" --lr 1e-4 --epochs 2 --pairs 27000 --threads 1 --quiet
+cp "$runs/ctd_$chosen/best.pt" femsr/data/model_deblurred.pt
