@@ -726,8 +726,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
 
 
 def _psf_fwhm(value: str) -> float | str | None:
-    if value in ("auto", "none"):
-        return None if value == "none" else value
+    if value == "none":
+        return None
+    if value == "auto":
+        return value
     try:
         return float(value)
     except ValueError:

@@ -108,7 +108,7 @@ def main() -> None:
                     image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
                     seed=k, border=BORDER,
                 )  # fmt: skip
-                psf_fwhm = {None: None, "setting": fwhm, "auto": "auto"}[args.deblur]
+                psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
                 lr = scan.lr_image(ct, psf_fwhm=psf_fwhm)
             stiffness, rois = errors(image, lr, args.model, options)
             found.append(stiffness)
