@@ -19,7 +19,8 @@ optimization under the (fitted) femur's load cases first (``reconstruct(refine=N
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
 ``--model``, reconstructed by the bundled block-mean model.
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
-too unless ``--no-block-mean``.
+too unless ``--no-block-mean``. ``--per-femur`` prints each femur's sum of the nine |errors|
+and its worst error after each row.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04}.npz --refine 8 \
@@ -78,6 +79,7 @@ def main() -> None:
         help="deblur by the setting's FWHM, or by the one read off the slice (auto)",
     )
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
+    parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
     args = parser.parse_args()
     options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
     images = [io.load_femur(path) for path in args.femurs]
@@ -90,7 +92,8 @@ def main() -> None:
         [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
         axis=(0, 1),
     )
-    header = " | ".join(f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS)
+    names = [f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS]
+    header = " | ".join(names)
     print(
         f"| input | {header} | worst | ROI BV/TV (reference {reference[0]:.2f}) "
         f"| ROI Tb.Th mm (reference {reference[1]:.2f}) | s per femur |"
@@ -124,6 +127,14 @@ def main() -> None:
             f"| {seconds / len(images):.1f} |",
             flush=True,
         )
+        if args.per_femur:
+            for path, row in zip(args.femurs, table, strict=True):
+                k = np.nanargmax(np.abs(row))
+                print(
+                    f"    {path}: sum {np.nansum(np.abs(row)):.0f} %, "
+                    f"worst {names[k]} {row[k]:+.1f} %",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
