@@ -24,6 +24,7 @@ import numpy as np
 
 from femsr.defaults import (
     BATCH_SIZE,
+    DEBLURRED_MODEL_MAX_FWHM,
     EPOCHS,
     INFERENCE_BATCH,
     LEARNING_RATE,
@@ -758,8 +759,9 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "--model",
         type=Path,
-        help="exported model file (default: the bundled one; for a scan, the bundled one for "
-        "deblurred scans, or with --psf-fwhm none the bundled scan model)",
+        help="exported model file (default: the bundled one; for a scan deblurred by less than "
+        f"{DEBLURRED_MODEL_MAX_FWHM} mm, the bundled one for deblurred scans, or with "
+        "--psf-fwhm none the bundled scan model)",
     )
     command.add_argument(
         "--method", default="seam", choices=("seam", "average", "cut"), help="quilting (seam)"
@@ -791,7 +793,7 @@ def _add_reconstruct(commands: _Commands) -> None:
         default="auto",
         metavar="MM|auto|none",
         help="a scan's point-spread function, full width at half maximum in mm, to deblur it by "
-        "before the model for deblurred scans reconstructs it; auto (the default) reads it "
+        "before it is reconstructed; auto (the default) reads it "
         "off the shaft's edges; none reconstructs the scan as it is with the scan model "
         "(docs/reconstruct.md)",
     )

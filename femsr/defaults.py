@@ -5,6 +5,7 @@ Plain numbers, so the command can print them in its help without loading torch.
 
 __all__ = [
     "BATCH_SIZE",
+    "DEBLURRED_MODEL_MAX_FWHM",
     "EPOCHS",
     "INFERENCE_BATCH",
     "LEARNING_RATE",
@@ -23,6 +24,12 @@ TISSUE_MODULUS = 15e3
 WIDTH = 32
 N_BLOCKS = 8
 UP_WIDTH = 8
+
+# A scan deblurred by this point-spread function's width (mm) or more is reconstructed by the
+# block-mean model, not the one fine-tuned on deblurred scans (femsr.reconstruct): refined, on
+# the validation femurs' slices deblurred at 0.7 mm FWHM the fine-tuned model erred less, at
+# 1.0 mm more (it draws less bone where the Wiener filter restores little).
+DEBLURRED_MODEL_MAX_FWHM = 0.85
 
 # Training (femsr.train.train): Adam's initial rate and the batch the bundled models were trained
 # with (benchmarks/runs/*/checkpoint.pt); benchmarks/scripts/reproduce.sh asks for 64 epochs.

@@ -44,6 +44,7 @@ from tqdm import tqdm
 from femsr import defaults, encoding
 from femsr.checks import check_finite_array, check_int, check_mask
 from femsr.crisp import draw_struts
+from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
@@ -74,7 +75,8 @@ BUNDLED_MODEL = Path(__file__).parent / "data" / "model.pt"
 # blurred, noisy slice.
 BUNDLED_SCAN_MODEL = Path(__file__).parent / "data" / "model_scan.pt"
 # A deblurred scan's: the block-mean model fine-tuned on scanner-made LR images deblurred as
-# femsr.scan.lr_image deblurs a scan (femsr.dataset.Scanner(deblur=True)).
+# femsr.scan.lr_image deblurs a scan (femsr.dataset.Scanner(deblur=True)), for a point-spread
+# function narrower than defaults.DEBLURRED_MODEL_MAX_FWHM.
 BUNDLED_DEBLURRED_MODEL = Path(__file__).parent / "data" / "model_deblurred.pt"
 STAGES = ("model", "lr_fe", "inference", "quilting", "refine", "redraw", "total")
 # Finer inputs are taken for a high-resolution image given by mistake: the network turns
@@ -233,7 +235,8 @@ def reconstruct(
         scan's image (:func:`femsr.scan.lr_image`, whose ``meta`` holds its ``landmarks``),
         the bundled model for deblurred scans (:data:`BUNDLED_DEBLURRED_MODEL`,
         ``femsr/data/model_deblurred.pt``) if the scan was deblurred (``psf_fwhm`` in its
-        ``meta``), else the bundled scan model (:data:`BUNDLED_SCAN_MODEL`,
+        ``meta``) by less than :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM`, the bundled
+        model if by that or more, else the bundled scan model (:data:`BUNDLED_SCAN_MODEL`,
         ``femsr/data/model_scan.pt``).
     device : str
         ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``...; a given model is
@@ -531,7 +534,8 @@ def reconstruct_file(
     scan's frame. A scan is deblurred by its scanner's point-spread function first
     (:func:`femsr.scan.lr_image`), of the width read off its shaft's edges
     (``psf_fwhm="auto"``, :func:`femsr.scan.estimate_psf_fwhm`) or of ``psf_fwhm`` mm, and
-    reconstructed by :data:`BUNDLED_DEBLURRED_MODEL`; with ``psf_fwhm=None``, or
+    reconstructed by :data:`BUNDLED_DEBLURRED_MODEL` (by :data:`BUNDLED_MODEL` at a width of
+    :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more); with ``psf_fwhm=None``, or
     where no width can be read off the scan (a warning says so), it is reconstructed as it is
     by :data:`BUNDLED_SCAN_MODEL`; ``model`` names another. A ``.nii``/``.nii.gz`` target gets
     the HR image with its spacing (:func:`femsr.scan.write_scan`), others
@@ -593,7 +597,9 @@ def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]
 
 def _scan_model(psf_fwhm: float | None) -> Path:
     """The bundled model for a scan's image, deblurred by ``psf_fwhm`` mm or (None) not."""
-    return BUNDLED_SCAN_MODEL if psf_fwhm is None else BUNDLED_DEBLURRED_MODEL
+    if psf_fwhm is None:
+        return BUNDLED_SCAN_MODEL
+    return BUNDLED_DEBLURRED_MODEL if psf_fwhm < DEBLURRED_MODEL_MAX_FWHM else BUNDLED_MODEL
 
 
 def _read_psf_fwhm(ct: Scan, source: str | os.PathLike[str]) -> float | None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from femsr import scan
+from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.io import FemurImage
 
 nib = pytest.importorskip("nibabel")
@@ -507,9 +508,18 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
     block = FemurImage(lr_ct.density, lr_ct.pixel_size, lr_ct.femur, {})
     deblurred = scan.lr_image(left_scan[1], psf_fwhm=0.8)
     assert lr_ct.meta["psf_fwhm"] is None and deblurred.meta["psf_fwhm"] == 0.8
+    wide = FemurImage(deblurred.density, deblurred.pixel_size, deblurred.femur, {})
+    wide.meta.update(deblurred.meta, psf_fwhm=DEBLURRED_MODEL_MAX_FWHM)
     with pytest.raises(ValueError, match="psf_fwhm must be a number of mm or 'auto'"):
         scan.lr_image(left_scan[1], psf_fwhm="wide")
-    for image, model in ((lr_ct, None), (lr_ct, "mine.pt"), (block, None), (deblurred, None)):
+    images = ((lr_ct, None), (lr_ct, "mine.pt"), (block, None), (deblurred, None), (wide, None))
+    for image, model in images:
         with pytest.raises(Chosen):
             module.reconstruct(image, model=model)
-    assert chosen == [module.BUNDLED_SCAN_MODEL, "mine.pt", None, module.BUNDLED_DEBLURRED_MODEL]
+    assert chosen == [
+        module.BUNDLED_SCAN_MODEL,
+        "mine.pt",
+        None,
+        module.BUNDLED_DEBLURRED_MODEL,
+        module.BUNDLED_MODEL,
+    ]
