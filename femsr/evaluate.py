@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import scipy.ndimage as ndi
+import scipy.sparse as sparse
 import scipy.sparse.linalg as spla
 
 from femsr import defaults, fem
@@ -44,6 +45,7 @@ __all__ = [
     "dice",
     "femur_figure",
     "image_table",
+    "kinematic_solution",
     "local_thickness",
     "morphometry",
     "psnr",
@@ -138,6 +140,61 @@ def _boundary_dofs(shape: tuple[int, int]) -> np.ndarray:
     return np.repeat(boundary.ravel(), 2)
 
 
+def kinematic_solution(
+    density: np.ndarray,
+    *,
+    E0: float,
+    nu: float = 0.3,
+    penal: float = 3.0,
+    Emin: float | None = None,
+    h: float,
+    thickness: float = 1.0,
+    backend: str = "cpp",
+) -> tuple[sparse.csr_matrix, np.ndarray]:
+    """The stiffness matrix of a density region and its nodal displacements, ``(ndof, 3)``,
+    under the three unit macro-strains of :func:`apparent_stiffness` (same parameters).
+
+    Node ``(i, j)``'s DOFs are ``2 (i (nx + 1) + j)`` (x) and that plus one (y).
+    """
+    density = check_density(density)
+    if Emin is not None and not Emin > 0:
+        raise ValueError(f"Emin must be positive for homogenization got {Emin}")
+    if not (isinstance(h, (int, float, np.floating)) and h > 0 and math.isfinite(h)):
+        raise ValueError(f"h must be a positive, finite pixel side in mm, got {h!r}")
+    stiffness = fem.assemble(
+        density,
+        E0=E0,
+        nu=nu,
+        penal=penal,
+        Emin=Emin,
+        h=h,
+        thickness=thickness,
+        backend=backend,
+    ).tocsr()
+    u = _affine_displacements(density.shape, h)
+    prescribed = _boundary_dofs(density.shape)
+    free = ~prescribed
+    if free.any():
+        ny, nx = density.shape
+        nodes = dissection_order(ny - 1, nx - 1)
+        # Inner DOFs in dissection order: inner node (a, b) is grid node (a+1, b+1).
+        inner = np.flatnonzero(free)
+        dofs = inner[np.stack([2 * nodes, 2 * nodes + 1], axis=1).ravel()]
+        rows = stiffness[dofs]
+        try:
+            # The block is symmetric positive definite: diagonal pivots keep the dissection
+            # order's sparsity (partial pivoting added 25 % fill on crisp designs).
+            factor = spla.splu(
+                rows[:, dofs].tocsc(),
+                permc_spec="NATURAL",
+                options={"SymmetricMode": True, "DiagPivotThresh": 0.01},
+            )
+        except RuntimeError as error:  # SuperLU reports a singular matrix this way
+            raise ValueError(f"the region's stiffness matrix is singular: {error}") from error
+        u[dofs] = factor.solve(-np.asarray(rows[:, prescribed] @ u[prescribed]))
+    return stiffness, u
+
+
 def apparent_stiffness(
     density: np.ndarray,
     *,
@@ -206,41 +263,10 @@ def apparent_stiffness(
     (1066.666667, 1066.666667, 400.0)
     """
     density = check_density(density)
-    if Emin is not None and not Emin > 0:
-        raise ValueError(f"Emin must be positive for homogenization got {Emin}")
-    if not (isinstance(h, (int, float, np.floating)) and h > 0 and math.isfinite(h)):
-        raise ValueError(f"h must be a positive, finite pixel side in mm, got {h!r}")
-    stiffness = fem.assemble(
-        density,
-        E0=E0,
-        nu=nu,
-        penal=penal,
-        Emin=Emin,
-        h=h,
-        thickness=thickness,
-        backend=backend,
-    ).tocsr()
-    u = _affine_displacements(density.shape, h)
+    stiffness, u = kinematic_solution(
+        density, E0=E0, nu=nu, penal=penal, Emin=Emin, h=h, thickness=thickness, backend=backend
+    )
     prescribed = _boundary_dofs(density.shape)
-    free = ~prescribed
-    if free.any():
-        ny, nx = density.shape
-        nodes = dissection_order(ny - 1, nx - 1)
-        # Inner DOFs in dissection order: inner node (a, b) is grid node (a+1, b+1).
-        inner = np.flatnonzero(free)
-        dofs = inner[np.stack([2 * nodes, 2 * nodes + 1], axis=1).ravel()]
-        rows = stiffness[dofs]
-        try:
-            # The block is symmetric positive definite: diagonal pivots keep the dissection
-            # order's sparsity (partial pivoting added 25 % fill on crisp designs).
-            factor = spla.splu(
-                rows[:, dofs].tocsc(),
-                permc_spec="NATURAL",
-                options={"SymmetricMode": True, "DiagPivotThresh": 0.01},
-            )
-        except RuntimeError as error:  # SuperLU reports a singular matrix this way
-            raise ValueError(f"the region's stiffness matrix is singular: {error}") from error
-        u[dofs] = factor.solve(-np.asarray(rows[:, prescribed] @ u[prescribed]))
     reactions = stiffness[prescribed] @ u
     volume = density.shape[0] * density.shape[1] * h * h * thickness
     matrix = u[prescribed].T @ reactions / volume

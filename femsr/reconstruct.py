@@ -48,7 +48,7 @@ from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
-from femsr.refine import redraw
+from femsr.refine import blur_block, redraw
 from femsr.refine import refine as refine_density
 
 if TYPE_CHECKING:
@@ -195,6 +195,7 @@ def reconstruct(
     tta: bool = False,
     crisp: bool = False,
     refine: int = 0,
+    mass_block: int | None = None,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
 ) -> np.ndarray:
@@ -264,8 +265,13 @@ def reconstruct(
         pixel's bone mass (:func:`femsr.refine.refine`; :data:`femsr.refine.ITERATIONS` is the
         setting chosen on the validation femurs), then redrawn crisp
         (:func:`femsr.refine.redraw`): bone moves inside its blocks to where the loads call
-        for it. Needs the femur (``femur=`` or a FemurImage). 0: none. Minutes at full size (an
-        FE solve of the HR femur each).
+        for it. Needs the femur (``femur=`` or a FemurImage). 0: none. Minutes at full size
+        (an FE solve of the HR femur each).
+    mass_block : int, optional
+        LR pixels along a side of the blocks whose bone mass ``refine`` holds. Default: as
+        wide as the point-spread function a scan's image was deblurred by (``psf_fwhm`` in its
+        ``meta``; :func:`femsr.refine.blur_block`: 2 x 2 LR pixels at 1.0 mm, one at 0.7 mm),
+        else 1.
     progress : bool
         Show a tqdm bar of the windows run through the network, and of the refinement's
         iterations, on stderr. The stages and
@@ -307,13 +313,15 @@ def reconstruct(
     """
     started = time.perf_counter()
     seconds = dict.fromkeys(STAGES, 0.0)
+    psf_fwhm = None
     if isinstance(lr, FemurImage):
         if femur is None and displacement is None and forces is None:
             femur = lr.femur
         if pixel_size is None:
             pixel_size = lr.pixel_size
+        psf_fwhm = lr.meta.get("psf_fwhm")
         if model is None and "landmarks" in lr.meta:
-            model = _scan_model(lr.meta.get("psf_fwhm"))
+            model = _scan_model(psf_fwhm)
         lr = lr.density
     density = _check_lr(lr)
     shape = (int(density.shape[0]), int(density.shape[1]))
@@ -321,6 +329,8 @@ def reconstruct(
     if not isinstance(crisp, bool):
         raise TypeError(f"crisp must be a bool, got {type(crisp).__name__}")
     refine = check_int("refine", refine, 0)
+    if mass_block is not None:
+        mass_block = check_int("mass_block", mass_block, 1)
     if refine and femur is None:
         raise ValueError(
             "refine optimizes under the femur's load cases at the HR pixel size: pass femur= "
@@ -375,11 +385,17 @@ def reconstruct(
         assert femur is not None and pixel_size is not None  # checked with the load spec
         tick = time.perf_counter()
         hr_problem = femur.problem(pixel_size / scale)
-        result = refine_density(result, density, hr_problem, iterations=refine, progress=progress)
+        block = blur_block(psf_fwhm, pixel_size) if mass_block is None else mass_block
+        result = refine_density(
+            result, density, hr_problem, iterations=refine, block=block, progress=progress
+        )
         seconds["refine"] = time.perf_counter() - tick
     if crisp or refine:
         tick = time.perf_counter()
-        result = redraw(result, density) if refine else draw_struts(result, scale, mass=density)
+        if refine:
+            result = redraw(result, density, block)
+        else:
+            result = draw_struts(result, scale, mass=density)
         seconds["redraw"] = time.perf_counter() - tick
 
     seconds["total"] = time.perf_counter() - started

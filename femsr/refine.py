@@ -27,7 +27,16 @@ from femsr.checks import check_density, check_int
 from femsr.crisp import draw_struts
 from femsr.femur import Problem
 
-__all__ = ["DENSITY_WEIGHT", "ITERATIONS", "MOVE", "RMIN", "SOLVER_OPTIONS", "redraw", "refine"]
+__all__ = [
+    "DENSITY_WEIGHT",
+    "ITERATIONS",
+    "MOVE",
+    "RMIN",
+    "SOLVER_OPTIONS",
+    "blur_block",
+    "redraw",
+    "refine",
+]
 
 # Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
 ITERATIONS = 8
@@ -55,6 +64,7 @@ def refine(
     problem: Problem,
     *,
     iterations: int = ITERATIONS,
+    block: int = 1,
     move: float = MOVE,
     rmin: float = RMIN,
     progress: bool = False,
@@ -62,6 +72,10 @@ def refine(
     callback: Callable[[topopt.State], bool | None] | None = None,
 ) -> np.ndarray:
     """``density`` after ``iterations`` OC updates of its femur's problem, block masses held.
+
+    Each block of ``block`` x ``block`` LR pixels is held at their mean mass, so a blurred
+    image's masses, right only over the blur's width, bind no finer than that
+    (:func:`blur_block`).
 
     Parameters
     ----------
@@ -77,6 +91,9 @@ def refine(
     iterations : int
         OC updates, >= 0 (0 gives the starting design back, within the mask, at the blocks'
         masses where the move limit allowed).
+    block : int
+        LR pixels along a side of a block whose mass is held, >= 1 (those at the bottom and
+        right edges cut).
     move : float
         OC move limit in (0, 1].
     rmin : float
@@ -92,7 +109,7 @@ def refine(
     Returns
     -------
     ndarray of float32, shape (ny, nx)
-        The refined density, grey, each block at its LR pixel's mass where the mask allows.
+        The refined density, grey, each block at its LR pixels' mass where the mask allows.
 
     Raises
     ------
@@ -104,6 +121,7 @@ def refine(
     density = check_density(density)
     mass = check_density(mass, "mass")
     iterations = check_int("iterations", iterations, 0)
+    block = check_int("block", block, 1)
     ny, nx = density.shape
     scale = ny // mass.shape[0] if mass.shape[0] else 0
     if scale < 1 or (ny, nx) != (scale * mass.shape[0], scale * mass.shape[1]):
@@ -135,7 +153,7 @@ def refine(
         tol=0.0,
         move=move,
         material=material,
-        block_mass=topopt.BlockMass(mass, scale),
+        block_mass=topopt.BlockMass(_pooled(mass, block), scale * block),
         initial=start,
         solver_options=SOLVER_OPTIONS if solver_options is None else solver_options,
         progress=progress,
@@ -157,9 +175,30 @@ def _check_held(density: np.ndarray, fixed: np.ndarray) -> None:
         )
 
 
-def redraw(density: np.ndarray, mass: np.ndarray) -> np.ndarray:
-    """A refined ``density`` redrawn crisp, each block at its pixel's bone mass in ``mass``:
-    :func:`femsr.crisp.draw_struts` with :data:`DENSITY_WEIGHT`, blocks of ``density``'s rows
-    over ``mass``'s."""
+def redraw(density: np.ndarray, mass: np.ndarray, block: int = 1) -> np.ndarray:
+    """A refined ``density`` redrawn crisp, each block of ``block`` x ``block`` pixels of
+    ``mass`` at their mean bone mass: :func:`femsr.crisp.draw_struts` with
+    :data:`DENSITY_WEIGHT`, ``density``'s rows over ``mass``'s pixels to a pixel."""
     factor = len(density) // max(len(mass), 1)
-    return draw_struts(density, factor, mass=mass, density_weight=DENSITY_WEIGHT)
+    block = check_int("block", block, 1)
+    return draw_struts(
+        density, factor * block, mass=_pooled(mass, block), density_weight=DENSITY_WEIGHT
+    )
+
+
+def blur_block(psf_fwhm: float | None, pixel_size: float) -> int:
+    """LR pixels along a side of the blocks whose bone mass a refinement holds, for an image of
+    ``pixel_size`` mm blurred by a point-spread function ``psf_fwhm`` mm wide (None: a block
+    mean, each pixel exact): as wide as the blur, at least one pixel.
+
+    >>> blur_block(None, 0.5), blur_block(0.7, 0.5), blur_block(1.0, 0.5)
+    (1, 1, 2)
+    """
+    return 1 if psf_fwhm is None else max(1, round(psf_fwhm / pixel_size))
+
+
+def _pooled(mass: np.ndarray, block: int) -> np.ndarray:
+    """The mean of each ``block`` x ``block`` group of pixels, those at the edges cut."""
+    if block == 1:
+        return mass
+    return topopt.block_sums(mass, block) / topopt.block_sums(np.ones_like(mass), block)

@@ -478,7 +478,7 @@ def train(
     and trains the model in ``DistributedDataParallel`` on its share of every batch
     (:class:`femsr.distributed.BatchShares`): the weights are those of one process with the
     same ``batch_size``, to float32 rounding, with the L1 or L2 loss and the mass term (the
-    stiffness term to its CG tolerance; clDice is taken over each process's share). Only the
+    stiffness term to its solver's tolerance; clDice is taken over each process's share). Only the
     main process (rank 0) validates, shows progress, logs and writes the files, and it reads
     the checkpoint that every process resumes from, so only its ``out_dir`` need exist. A run
     resumes with any number of processes.

@@ -10,10 +10,13 @@ from femsr import evaluate, losses  # noqa: E402
 E0, H = 1000.0, 0.05
 
 
+@pytest.mark.parametrize("solver", ["cg", "direct"])
 @pytest.mark.parametrize("shape", [(1, 1), (6, 9), (20, 24)])
-def test_stiffness_matches_the_sparse_direct_homogenization(shape):
+def test_stiffness_matches_the_sparse_direct_homogenization(shape, solver):
     density = np.random.default_rng(sum(shape)).uniform(0.0, 1.0, (3, *shape))
-    found = losses.apparent_stiffness(torch.tensor(density), E0=E0, h=H, Emin=1.0, tol=1e-12)
+    found = losses.apparent_stiffness(
+        torch.tensor(density), E0=E0, h=H, Emin=1.0, tol=1e-12, solver=solver
+    )
     for k in range(3):
         expected = evaluate.apparent_stiffness(density[k], E0=E0, h=H, Emin=1.0)
         np.testing.assert_allclose(
@@ -21,17 +24,20 @@ def test_stiffness_matches_the_sparse_direct_homogenization(shape):
         )
 
 
-def test_homogeneous_patches_give_the_plane_stress_matrix():
-    found = losses.apparent_stiffness(torch.ones(2, 1, 8, 8, dtype=torch.float64), E0=E0, h=H)
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_homogeneous_patches_give_the_plane_stress_matrix(solver):
+    ones = torch.ones(2, 1, 8, 8, dtype=torch.float64)
+    found = losses.apparent_stiffness(ones, E0=E0, h=H, solver=solver)
     scale = E0 / (1 - 0.3**2)
     np.testing.assert_allclose(found.numpy(), [[scale, scale, scale * 0.35]] * 2, rtol=1e-9)
 
 
-def test_the_gradient_is_the_derivative_of_the_stiffness():
+@pytest.mark.parametrize("solver", ["cg", "direct"])
+def test_the_gradient_is_the_derivative_of_the_stiffness(solver):
     density = torch.tensor(
         np.random.default_rng(3).uniform(0.2, 0.9, (1, 5, 6)), requires_grad=True
     )
-    options = {"E0": E0, "h": H, "Emin": 1.0, "tol": 1e-13}
+    options = {"E0": E0, "h": H, "Emin": 1.0, "tol": 1e-13, "solver": solver}
     weights = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
     (losses.apparent_stiffness(density, **options) @ weights).sum().backward()
     step = 1e-6
@@ -43,6 +49,18 @@ def test_the_gradient_is_the_derivative_of_the_stiffness():
         assert density.grad[index].item() == pytest.approx(
             ((up - down) / (2 * step)).item(), rel=1e-6
         )
+
+
+def test_the_two_solvers_agree_on_bone_like_patches_and_a_bad_solver_is_refused():
+    rng = np.random.default_rng(5)
+    # Struts and marrow: the contrast (void 1e-3 E0) that the stiffness term meets.
+    density = torch.tensor(np.where(rng.random((4, 16, 16)) < 0.4, 1.0, 0.02))
+    options = {"E0": E0, "h": H, "Emin": 1e-3 * E0, "tol": 1e-12, "max_iter": 20000}
+    cg = losses.apparent_stiffness(density, solver="cg", **options)
+    direct = losses.apparent_stiffness(density, solver="direct", **options)
+    np.testing.assert_allclose(direct.numpy(), cg.numpy(), rtol=1e-8)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        losses.apparent_stiffness(density, solver="lu", **options)
 
 
 def bar(rows, cols, top, width, gap=None):

@@ -523,3 +523,35 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
         module.BUNDLED_DEBLURRED_MODEL,
         module.BUNDLED_MODEL,
     ]
+
+
+def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
+    monkeypatch, left_scan
+):
+    import importlib
+
+    from femsr.model import ModelConfig, build_model
+    from femsr.refine import blur_block
+
+    module = importlib.import_module("femsr.reconstruct")
+    blocks = []
+
+    class Refined(Exception):
+        pass
+
+    def refine(result, density, problem, *, block, **options):
+        blocks.append(block)
+        raise Refined
+
+    monkeypatch.setattr(module, "refine_density", refine)
+    net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
+    for psf_fwhm in (None, 0.7, 1.0):
+        image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
+        with pytest.raises(Refined):
+            module.reconstruct(image, model=net, device="cpu", refine=1)
+    assert blocks == [1, 1, 2] == [blur_block(f, 0.5) for f in (None, 0.7, 1.0)]
+    with pytest.raises(Refined):
+        module.reconstruct(image, model=net, device="cpu", refine=1, mass_block=3)
+    assert blocks[-1] == 3
+    with pytest.raises(ValueError, match="mass_block must be"):
+        module.reconstruct(image, model=net, device="cpu", refine=1, mass_block=0)

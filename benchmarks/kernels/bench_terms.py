@@ -8,7 +8,9 @@ python benchmarks/kernels/bench_terms.py [--threads 1] [--repeats 3]   (prints t
 
 Each figure is the fastest of several repeats, since the machine may be shared; a term's cost
 is its step's time less the step with the L2 loss alone. The table times each step twice: with
-subnormal float32 numbers kept, torch's default, and flushed to zero, as ``femsr train`` runs.
+subnormal float32 numbers kept, torch's default, and flushed to zero, as ``femsr train`` runs;
+and the stiffness term's solves (prediction and target, no gradient) by each solver of
+``femsr.losses.apparent_stiffness``.
 """
 
 import argparse
@@ -19,6 +21,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from femsr import io, losses
 from femsr.demo import BUNDLED_FEMUR
@@ -118,6 +121,12 @@ def table(threads, repeats):
         form = "+.2f" if weights else ".2f"
         rows.append(f"| {term} | {kept[term]:{form}} s | {flushed[term]:{form}} s |")
     net.eval()
+    with torch.no_grad():
+        pooled = F.avg_pool2d(net(lr), 2), F.avg_pool2d(hr, 2)
+    for solver in ("cg", "direct"):
+        stiffness = partial(losses.stiffness_loss, solver=solver, **losses.STIFFNESS_OPTIONS)
+        seconds = best_time(stiffness, repeats, *pooled)
+        rows.append(f"| the stiffness term's solves, `solver={solver!r}` | {seconds:.2f} s | |")
     for tta in (False, True):
         seconds = best_time(partial(predict, tta=tta), repeats, net, lr.numpy())
         rows.append(f"| `export.predict(tta={tta})` | {seconds:.2f} s | |")

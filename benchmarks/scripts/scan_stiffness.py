@@ -13,7 +13,9 @@ reconstruction, mean over the femurs and the three ROIs, beside the references' 
 the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
 folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
 (``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
-optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``); with
+optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``; with
+``--mass-block K`` holding the mass of blocks of K x K LR pixels, ``reconstruct(mass_block=K)``,
+instead of those as wide as the deblurring's FWHM); with
 ``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--model", help="exported model (default: the bundled one)")
     parser.add_argument("--crisp", action="store_true", help="redraw crisp at the input's mass")
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
+    parser.add_argument("--mass-block", type=int, metavar="K", help="refine K x K LR pixels' mass")
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
     parser.add_argument(
@@ -81,7 +84,12 @@ def main() -> None:
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
     args = parser.parse_args()
-    options = {"crisp": args.crisp, "refine": args.refine, "tta": args.tta}
+    options = {
+        "crisp": args.crisp,
+        "refine": args.refine,
+        "mass_block": args.mass_block,
+        "tta": args.tta,
+    }
     images = [io.load_femur(path) for path in args.femurs]
     inputs = [] if args.no_block_mean else [("block mean", None)]
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
