@@ -392,7 +392,10 @@ def block_oc_step(
     points = np.minimum(points, last)  # the sum is the largest from the last breakpoint on
 
     def total(t: np.ndarray) -> np.ndarray:
-        return np.clip(rate * t, low, high).sum(axis=1, keepdims=True)
+        # A breakpoint of a nearly still pixel can be huge; another's rate times it overflows
+        # to inf, which the clip takes to that pixel's upper limit, as it should.
+        with np.errstate(over="ignore"):
+            return np.clip(rate * t, low, high).sum(axis=1, keepdims=True)
 
     # The last breakpoint whose sum is at most the target (the first where none is).
     first, past = (
