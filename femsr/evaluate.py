@@ -262,13 +262,13 @@ def apparent_stiffness(
     >>> round(s.E_x, 6), round(s.E_y, 6), round(s.E_xy, 6)
     (1066.666667, 1066.666667, 400.0)
     """
-    density = check_density(density)
     stiffness, u = kinematic_solution(
         density, E0=E0, nu=nu, penal=penal, Emin=Emin, h=h, thickness=thickness, backend=backend
     )
-    prescribed = _boundary_dofs(density.shape)
+    ny, nx = np.shape(density)  # checked by kinematic_solution
+    prescribed = _boundary_dofs((ny, nx))
     reactions = stiffness[prescribed] @ u
-    volume = density.shape[0] * density.shape[1] * h * h * thickness
+    volume = ny * nx * h * h * thickness
     matrix = u[prescribed].T @ reactions / volume
     return Stiffness((matrix + matrix.T) / 2.0)
 

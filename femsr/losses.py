@@ -190,12 +190,12 @@ def apparent_stiffness(
     batch, ny, nx = rho.shape
     ke = torch.as_tensor(fem.element_stiffness(nu), dtype=rho.dtype, device=rho.device)
     modulus = Emin + rho.clamp(0.0, 1.0) ** penal * (E0 - Emin)
-    cases = _affine(ny, nx, h, rho)  # (3, 2, ny+1, nx+1)
-    free = torch.zeros(ny + 1, nx + 1, dtype=torch.bool, device=rho.device)
-    free[1:-1, 1:-1] = True
     if solver == "direct" or (solver == "auto" and rho.device.type == "cpu"):
         u = _direct(rho, E0=E0, nu=nu, penal=penal, Emin=Emin, h=h)
     else:
+        cases = _affine(ny, nx, h, rho)  # (3, 2, ny+1, nx+1)
+        free = torch.zeros(ny + 1, nx + 1, dtype=torch.bool, device=rho.device)
+        free[1:-1, 1:-1] = True
         with torch.no_grad():
             fixed_modulus = modulus.detach().repeat_interleave(3, dim=0)
             prescribed = (cases * ~free).repeat(batch, 1, 1, 1)
