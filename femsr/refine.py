@@ -175,14 +175,19 @@ def _check_held(density: np.ndarray, fixed: np.ndarray) -> None:
         )
 
 
-def redraw(density: np.ndarray, mass: np.ndarray, block: int = 1) -> np.ndarray:
+def redraw(
+    density: np.ndarray,
+    mass: np.ndarray,
+    block: int = 1,
+    density_weight: float = DENSITY_WEIGHT,
+) -> np.ndarray:
     """A refined ``density`` redrawn crisp, each block of ``block`` x ``block`` pixels of
-    ``mass`` at their mean bone mass: :func:`femsr.crisp.draw_struts` with
-    :data:`DENSITY_WEIGHT`, ``density``'s rows over ``mass``'s pixels to a pixel."""
+    ``mass`` at their mean bone mass: :func:`femsr.crisp.draw_struts` with ``density_weight``,
+    ``density``'s rows over ``mass``'s pixels to a pixel."""
     factor = len(density) // max(len(mass), 1)
     block = check_int("block", block, 1)
     return draw_struts(
-        density, factor * block, mass=_pooled(mass, block), density_weight=DENSITY_WEIGHT
+        density, factor * block, mass=_pooled(mass, block), density_weight=density_weight
     )
 
 

@@ -214,6 +214,25 @@ def test_refine_can_hold_the_mass_of_blocks_of_lr_pixels(coarse_femur):
         refine(start, lr, problem, block=0)
 
 
+def test_redraw_weighs_the_refined_density_by_its_density_weight(coarse_femur):
+    """The heavier the refined density weighs against the distance to a centreline, the more
+    of the redrawn bone lies where the refinement put bone; each pixel's mass is held at every
+    weight, and the default is DENSITY_WEIGHT."""
+    problem, start, lr = coarse_femur
+    refined = refine(start, lr, problem, iterations=4)
+    dense = refined > 0.5
+    overlap = []
+    for weight in (0.0, 50.0):
+        drawn = refine_module.redraw(refined, lr, density_weight=weight)
+        np.testing.assert_allclose(dataset.downscale(drawn, FACTOR), lr, atol=0.02)
+        overlap.append((drawn[dense] > 0.5).sum() / (drawn > 0.5).sum())
+    assert overlap[1] > overlap[0] + 0.2
+    np.testing.assert_array_equal(
+        refine_module.redraw(refined, lr),
+        refine_module.redraw(refined, lr, density_weight=refine_module.DENSITY_WEIGHT),
+    )
+
+
 def test_refine_shows_each_iteration_to_the_callback(coarse_femur):
     """The callback sees the refined density after each iteration: what a refinement of that
     many iterations returns; returning True stops there."""

@@ -6,7 +6,15 @@ and ``femsr.refine.DENSITY_WEIGHT``.
         --after 4 6 8 10 12 --weights 2 3 4 5 6 7 10 20 40
 
 ``--move`` and ``--rmin`` set the refinement's move limit and filter radius (default
-``femsr.refine.MOVE`` and ``RMIN``).
+``femsr.refine.MOVE`` and ``RMIN``). ``--scan K`` reconstructs from a synthetic CT slice at the
+untilted setting K (0-based) of ``benchmarks/scripts/scan_fit.py`` instead of the block mean,
+read and deblurred by its FWHM as ``scan_stiffness.py --deblur`` reads it (the model chosen by
+that width, the fitted femur's loads and ROIs), and ``--block K`` holds the mass of K x K LR
+pixels (``refine(block=K)``, ``redraw(..., K)``; default one for a block mean, as wide as the
+blur for a slice, ``femsr.refine.blur_block``):
+
+    python benchmarks/studies/refine_iterations.py benchmarks/femurs/femur_{01,14,26,27}.npz \\
+        --scan 2 --after 4 8 12 16
 
 Each femur is reconstructed by the bundled model from its block mean with test-time averaging
 (``femsr.dataset.downscale_femur``, ``reconstruct(tta=True)``), redrawn crisp as it is
@@ -19,24 +27,33 @@ femurs, their largest and their sum.
 """
 
 import argparse
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
-from femsr import crisp, dataset, evaluate, io
+from femsr import crisp, dataset, evaluate, io, scan
 from femsr.reconstruct import reconstruct
-from femsr.refine import DENSITY_WEIGHT, MOVE, RMIN, refine
+from femsr.refine import DENSITY_WEIGHT, MOVE, RMIN, blur_block, redraw, refine
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
+from scan_fit import BORDER, SETTINGS
 
 
-def score(image: io.FemurImage, drawn: np.ndarray) -> tuple[str, np.ndarray]:
-    """The signed errors and ROI mass errors as text, and the nine signed errors."""
+def score(image: io.FemurImage, lr: io.FemurImage, drawn: np.ndarray) -> tuple[str, np.ndarray]:
+    """The signed errors and ROI mass errors as text, and the nine signed errors; the
+    reconstruction's ROIs are those of ``lr``'s femur (fitted to a slice)."""
     shape = image.density.shape
     drawn = drawn[: shape[0], : shape[1]]
     rois = image.femur.rois(image.pixel_size)
-    table = evaluate.roi_table(image.density, drawn, rois, E0=1.0, h=image.pixel_size)
+    found = lr.femur.rois(image.pixel_size)
+    table = evaluate.roi_table(
+        image.density, drawn, rois, reconstruction_rois=found, E0=1.0, h=image.pixel_size
+    )
     errors = np.array([row["error_percent"] for row in table.rows])
     mass = " ".join(
-        f"{100 * (drawn[w].mean() / image.density[w].mean() - 1):+.1f}" for w in rois.values()
+        f"{100 * (drawn[found[n]].mean() / image.density[rois[n]].mean() - 1):+.1f}" for n in rois
     )
     total = np.abs(errors).sum()
     text = " ".join(f"{e:+.1f}" for e in errors) + f" (sum |errors| {total:.0f}; ROI mass {mass} %)"
@@ -50,33 +67,49 @@ def main() -> None:
     parser.add_argument("--weights", type=float, nargs="+", default=[DENSITY_WEIGHT])
     parser.add_argument("--move", type=float, default=MOVE, help="OC move limit")
     parser.add_argument("--rmin", type=float, default=RMIN, help="filter radius (HR pixels)")
+    parser.add_argument("--scan", type=int, metavar="K", help="from a CT slice at setting K")
+    parser.add_argument("--block", type=int, metavar="K", help="hold K x K LR pixels' mass")
     args = parser.parse_args()
+    untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     found: dict[str, list[np.ndarray]] = defaultdict(list)
-    for path in args.femurs:
+    for k, path in enumerate(args.femurs):
         image = io.load_femur(path)
-        lr = dataset.downscale_femur(image)
+        if args.scan is None:
+            lr = dataset.downscale_femur(image)
+        else:
+            pixel, fwhm, noise = untilted[args.scan]
+            ct = scan.synthetic_scan(
+                image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k,
+                border=BORDER,
+            )  # fmt: skip
+            lr = scan.lr_image(ct, psf_fwhm=fwhm)
+        block = (
+            blur_block(lr.meta.get("psf_fwhm"), lr.pixel_size) if args.block is None else args.block
+        )
         grey = reconstruct(lr, device="cpu", tta=True)
-        text, errors = score(image, crisp.draw_struts(grey, mass=lr.density))
+        drawn = redraw(grey, lr.density, block, density_weight=crisp.DENSITY_WEIGHT)
+        text, errors = score(image, lr, drawn)
         found["crisp"].append(errors)
         print(f"{path} crisp: {text}", flush=True)
 
-        def scored(state, path=path, image=image, lr=lr) -> None:
+        def scored(state, path=path, image=image, lr=lr, block=block) -> None:
             iteration = state.record.iteration
             if iteration not in args.after:
                 return
             for weight in args.weights:
-                drawn = crisp.draw_struts(state.design, mass=lr.density, density_weight=weight)
-                text, errors = score(image, drawn)
+                drawn = redraw(state.design, lr.density, block, density_weight=weight)
+                text, errors = score(image, lr, drawn)
                 setting = f"refined {iteration}, weight {weight:g}"
                 found[setting].append(errors)
                 print(f"{path} {setting}: {text}", flush=True)
 
-        problem = image.femur.problem(image.pixel_size)
+        problem = lr.femur.problem(image.pixel_size)
         refine(
             grey,
             lr.density,
             problem,
             iterations=max(args.after),
+            block=block,
             move=args.move,
             rmin=args.rmin,
             callback=scored,
