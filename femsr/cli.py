@@ -46,7 +46,8 @@ _TTA_HELP = "average each window over its 8 turns and mirrors (8x the inference)
 _CRISP_HELP = "redraw the result crisp (0/1) at the bone mass of every LR pixel, struts kept"
 _REFINE_HELP = (
     "then N iterations (default 8) of topology optimization under the femur's load cases, "
-    "every LR pixel's bone mass held, and redraw it crisp: minutes at full size"
+    "every LR pixel's bone mass held (a deblurred scan's over blocks as wide as its blur), and "
+    "redraw it crisp: minutes at full size"
 )
 
 
@@ -688,6 +689,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "crisp": args.crisp,
         "refine": args.refine,
+        "mass_block": args.mass_block,
         "psf_fwhm": args.psf_fwhm,
     }
     if args.input.is_dir():
@@ -773,6 +775,13 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument("--tta", action="store_true", help=_TTA_HELP)
     command.add_argument("--crisp", action="store_true", help=_CRISP_HELP)
     _add_refine(command)
+    command.add_argument(
+        "--mass-block",
+        type=int,
+        metavar="K",
+        help="--refine holds the bone mass of each K x K block of LR pixels (default 1; for a "
+        "deblurred scan as wide as the blur: 2 at 1.0 mm FWHM)",
+    )
     command.add_argument(
         "--pixel-size",
         type=float,

@@ -555,7 +555,9 @@ def reconstruct_file(
     where no width can be read off the scan (a warning says so), it is reconstructed as it is
     by :data:`BUNDLED_SCAN_MODEL`; ``model`` names another. A ``.nii``/``.nii.gz`` target gets
     the HR image with its spacing (:func:`femsr.scan.write_scan`), others
-    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`. Returns its ``stats``
+    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct` (a scan refined with
+    the mass held over blocks as wide as its deblurring, unless ``mass_block`` says otherwise,
+    as :func:`reconstruct` does for a scan's :class:`femsr.io.FemurImage`). Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
     not).
 
@@ -581,6 +583,8 @@ def reconstruct_file(
         deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])
+        if options.get("mass_block") is None:  # the masses bind over the blur's width
+            options["mass_block"] = blur_block(image.meta["psf_fwhm"], image.pixel_size)
     elif landmarks is not None or psf_fwhm not in (None, "auto"):
         given = "landmarks are" if landmarks is not None else "psf_fwhm is"
         raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")

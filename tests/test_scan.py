@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from femsr import scan
+from femsr import cli, scan
 from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.io import FemurImage
 
@@ -400,8 +400,6 @@ def test_estimate_psf_fwhm_needs_a_shaft():
 
 
 def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys, left_scan):
-    from femsr import cli
-
     scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
     argv = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.nii.gz")]
     assert cli.main(argv) == 0
@@ -413,8 +411,6 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys,
 
 def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
     import importlib
-
-    from femsr import cli
 
     module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
     taken = []
@@ -526,7 +522,7 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
 
 
 def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
-    monkeypatch, left_scan
+    tmp_path, monkeypatch, left_scan
 ):
     import importlib
 
@@ -555,3 +551,16 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
     assert blocks[-1] == 3
     with pytest.raises(ValueError, match="mass_block must be"):
         module.reconstruct(image, model=net, device="cpu", refine=1, mass_block=0)
+    # read from a file, by the command too
+    monkeypatch.setattr(module, "_loaded", lambda model, device: net)
+    ct = tmp_path / "scan.nii.gz"
+    scan.write_scan(ct, left_scan[1])
+    for psf_fwhm in (0.7, 1.0):
+        with pytest.raises(Refined):
+            module.reconstruct_file(ct, tmp_path / "hr.npy", psf_fwhm=psf_fwhm, refine=1)
+    assert blocks[-2:] == [1, 2]
+    command = ["reconstruct", str(ct), str(tmp_path / "hr.npy"), "--psf-fwhm", "1.0"]
+    for given, held in (([], 2), (["--mass-block", "3"], 3)):
+        with pytest.raises(Refined):
+            cli.main([*command, "--refine", "1", *given])
+        assert blocks[-1] == held
