@@ -456,9 +456,10 @@ def synthetic_scan(
 ) -> Scan:
     """A clinical-looking coronal CT slice of a femur density image (row 0 at the top).
 
-    The density (``pixel_size`` mm) in Hounsfield units (:func:`density_from_hu` inverted;
-    soft tissue at :data:`SOFT_TISSUE_HU` outside the bone), inside a field of view ``border``
-    mm wider at the top and both sides (the shaft leaves it at the bottom), blurred by a
+    The density (``pixel_size`` mm) in Hounsfield units (:func:`density_from_hu` inverted:
+    the void the bone encloses, the shaft's canal open at the bottom edge included, is marrow,
+    density 0; soft tissue at :data:`SOFT_TISSUE_HU` outside the bone), inside a field of view
+    ``border`` mm wider at the top and both sides (the shaft leaves it at the bottom), blurred by a
     Gaussian point-spread function of ``fwhm`` mm full width at half maximum, averaged onto
     ``pixel`` mm pixels (linear interpolation of the blurred image, after an area average
     where the pixels grow), with seeded Gaussian noise of standard deviation ``noise`` HU.
@@ -468,7 +469,12 @@ def synthetic_scan(
     """
     import scipy.ndimage as ndi
 
-    hu = np.where(np.asarray(density) > 0, marrow + density * (tissue - marrow), SOFT_TISSUE_HU)
+    density = np.asarray(density)
+    bone = density > 0
+    # Marrow fills the void inside the periosteum; read as soft tissue, it would add 4-7 % to a
+    # trabecular ROI's mass (BV/TV 0.25-0.35). The bottom edge is closed for the canal.
+    inside = ndi.binary_fill_holes(np.vstack([bone, np.ones((1, bone.shape[1]), bool)]))[:-1]
+    hu = np.where(inside, marrow + density * (tissue - marrow), SOFT_TISSUE_HU)
     pad = round(border / pixel_size)
     hu = np.pad(hu, ((pad, 0), (pad, pad)), constant_values=SOFT_TISSUE_HU)
     sigma = fwhm / _FWHM_PER_SIGMA / pixel_size

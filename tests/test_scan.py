@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from femsr import cli, scan
+from femsr import cli, dataset, scan
 from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
+from femsr.femur import Femur
 from femsr.io import FemurImage
 
 nib = pytest.importorskip("nibabel")
@@ -148,8 +149,6 @@ def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_pa
 
 
 def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
-    from femsr.femur import Femur
-
     femur = Femur()
     mask = femur.mask(0.5)
     mask_trabecular = mask & ~femur.compartments(0.5)[1]
@@ -182,16 +181,39 @@ def test_segment_fills_the_canal_of_a_shaft_cut_obliquely(tilt):
     assert bottom.size < 12
 
 
-def clinical_scan(femur, pixel=0.6, cut=0.0, fwhm=0.8):
-    """A coronal scan of ``femur``: solid cortex, trabecular bone at 35 %, blurred by ``fwhm``
-    mm and noisy, ending ``cut`` mm above the femur box's bottom edge."""
+def clinical_density(femur):
+    """``femur`` at 0.1 mm: solid cortex, trabecular bone at 35 %, and its trabecular pixels."""
     mask, cortex, canal = femur.compartments(0.1)
     rng = np.random.default_rng(1)
     density = np.where(cortex, 1.0, 0.0)
     trabecular = mask & ~cortex & ~canal
     density[trabecular] = (rng.random(trabecular.sum()) < 0.35).astype(float)
+    return density, trabecular
+
+
+def clinical_scan(femur, pixel=0.6, cut=0.0, fwhm=0.8):
+    """A coronal scan of ``femur`` (:func:`clinical_density`), blurred by ``fwhm`` mm and noisy,
+    ending ``cut`` mm above the femur box's bottom edge."""
+    density = clinical_density(femur)[0]
     density = density[: len(density) - round(cut / 0.1)]
     return scan.synthetic_scan(density, 0.1, pixel=pixel, fwhm=fwhm, noise=30.0)
+
+
+def test_a_synthetic_scan_reads_the_marrow_inside_the_bone_as_no_bone():
+    """Scanned sharp at 0.5 mm, the trabecular bone reads its block mean: the spaces between
+    the trabeculae and the canal are marrow (0 HU), the outside soft tissue."""
+    density, trabecular = clinical_density(Femur())
+    ny, nx = (n - n % 5 for n in density.shape)
+    density, trabecular = density[:ny, :nx], trabecular[:ny, :nx]
+    read = scan.density_from_hu(scan.synthetic_scan(density, 0.1, pixel=0.5, border=2.0).image)
+    read = read[4 : 4 + ny // 5, 4 : 4 + nx // 5]  # the 2 mm border: 4 pixels
+    inner = dataset.downscale(trabecular.astype(float), 5) == 1.0
+    block = dataset.downscale(density, 5)
+    assert inner.sum() > 1000
+    assert read[inner].mean() == pytest.approx(block[inner].mean(), rel=0.003)
+    assert scan.synthetic_scan(density, 0.1, pixel=0.5, border=2.0).image[0, 0] == pytest.approx(
+        scan.SOFT_TISSUE_HU
+    )
 
 
 def test_a_synthetic_scan_keeps_the_mass_and_blurs_by_its_fwhm():
