@@ -555,9 +555,9 @@ def reconstruct_file(
     where no width can be read off the scan (a warning says so), it is reconstructed as it is
     by :data:`BUNDLED_SCAN_MODEL`; ``model`` names another. A ``.nii``/``.nii.gz`` target gets
     the HR image with its spacing (:func:`femsr.scan.write_scan`), others
-    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct` (a scan refined with
-    the mass held over blocks as wide as its deblurring, unless ``mass_block`` says otherwise,
-    as :func:`reconstruct` does for a scan's :class:`femsr.io.FemurImage`). Returns its ``stats``
+    :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`, which takes a scan's
+    :class:`femsr.io.FemurImage` (refined with the mass held over blocks as wide as its
+    deblurring unless ``mass_block`` says otherwise). Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
     not).
 
@@ -571,6 +571,7 @@ def reconstruct_file(
 
     stored: float | None
     bone: Femur | None
+    lr: FemurImage | np.ndarray
     deblurred: dict[str, Any] = {}
     if str(source).lower().endswith(SCAN_SUFFIXES):
         if isinstance(landmarks, str | os.PathLike):
@@ -583,19 +584,19 @@ def reconstruct_file(
         deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])
-        if options.get("mass_block") is None:  # the masses bind over the blur's width
-            options["mass_block"] = blur_block(image.meta["psf_fwhm"], image.pixel_size)
+        lr = image  # whole: its meta says how wide the refinement's blocks are
     elif landmarks is not None or psf_fwhm not in (None, "auto"):
         given = "landmarks are" if landmarks is not None else "psf_fwhm is"
         raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
     else:
         density, stored, bone = io.read_image(source)
+        lr = density
     if stored is not None and pixel_size is not None and stored != pixel_size:
         raise ValueError(f"{str(source)!r} has a pixel size of {stored} mm, not {pixel_size} mm")
     pixel = stored or pixel_size or femur.LR_PIXEL
     stats: dict[str, Any] = {}
     hr = reconstruct(
-        density,
+        lr,
         femur=Femur() if bone is None else bone,
         pixel_size=pixel,
         model=_loaded(None if model is None else str(model), device),

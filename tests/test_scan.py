@@ -480,8 +480,9 @@ def test_a_scan_is_deblurred_for_the_deblurred_scan_model_unless_told(
     def loaded(model, device):
         chosen.append(model)
 
-    def network(density, *, stats, **options):
-        return np.zeros((10 * density.shape[0], 10 * density.shape[1]), np.float32)
+    def network(lr, *, stats, **options):  # a scan's FemurImage or a bare image
+        ny, nx = getattr(lr, "density", lr).shape
+        return np.zeros((10 * ny, 10 * nx), np.float32)
 
     monkeypatch.setattr(module, "_loaded", loaded)
     monkeypatch.setattr(module, "reconstruct", network)
