@@ -23,6 +23,7 @@ and hands its result, or its error, to every process, which also keeps them in s
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -154,6 +155,12 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[torch.
         torch.cuda.set_device(device)
     joined = not dist.is_initialized()
     if joined:
+        # Imported while a group exists (as the first optimizer or DistributedDataParallel
+        # imports it), dynamo holds the group past its destruction, and a process that exits
+        # with gloo's threads still running may abort ("terminate called without an active
+        # exception") after its work is done.
+        importlib.import_module("torch._dynamo")
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     try:
