@@ -50,6 +50,7 @@ from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
 from femsr.refine import blur_block, redraw
 from femsr.refine import refine as refine_density
+from femsr.refine import settings as refine_settings
 
 if TYPE_CHECKING:
     from femsr.export import LoadedModel
@@ -194,7 +195,7 @@ def reconstruct(
     dtype: str | None = None,
     tta: bool = False,
     crisp: bool = False,
-    refine: int = 0,
+    refine: int | bool = 0,
     mass_block: int | None = None,
     progress: bool = False,
     stats: dict[str, Any] | None = None,
@@ -259,14 +260,17 @@ def reconstruct(
         bone mass of its LR pixel (:func:`femsr.crisp.draw_struts` with ``mass=lr``): the
         network draws struts blurred over a few pixels, which the SIMP stiffness penalizes;
         crisp, every strut it draws keeps a solid core. About a second at full size.
-    refine : int
+    refine : int or bool
         OC iterations of topology optimization under the femur's load cases at the HR pixel
         size, from the network's result, each ``scale`` x ``scale`` block held at its LR
-        pixel's bone mass (:func:`femsr.refine.refine`; :data:`femsr.refine.ITERATIONS` is the
-        setting chosen on the validation femurs), then redrawn crisp
+        pixel's bone mass (:func:`femsr.refine.refine`), then redrawn crisp
         (:func:`femsr.refine.redraw`): bone moves inside its blocks to where the loads call
-        for it. Needs the femur (``femur=`` or a FemurImage). 0: none. Minutes at full size
-        (an FE solve of the HR femur each).
+        for it. True: the iterations chosen on the validation femurs for the input, and the
+        redrawing's density weight is the input's whatever the iterations
+        (:func:`femsr.refine.settings`: 8 and 5; for a scan deblurred by
+        :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more, 10 and 7). Needs the femur
+        (``femur=`` or a FemurImage). 0 or False: none. Minutes at full size (an FE solve of
+        the HR femur each).
     mass_block : int, optional
         LR pixels along a side of the blocks whose bone mass ``refine`` holds. Default: as
         wide as the point-spread function a scan's image was deblurred by (``psf_fwhm`` in its
@@ -328,6 +332,9 @@ def reconstruct(
     batch_size = _check_options(batch_size, tta, method, pixel_size, shape)
     if not isinstance(crisp, bool):
         raise TypeError(f"crisp must be a bool, got {type(crisp).__name__}")
+    iterations, density_weight = refine_settings(psf_fwhm)
+    if isinstance(refine, bool):
+        refine = iterations if refine else 0
     refine = check_int("refine", refine, 0)
     if mass_block is not None:
         mass_block = check_int("mass_block", mass_block, 1)
@@ -393,7 +400,7 @@ def reconstruct(
     if crisp or refine:
         tick = time.perf_counter()
         if refine:
-            result = redraw(result, density, block)
+            result = redraw(result, density, block, density_weight)
         else:
             result = draw_struts(result, scale, mass=density)
         seconds["redraw"] = time.perf_counter() - tick

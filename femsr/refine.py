@@ -25,9 +25,12 @@ import numpy as np
 from femsr import fem, generate, topopt
 from femsr.checks import check_density, check_int
 from femsr.crisp import draw_struts
+from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Problem
 
 __all__ = [
+    "BLURRED_DENSITY_WEIGHT",
+    "BLURRED_ITERATIONS",
     "DENSITY_WEIGHT",
     "ITERATIONS",
     "MOVE",
@@ -36,6 +39,7 @@ __all__ = [
     "blur_block",
     "redraw",
     "refine",
+    "settings",
 ]
 
 # Chosen on the validation femurs (benchmarks/RESULTS.md, "Refinement by topology optimization").
@@ -47,6 +51,12 @@ RMIN = 2.0
 # femsr.crisp.DENSITY_WEIGHT; at 2 the dense heads came out soft in shear (validation: head E_xy
 # 18 % too soft, 9 % at 5), above 5 the necks too stiff.
 DENSITY_WEIGHT = 5.0
+# A scan deblurred by defaults.DEBLURRED_MODEL_MAX_FWHM or more starts the refinement from fainter
+# bone, which takes more iterations and a redrawing that trusts the refined density more: on the
+# validation femurs' slices at FWHM 1.0 mm (benchmarks/RESULTS.md, "Scans in"), 10 iterations at
+# weight 7 erred 186 % (sum of the nine mean |errors|) against 220 % at 8 and 5.
+BLURRED_ITERATIONS = 10
+BLURRED_DENSITY_WEIGHT = 7.0
 
 # The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
 # result (a scan model's above all, whose faint bone fills the whole outline) leaves little void
@@ -189,6 +199,18 @@ def redraw(
     return draw_struts(
         density, factor * block, mass=_pooled(mass, block), density_weight=density_weight
     )
+
+
+def settings(psf_fwhm: float | None) -> tuple[int, float]:
+    """The refinement's iterations and the redrawing's density weight for an image deblurred by
+    a point-spread function ``psf_fwhm`` mm wide (None: a block mean, or a scan not deblurred).
+
+    >>> settings(None), settings(0.7), settings(1.0)
+    ((8, 5.0), (8, 5.0), (10, 7.0))
+    """
+    if psf_fwhm is not None and psf_fwhm >= DEBLURRED_MODEL_MAX_FWHM:
+        return BLURRED_ITERATIONS, BLURRED_DENSITY_WEIGHT
+    return ITERATIONS, DENSITY_WEIGHT
 
 
 def blur_block(psf_fwhm: float | None, pixel_size: float) -> int:

@@ -587,3 +587,53 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
         with pytest.raises(Refined):
             cli.main([*command, "--refine", "1", *given])
         assert blocks[-1] == held
+
+
+def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weight(
+    tmp_path, monkeypatch, left_scan
+):
+    import importlib
+
+    from femsr.model import ModelConfig, build_model
+    from femsr.refine import settings
+
+    module = importlib.import_module("femsr.reconstruct")
+    runs = []
+
+    class Redrawn(Exception):
+        pass
+
+    def refine(result, density, problem, *, iterations, **options):
+        runs.append(iterations)
+        return result
+
+    def redraw(result, density, block, density_weight):
+        runs[-1] = (runs[-1], density_weight)
+        raise Redrawn
+
+    monkeypatch.setattr(module, "refine_density", refine)
+    monkeypatch.setattr(module, "redraw", redraw)
+    net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
+    for psf_fwhm in (None, 0.7, 1.0):
+        image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
+        with pytest.raises(Redrawn):
+            module.reconstruct(image, model=net, device="cpu", refine=True)
+    assert runs == [(8, 5.0), (8, 5.0), (10, 7.0)] == [settings(f) for f in (None, 0.7, 1.0)]
+    with pytest.raises(Redrawn):  # iterations given: the blurry scan's weight still
+        module.reconstruct(image, model=net, device="cpu", refine=3)
+    assert runs[-1] == (3, 7.0)
+    module.reconstruct(image, model=net, device="cpu", refine=False)
+    assert len(runs) == 4
+    # the command's --refine without N is the input's default
+    monkeypatch.setattr(module, "_loaded", lambda model, device: net)
+    ct = tmp_path / "scan.nii.gz"
+    scan.write_scan(ct, left_scan[1])
+    command = ["reconstruct", str(ct), str(tmp_path / "hr.npy")]
+    for given, run in (
+        (["--psf-fwhm", "1.0", "--refine"], (10, 7.0)),
+        (["--psf-fwhm", "1.0", "--refine", "4"], (4, 7.0)),
+        (["--psf-fwhm", "0.7", "--refine"], (8, 5.0)),
+    ):
+        with pytest.raises(Redrawn):
+            cli.main([*command, *given])
+        assert runs[-1] == run
