@@ -13,13 +13,15 @@ reconstruction, mean over the femurs and the three ROIs, beside the references' 
 the seconds per femur (reading the slice and reconstructing). The femurs are both sides as the
 folder holds them. With ``--crisp`` each reconstruction is redrawn crisp at its input's mass
 (``reconstruct(crisp=True)``); with ``--refine N`` refined by N iterations of topology
-optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``; with
+optimization under the (fitted) femur's load cases first (``reconstruct(refine=N)``; ``--refine``
+without N, ``reconstruct(refine=True)``, the iterations and the redrawing's weight of
+:func:`femsr.refine.settings`; with
 ``--mass-block K`` holding the mass of blocks of K x K LR pixels, ``reconstruct(mass_block=K)``,
 instead of those as wide as the deblurring's FWHM); with
 ``--tta`` averaged over the 8 symmetries of the square (``reconstruct(tta=True)``); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
-``--model``, reconstructed by the bundled block-mean model.
+``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``. ``--per-femur`` prints each femur's sum of the nine |errors|
 and its worst error after each row.
@@ -70,7 +72,15 @@ def main() -> None:
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--model", help="exported model (default: the bundled one)")
     parser.add_argument("--crisp", action="store_true", help="redraw crisp at the input's mass")
-    parser.add_argument("--refine", type=int, default=0, metavar="N", help="refine N iterations")
+    parser.add_argument(
+        "--refine",
+        type=int,
+        nargs="?",
+        const=True,
+        default=0,
+        metavar="N",
+        help="refine N iterations (without N: as many as femsr.refine.settings gives the input)",
+    )
     parser.add_argument("--mass-block", type=int, metavar="K", help="refine K x K LR pixels' mass")
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
