@@ -28,6 +28,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import torch
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+# How long a process leaving a gloo group waits for the one before it (s).
+_LEAVE_SECONDS = 10.0
 # What torchrun (and any launcher that follows it) sets in each process it starts.
 _VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
@@ -166,12 +169,33 @@ def process_group(processes: Processes, device: torch.device) -> Iterator[torch.
     try:
         yield device
         if joined:
-            # Leave together: a gloo pair torn down while its peer still sends aborts the
-            # process ("terminate called without an active exception").
-            dist.barrier()
+            dist.barrier()  # none leaves while another still sends
     finally:
         if joined:
-            dist.destroy_process_group()
+            if device.type == "cuda":
+                dist.destroy_process_group()
+            else:
+                _leave_gloo(processes)
+
+
+def _leave_gloo(processes: Processes) -> None:
+    """Destroy the gloo group one process after another, in rank order.
+
+    Destroying a connection whose peer closes it at that moment can deadlock in gloo (the
+    connection's destructor waits for the event loop, which waits for the connection's lock),
+    so each process waits until the one before it has left (up to :data:`_LEAVE_SECONDS`:
+    after an error it may be stuck in a collective, which leaving then ends).
+    """
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    turn = (store.add("femsr/leaving", 1) - 1) // processes.size  # the group's n-th leaving
+    if processes.rank:
+        with contextlib.suppress(RuntimeError):  # timed out
+            waited = timedelta(seconds=_LEAVE_SECONDS)
+            store.wait([f"femsr/left/{turn}/{processes.rank - 1}"], waited)
+    dist.destroy_process_group()
+    store.set(f"femsr/left/{turn}/{processes.rank}", "")
 
 
 def wrap(model: nn.Module, processes: Processes, device: torch.device) -> nn.Module:
