@@ -186,7 +186,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_network_of_one(tmp_path):
     if sys.platform == "linux":
         threads = [json.loads((tmp_path / f"threads_{rank}.json").read_text()) for rank in (0, 1)]
         names = [name.strip() for names in threads for name in names]
-        assert "python" in names and not [name for name in names if "gloo" in name]
+        assert names and not [name for name in names if "gloo" in name]
     assert_same_network(final_weights(tmp_path / "two"), final_weights(one.checkpoint_path.parent))
     log = (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
