@@ -47,8 +47,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-# How long a process leaving a gloo group waits for the one before it (s).
-_LEAVE_SECONDS = 10.0
+# How long a process leaving a gloo group waits for the one before it.
+_LEAVE_WAIT = timedelta(seconds=10)
 # What torchrun (and any launcher that follows it) sets in each process it starts.
 _VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 
@@ -183,7 +183,7 @@ def _leave_gloo(processes: Processes) -> None:
 
     Destroying a connection whose peer closes it at that moment can deadlock in gloo (the
     connection's destructor waits for the event loop, which waits for the connection's lock),
-    so each process waits until the one before it has left (up to :data:`_LEAVE_SECONDS`:
+    so each process waits until the one before it has left (up to :data:`_LEAVE_WAIT`:
     after an error it may be stuck in a collective, which leaving then ends).
     """
     import torch.distributed as dist
@@ -192,8 +192,7 @@ def _leave_gloo(processes: Processes) -> None:
     turn = (store.add("femsr/leaving", 1) - 1) // processes.size  # the group's n-th leaving
     if processes.rank:
         with contextlib.suppress(RuntimeError):  # timed out
-            waited = timedelta(seconds=_LEAVE_SECONDS)
-            store.wait([f"femsr/left/{turn}/{processes.rank - 1}"], waited)
+            store.wait([f"femsr/left/{turn}/{processes.rank - 1}"], _LEAVE_WAIT)
     dist.destroy_process_group()
     store.set(f"femsr/left/{turn}/{processes.rank}", "")
 
