@@ -44,11 +44,10 @@ from tqdm import tqdm
 from femsr import defaults, encoding
 from femsr.checks import check_finite_array, check_int, check_mask
 from femsr.crisp import draw_struts
-from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Femur, Problem
 from femsr.io import FemurImage
 from femsr.quilt import METHODS, quilt
-from femsr.refine import blur_block, redraw
+from femsr.refine import blur_block, blurry_scan, redraw
 from femsr.refine import refine as refine_density
 from femsr.refine import settings as refine_settings
 
@@ -627,7 +626,7 @@ def _scan_model(psf_fwhm: float | None) -> Path:
     """The bundled model for a scan's image, deblurred by ``psf_fwhm`` mm or (None) not."""
     if psf_fwhm is None:
         return BUNDLED_SCAN_MODEL
-    return BUNDLED_DEBLURRED_MODEL if psf_fwhm < DEBLURRED_MODEL_MAX_FWHM else BUNDLED_MODEL
+    return BUNDLED_MODEL if blurry_scan(psf_fwhm) else BUNDLED_DEBLURRED_MODEL
 
 
 def _read_psf_fwhm(ct: Scan, source: str | os.PathLike[str]) -> float | None:

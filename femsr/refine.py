@@ -37,6 +37,7 @@ __all__ = [
     "RMIN",
     "SOLVER_OPTIONS",
     "blur_block",
+    "blurry_scan",
     "redraw",
     "refine",
     "settings",
@@ -208,9 +209,21 @@ def settings(psf_fwhm: float | None) -> tuple[int, float]:
     >>> settings(None), settings(0.7), settings(1.0)
     ((8, 5.0), (8, 5.0), (10, 7.0))
     """
-    if psf_fwhm is not None and psf_fwhm >= DEBLURRED_MODEL_MAX_FWHM:
+    if blurry_scan(psf_fwhm):
         return BLURRED_ITERATIONS, BLURRED_DENSITY_WEIGHT
     return ITERATIONS, DENSITY_WEIGHT
+
+
+def blurry_scan(psf_fwhm: float | None) -> bool:
+    """Whether an image deblurred by a point-spread function ``psf_fwhm`` mm wide (None: not
+    deblurred) was deblurred by :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more, where
+    the Wiener filter restores little: :func:`femsr.reconstruct` takes the block-mean model for
+    it and refines it longer (:func:`settings`).
+
+    >>> blurry_scan(None), blurry_scan(0.7), blurry_scan(1.0)
+    (False, False, True)
+    """
+    return psf_fwhm is not None and psf_fwhm >= DEBLURRED_MODEL_MAX_FWHM
 
 
 def blur_block(psf_fwhm: float | None, pixel_size: float) -> int:

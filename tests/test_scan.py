@@ -544,15 +544,28 @@ def test_reconstruct_takes_the_scan_model_for_a_scans_image(monkeypatch, left_sc
     ]
 
 
-def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
-    tmp_path, monkeypatch, left_scan
-):
+@pytest.fixture
+def tiny_net(tmp_path, monkeypatch, left_scan):
+    """femsr.reconstruct's module, with a tiny untrained network loaded for every model, the
+    network, and the left femur's scan written to a file."""
     import importlib
 
     from femsr.model import ModelConfig, build_model
-    from femsr.refine import blur_block
 
     module = importlib.import_module("femsr.reconstruct")
+    net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
+    monkeypatch.setattr(module, "_loaded", lambda model, device: net)
+    ct = tmp_path / "scan.nii.gz"
+    scan.write_scan(ct, left_scan[1])
+    return module, net, ct
+
+
+def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
+    tmp_path, monkeypatch, left_scan, tiny_net
+):
+    from femsr.refine import blur_block
+
+    module, net, ct = tiny_net
     blocks = []
 
     class Refined(Exception):
@@ -563,7 +576,6 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
         raise Refined
 
     monkeypatch.setattr(module, "refine_density", refine)
-    net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
     for psf_fwhm in (None, 0.7, 1.0):
         image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
         with pytest.raises(Refined):
@@ -575,9 +587,6 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
     with pytest.raises(ValueError, match="mass_block must be"):
         module.reconstruct(image, model=net, device="cpu", refine=1, mass_block=0)
     # read from a file, by the command too
-    monkeypatch.setattr(module, "_loaded", lambda model, device: net)
-    ct = tmp_path / "scan.nii.gz"
-    scan.write_scan(ct, left_scan[1])
     for psf_fwhm in (0.7, 1.0):
         with pytest.raises(Refined):
             module.reconstruct_file(ct, tmp_path / "hr.npy", psf_fwhm=psf_fwhm, refine=1)
@@ -590,14 +599,11 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
 
 
 def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weight(
-    tmp_path, monkeypatch, left_scan
+    tmp_path, monkeypatch, left_scan, tiny_net
 ):
-    import importlib
-
-    from femsr.model import ModelConfig, build_model
     from femsr.refine import settings
 
-    module = importlib.import_module("femsr.reconstruct")
+    module, net, ct = tiny_net
     runs = []
 
     class Redrawn(Exception):
@@ -613,7 +619,6 @@ def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weigh
 
     monkeypatch.setattr(module, "refine_density", refine)
     monkeypatch.setattr(module, "redraw", redraw)
-    net = build_model(ModelConfig(width=4, n_blocks=1, up_width=2))
     for psf_fwhm in (None, 0.7, 1.0):
         image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
         with pytest.raises(Redrawn):
@@ -625,9 +630,6 @@ def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weigh
     module.reconstruct(image, model=net, device="cpu", refine=False)
     assert len(runs) == 4
     # the command's --refine without N is the input's default
-    monkeypatch.setattr(module, "_loaded", lambda model, device: net)
-    ct = tmp_path / "scan.nii.gz"
-    scan.write_scan(ct, left_scan[1])
     command = ["reconstruct", str(ct), str(tmp_path / "hr.npy")]
     for given, run in (
         (["--psf-fwhm", "1.0", "--refine"], (10, 7.0)),
