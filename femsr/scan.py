@@ -198,7 +198,7 @@ def lr_image(
     With ``psf_fwhm`` the scanner's point-spread function is undone first (:func:`deblur`;
     ``"auto"``: of the width :func:`estimate_psf_fwhm` reads off the scan).
     Hounsfield units become density (:func:`density_from_hu`; so do values of unknown unit
-    beyond [0, 1], the rest is taken as density); the image is resampled to 0.5 mm (linear),
+    beyond [0, 1], the rest is taken as density); the image is resampled to 0.5 mm (cubic splines),
     the femur segmented (:func:`segment`), a window of the femur box's size cut so the femur's
     top lies 4 mm below its top edge and its proximal 60 mm are centred across it (void beyond the
     scan, but for a shaft the scan cuts above the box's bottom edge: up to
@@ -272,7 +272,10 @@ def lr_image(
         scan = deblur(scan, psf_fwhm)
     density = np.clip(_density(scan, marrow, tissue), 0.0, 1.0)
     zoom = (scan.spacing[0] / pixel, scan.spacing[1] / pixel)
-    resampled = np.clip(ndi.zoom(density, zoom, order=1), 0.0, 1.0)
+    # Cubic splines: linear interpolation from 0.7 mm pixels blurs the struts as a wider PSF
+    # would (a 0.7 mm slice at FWHM 1.0 mm, refined: 339 % against 197 %, "Scans in"). The
+    # spline continues the edge rows, so a shaft cut by the scan's end stays bone to its end.
+    resampled = np.clip(ndi.zoom(density, zoom, order=3, mode="nearest"), 0.0, 1.0)
     # Affine maps of homogeneous points, (x, y) in mm or (column, row) of the resampled image.
     # ndi.zoom maps the centres of the first and last pixels onto each other.
     stretch = (np.array(resampled.shape) - 1) / (np.array(density.shape) - 1)
