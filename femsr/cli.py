@@ -51,8 +51,8 @@ _REFINE_HELP = (
 _RECONSTRUCT_REFINE_HELP = (
     "then N iterations of topology optimization under the femur's load cases, every LR "
     "pixel's bone mass held (a deblurred scan's over blocks as wide as its blur), and redraw it "
-    f"crisp: minutes at full size. Default 8; 10, redrawn at a higher density weight, for a scan "
-    f"deblurred by {DEBLURRED_MODEL_MAX_FWHM} mm or more"
+    "crisp: minutes at full size. Default 8; 12, redrawn at a higher density weight, for a scan "
+    "deblurred by 0.6 mm or more"
 )
 
 

@@ -266,10 +266,9 @@ def reconstruct(
         (:func:`femsr.refine.redraw`): bone moves inside its blocks to where the loads call
         for it. True: the iterations chosen on the validation femurs for the input, and the
         redrawing's density weight is the input's whatever the iterations
-        (:func:`femsr.refine.settings`: 8 and 5; for a scan deblurred by
-        :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more, 10 and 7). Needs the femur
-        (``femur=`` or a FemurImage). 0 or False: none. Minutes at full size (an FE solve of
-        the HR femur each).
+        (:func:`femsr.refine.settings`: 8 and 5; for a scan deblurred by 0.6 mm or more,
+        12 and 7). Needs the femur (``femur=`` or a FemurImage). 0 or False: none. Minutes
+        at full size (an FE solve of the HR femur each).
     mass_block : int, optional
         LR pixels along a side of the blocks whose bone mass ``refine`` holds. Default: as
         wide as the point-spread function a scan's image was deblurred by (``psf_fwhm`` in its

@@ -29,8 +29,9 @@ from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Problem
 
 __all__ = [
-    "BLURRED_DENSITY_WEIGHT",
-    "BLURRED_ITERATIONS",
+    "DEBLURRED_DENSITY_WEIGHT",
+    "DEBLURRED_ITERATIONS",
+    "DEBLURRED_REFINEMENT_MIN_FWHM",
     "DENSITY_WEIGHT",
     "ITERATIONS",
     "MOVE",
@@ -52,12 +53,15 @@ RMIN = 2.0
 # femsr.crisp.DENSITY_WEIGHT; at 2 the dense heads came out soft in shear (validation: head E_xy
 # 18 % too soft, 9 % at 5), above 5 the necks too stiff.
 DENSITY_WEIGHT = 5.0
-# A scan deblurred by defaults.DEBLURRED_MODEL_MAX_FWHM or more starts the refinement from fainter
-# bone, which takes more iterations and a redrawing that trusts the refined density more: on the
-# validation femurs' slices at FWHM 1.0 mm (benchmarks/RESULTS.md, "Scans in"), 10 iterations at
-# weight 7 erred 186 % (sum of the nine mean |errors|) against 220 % at 8 and 5.
-BLURRED_ITERATIONS = 10
-BLURRED_DENSITY_WEIGHT = 7.0
+# A scan deblurred by DEBLURRED_REFINEMENT_MIN_FWHM or more starts the refinement from bone less
+# like the femur's than a block mean's, which takes more iterations and a redrawing that trusts
+# the refined density more: on the validation femurs' slices (benchmarks/RESULTS.md, "Scans in"),
+# 12 iterations at weight 7 erred 106 and 185 % (sum of the nine mean |errors|) at FWHM 0.7 and
+# 1.0 mm, against 137 and 220 % at 8 and 5, the least sum of the two of those tried (4-16
+# iterations, weights 3, 5, 7). At FWHM 0.5 mm 8 and 5 erred less; the threshold lies midway.
+DEBLURRED_ITERATIONS = 12
+DEBLURRED_DENSITY_WEIGHT = 7.0
+DEBLURRED_REFINEMENT_MIN_FWHM = 0.6
 
 # The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
 # result (a scan model's above all, whose faint bone fills the whole outline) leaves little void
@@ -206,11 +210,11 @@ def settings(psf_fwhm: float | None) -> tuple[int, float]:
     """The refinement's iterations and the redrawing's density weight for an image deblurred by
     a point-spread function ``psf_fwhm`` mm wide (None: a block mean, or a scan not deblurred).
 
-    >>> settings(None), settings(0.7), settings(1.0)
-    ((8, 5.0), (8, 5.0), (10, 7.0))
+    >>> settings(None), settings(0.5), settings(0.7), settings(1.0)
+    ((8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0))
     """
-    if blurry_scan(psf_fwhm):
-        return BLURRED_ITERATIONS, BLURRED_DENSITY_WEIGHT
+    if psf_fwhm is not None and psf_fwhm >= DEBLURRED_REFINEMENT_MIN_FWHM:
+        return DEBLURRED_ITERATIONS, DEBLURRED_DENSITY_WEIGHT
     return ITERATIONS, DENSITY_WEIGHT
 
 
@@ -218,7 +222,7 @@ def blurry_scan(psf_fwhm: float | None) -> bool:
     """Whether an image deblurred by a point-spread function ``psf_fwhm`` mm wide (None: not
     deblurred) was deblurred by :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more, where
     the Wiener filter restores little: :func:`femsr.reconstruct` takes the block-mean model for
-    it and refines it longer (:func:`settings`).
+    it.
 
     >>> blurry_scan(None), blurry_scan(0.7), blurry_scan(1.0)
     (False, False, True)

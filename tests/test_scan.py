@@ -616,7 +616,7 @@ def test_a_deblurred_scan_is_refined_with_the_mass_held_over_the_blurs_width(
         assert blocks[-1] == held
 
 
-def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weight(
+def test_a_deblurred_scan_is_refined_longer_and_redrawn_at_a_higher_density_weight(
     tmp_path, monkeypatch, left_scan, tiny_net
 ):
     from femsr.refine import settings
@@ -637,22 +637,23 @@ def test_a_blurrier_scan_is_refined_longer_and_redrawn_at_a_higher_density_weigh
 
     monkeypatch.setattr(module, "refine_density", refine)
     monkeypatch.setattr(module, "redraw", redraw)
-    for psf_fwhm in (None, 0.7, 1.0):
+    widths = (None, 0.5, 0.7, 1.0)
+    for psf_fwhm in widths:
         image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
         with pytest.raises(Redrawn):
             module.reconstruct(image, model=net, device="cpu", refine=True)
-    assert runs == [(8, 5.0), (8, 5.0), (10, 7.0)] == [settings(f) for f in (None, 0.7, 1.0)]
-    with pytest.raises(Redrawn):  # iterations given: the blurry scan's weight still
+    assert runs == [(8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0)] == [settings(f) for f in widths]
+    with pytest.raises(Redrawn):  # iterations given: the deblurred scan's weight still
         module.reconstruct(image, model=net, device="cpu", refine=3)
     assert runs[-1] == (3, 7.0)
     module.reconstruct(image, model=net, device="cpu", refine=False)
-    assert len(runs) == 4
+    assert len(runs) == 5
     # the command's --refine without N is the input's default
     command = ["reconstruct", str(ct), str(tmp_path / "hr.npy")]
     for given, run in (
-        (["--psf-fwhm", "1.0", "--refine"], (10, 7.0)),
-        (["--psf-fwhm", "1.0", "--refine", "4"], (4, 7.0)),
-        (["--psf-fwhm", "0.7", "--refine"], (8, 5.0)),
+        (["--psf-fwhm", "1.0", "--refine"], (12, 7.0)),
+        (["--psf-fwhm", "0.7", "--refine", "4"], (4, 7.0)),
+        (["--psf-fwhm", "0.5", "--refine"], (8, 5.0)),
     ):
         with pytest.raises(Redrawn):
             cli.main([*command, *given])
