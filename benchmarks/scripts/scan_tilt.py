@@ -16,6 +16,7 @@ import argparse
 
 import numpy as np
 import scipy.ndimage as ndi
+from scan_fit import SHAFT
 
 from femsr import scan
 from femsr.femur import sample
@@ -34,7 +35,7 @@ def main() -> None:
         femur = sample(seed)
         mask, cortex, canal = femur.compartments(0.1)
         density = np.where(cortex, 1.0, np.where(mask & ~canal, 0.35, 0.0))
-        density = np.pad(density, ((0, 200), (0, 0)), mode="edge")
+        density = np.pad(density, ((0, round(SHAFT / 0.1)), (0, 0)), mode="edge")
         true = femur.landmarks().neck_shaft_angle
         for tilt in args.tilts:
             tilted = ndi.rotate(density, tilt, reshape=False, order=1)
