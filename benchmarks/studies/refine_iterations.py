@@ -18,13 +18,13 @@ noise instead of the setting's:
         --scan 2 --after 4 8 12 16
 
 Each femur is reconstructed by the bundled model from its block mean with test-time averaging
-(``femsr.dataset.downscale_femur``, ``reconstruct(tta=True)``), redrawn crisp as it is
-(``crisp``), and refined (``femsr.refine.refine``) for the largest of ``--after`` iterations;
-after each listed one the density so far is redrawn crisp at the input's block masses with each
-of ``--weights`` (``femsr.crisp.draw_struts``, ``density_weight``) and scored: the nine signed
-ROI stiffness errors (``femsr.evaluate.roi_table``, E0 = 1), their |sum| and the error of each
-ROI's bone mass. The last lines give per setting the mean |error| of each component over the
-femurs, their largest and their sum.
+(``femsr.dataset.downscale_femur``, ``reconstruct(tta=True)``; ``--no-tta`` without), redrawn
+crisp as it is (``crisp``), and refined (``femsr.refine.refine``) for the largest of ``--after``
+iterations; after each listed one the density so far is redrawn crisp at the input's block
+masses with each of ``--weights`` (``femsr.crisp.draw_struts``, ``density_weight``) and scored:
+the nine signed ROI stiffness errors (``femsr.evaluate.roi_table``, E0 = 1), their |sum| and the
+error of each ROI's bone mass. The last lines give per setting the mean |error| of each
+component over the femurs, their largest and their sum.
 """
 
 import argparse
@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--scan", type=int, metavar="K", help="from a CT slice at setting K")
     parser.add_argument("--block", type=int, metavar="K", help="hold K x K LR pixels' mass")
     parser.add_argument("--noise", type=float, metavar="HU", help="the slices' noise instead")
+    parser.add_argument("--no-tta", action="store_true", help="no averaging over the symmetries")
     args = parser.parse_args()
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     found: dict[str, list[np.ndarray]] = defaultdict(list)
@@ -89,7 +90,7 @@ def main() -> None:
         block = (
             blur_block(lr.meta.get("psf_fwhm"), lr.pixel_size) if args.block is None else args.block
         )
-        grey = reconstruct(lr, device="cpu", tta=True)
+        grey = reconstruct(lr, device="cpu", tta=not args.no_tta)
         drawn = redraw(grey, lr.density, block, density_weight=crisp.DENSITY_WEIGHT)
         text, errors = score(image, lr, drawn)
         found["crisp"].append(errors)
