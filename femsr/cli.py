@@ -45,23 +45,28 @@ _E0_HELP = f"tissue modulus in MPa ({TISSUE_MODULUS:g})"
 _TTA_HELP = "average each window over its 8 turns and mirrors (8x the inference)"
 _CRISP_HELP = "redraw the result crisp (0/1) at the bone mass of every LR pixel, struts kept"
 _REFINE_HELP = (
-    "then N iterations (default 8) of topology optimization under the femur's load cases, "
-    "every LR pixel's bone mass held, and redraw it crisp: minutes at full size"
+    "then N iterations (default {iterations}) of topology optimization under the femur's load "
+    "cases, every LR pixel's bone mass held, and redraw it crisp: minutes at full size"
 )
 _RECONSTRUCT_REFINE_HELP = (
     "then N iterations of topology optimization under the femur's load cases, every LR "
     "pixel's bone mass held (a deblurred scan's over blocks as wide as its blur), and redraw it "
-    "crisp: minutes at full size. Default 8; 12, redrawn at a higher density weight, for a scan "
-    "deblurred by 0.6 mm or more"
+    "crisp: minutes at full size. Default {iterations}; {deblurred_iterations}, redrawn at a "
+    "higher density weight, for a scan deblurred by {min_fwhm:g} mm or more"
 )
 
 
 def _add_refine(
     command: argparse.ArgumentParser, help: str = _REFINE_HELP, const: int | bool | None = None
 ) -> None:
-    from femsr.refine import ITERATIONS
+    from femsr.refine import DEBLURRED_ITERATIONS, DEBLURRED_REFINEMENT_MIN_FWHM, ITERATIONS
 
     const = ITERATIONS if const is None else const
+    help = help.format(
+        iterations=ITERATIONS,
+        deblurred_iterations=DEBLURRED_ITERATIONS,
+        min_fwhm=DEBLURRED_REFINEMENT_MIN_FWHM,
+    )
     command.add_argument(
         "--refine", type=int, nargs="?", const=const, default=0, metavar="N", help=help
     )
@@ -977,8 +982,8 @@ def _add_report(commands: _Commands) -> None:
     )
     _add_refine(
         command,
-        "also score every model's reconstructions refined by N iterations (default 8) of "
-        "topology optimization and redrawn crisp, as LABEL+refine",
+        "also score every model's reconstructions refined by N iterations (default {iterations}) "
+        "of topology optimization and redrawn crisp, as LABEL+refine",
     )
     command.add_argument("--output", type=Path, default=Path("report"), help="(./report)")
     chosen = command.add_mutually_exclusive_group()
