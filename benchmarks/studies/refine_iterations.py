@@ -5,6 +5,7 @@ and ``femsr.refine.DENSITY_WEIGHT``.
     python benchmarks/studies/refine_iterations.py benchmarks/femurs/femur_{01,14,26,27}.npz \\
         --after 4 6 8 10 12 --weights 2 3 4 5 6 7 10 20 40
 
+``--model`` reconstructs by that exported model instead of the bundled one for the input.
 ``--move`` and ``--rmin`` set the refinement's move limit and filter radius (default
 ``femsr.refine.MOVE`` and ``RMIN``). ``--scan K`` reconstructs from a synthetic CT slice at the
 untilted setting K (0-based) of ``benchmarks/scripts/scan_fit.py`` instead of the block mean,
@@ -66,6 +67,7 @@ def main() -> None:
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--after", type=int, nargs="+", default=[4, 6, 8, 10, 12])
     parser.add_argument("--weights", type=float, nargs="+", default=[DENSITY_WEIGHT])
+    parser.add_argument("--model", help="exported model (default: the bundled one)")
     parser.add_argument("--move", type=float, default=MOVE, help="OC move limit")
     parser.add_argument("--rmin", type=float, default=RMIN, help="filter radius (HR pixels)")
     parser.add_argument("--scan", type=int, metavar="K", help="from a CT slice at setting K")
@@ -90,7 +92,7 @@ def main() -> None:
         block = (
             blur_block(lr.meta.get("psf_fwhm"), lr.pixel_size) if args.block is None else args.block
         )
-        grey = reconstruct(lr, device="cpu", tta=not args.no_tta)
+        grey = reconstruct(lr, model=args.model, device="cpu", tta=not args.no_tta)
         drawn = redraw(grey, lr.density, block, density_weight=crisp.DENSITY_WEIGHT)
         text, errors = score(image, lr, drawn)
         found["crisp"].append(errors)
