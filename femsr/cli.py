@@ -52,23 +52,20 @@ _RECONSTRUCT_REFINE_HELP = (
     "then N iterations of topology optimization under the femur's load cases, every LR "
     "pixel's bone mass held (a deblurred scan's over blocks as wide as its blur), and redraw it "
     "crisp: minutes at full size. Default {iterations}; {deblurred_iterations}, redrawn at a "
-    "higher density weight, for a scan deblurred by {min_fwhm:g} mm or more, but "
-    "{blurry_iterations} without --tta from {blurry_fwhm:g} mm on"
+    "higher density weight, for a scan deblurred by {min_fwhm:g} mm or more"
 )
 
 
 def _add_refine(
     command: argparse.ArgumentParser, help: str = _REFINE_HELP, const: int | bool | None = None
 ) -> None:
-    from femsr import refine
+    from femsr.refine import DEBLURRED_ITERATIONS, DEBLURRED_REFINEMENT_MIN_FWHM, ITERATIONS
 
-    const = refine.ITERATIONS if const is None else const
+    const = ITERATIONS if const is None else const
     help = help.format(
-        iterations=refine.ITERATIONS,
-        deblurred_iterations=refine.DEBLURRED_ITERATIONS,
-        min_fwhm=refine.DEBLURRED_REFINEMENT_MIN_FWHM,
-        blurry_iterations=refine.BLURRY_UNAVERAGED_ITERATIONS,
-        blurry_fwhm=DEBLURRED_MODEL_MAX_FWHM,
+        iterations=ITERATIONS,
+        deblurred_iterations=DEBLURRED_ITERATIONS,
+        min_fwhm=DEBLURRED_REFINEMENT_MIN_FWHM,
     )
     command.add_argument(
         "--refine", type=int, nargs="?", const=const, default=0, metavar="N", help=help

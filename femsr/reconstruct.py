@@ -267,9 +267,8 @@ def reconstruct(
         for it. True: the iterations chosen on the validation femurs for the input, and the
         redrawing's density weight is the input's whatever the iterations
         (:func:`femsr.refine.settings`: 8 and 5; for a scan deblurred by 0.6 mm or more,
-        12 and 7, or 8 and 7 without ``tta`` from 0.85 mm on). Needs the femur (``femur=`` or
-        a FemurImage). 0 or False: none. Minutes at full size (an FE solve of the HR femur
-        each).
+        12 and 7). Needs the femur (``femur=`` or a FemurImage). 0 or False: none. Minutes
+        at full size (an FE solve of the HR femur each).
     mass_block : int, optional
         LR pixels along a side of the blocks whose bone mass ``refine`` holds. Default: as
         wide as the point-spread function a scan's image was deblurred by (``psf_fwhm`` in its
@@ -331,7 +330,7 @@ def reconstruct(
     batch_size = _check_options(batch_size, tta, method, pixel_size, shape)
     if not isinstance(crisp, bool):
         raise TypeError(f"crisp must be a bool, got {type(crisp).__name__}")
-    iterations, density_weight = refine_settings(psf_fwhm, tta)
+    iterations, density_weight = refine_settings(psf_fwhm)
     if isinstance(refine, bool):
         refine = iterations if refine else 0
     refine = check_int("refine", refine, 0)

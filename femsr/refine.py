@@ -29,7 +29,6 @@ from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Problem
 
 __all__ = [
-    "BLURRY_UNAVERAGED_ITERATIONS",
     "DEBLURRED_DENSITY_WEIGHT",
     "DEBLURRED_ITERATIONS",
     "DEBLURRED_REFINEMENT_MIN_FWHM",
@@ -63,11 +62,6 @@ DENSITY_WEIGHT = 5.0
 DEBLURRED_ITERATIONS = 12
 DEBLURRED_DENSITY_WEIGHT = 7.0
 DEBLURRED_REFINEMENT_MIN_FWHM = 0.6
-# Without test-time averaging, a scan deblurred by DEBLURRED_MODEL_MAX_FWHM or more (blurry_scan)
-# grows too stiff in 12: on the validation femurs' slices at FWHM 1.0 mm, unaveraged, 8
-# iterations erred 190 % against 221 % after 12 (averaged: 199 and 185 %); at 0.7 mm 12 stay
-# the least unaveraged too (115 against 140 % after 8).
-BLURRY_UNAVERAGED_ITERATIONS = 8
 
 # The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
 # result (a scan model's above all, whose faint bone fills the whole outline) leaves little void
@@ -212,18 +206,13 @@ def redraw(
     )
 
 
-def settings(psf_fwhm: float | None, tta: bool) -> tuple[int, float]:
+def settings(psf_fwhm: float | None) -> tuple[int, float]:
     """The refinement's iterations and the redrawing's density weight for an image deblurred by
-    a point-spread function ``psf_fwhm`` mm wide (None: a block mean, or a scan not deblurred),
-    reconstructed with test-time averaging (``tta``) or without.
+    a point-spread function ``psf_fwhm`` mm wide (None: a block mean, or a scan not deblurred).
 
-    >>> [settings(psf_fwhm, tta=True) for psf_fwhm in (None, 0.5, 0.7, 1.0)]
-    [(8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0)]
-    >>> [settings(psf_fwhm, tta=False) for psf_fwhm in (None, 0.5, 0.7, 1.0)]
-    [(8, 5.0), (8, 5.0), (12, 7.0), (8, 7.0)]
+    >>> settings(None), settings(0.5), settings(0.7), settings(1.0)
+    ((8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0))
     """
-    if not tta and blurry_scan(psf_fwhm):
-        return BLURRY_UNAVERAGED_ITERATIONS, DEBLURRED_DENSITY_WEIGHT
     if psf_fwhm is not None and psf_fwhm >= DEBLURRED_REFINEMENT_MIN_FWHM:
         return DEBLURRED_ITERATIONS, DEBLURRED_DENSITY_WEIGHT
     return ITERATIONS, DENSITY_WEIGHT

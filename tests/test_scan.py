@@ -638,15 +638,11 @@ def test_a_deblurred_scan_is_refined_longer_and_redrawn_at_a_higher_density_weig
     monkeypatch.setattr(module, "refine_density", refine)
     monkeypatch.setattr(module, "redraw", redraw)
     widths = (None, 0.5, 0.7, 1.0)
-    for tta in (True, False):
-        runs.clear()
-        for psf_fwhm in widths:
-            image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
-            with pytest.raises(Redrawn):
-                module.reconstruct(image, model=net, device="cpu", tta=tta, refine=True)
-        assert runs == [settings(f, tta) for f in widths]
-    # Unaveraged, the blurriest scan is refined as long as a block mean, at the scan's weight.
-    assert runs == [(8, 5.0), (8, 5.0), (12, 7.0), (8, 7.0)]
+    for psf_fwhm in widths:
+        image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
+        with pytest.raises(Redrawn):
+            module.reconstruct(image, model=net, device="cpu", refine=True)
+    assert runs == [(8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0)] == [settings(f) for f in widths]
     with pytest.raises(Redrawn):  # iterations given: the deblurred scan's weight still
         module.reconstruct(image, model=net, device="cpu", refine=3)
     assert runs[-1] == (3, 7.0)
@@ -655,8 +651,7 @@ def test_a_deblurred_scan_is_refined_longer_and_redrawn_at_a_higher_density_weig
     # the command's --refine without N is the input's default
     command = ["reconstruct", str(ct), str(tmp_path / "hr.npy")]
     for given, run in (
-        (["--psf-fwhm", "1.0", "--tta", "--refine"], (12, 7.0)),
-        (["--psf-fwhm", "1.0", "--refine"], (8, 7.0)),
+        (["--psf-fwhm", "1.0", "--refine"], (12, 7.0)),
         (["--psf-fwhm", "0.7", "--refine", "4"], (4, 7.0)),
         (["--psf-fwhm", "0.5", "--refine"], (8, 5.0)),
     ):
