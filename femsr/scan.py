@@ -239,9 +239,12 @@ def lr_image(
         it was deblurred by (mm; None if not), the ``tilt`` of the
         shaft that the image was turned back from (degrees, clockwise as displayed; 0 if it
         was not turned), the mm of shaft continued below the scan's end
-        (``shaft_continued``) and the ``landmarks`` the fit took (found, or given), in the scan's
+        (``shaft_continued``), the ``landmarks`` the fit took (found, or given), in the scan's
         frame: written as JSON they are a file for ``femsr reconstruct --landmarks``
-        (:func:`read_landmarks`).
+        (:func:`read_landmarks`), and ``to_box``, the 3 x 3 affine (nested lists) that takes a
+        point ``(x, y, 1)`` of the scan's frame to the femur box's (mm, ``y`` up from the box's
+        bottom edge), the frame of the fitted femur and of the reconstruction: its inverse
+        places a reconstruction's pixels, ROIs and landmarks on the scan.
 
     Raises
     ------
@@ -307,6 +310,7 @@ def lr_image(
     used = {name: found[name] for name in LANDMARKS} | given
     meta: dict[str, Any] = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
     meta |= {"psf_fwhm": psf_fwhm, "tilt": tilt, "shaft_continued": continued, "landmarks": used}
+    meta["to_box"] = to_box.tolist()
     return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
 
 

@@ -319,6 +319,9 @@ def test_a_scan_becomes_the_networks_input_with_its_fitted_femur(seed, left_scan
         error = np.hypot(*np.subtract(found[name], in_scan(getattr(true, name))))
         assert error < tolerance, name
     json.dumps(found)  # a --landmarks file as it is
+    # meta["to_box"] takes the scan's frame to the fitted femur's: its head centre there.
+    head = np.array(lr.meta["to_box"]) @ [*in_scan(true.head_centre), 1.0]
+    assert np.hypot(*np.subtract(head[:2], lr.femur.landmarks().head_centre)) < 0.5
 
 
 def test_a_slice_of_coarse_pixels_keeps_its_detail_on_the_networks_grid():
@@ -380,6 +383,8 @@ def test_a_femur_scanned_at_a_tilt_is_turned_upright(tilt):
     assert lr.femur.side == femur.side
     head = in_scan(((col + 0.5) * 0.1, mask.shape[0] * 0.1 - (row + 0.5) * 0.1))
     assert np.hypot(*np.subtract(lr.meta["landmarks"]["head_centre"], head)) < 0.5
+    in_box = np.array(lr.meta["to_box"]) @ [*head, 1.0]  # through the turn
+    assert np.hypot(*np.subtract(in_box[:2], lr.femur.landmarks().head_centre)) < 0.5
     inside = lr.density > 0
     outline = lr.femur.mask(0.5)
     assert 2 * (outline & inside).sum() / (outline.sum() + inside.sum()) > 0.95

@@ -24,7 +24,11 @@ instead of those as wide as the deblurring's FWHM); with
 ``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``. ``--per-femur`` prints each femur's sum of the nine |errors|
-and its worst error after each row.
+and its worst error after each row. ``--fitted-rois`` adds two rows after each slice's: the
+errors the fitted ROIs' placement alone makes (the reference under the fitted femur's ROIs,
+placed on the phantom through the slice's frame, ``lr.meta["to_box"]``, against the reference
+under its own), and the reconstruction's against the reference under the fitted ROIs: its
+errors without the placement's.
 
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04,06,10}.npz
     python benchmarks/scripts/scan_stiffness.py benchmarks/femurs/femur_{00,04}.npz --refine 8 \
@@ -38,7 +42,10 @@ import numpy as np
 from scan_fit import BORDER, SETTINGS
 
 from femsr import agreement, dataset, evaluate, io, morphometry, scan
+from femsr.femur import BOX
 from femsr.reconstruct import reconstruct
+
+NAMES = [f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS]
 
 
 def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray:
@@ -47,24 +54,51 @@ def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray
     return np.array([[row["bvtv"], row["tb_th_median"]] for row in rows])
 
 
-def errors(
+def phantom_rois(image: io.FemurImage, lr: io.FemurImage) -> dict[str, tuple[slice, slice]]:
+    """The ROIs of the femur fitted to ``lr``, a slice of ``image`` (``synthetic_scan`` with
+    ``BORDER``), on ``image``'s grid: each ROI's centre taken through the slice's frame."""
+    h = image.pixel_size
+    to_scan = np.linalg.inv(lr.meta["to_box"])
+    placed = {}
+    for name, (rows, cols) in lr.femur.rois(h).items():
+        height, width = rows.stop - rows.start, cols.stop - cols.start
+        centre = [(cols.start + width / 2) * h, BOX[0] - (rows.start + height / 2) * h, 1.0]
+        x, y, _ = to_scan @ centre
+        row, col = round((y - BORDER) / h - height / 2), round((x - BORDER) / h - width / 2)
+        placed[name] = (slice(row, row + height), slice(col, col + width))
+    return placed
+
+
+def signed_errors(reference, reconstruction, rois, found, h: float) -> np.ndarray:
+    """The nine signed ROI stiffness errors (%) of ``reconstruction`` under ``found`` against
+    ``reference`` under ``rois``."""
+    table = evaluate.roi_table(
+        reference, reconstruction, rois, reconstruction_rois=found, E0=1.0, h=h
+    )
+    return np.array([row["error_percent"] for row in table.rows])
+
+
+def reconstructed(
     image: io.FemurImage, lr: io.FemurImage, model: str | None, options: dict
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The nine signed ROI stiffness errors (%) of the reconstruction of ``lr`` (``options``
-    of ``reconstruct``), and its ROIs' BV/TV and median Tb.Th."""
+    """The reconstruction of ``lr`` (``options`` of ``reconstruct``) on ``image``'s grid, and
+    its ROIs' BV/TV and median Tb.Th."""
     shape = image.density.shape
     hr = reconstruct(lr, model=model, device="cpu", **options)
     hr = hr[: shape[0], : shape[1]]
-    table = evaluate.roi_table(
-        image.density,
-        hr,
-        image.femur.rois(image.pixel_size),
-        reconstruction_rois=lr.femur.rois(image.pixel_size),
-        E0=1.0,
-        h=image.pixel_size,
-    )
-    stiffness = np.array([row["error_percent"] for row in table.rows])
-    return stiffness, roi_morphometry(hr, lr.femur, image.pixel_size)
+    return hr, roi_morphometry(hr, lr.femur, image.pixel_size)
+
+
+def print_row(label: str, table: np.ndarray, tail: str, paths: list[str] | None) -> None:
+    """A table row: the mean |error| of each component, the worst error and ``tail``; with
+    ``paths``, each femur's sum and worst error below it."""
+    means = np.nanmean(np.abs(table), axis=0)
+    worst = table.flat[np.nanargmax(np.abs(table))]
+    cells = " | ".join(f"{m:.1f}" for m in means)
+    print(f"| {label} | {cells} | {worst:+.1f} | {tail} |", flush=True)
+    for path, row in zip(paths, table, strict=True) if paths else ():
+        k = np.nanargmax(np.abs(row))
+        print(f"    {path}: sum {np.nansum(np.abs(row)):.0f} %, worst {NAMES[k]} {row[k]:+.1f} %")
 
 
 def main() -> None:
@@ -93,6 +127,9 @@ def main() -> None:
     )
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
+    parser.add_argument(
+        "--fitted-rois", action="store_true", help="score against the reference's fitted ROIs"
+    )
     args = parser.parse_args()
     options = {
         "crisp": args.crisp,
@@ -110,15 +147,15 @@ def main() -> None:
         [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
         axis=(0, 1),
     )
-    names = [f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS]
-    header = " | ".join(names)
+    header = " | ".join(NAMES)
+    paths = args.femurs if args.per_femur else None
     print(
         f"| input | {header} | worst | ROI BV/TV (reference {reference[0]:.2f}) "
         f"| ROI Tb.Th mm (reference {reference[1]:.2f}) | s per femur |"
     )
     print("| --- " * 14 + "|")
     for label, setting in inputs:
-        found, measured, seconds = [], [], 0.0
+        found, placement, fitted, measured, seconds = [], [], [], [], 0.0
         for k, image in enumerate(images):
             start = time.perf_counter()
             if setting is None:
@@ -131,28 +168,21 @@ def main() -> None:
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
                 lr = scan.lr_image(ct, psf_fwhm=psf_fwhm)
-            stiffness, rois = errors(image, lr, args.model, options)
-            found.append(stiffness)
-            measured.append(rois)
+            hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
-        table = np.array(found)
-        means = np.nanmean(np.abs(table), axis=0)
-        worst = table.flat[np.nanargmax(np.abs(table))]
+            h, rois = image.pixel_size, image.femur.rois(image.pixel_size)
+            found.append(signed_errors(image.density, hr, rois, lr.femur.rois(h), h))
+            measured.append(morph)
+            if args.fitted_rois and setting is not None:
+                placed = phantom_rois(image, lr)
+                placement.append(signed_errors(image.density, image.density, rois, placed, h))
+                fitted.append(signed_errors(image.density, hr, placed, lr.femur.rois(h), h))
         bvtv, thickness = np.nanmean(measured, axis=(0, 1))
-        cells = " | ".join(f"{m:.1f}" for m in means)
-        print(
-            f"| {label} | {cells} | {worst:+.1f} | {bvtv:.2f} | {thickness:.2f} "
-            f"| {seconds / len(images):.1f} |",
-            flush=True,
-        )
-        if args.per_femur:
-            for path, row in zip(args.femurs, table, strict=True):
-                k = np.nanargmax(np.abs(row))
-                print(
-                    f"    {path}: sum {np.nansum(np.abs(row)):.0f} %, "
-                    f"worst {names[k]} {row[k]:+.1f} %",
-                    flush=True,
-                )
+        tail = f"{bvtv:.2f} | {thickness:.2f} | {seconds / len(images):.1f}"
+        print_row(label, np.array(found), tail, paths)
+        if placement:
+            print_row(f"{label}: ROI placement alone", np.array(placement), "- | - | -", paths)
+            print_row(f"{label}: against the fitted ROIs", np.array(fitted), tail, paths)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ untilted setting K (0-based) of ``benchmarks/scripts/scan_fit.py`` instead of th
 read and deblurred by its FWHM as ``scan_stiffness.py --deblur`` reads it (the model chosen by
 that width, the fitted femur's loads and ROIs), and ``--block K`` holds the mass of K x K LR
 pixels (``refine(block=K)``, ``redraw(..., K)``; default one for a block mean, as wide as the
-blur for a slice, ``femsr.refine.blur_block``); ``--noise HU`` makes the slices with that much
-noise instead of the setting's:
+blur for a slice, ``femsr.refine.blur_block``); ``--noise HU`` and ``--pixel MM`` make the slices
+with that much noise and that pixel instead of the setting's:
 
     python benchmarks/studies/refine_iterations.py benchmarks/femurs/femur_{01,14,26,27}.npz \\
         --scan 2 --after 4 8 12 16
@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--scan", type=int, metavar="K", help="from a CT slice at setting K")
     parser.add_argument("--block", type=int, metavar="K", help="hold K x K LR pixels' mass")
     parser.add_argument("--noise", type=float, metavar="HU", help="the slices' noise instead")
+    parser.add_argument("--pixel", type=float, metavar="MM", help="the slices' pixel instead")
     parser.add_argument("--no-tta", action="store_true", help="no averaging over the symmetries")
     args = parser.parse_args()
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
@@ -84,6 +85,7 @@ def main() -> None:
         else:
             pixel, fwhm, noise = untilted[args.scan]
             noise = noise if args.noise is None else args.noise
+            pixel = pixel if args.pixel is None else args.pixel
             ct = scan.synthetic_scan(
                 image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k,
                 border=BORDER,
