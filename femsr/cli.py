@@ -52,20 +52,25 @@ _RECONSTRUCT_REFINE_HELP = (
     "then N iterations of topology optimization under the femur's load cases, every LR "
     "pixel's bone mass held (a deblurred scan's over blocks as wide as its blur), and redraw it "
     "crisp: minutes at full size. Default {iterations}; {deblurred_iterations}, redrawn at a "
-    "higher density weight, for a scan deblurred by {min_fwhm:g} mm or more"
+    "higher density weight, for a scan deblurred by {min_fwhm:g} mm or more, but "
+    "{blurry_iterations} without --tta from {blurry_fwhm:g} mm on where its pixels are finer "
+    "than {fine_pixel:g} mm"
 )
 
 
 def _add_refine(
     command: argparse.ArgumentParser, help: str = _REFINE_HELP, const: int | bool | None = None
 ) -> None:
-    from femsr.refine import DEBLURRED_ITERATIONS, DEBLURRED_REFINEMENT_MIN_FWHM, ITERATIONS
+    from femsr import refine
 
-    const = ITERATIONS if const is None else const
+    const = refine.ITERATIONS if const is None else const
     help = help.format(
-        iterations=ITERATIONS,
-        deblurred_iterations=DEBLURRED_ITERATIONS,
-        min_fwhm=DEBLURRED_REFINEMENT_MIN_FWHM,
+        iterations=refine.ITERATIONS,
+        deblurred_iterations=refine.DEBLURRED_ITERATIONS,
+        min_fwhm=refine.DEBLURRED_REFINEMENT_MIN_FWHM,
+        blurry_iterations=refine.BLURRY_UNAVERAGED_ITERATIONS,
+        blurry_fwhm=DEBLURRED_MODEL_MAX_FWHM,
+        fine_pixel=refine.BLURRY_FINE_PIXEL_MAX,
     )
     command.add_argument(
         "--refine", type=int, nargs="?", const=const, default=0, metavar="N", help=help

@@ -267,7 +267,8 @@ def reconstruct(
         for it. True: the iterations chosen on the validation femurs for the input, and the
         redrawing's density weight is the input's whatever the iterations
         (:func:`femsr.refine.settings`: 8 and 5; for a scan deblurred by 0.6 mm or more,
-        12 and 7). Needs the femur (``femur=`` or a FemurImage). 0 or False: none. Minutes
+        12 and 7, but 8 and 7 without ``tta`` from 0.85 mm on where the scan's pixels are
+        finer than 0.6 mm). Needs the femur (``femur=`` or a FemurImage). 0 or False: none. Minutes
         at full size (an FE solve of the HR femur each).
     mass_block : int, optional
         LR pixels along a side of the blocks whose bone mass ``refine`` holds. Default: as
@@ -315,13 +316,15 @@ def reconstruct(
     """
     started = time.perf_counter()
     seconds = dict.fromkeys(STAGES, 0.0)
-    psf_fwhm = None
+    psf_fwhm = scan_pixel = None
     if isinstance(lr, FemurImage):
         if femur is None and displacement is None and forces is None:
             femur = lr.femur
         if pixel_size is None:
             pixel_size = lr.pixel_size
         psf_fwhm = lr.meta.get("psf_fwhm")
+        if "spacing" in lr.meta:
+            scan_pixel = max(lr.meta["spacing"])
         if model is None and "landmarks" in lr.meta:
             model = _scan_model(psf_fwhm)
         lr = lr.density
@@ -330,7 +333,7 @@ def reconstruct(
     batch_size = _check_options(batch_size, tta, method, pixel_size, shape)
     if not isinstance(crisp, bool):
         raise TypeError(f"crisp must be a bool, got {type(crisp).__name__}")
-    iterations, density_weight = refine_settings(psf_fwhm)
+    iterations, density_weight = refine_settings(psf_fwhm, tta=tta, scan_pixel=scan_pixel)
     if isinstance(refine, bool):
         refine = iterations if refine else 0
     refine = check_int("refine", refine, 0)

@@ -643,11 +643,19 @@ def test_a_deblurred_scan_is_refined_longer_and_redrawn_at_a_higher_density_weig
     monkeypatch.setattr(module, "refine_density", refine)
     monkeypatch.setattr(module, "redraw", redraw)
     widths = (None, 0.5, 0.7, 1.0)
-    for psf_fwhm in widths:
+    for psf_fwhm in widths:  # a scan of 0.6 mm pixels
         image = scan.lr_image(left_scan[1], psf_fwhm=psf_fwhm)
         with pytest.raises(Redrawn):
             module.reconstruct(image, model=net, device="cpu", refine=True)
     assert runs == [(8, 5.0), (8, 5.0), (12, 7.0), (12, 7.0)] == [settings(f) for f in widths]
+    # From finer pixels the blurriest scan is refined as long as a block mean unaveraged, at
+    # the scan's weight, and as long as the others averaged.
+    fine = scan.lr_image(clinical_scan(left_scan[0], pixel=0.5, fwhm=1.0), psf_fwhm=1.0)
+    for tta, run in ((False, (8, 7.0)), (True, (12, 7.0))):
+        with pytest.raises(Redrawn):
+            module.reconstruct(fine, model=net, device="cpu", tta=tta, refine=True)
+        assert runs[-1] == run == settings(1.0, tta=tta, scan_pixel=0.5)
+    del runs[-2:]
     with pytest.raises(Redrawn):  # iterations given: the deblurred scan's weight still
         module.reconstruct(image, model=net, device="cpu", refine=3)
     assert runs[-1] == (3, 7.0)
