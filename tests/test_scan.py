@@ -324,6 +324,17 @@ def test_a_scan_becomes_the_networks_input_with_its_fitted_femur(seed, left_scan
     assert np.hypot(*np.subtract(head[:2], lr.femur.landmarks().head_centre)) < 0.5
 
 
+def test_a_deblurred_scan_keeps_the_fit_of_the_scan_as_it_is(left_scan):
+    """Deblurring changes the density, not the outline: the landmarks and the fitted femur
+    are read off the blurred scan, whose edges the Wiener filter's ringing does not roughen."""
+    ct = clinical_scan(left_scan[0], pixel=0.5, fwhm=1.0)
+    plain, deblurred = scan.lr_image(ct), scan.lr_image(ct, psf_fwhm=1.0)
+    assert deblurred.femur == plain.femur
+    for key in ("landmarks", "to_box", "tilt"):
+        assert deblurred.meta[key] == plain.meta[key]
+    assert np.abs(deblurred.density - plain.density).mean() > 0.01
+
+
 def test_a_slice_of_coarse_pixels_keeps_its_detail_on_the_networks_grid():
     """lr_image resamples a slice to the network's 0.5 mm pixels by cubic splines, which keep
     the edges a 0.7 mm slice holds where linear interpolation blurs them: the detail a

@@ -8,7 +8,8 @@ error over the femurs of the head radius (mm), the neck-shaft angle (degrees), t
 found (mm, in the scan's frame: the head centre, the greater trochanter, and the lesser
 trochanter over the femurs where it was found, with their count), the side, the seconds per
 scan, and the largest error of the point-spread function's FWHM read off the slice
-(``femsr.scan.estimate_psf_fwhm``, mm).
+(``femsr.scan.estimate_psf_fwhm``, mm). ``--deblur`` reads each slice deblurred by the width
+read off it, as ``femsr reconstruct`` reads a scan (``lr_image(psf_fwhm="auto")``).
 
     python benchmarks/scripts/scan_fit.py benchmarks/femurs/femur_0[0-4].npz
 """
@@ -64,6 +65,7 @@ def errors(found: dict, true, tilt: float, shape: tuple[int, int], pixel: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
+    parser.add_argument("--deblur", action="store_true", help="deblur by the width read off")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
     print(
@@ -90,7 +92,7 @@ def main() -> None:
                 border=BORDER,
             )
             start = time.perf_counter()
-            lr = scan.lr_image(ct)
+            lr = scan.lr_image(ct, psf_fwhm="auto" if args.deblur else None)
             seconds += time.perf_counter() - start
             psf.append(abs(scan.estimate_psf_fwhm(ct) - fwhm))
             fitted = lr.femur
