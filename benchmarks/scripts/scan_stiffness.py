@@ -54,13 +54,13 @@ def roi_morphometry(density: np.ndarray, femur, pixel_size: float) -> np.ndarray
     return np.array([[row["bvtv"], row["tb_th_median"]] for row in rows])
 
 
-def phantom_rois(image: io.FemurImage, lr: io.FemurImage) -> dict[str, tuple[slice, slice]]:
-    """The ROIs of the femur fitted to ``lr``, a slice of ``image`` (``synthetic_scan`` with
-    ``BORDER``), on ``image``'s grid: each ROI's centre taken through the slice's frame."""
+def phantom_rois(image: io.FemurImage, lr: io.FemurImage, found: dict) -> dict:
+    """The ROIs ``found`` of the femur fitted to ``lr``, a slice of ``image`` (``synthetic_scan``
+    with ``BORDER``), on ``image``'s grid: each ROI's centre taken through the slice's frame."""
     h = image.pixel_size
     to_scan = np.linalg.inv(lr.meta["to_box"])
     placed = {}
-    for name, (rows, cols) in lr.femur.rois(h).items():
+    for name, (rows, cols) in found.items():
         height, width = rows.stop - rows.start, cols.stop - cols.start
         centre = [(cols.start + width / 2) * h, BOX[0] - (rows.start + height / 2) * h, 1.0]
         x, y, _ = to_scan @ centre
@@ -171,12 +171,13 @@ def main() -> None:
             hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
             h, rois = image.pixel_size, image.femur.rois(image.pixel_size)
-            found.append(signed_errors(image.density, hr, rois, lr.femur.rois(h), h))
+            lr_rois = lr.femur.rois(h)
+            found.append(signed_errors(image.density, hr, rois, lr_rois, h))
             measured.append(morph)
             if args.fitted_rois and setting is not None:
-                placed = phantom_rois(image, lr)
+                placed = phantom_rois(image, lr, lr_rois)
                 placement.append(signed_errors(image.density, image.density, rois, placed, h))
-                fitted.append(signed_errors(image.density, hr, placed, lr.femur.rois(h), h))
+                fitted.append(signed_errors(image.density, hr, placed, lr_rois, h))
         bvtv, thickness = np.nanmean(measured, axis=(0, 1))
         tail = f"{bvtv:.2f} | {thickness:.2f} | {seconds / len(images):.1f}"
         print_row(label, np.array(found), tail, paths)
