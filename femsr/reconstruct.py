@@ -562,7 +562,8 @@ def reconstruct_file(
     :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or more); with ``psf_fwhm=None``, or
     where no width can be read off the scan (a warning says so), it is reconstructed as it is
     by :data:`BUNDLED_SCAN_MODEL`; ``model`` names another. A ``.nii``/``.nii.gz`` target gets
-    the HR image with its spacing (:func:`femsr.scan.write_scan`), others
+    the HR image with its spacing (:func:`femsr.scan.write_scan`), placed where the scan's
+    femur lies (:func:`femsr.scan.box_placement`: it overlays the scan in a viewer), others
     :func:`femsr.io.write_image`. ``options`` go to :func:`reconstruct`, which takes a scan's
     :class:`femsr.io.FemurImage` (refined with the mass held over blocks as wide as its
     deblurring unless ``mass_block`` says otherwise). Returns its ``stats``
@@ -581,6 +582,7 @@ def reconstruct_file(
     bone: Femur | None
     lr: FemurImage | np.ndarray
     deblurred: dict[str, Any] = {}
+    on_scan: tuple[Scan, Any] | None = None  # the scan and its frame's map to the femur box
     if str(source).lower().endswith(SCAN_SUFFIXES):
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
@@ -593,6 +595,7 @@ def reconstruct_file(
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])
         lr = image  # whole: its meta says how wide the refinement's blocks are
+        on_scan = (ct, image.meta["to_box"])
     elif landmarks is not None or psf_fwhm not in (None, "auto"):
         given = "landmarks are" if landmarks is not None else "psf_fwhm is"
         raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
@@ -614,7 +617,8 @@ def reconstruct_file(
     )
     if str(target).lower().endswith((".nii", ".nii.gz")):  # a scan's result, with its spacing
         hr_pixel = pixel / (hr.shape[0] // density.shape[0])
-        scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density"))
+        where = None if on_scan is None else scan.box_placement(*on_scan, hr.shape, hr_pixel)
+        scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density", affine=where))
     else:
         io.write_image(target, hr)
     return {**stats, **deblurred, "lr_shape": density.shape, "hr_shape": hr.shape}

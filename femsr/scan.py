@@ -42,10 +42,12 @@ __all__ = [
     "SHAFT_CONTINUED",
     "TISSUE_HU",
     "Scan",
+    "box_placement",
     "deblur",
     "density_from_hu",
     "estimate_psf_fwhm",
     "lr_image",
+    "placement",
     "read_landmarks",
     "read_scan",
     "segment",
@@ -79,12 +81,19 @@ class Scan:
         (values as the file holds them).
     index : int or None
         The slice taken from a volume; None for a 2-D file.
+    affine : ndarray of float64, shape (4, 4), or None
+        Where the image lies in the patient: takes ``(x, y, 0, 1)`` of the scan's frame (mm,
+        ``x`` right from the image's left edge, ``y`` down from its top edge) to RAS (mm
+        towards the patient's right, front and head; its third column the slice's normal times
+        its thickness). DICOM and NIfTI give it; None (a TIFF, a
+        synthetic scan) means the placement :func:`write_scan` gives an image of its own.
     """
 
     image: np.ndarray
     spacing: tuple[float, float]
     unit: str
     index: int | None = None
+    affine: np.ndarray | None = None
 
 
 def density_from_hu(
@@ -694,23 +703,22 @@ def read_scan(
         return _read_tiff(path, index, spacing, bone_threshold)
     else:
         volume, affine, unit = _read_dicom(path)
-    image, row_spacing, column_spacing, taken = _coronal(volume, affine, index, bone_threshold)
-    return Scan(image, (row_spacing, column_spacing), unit, taken)
+    image, spacing, taken, where = _coronal(volume, affine, index, bone_threshold)
+    return Scan(image, spacing, unit, taken, where)
 
 
 def write_scan(path: str | os.PathLike[str], scan: Scan) -> None:
     """Write a :class:`Scan`'s image with its spacing, as NIfTI (``.nii``, ``.nii.gz``: a
-    coronal slice, RAS affine) or float32 TIFF (``.tif``, ``.tiff``: resolution in pixels per
-    centimetre), atomically; :func:`read_scan` reads it back."""
+    coronal slice placed by :func:`placement`) or float32 TIFF (``.tif``, ``.tiff``:
+    resolution in pixels per centimetre, no placement), atomically; :func:`read_scan` reads it
+    back."""
     path = Path(path)
     name = path.name.lower()
-    rows, cols = scan.spacing
     image = np.asarray(scan.image, dtype=np.float32)
     if name.endswith((".nii", ".nii.gz")):
         nib = _need("nibabel")
-        # Voxel axes: i patient right to left (-x), j front to back (one slice), k superior
-        # to inferior (-z); stored as (i, j, k) = (column, 0, row).
-        affine = np.diag([-cols, -1.0, -rows, 1.0])
+        # Stored as voxels (i, j, k) = (column, 0, row): i right to left, k down.
+        affine = placement(scan) @ _voxel_to_frame(scan.spacing)
         data = image.T[:, None, :]
         payload = nib.Nifti1Image(data, affine).to_bytes()
         with atomic_write(path) as stream:
@@ -719,12 +727,49 @@ def write_scan(path: str | os.PathLike[str], scan: Scan) -> None:
         tifffile = _need("tifffile")
         buffer = io.BytesIO()
         tifffile.imwrite(
-            buffer, image, resolution=(10.0 / cols, 10.0 / rows), resolutionunit="CENTIMETER"
+            buffer,
+            image,
+            resolution=(10.0 / scan.spacing[1], 10.0 / scan.spacing[0]),
+            resolutionunit="CENTIMETER",
         )
         with atomic_write(path) as stream:
             stream.write(buffer.getvalue())
     else:
         raise ValueError(f"{str(path)!r}: write .nii, .nii.gz, .tif or .tiff")
+
+
+def placement(scan: Scan) -> np.ndarray:
+    """``scan.affine``, or where that is None the placement :func:`write_scan` gives it: columns
+    right to left, rows superior to inferior, a 1 mm thick slice, the top-left pixel's centre
+    at the origin."""
+    if scan.affine is not None:
+        return np.asarray(scan.affine, dtype=float)
+    rows, cols = scan.spacing
+    return np.array(
+        [[-1.0, 0, 0, 0.5 * cols], [0, 0, -1.0, 0], [0, -1.0, 0, 0.5 * rows], [0, 0, 0, 1.0]]
+    )
+
+
+def _voxel_to_frame(spacing: tuple[float, float]) -> np.ndarray:
+    """From a written slice's voxel (column, 0, row, 1) to ``(x, y, 0, 1)`` of the scan's frame
+    (mm, pixel centres)."""
+    rows, cols = spacing
+    return np.array(
+        [[cols, 0, 0, 0.5 * cols], [0, 0, rows, 0.5 * rows], [0, 1.0, 0, 0], [0, 0, 0, 1.0]]
+    )
+
+
+def box_placement(scan: Scan, to_box: Any, shape: tuple[int, int], pixel: float) -> np.ndarray:
+    """The :class:`Scan` ``affine`` of an image of ``shape`` with ``pixel`` mm pixels on the femur
+    box of ``lr_image(scan)`` (``to_box``, its ``meta["to_box"]``): its reconstruction written
+    with it (:func:`write_scan`) overlays the scan (written likewise) in a viewer."""
+    # (x, y down) of the image's frame -> the box's (x, y up) -> the scan's frame.
+    to_scan = np.linalg.inv(np.asarray(to_box)) @ _affine(
+        np.diag([1.0, -1.0]), [0.0, shape[0] * pixel]
+    )
+    planar = np.eye(4)
+    planar[np.ix_([0, 1, 3], [0, 1, 3])] = to_scan
+    return placement(scan) @ planar
 
 
 def _need(module: str):
@@ -805,9 +850,10 @@ def _hounsfield(dataset) -> np.ndarray:
 
 def _coronal(
     volume: np.ndarray, affine: np.ndarray, index: int | None, bone_threshold: float
-) -> tuple[np.ndarray, float, float, int | None]:
+) -> tuple[np.ndarray, tuple[float, float], int | None, np.ndarray]:
     """The coronal slice of a (i, j, k) volume with a RAS affine, rows superior to inferior,
-    columns right to left, and its row and column spacing."""
+    columns right to left, its row and column spacing, the slice's index and its placement
+    (:class:`Scan`'s ``affine``)."""
     directions = affine[:3, :3]
     steps = np.linalg.norm(directions, axis=0)
     if not (steps > 0).all():
@@ -844,11 +890,25 @@ def _coronal(
     image = np.take(volume, slab, axis=depth)
     rest = [a for a in range(3) if a != depth]
     image = np.transpose(image, [rest.index(height), rest.index(width)])
+    # The voxel of the image's top-left pixel, and the voxel steps of one row and one column.
+    top_left = np.zeros(3)
+    top_left[depth] = slab
+    row_step, column_step = np.zeros(3), np.zeros(3)
+    row_step[height] = column_step[width] = 1.0
     if cosines[2, height] > 0:  # rows must run superior to inferior: -z
         image = image[::-1]
+        top_left[height], row_step[height] = volume.shape[height] - 1, -1.0
     if cosines[0, width] > 0:  # columns must run right to left: -x
         image = image[:, ::-1]
-    return np.ascontiguousarray(image), float(steps[height]), float(steps[width]), taken
+        top_left[width], column_step[width] = volume.shape[width] - 1, -1.0
+    spacing = (float(steps[height]), float(steps[width]))
+    # Frame (x, y) -> voxel: pixel (r, c) is centred at ((c + 1/2) dx, (r + 1/2) dy).
+    to_voxel = np.zeros((4, 4))
+    to_voxel[:3, 0], to_voxel[:3, 1] = column_step / spacing[1], row_step / spacing[0]
+    to_voxel[depth, 2] = 1.0  # one slice's thickness
+    to_voxel[:3, 3] = top_left - 0.5 * (column_step + row_step)
+    to_voxel[3, 3] = 1.0
+    return np.ascontiguousarray(image), spacing, taken, affine @ to_voxel
 
 
 def _read_tiff(

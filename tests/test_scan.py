@@ -38,6 +38,25 @@ def test_written_scans_read_back_with_their_spacing(tmp_path, suffix):
     assert found.spacing == pytest.approx((0.6, 0.4))
 
 
+def test_a_written_nifti_slice_keeps_its_place(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    scan.write_scan(path, scan.Scan(IMAGE, (0.6, 0.4), "HU"))
+    default = scan.read_scan(path).affine
+    # the top-left pixel's centre at the origin, rows down to the feet, columns to the left
+    np.testing.assert_allclose(default @ [0.2, 0.3, 0.0, 1.0], [0.0, 0.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(default @ [0.2, 1.3, 0.0, 1.0], [0.0, 0.0, -1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(default @ [1.2, 0.3, 0.0, 1.0], [-1.0, 0.0, 0.0, 1.0], atol=1e-6)
+    # turned by 5° in the coronal plane, 2 mm thick, shifted
+    c, s = np.cos(np.radians(5.0)), np.sin(np.radians(5.0))
+    placed = np.array(
+        [[-c, s, 0.0, 12.0], [0.0, 0.0, -2.0, -40.0], [-s, -c, 0.0, 7.5], [0.0, 0.0, 0.0, 1.0]]
+    )
+    scan.write_scan(path, scan.Scan(IMAGE, (0.6, 0.4), "HU", affine=placed))
+    found = scan.read_scan(path)
+    np.testing.assert_allclose(found.image, IMAGE)
+    np.testing.assert_allclose(found.affine, placed, atol=1e-5)
+
+
 def ras_volume(affine_axes, flips, depth=5, at=3):
     """IMAGE as slice ``at`` of a volume whose voxel axes are ``affine_axes`` (a permutation
     of RAS x, y, z) with ``flips`` (+1 or -1 per voxel axis), and its affine."""
@@ -61,11 +80,18 @@ def ras_volume(affine_axes, flips, depth=5, at=3):
 )
 def test_a_volume_gives_its_boniest_coronal_slice_in_one_orientation(tmp_path, axes, flips):
     volume, affine = ras_volume(axes, flips)
+    affine[:3, 3] = [10.0, -20.0, 30.0]
     path = tmp_path / "volume.nii"
     nib.save(nib.Nifti1Image(volume, affine), path)
     found = scan.read_scan(path)
     np.testing.assert_allclose(found.image, IMAGE)
     assert found.spacing == pytest.approx((0.6, 0.4))
+    # placed where the volume's affine has each pixel (IMAGE's values, outside its bone corner,
+    # are unique)
+    for r, c in [(0, 7), (5, 0), (5, 7), (3, 4)]:
+        voxel = np.argwhere(volume == IMAGE[r, c])[0]
+        at = found.affine @ [(c + 0.5) * 0.4, (r + 0.5) * 0.6, 0.0, 1.0]
+        np.testing.assert_allclose(at, affine @ [*voxel, 1.0], atol=1e-12)
     assert found.index == 5 - 1 - 3  # numbered from the front: the slice at y index 3 of 5
     np.testing.assert_allclose(scan.read_scan(path, index=found.index).image, IMAGE)
     with pytest.raises(ValueError, match="outside the 5 coronal slices"):
@@ -139,6 +165,10 @@ def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_pa
     assert found.unit == "HU" and found.index == 1  # the middle of three, from the front
     np.testing.assert_allclose(found.image, IMAGE)
     assert found.spacing == pytest.approx((0.6, 0.4))
+    # pixel (r, c) lies at (0.4 c, 3, -0.6 r) in DICOM's LPS, so in RAS:
+    for r, c in [(0, 0), (5, 7), (2, 3)]:
+        at = found.affine @ [(c + 0.5) * 0.4, (r + 0.5) * 0.6, 0.0, 1.0]
+        np.testing.assert_allclose(at, [-0.4 * c, -3.0, -0.6 * r, 1.0], atol=1e-12)
     single = scan.read_scan(tmp_path / "s0.dcm")
     np.testing.assert_allclose(single.image, IMAGE)
     axial = tmp_path / "axial"
@@ -386,7 +416,8 @@ def test_a_femur_scanned_at_a_tilt_is_turned_upright(tilt):
     dot[round(mask.shape[0] - true.head_centre[1] / 0.1), round(true.head_centre[0] / 0.1)] = 1
     row, col = ndimage.center_of_mass(ndimage.rotate(dot, tilt, reshape=False, order=1))
     tilted = ndimage.rotate(density, tilt, reshape=False, order=1)
-    lr = scan.lr_image(scan.synthetic_scan(tilted, 0.1, pixel=0.6, fwhm=0.8, noise=30.0))
+    ct = scan.synthetic_scan(tilted, 0.1, pixel=0.6, fwhm=0.8, noise=30.0)
+    lr = scan.lr_image(ct)
     # The scan is turned back (scipy turns counterclockwise; the tilt is clockwise) and the
     # phantom fitted upright keeps the neck-shaft angle, which an unturned fit misses by 2°.
     assert lr.meta["tilt"] == pytest.approx(-tilt, abs=1.5)
@@ -396,6 +427,12 @@ def test_a_femur_scanned_at_a_tilt_is_turned_upright(tilt):
     assert np.hypot(*np.subtract(lr.meta["landmarks"]["head_centre"], head)) < 0.5
     in_box = np.array(lr.meta["to_box"]) @ [*head, 1.0]  # through the turn
     assert np.hypot(*np.subtract(in_box[:2], lr.femur.landmarks().head_centre)) < 0.5
+    # an image on the box (the input, as its reconstruction would be) placed on the scan: the
+    # fitted head centre lands on the scan's
+    placed = scan.box_placement(ct, lr.meta["to_box"], lr.density.shape, 0.5)
+    x, y = lr.femur.landmarks().head_centre
+    at = placed @ [x, lr.density.shape[0] * 0.5 - y, 0.0, 1.0]
+    assert np.linalg.norm(at - scan.placement(ct) @ [*head, 0.0, 1.0]) < 0.5
     inside = lr.density > 0
     outline = lr.femur.mask(0.5)
     assert 2 * (outline & inside).sum() / (outline.sum() + inside.sum()) > 0.95
@@ -460,9 +497,24 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys,
     argv = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.nii.gz")]
     assert cli.main(argv) == 0
     assert "208x189 -> 2080x1890" in capsys.readouterr().out
-    hr = scan.read_scan(tmp_path / "hr.nii.gz")  # the result keeps its 50 µm spacing
-    assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05))
+    hr = scan.read_scan(tmp_path / "hr.nii.gz")  # 50 µm, stretched as the resampling did
+    assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05), rel=2e-3)
     assert 0.0 <= hr.image.min() and hr.image.max() <= 1.0
+    # placed on the scan: the bone's centre of mass where the scan has it, over the box
+    ct = scan.read_scan(tmp_path / "scan.nii.gz")
+    rows, cols = np.mgrid[: ct.image.shape[0], : ct.image.shape[1]]
+    frame = np.stack([(cols + 0.5) * ct.spacing[1], (rows + 0.5) * ct.spacing[0]], axis=-1)
+    world = frame @ ct.affine[:3, :2].T + ct.affine[:3, 3]
+    in_hr = (world - hr.affine[:3, 3]) @ np.linalg.pinv(hr.affine[:3, :2]).T / 0.05
+    boxed = (in_hr > 0).all(axis=-1) & (in_hr < [1890, 2080]).all(axis=-1)
+    density = scan.density_from_hu(ct.image)
+    density = np.where(boxed & scan.segment(density, spacing=ct.spacing[0]), density, 0.0)
+    scan_centre = (world * density[..., None]).sum(axis=(0, 1)) / density.sum()
+    rows, cols = np.mgrid[:2080, :1890]
+    hr_frame = np.stack([(cols + 0.5) * 0.05, (rows + 0.5) * 0.05], axis=-1)
+    hr_world = hr_frame @ hr.affine[:3, :2].T + hr.affine[:3, 3]
+    hr_centre = (hr_world * hr.image[..., None]).sum(axis=(0, 1)) / hr.image.sum()
+    assert np.linalg.norm(hr_centre - scan_centre) < 0.5
 
 
 def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
