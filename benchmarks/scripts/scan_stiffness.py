@@ -23,8 +23,9 @@ instead of those as wide as the deblurring's FWHM); with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
 ``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
-too unless ``--no-block-mean``. ``--per-femur`` prints each femur's sum of the nine |errors|
-and its worst error after each row. ``--fitted-rois`` adds two rows after each slice's: the
+too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead.
+``--per-femur`` prints each femur's sum of the nine |errors| and its worst error after each
+row. ``--fitted-rois`` adds two rows after each slice's: the
 errors the fitted ROIs' placement alone makes (the reference under the fitted femur's ROIs,
 placed on the phantom through the slice's frame, ``lr.meta["to_box"]``, against the reference
 under its own), and the reconstruction's against the reference under the fitted ROIs: its
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--mass-block", type=int, metavar="K", help="refine K x K LR pixels' mass")
     parser.add_argument("--tta", action="store_true", help="average over the 8 symmetries")
     parser.add_argument("--settings", type=int, nargs="+", metavar="K", help="these settings")
+    parser.add_argument("--noise", type=float, metavar="HU", help="this noise, not the settings'")
     parser.add_argument(
         "--deblur",
         nargs="?",
@@ -142,7 +144,8 @@ def main() -> None:
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     for k in range(len(untilted)) if args.settings is None else args.settings:
         pixel, fwhm, noise = untilted[k]
-        inputs.append((f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU", untilted[k]))
+        noise = noise if args.noise is None else args.noise
+        inputs.append((f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU", (pixel, fwhm, noise)))
     reference = np.mean(
         [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
         axis=(0, 1),
