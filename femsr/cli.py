@@ -28,7 +28,9 @@ from femsr.defaults import (
     EPOCHS,
     INFERENCE_BATCH,
     LEARNING_RATE,
+    MARROW_HU,
     N_BLOCKS,
+    TISSUE_HU,
     TISSUE_MODULUS,
     UP_WIDTH,
     WIDTH,
@@ -709,6 +711,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "refine": args.refine,
         "mass_block": args.mass_block,
         "psf_fwhm": args.psf_fwhm,
+        "calibration": args.calibration,
     }
     if args.input.is_dir():
         if args.landmarks is not None:
@@ -823,6 +826,15 @@ def _add_reconstruct(commands: _Commands) -> None:
         "before it is reconstructed; auto (the default) reads it "
         "off the shaft's edges; none reconstructs the scan as it is with the scan model "
         "(docs/reconstruct.md)",
+    )
+    command.add_argument(
+        "--calibration",
+        type=float,
+        nargs=2,
+        metavar=("MARROW_HU", "TISSUE_HU"),
+        help="a scan's CT numbers of bone density 0 (marrow, soft tissue) and 1 (fully "
+        f"mineralized tissue), e.g. from a calibration phantom ({MARROW_HU:g} and "
+        f"{TISSUE_HU:g})",
     )
     command.set_defaults(run=_reconstruct)
 

@@ -9,7 +9,9 @@ __all__ = [
     "EPOCHS",
     "INFERENCE_BATCH",
     "LEARNING_RATE",
+    "MARROW_HU",
     "N_BLOCKS",
+    "TISSUE_HU",
     "TISSUE_MODULUS",
     "UP_WIDTH",
     "WIDTH",
@@ -30,6 +32,13 @@ UP_WIDTH = 8
 # the validation femurs' slices deblurred at 0.7 mm FWHM the fine-tuned model erred less, at
 # 1.0 mm more (it draws less bone where the Wiener filter restores little).
 DEBLURRED_MODEL_MAX_FWHM = 0.85
+
+# A scan's calibration (femsr.scan.density_from_hu): the CT numbers of density 0, marrow and soft
+# tissue (water), and of density 1, fully mineralized bone tissue: cortical bone reads 1,500 to
+# 2,000 HU in clinical CT (e.g. Cann 1988, Radiology 166:509); a phantom calibration replaces
+# both values.
+MARROW_HU = 0.0
+TISSUE_HU = 1800.0
 
 # Training (femsr.train.train): Adam's initial rate and the batch the bundled models were trained
 # with (benchmarks/runs/*/checkpoint.pt); benchmarks/scripts/reproduce.sh asks for 64 epochs.

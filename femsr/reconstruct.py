@@ -546,13 +546,16 @@ def reconstruct_file(
     device: str = "auto",
     landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     psf_fwhm: float | str | None = "auto",
+    calibration: tuple[float, float] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
 
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
     cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm``, NIfTI
-    ``.nii``/``.nii.gz``) is read, calibrated, resampled, segmented and fitted by
+    ``.nii``/``.nii.gz``) is read, calibrated (``calibration``: the HU of density 0 and 1,
+    :func:`femsr.scan.density_from_hu`; default :data:`femsr.scan.MARROW_HU` and
+    :data:`femsr.scan.TISSUE_HU`), resampled, segmented and fitted by
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
     scan's frame. A scan is deblurred by its scanner's point-spread function first
@@ -573,8 +576,9 @@ def reconstruct_file(
     Raises
     ------
     ValueError
-        If ``pixel_size`` contradicts the file's own, on bad ``landmarks`` or ``psf_fwhm``,
-        or on ``landmarks`` or a ``psf_fwhm`` in mm for a source that is no scan.
+        If ``pixel_size`` contradicts the file's own, on bad ``landmarks``, ``psf_fwhm`` or
+        ``calibration``, or on ``landmarks``, a ``psf_fwhm`` in mm or a ``calibration`` for a
+        source that is no scan.
     """
     from femsr import femur, io, scan
 
@@ -587,17 +591,27 @@ def reconstruct_file(
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
         ct = scan.read_scan(source)
+        hu: dict[str, float] = {}
+        if calibration is not None:
+            hu = dict(zip(("marrow", "tissue"), map(float, calibration), strict=True))
+            scan.check_calibration(**hu)  # before the blur is read off the scan with it
         if psf_fwhm == "auto":
-            psf_fwhm = _read_psf_fwhm(ct, source)
-        image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm)
+            psf_fwhm = _read_psf_fwhm(ct, source, hu)
+        image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
         deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])
         lr = image  # whole: its meta says how wide the refinement's blocks are
         on_scan = (ct, image.meta["to_box"])
-    elif landmarks is not None or psf_fwhm not in (None, "auto"):
-        given = "landmarks are" if landmarks is not None else "psf_fwhm is"
+    elif landmarks is not None or psf_fwhm not in (None, "auto") or calibration is not None:
+        given = (
+            "landmarks are"
+            if landmarks is not None
+            else "a calibration is"
+            if calibration is not None
+            else "psf_fwhm is"
+        )
         raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
     else:
         density, stored, bone = io.read_image(source)
@@ -635,12 +649,14 @@ def _scan_model(psf_fwhm: float | None) -> Path:
     return BUNDLED_MODEL if blurry_scan(psf_fwhm) else BUNDLED_DEBLURRED_MODEL
 
 
-def _read_psf_fwhm(ct: Scan, source: str | os.PathLike[str]) -> float | None:
+def _read_psf_fwhm(
+    ct: Scan, source: str | os.PathLike[str], calibration: dict[str, float]
+) -> float | None:
     """The scan's point-spread function read off its shaft, or None where it cannot be."""
     from femsr.scan import estimate_psf_fwhm
 
     try:
-        return estimate_psf_fwhm(ct)
+        return estimate_psf_fwhm(ct, **calibration)
     except ValueError as error:
         logger.warning(
             "%s: %s; reconstructed without deblurring, by the scan model (give the scanner's "

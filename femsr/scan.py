@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from femsr.defaults import MARROW_HU, TISSUE_HU
 from femsr.femur_fit import LANDMARKS, _shaft_axis, check_landmarks, find_landmarks, fit_femur
 from femsr.io import FemurImage, atomic_write
 
@@ -43,6 +44,7 @@ __all__ = [
     "TISSUE_HU",
     "Scan",
     "box_placement",
+    "check_calibration",
     "deblur",
     "density_from_hu",
     "estimate_psf_fwhm",
@@ -55,12 +57,6 @@ __all__ = [
     "write_scan",
 ]
 
-MARROW_HU = 0.0
-"""Hounsfield units of marrow and soft tissue (water), density 0."""
-TISSUE_HU = 1800.0
-"""Hounsfield units of fully mineralized bone tissue, density 1: cortical bone reads 1,500 to
-2,000 HU in clinical CT (e.g. Cann 1988, Radiology 166:509); a phantom calibration replaces
-both values."""
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # of a Gaussian
 _ALIGNED = 0.9  # |cos| between an image axis and the anatomical axis it is taken for
@@ -110,9 +106,15 @@ def density_from_hu(
     return np.clip(_calibrated(hu, marrow, tissue), 0.0, 1.0)
 
 
+def check_calibration(marrow: float, tissue: float) -> None:
+    """Raise ValueError unless the HU of density 0 (``marrow``) and 1 (``tissue``) are finite
+    and ``tissue`` exceeds ``marrow``."""
+    if not (math.isfinite(marrow) and math.isfinite(tissue) and tissue > marrow):
+        raise ValueError(f"tissue HU ({tissue}) must exceed marrow HU ({marrow}), both finite")
+
+
 def _calibrated(hu: np.ndarray, marrow: float, tissue: float) -> np.ndarray:
-    if not tissue > marrow:
-        raise ValueError(f"tissue HU ({tissue}) must exceed marrow HU ({marrow})")
+    check_calibration(marrow, tissue)
     return (np.asarray(hu, dtype=float) - marrow) / (tissue - marrow)
 
 

@@ -517,6 +517,40 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys,
     assert np.linalg.norm(hr_centre - scan_centre) < 0.5
 
 
+def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, monkeypatch, capsys, left_scan):
+    import importlib
+
+    module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
+    taken = []
+
+    def network(lr, *, femur, pixel_size, stats, **options):  # the input it takes
+        taken.append(lr.density)
+        stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
+        stats["device"] = "none"
+        return np.zeros((2080, 1890), np.float32)
+
+    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
+    monkeypatch.setattr(module, "reconstruct", network)
+    ct = left_scan[1]
+    scan.write_scan(tmp_path / "scan.nii.gz", ct)
+    # the same slice from a scanner that reads water at 100 HU and bone tissue at 1200 HU
+    other = scan.Scan(100.0 + ct.image * 1100.0 / 1800.0, ct.spacing, ct.unit)
+    scan.write_scan(tmp_path / "other.nii.gz", other)
+    out = str(tmp_path / "hr.npy")
+    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), out]) == 0
+    command = ["reconstruct", str(tmp_path / "other.nii.gz"), out]
+    assert cli.main([*command, "--calibration", "100", "1200"]) == 0
+    np.testing.assert_allclose(taken[1], taken[0], atol=1e-5)
+    assert cli.main(command) == 0  # read with the default calibration: less bone
+    assert taken[2].sum() < 0.9 * taken[0].sum()
+    capsys.readouterr()
+    assert cli.main([*command, "--calibration", "100", "100"]) == 2
+    assert "tissue HU (100.0) must exceed marrow HU (100.0)" in capsys.readouterr().err
+    np.save(tmp_path / "lr.npy", np.zeros((208, 189)))
+    assert cli.main(["reconstruct", str(tmp_path / "lr.npy"), out, "--calibration", "0", "1"]) == 2
+    assert "a calibration is a scan's" in capsys.readouterr().err
+
+
 def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
     import importlib
 
