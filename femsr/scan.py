@@ -5,8 +5,10 @@ inferior, columns from the patient's right to left, as radiologists display a co
 facing the patient) and its spacing in mm:
 
 * **DICOM** (pydicom): one file holding a slice, or a folder holding a series (sorted along
-  the slice normal). Pixel spacing and orientation from the header; stored values go through
-  ``RescaleSlope`` and ``RescaleIntercept`` to Hounsfield units where the file says so (CT).
+  the slice normal) of single-frame files; a folder of several series, or a multi-frame
+  (enhanced) file, is refused, and compressed pixel data needs pydicom's decoders. Pixel
+  spacing and orientation from the header; stored values go through ``RescaleSlope`` and
+  ``RescaleIntercept`` to Hounsfield units where the file says so (CT).
 * **NIfTI** (nibabel): 2-D or 3-D; the affine gives the orientation and spacing.
 * **TIFF** (tifffile): one page, or pages stacked front to back (a volume of coronal
   slices); float, 8- or 16-bit as stored; spacing from the resolution tags when they name a
@@ -812,7 +814,17 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
             raise ValueError(f"{str(file)!r} is not a readable DICOM file: {error}") from None
     if not slices:
         raise ValueError(f"{str(path)!r} holds no DICOM file")
+    series = {s.get("SeriesInstanceUID") for s in slices}
+    if len(series) > 1:
+        raise ValueError(
+            f"{str(path)!r} holds {len(series)} DICOM series; give the folder (or file) of one"
+        )
     first = slices[0]
+    if int(first.get("NumberOfFrames", 1)) > 1:
+        raise ValueError(
+            f"{str(path)!r} is a multi-frame (enhanced) DICOM file; femsr reads a series of "
+            "single-frame files, or convert it to NIfTI (e.g. with dcm2niix)"
+        )
     for key in ("PixelSpacing", "ImageOrientationPatient"):
         if key not in first:
             raise ValueError(f"{str(path)!r}: the DICOM header has no {key}")
@@ -847,7 +859,16 @@ def _position(dataset) -> np.ndarray:
 def _hounsfield(dataset) -> np.ndarray:
     slope = float(dataset.get("RescaleSlope", 1.0))
     intercept = float(dataset.get("RescaleIntercept", 0.0))
-    return dataset.pixel_array.astype(float) * slope + intercept
+    try:
+        stored = dataset.pixel_array
+    except (RuntimeError, NotImplementedError) as error:  # no decoder for its compression
+        raise ValueError(
+            f"{str(dataset.filename)!r}: its pixel data cannot be decoded "
+            f"({' '.join(str(error).split())}); install "
+            "pydicom's decoders (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or "
+            "convert the series to NIfTI"
+        ) from None
+    return stored.astype(float) * slope + intercept
 
 
 def _coronal(

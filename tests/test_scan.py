@@ -128,17 +128,26 @@ def test_bad_scans_are_named(tmp_path):
         scan.read_scan(tmp_path / "missing.dcm")
 
 
-def dicom_slice(path, stored, orientation, position, slope=2.0, intercept=-1024.0):
+def dicom_slice(
+    path, stored, orientation, position, slope=2.0, intercept=-1024.0, series=None, jpeg=False
+):
+    """A CT slice (``stored``: one frame, or frames stacked) in one DICOM file, of ``series`` if
+    given; ``jpeg``: its pixel data said to be JPEG 2000, and undecodable."""
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"  # CT image storage
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = JPEG2000Lossless if jpeg else ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.Modality = "CT"
-    ds.Rows, ds.Columns = stored.shape
+    if series is not None:
+        ds.SeriesInstanceUID = series
+    if stored.ndim == 3:
+        ds.NumberOfFrames = len(stored)
+    ds.Rows, ds.Columns = stored.shape[-2:]
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = ds.BitsStored = 16
@@ -148,7 +157,7 @@ def dicom_slice(path, stored, orientation, position, slope=2.0, intercept=-1024.
     ds.ImageOrientationPatient = orientation
     ds.ImagePositionPatient = position
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = stored.astype(np.uint16).tobytes()
+    ds.PixelData = encapsulate([b"\0" * 16]) if jpeg else stored.astype(np.uint16).tobytes()
     ds.save_as(path, enforce_file_format=True)
 
 
@@ -176,6 +185,22 @@ def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_pa
     dicom_slice(axial / "a.dcm", stored, [1, 0, 0, 0, 1, 0], [0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="axial image"):
         scan.read_scan(axial / "a.dcm")
+
+
+def test_dicom_files_femsr_cannot_read_are_named(tmp_path):
+    stored = (IMAGE + 1024.0) / 2.0
+    coronal = [1, 0, 0, 0, 0, -1]
+    (tmp_path / "two").mkdir()
+    for k in range(2):
+        dicom_slice(tmp_path / "two" / f"s{k}.dcm", stored, coronal, [0, k, 0], series=f"1.2.{k}")
+    with pytest.raises(ValueError, match="holds 2 DICOM series; give the folder"):
+        scan.read_scan(tmp_path / "two")
+    dicom_slice(tmp_path / "frames.dcm", np.stack([stored, stored]), coronal, [0, 0, 0])
+    with pytest.raises(ValueError, match="multi-frame"):
+        scan.read_scan(tmp_path / "frames.dcm")
+    dicom_slice(tmp_path / "jpeg.dcm", stored, coronal, [0, 0, 0], jpeg=True)
+    with pytest.raises(ValueError, match=r"jpeg\.dcm': its pixel data cannot be decoded"):
+        scan.read_scan(tmp_path / "jpeg.dcm")
 
 
 def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
