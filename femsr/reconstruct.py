@@ -604,16 +604,17 @@ def reconstruct_file(
             model = _scan_model(image.meta["psf_fwhm"])
         lr = image  # whole: its meta says how wide the refinement's blocks are
         on_scan = (ct, image.meta["to_box"])
-    elif landmarks is not None or psf_fwhm not in (None, "auto") or calibration is not None:
-        given = (
-            "landmarks are"
-            if landmarks is not None
-            else "a calibration is"
-            if calibration is not None
-            else "psf_fwhm is"
-        )
-        raise ValueError(f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none")
     else:
+        scan_only = {
+            "landmarks are": landmarks is not None,
+            "psf_fwhm is": psf_fwhm not in (None, "auto"),
+            "a calibration is": calibration is not None,
+        }
+        given = next((name for name, passed in scan_only.items() if passed), None)
+        if given is not None:
+            raise ValueError(
+                f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"
+            )
         density, stored, bone = io.read_image(source)
         lr = density
     if stored is not None and pixel_size is not None and stored != pixel_size:
