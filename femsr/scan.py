@@ -5,9 +5,9 @@ inferior, columns from the patient's right to left, as radiologists display a co
 facing the patient) and its spacing in mm:
 
 * **DICOM** (pydicom): one file holding a slice, or a folder holding a series (sorted along
-  the slice normal) of single-frame files; a folder of several series, or a multi-frame
-  (enhanced) file, is refused, and compressed pixel data needs pydicom's decoders. Pixel
-  spacing and orientation from the header; stored values go through ``RescaleSlope`` and
+  the slice normal), or a multi-frame (enhanced) file; a folder of several series is refused,
+  and compressed pixel data needs pydicom's decoders. Pixel spacing and orientation from the
+  header (an enhanced file's functional groups); stored values go through ``RescaleSlope`` and
   ``RescaleIntercept`` to Hounsfield units where the file says so (CT).
 * **NIfTI** (nibabel): 2-D or 3-D; the affine gives the orientation and spacing.
 * **TIFF** (tifffile): one page, or pages stacked front to back (a volume of coronal
@@ -804,43 +804,45 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
 def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     pydicom = _need("pydicom")
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    slices = []
+    datasets = []
     for file in files:
         try:
-            slices.append(pydicom.dcmread(file))
+            datasets.append(pydicom.dcmread(file))
         except Exception as error:  # pydicom raises InvalidDicomError and others
             if path.is_dir():
                 continue  # a folder may hold other files beside its series
             raise ValueError(f"{str(file)!r} is not a readable DICOM file: {error}") from None
-    if not slices:
+    if not datasets:
         raise ValueError(f"{str(path)!r} holds no DICOM file")
-    series = {s.get("SeriesInstanceUID") for s in slices}
+    series = {d.get("SeriesInstanceUID") for d in datasets}
     if len(series) > 1:
         raise ValueError(
             f"{str(path)!r} holds {len(series)} DICOM series; give the folder (or file) of one"
         )
-    first = slices[0]
-    if int(first.get("NumberOfFrames", 1)) > 1:
-        raise ValueError(
-            f"{str(path)!r} is a multi-frame (enhanced) DICOM file; femsr reads a series of "
-            "single-frame files, or convert it to NIfTI (e.g. with dcm2niix)"
-        )
+    frames = [frame for dataset in datasets for frame in _frames(dataset)]
+    header = frames[0][0]
     for key in ("PixelSpacing", "ImageOrientationPatient"):
-        if key not in first:
+        if key not in header:
             raise ValueError(f"{str(path)!r}: the DICOM header has no {key}")
     row_cosine, column_cosine = (
-        np.array(first.ImageOrientationPatient[k : k + 3], dtype=float) for k in (0, 3)
+        np.array(header["ImageOrientationPatient"][k : k + 3], dtype=float) for k in (0, 3)
     )
     normal = np.cross(row_cosine, column_cosine)
-    slices.sort(key=lambda s: _position(s) @ normal)
-    first = slices[0]
-    volume = np.stack([_hounsfield(s) for s in slices], axis=-1)  # (rows, columns, slices)
-    row_step, column_step = (float(v) for v in first.PixelSpacing)
-    if len(slices) > 1:
-        gap = float((_position(slices[1]) - _position(first)) @ normal)
+    frames.sort(key=lambda frame: _position(frame[0]) @ normal)
+    header = frames[0][0]
+    volume = np.stack(
+        [
+            stored * float(h.get("RescaleSlope", 1.0)) + float(h.get("RescaleIntercept", 0.0))
+            for h, stored in frames
+        ],
+        axis=-1,
+    )  # (rows, columns, slices)
+    row_step, column_step = (float(v) for v in header["PixelSpacing"])
+    if len(frames) > 1:
+        gap = float((_position(frames[1][0]) - _position(header)) @ normal)
     else:
-        gap = float(first.get("SliceThickness", 1.0))
-    origin = _position(first)
+        gap = float(header.get("SliceThickness", 1.0))
+    origin = _position(header)
     lps = np.eye(4)
     # Voxel (r, c, s): r steps down the rows (along the column cosine), c along the rows.
     lps[:3, 0] = column_cosine * row_step
@@ -848,17 +850,26 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, np.ndarray, str]:
     lps[:3, 2] = normal * gap
     lps[:3, 3] = origin
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    unit = "HU" if first.get("Modality") == "CT" or "RescaleSlope" in first else "stored"
+    unit = "HU" if datasets[0].get("Modality") == "CT" or "RescaleSlope" in header else "stored"
     return volume, ras, unit
 
 
-def _position(dataset) -> np.ndarray:
-    return np.array(dataset.get("ImagePositionPatient", [0.0, 0.0, 0.0]), dtype=float)
+_FUNCTIONAL_GROUPS = {
+    "ImagePositionPatient": "PlanePositionSequence",
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+    "SliceThickness": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+}
+"""The geometry and rescaling a DICOM frame needs, and the functional group that holds each in
+a multi-frame (enhanced) file."""
 
 
-def _hounsfield(dataset) -> np.ndarray:
-    slope = float(dataset.get("RescaleSlope", 1.0))
-    intercept = float(dataset.get("RescaleIntercept", 0.0))
+def _frames(dataset) -> list[tuple[dict[str, Any], np.ndarray]]:
+    """Each frame of a DICOM file: its geometry and rescaling (:data:`_FUNCTIONAL_GROUPS`'s
+    values, where the file gives them: the frame's functional groups first, then the shared
+    ones, then the file's own) and its stored pixels."""
     try:
         stored = dataset.pixel_array
     except (RuntimeError, NotImplementedError) as error:  # no decoder for its compression
@@ -868,7 +879,28 @@ def _hounsfield(dataset) -> np.ndarray:
             "pydicom's decoders (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg) or "
             "convert the series to NIfTI"
         ) from None
-    return stored.astype(float) * slope + intercept
+    stored = np.asarray(stored, dtype=float)
+    if int(dataset.get("NumberOfFrames") or 1) == 1:
+        stored = stored[None]
+    shared = dataset.get("SharedFunctionalGroupsSequence") or [None]
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence") or [None] * len(stored)
+    frames = []
+    for groups, pixels in zip(per_frame, stored, strict=True):
+        header = {}
+        for key, group in _FUNCTIONAL_GROUPS.items():
+            for source in (groups, shared[0]):
+                if source is not None and group in source and key in source[group][0]:
+                    header[key] = source[group][0][key].value
+                    break
+            else:
+                if key in dataset:
+                    header[key] = dataset[key].value
+        frames.append((header, pixels))
+    return frames
+
+
+def _position(header: Mapping[str, Any]) -> np.ndarray:
+    return np.array(header.get("ImagePositionPatient", [0.0, 0.0, 0.0]), dtype=float)
 
 
 def _coronal(

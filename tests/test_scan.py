@@ -187,6 +187,47 @@ def test_a_dicom_series_gives_hounsfield_units_in_the_coronal_orientation(tmp_pa
         scan.read_scan(axial / "a.dcm")
 
 
+def test_an_enhanced_dicom_file_reads_as_its_series(tmp_path):
+    """One multi-frame file, its geometry and rescaling in functional groups, shared and per
+    frame, as the series above."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def group(**values):
+        item = Dataset()
+        for key, value in values.items():
+            setattr(item, key, value)
+        return Sequence([item])
+
+    stored = (IMAGE + 1024.0) / 2.0
+    positions = [3.0, 0.0, 6.0]  # written out of order
+    frames = [stored if y == 3.0 else np.zeros_like(stored) for y in positions]
+    path = tmp_path / "enhanced.dcm"
+    dicom_slice(path, np.stack(frames), [1, 0, 0, 0, 0, -1], [0.0, 0.0, 0.0])
+    ds = pydicom.dcmread(path)
+    moved = ("PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "RescaleSlope")
+    for key in (*moved, "RescaleIntercept"):  # into the functional groups
+        delattr(ds, key)
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = group(RescaleSlope=2.0, RescaleIntercept=-1024.0)
+    shared.PixelMeasuresSequence = group(PixelSpacing=[0.6, 0.4])
+    shared.PlaneOrientationSequence = group(ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for y in positions:
+        item = Dataset()
+        item.PlanePositionSequence = group(ImagePositionPatient=[0.0, y, 0.0])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.save_as(path, enforce_file_format=True)
+    found = scan.read_scan(path)
+    assert found.unit == "HU" and found.index == 1
+    np.testing.assert_allclose(found.image, IMAGE)
+    assert found.spacing == pytest.approx((0.6, 0.4))
+    at = found.affine @ [(7 + 0.5) * 0.4, (5 + 0.5) * 0.6, 0.0, 1.0]
+    np.testing.assert_allclose(at, [-0.4 * 7, -3.0, -0.6 * 5, 1.0], atol=1e-12)
+
+
 def test_dicom_files_femsr_cannot_read_are_named(tmp_path):
     stored = (IMAGE + 1024.0) / 2.0
     coronal = [1, 0, 0, 0, 0, -1]
@@ -195,9 +236,6 @@ def test_dicom_files_femsr_cannot_read_are_named(tmp_path):
         dicom_slice(tmp_path / "two" / f"s{k}.dcm", stored, coronal, [0, k, 0], series=f"1.2.{k}")
     with pytest.raises(ValueError, match="holds 2 DICOM series; give the folder"):
         scan.read_scan(tmp_path / "two")
-    dicom_slice(tmp_path / "frames.dcm", np.stack([stored, stored]), coronal, [0, 0, 0])
-    with pytest.raises(ValueError, match="multi-frame"):
-        scan.read_scan(tmp_path / "frames.dcm")
     dicom_slice(tmp_path / "jpeg.dcm", stored, coronal, [0, 0, 0], jpeg=True)
     with pytest.raises(ValueError, match=r"jpeg\.dcm': its pixel data cannot be decoded"):
         scan.read_scan(tmp_path / "jpeg.dcm")
