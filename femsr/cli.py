@@ -697,7 +697,7 @@ def _redraw(stats: dict[str, Any]) -> str:
 
 def _reconstruct(args: argparse.Namespace) -> int:
     """Super-resolve an LR density image (or a folder of them) x10 and write it."""
-    from femsr import io
+    from femsr import io, scan
     from femsr.reconstruct import IMAGE_SUFFIXES, reconstruct_file, reconstruct_files
 
     options = {
@@ -713,7 +713,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "psf_fwhm": args.psf_fwhm,
         "calibration": args.calibration,
     }
-    if args.input.is_dir():
+    if args.input.is_dir() and not scan.is_dicom_series(args.input):
         if args.landmarks is not None:
             raise ValueError("--landmarks are one scan's: reconstruct a folder without them")
         sources = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -768,9 +768,10 @@ def _add_reconstruct(commands: _Commands) -> None:
         "size and load cases, a bare image gets the default femur's at --pixel-size), compute the "
         "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
         "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
-        "float32, .nii/.nii.gz with its 50 µm spacing). A scan (DICOM .dcm, NIfTI "
-        ".nii/.nii.gz) is calibrated from HU, resampled to 0.5 mm, segmented and fitted with "
-        "the parametric femur, which gives its loads and ROIs. INPUT may be a folder of images: "
+        "float32, .nii/.nii.gz with its 50 µm spacing, placed where a scan's femur lies). A scan "
+        "(DICOM .dcm or a folder of one DICOM series, NIfTI .nii/.nii.gz) is calibrated from HU, "
+        "resampled to 0.5 mm, segmented and fitted with the parametric femur, which gives its "
+        "loads and ROIs. INPUT may be a folder of images: "
         "each is written to the folder OUTPUT as "
         "<name>.npz, those done skipped, in parallel with --workers or --scheduler.",
     )

@@ -552,10 +552,11 @@ def reconstruct_file(
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
 
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
-    cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm``, NIfTI
-    ``.nii``/``.nii.gz``) is read, calibrated (``calibration``: the HU of density 0 and 1,
-    :func:`femsr.scan.density_from_hu`; default :data:`femsr.scan.MARROW_HU` and
-    :data:`femsr.scan.TISSUE_HU`), resampled, segmented and fitted by
+    cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm`` or a folder
+    of one DICOM series, :func:`femsr.scan.read_scan`; NIfTI ``.nii``/``.nii.gz``) is read,
+    calibrated (``calibration``: the HU of density 0 and 1, :func:`femsr.scan.density_from_hu`;
+    default :data:`femsr.scan.MARROW_HU` and :data:`femsr.scan.TISSUE_HU`), resampled,
+    segmented and fitted by
     :func:`femsr.scan.lr_image`, which gives its femur; ``landmarks`` (a mapping, or a JSON
     file of them, :func:`femsr.scan.read_landmarks`) replace those found in the scan, in the
     scan's frame. A scan is deblurred by its scanner's point-spread function first
@@ -587,7 +588,7 @@ def reconstruct_file(
     lr: FemurImage | np.ndarray
     deblurred: dict[str, Any] = {}
     on_scan: tuple[Scan, Any] | None = None  # the scan and its frame's map to the femur box
-    if str(source).lower().endswith(SCAN_SUFFIXES):
+    if str(source).lower().endswith(SCAN_SUFFIXES) or Path(source).is_dir():
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
         ct = scan.read_scan(source)

@@ -50,6 +50,7 @@ __all__ = [
     "deblur",
     "density_from_hu",
     "estimate_psf_fwhm",
+    "is_dicom_series",
     "lr_image",
     "placement",
     "read_landmarks",
@@ -774,6 +775,27 @@ def box_placement(scan: Scan, to_box: Any, shape: tuple[int, int], pixel: float)
     planar = np.eye(4)
     planar[np.ix_([0, 1, 3], [0, 1, 3])] = to_scan
     return placement(scan) @ planar
+
+
+def is_dicom_series(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder of two or more DICOM files (any name; with the ``DICM``
+    preamble) of one series, which :func:`read_scan` reads as one scan, rather than a folder of
+    images. False where pydicom is not installed."""
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    try:
+        import pydicom
+    except ImportError:
+        return False
+    files = [p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p)]
+    series = {
+        pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
+            "SeriesInstanceUID"
+        )
+        for p in files
+    }
+    return len(files) > 1 and len(series) == 1
 
 
 def _need(module: str):

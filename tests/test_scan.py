@@ -129,7 +129,15 @@ def test_bad_scans_are_named(tmp_path):
 
 
 def dicom_slice(
-    path, stored, orientation, position, slope=2.0, intercept=-1024.0, series=None, jpeg=False
+    path,
+    stored,
+    orientation,
+    position,
+    slope=2.0,
+    intercept=-1024.0,
+    series=None,
+    jpeg=False,
+    spacing=(0.6, 0.4),
 ):
     """A CT slice (``stored``: one frame, or frames stacked) in one DICOM file, of ``series`` if
     given; ``jpeg``: its pixel data said to be JPEG 2000, and undecodable."""
@@ -153,7 +161,7 @@ def dicom_slice(
     ds.BitsAllocated = ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.PixelSpacing = [0.6, 0.4]
+    ds.PixelSpacing = list(spacing)
     ds.ImageOrientationPatient = orientation
     ds.ImagePositionPatient = position
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
@@ -612,6 +620,35 @@ def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, monkeypatch, caps
     np.save(tmp_path / "lr.npy", np.zeros((208, 189)))
     assert cli.main(["reconstruct", str(tmp_path / "lr.npy"), out, "--calibration", "0", "1"]) == 2
     assert "a calibration is a scan's" in capsys.readouterr().err
+
+
+def test_femsr_reconstruct_takes_a_dicom_series_folder(tmp_path, monkeypatch, left_scan):
+    import importlib
+
+    module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
+    taken = []
+
+    def network(lr, *, femur, pixel_size, stats, **options):  # the input it takes
+        taken.append(lr.density)
+        stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
+        stats["device"] = "none"
+        return np.zeros((2080, 1890), np.float32)
+
+    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
+    monkeypatch.setattr(module, "reconstruct", network)
+    ct = left_scan[1]
+    hu = 2.0 * np.round(ct.image / 2.0)  # as DICOM stores it: (HU + 1024) / 2
+    scan.write_scan(tmp_path / "scan.nii.gz", scan.Scan(hu, ct.spacing, "HU"))
+    series = tmp_path / "series"
+    series.mkdir()
+    coronal = [1, 0, 0, 0, 0, -1]
+    for k, y in enumerate([0.0, 1.0, 2.0]):  # files without a suffix, as scanners name them
+        stored = (hu + 1024.0) / 2.0 if y == 1.0 else np.full_like(hu, 512.0)
+        dicom_slice(series / f"IM{k}", stored, coronal, [0.0, y, 0.0], spacing=ct.spacing)
+    assert scan.is_dicom_series(series) and not scan.is_dicom_series(tmp_path)
+    assert cli.main(["reconstruct", str(series), str(tmp_path / "hr.nii.gz")]) == 0
+    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npy")]) == 0
+    np.testing.assert_allclose(taken[0], taken[1], atol=1e-6)  # the series' slice as one scan
 
 
 def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
