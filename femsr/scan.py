@@ -135,8 +135,10 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
 
     Pixels above ``threshold`` (0.2: above marrow and soft tissue, below any bone that holds
     trabeculae at clinical resolution), closed by a disc of 1 mm radius (``spacing`` is the
-    pixel size in mm) so trabecular bone reads as one body, the largest connected component,
-    its holes filled, the medullary canal included (closed across the shaft's cut at the
+    pixel size in mm) so trabecular bone reads as one body, the largest connected component of
+    those that reach the image's bottom edge, where the shaft leaves it (a pelvis or another
+    bone beside the femur that does not reach it is passed over; where none does, the largest
+    of all), its holes filled, the medullary canal included (closed across the shaft's cut at the
     bottom): the periosteal outline. The femur must lie wholly inside the image but for the
     shaft, which leaves it at the bottom.
 
@@ -159,6 +161,9 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     closed = ndi.binary_closing(np.pad(bone, radius), disc)[radius:-radius, radius:-radius]
     labels, count = ndi.label(closed)
     sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
+    leaving = np.isin(np.arange(1, count + 1), labels[-1])
+    if leaving.any():
+        sizes = np.where(leaving, sizes, 0.0)
     component = labels == 1 + int(np.argmax(sizes))
     femur = ndi.binary_fill_holes(component | _shaft_cut(component, round(5.0 / spacing)))
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}

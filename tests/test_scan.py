@@ -260,6 +260,14 @@ def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
     density[mask_trabecular] = np.where(rng.random(mask_trabecular.sum()) < 0.7, 0.35, 0.1)
     found = scan.segment(density, spacing=0.5)
     assert (found == mask).mean() > 0.995
+    # beside a larger bone that does not reach the bottom edge, as a pelvis would lie
+    rows, cols = np.mgrid[: mask.shape[0], : mask.shape[1] + 200]
+    pelvis = np.hypot((rows - 100) / 88, (cols - mask.shape[1] - 100) / 90) < 1
+    assert pelvis.sum() > mask.sum()
+    beside = np.pad(density, ((0, 0), (0, 200)), constant_values=0.05)
+    beside[pelvis] = 1.0
+    assert (scan.segment(beside, spacing=0.5)[:, : mask.shape[1]] == mask).mean() > 0.995
+    assert not scan.segment(beside, spacing=0.5)[pelvis].any()
     with pytest.raises(ValueError, match="no femur"):
         scan.segment(np.zeros((20, 20)))
     with pytest.raises(ValueError, match="right edge"):
