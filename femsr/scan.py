@@ -130,7 +130,9 @@ def _density(scan: Scan, marrow: float, tissue: float) -> np.ndarray:
     return np.asarray(scan.image, dtype=float)
 
 
-def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0) -> np.ndarray:
+def segment(
+    density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0, side: str | None = None
+) -> np.ndarray:
     """The femur of a coronal density image as a filled mask.
 
     Pixels above ``threshold`` (0.2: above marrow and soft tissue, below any bone that holds
@@ -138,7 +140,10 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     pixel size in mm) so trabecular bone reads as one body, the largest connected component of
     those that reach the image's bottom edge, where the shaft leaves it (a pelvis or another
     bone beside the femur that does not reach it is passed over; where none does, the largest
-    of all), its holes filled, the medullary canal included (closed across the shaft's cut at the
+    of all; with ``side``, ``"right"`` or ``"left"``, the patient's right or left femur of a
+    slice that holds both: of the bodies leaving at the bottom at least half as large as the
+    largest, the leftmost or the rightmost, as columns run from the patient's right to left),
+    its holes filled, the medullary canal included (closed across the shaft's cut at the
     bottom): the periosteal outline. The femur must lie wholly inside the image but for the
     shaft, which leaves it at the bottom.
 
@@ -153,6 +158,8 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     image = np.asarray(density, dtype=float)
     if image.ndim != 2 or min(image.shape) < 3:
         raise ValueError(f"density must be a 2-D image, got shape {image.shape}")
+    if side not in (None, "right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     bone = image > threshold
     if not bone.any():
         raise ValueError(f"no pixel exceeds the threshold {threshold}: no femur in the image")
@@ -164,7 +171,12 @@ def segment(density: np.ndarray, threshold: float = 0.2, *, spacing: float = 1.0
     leaving = np.isin(np.arange(1, count + 1), labels[-1])
     if leaving.any():
         sizes = np.where(leaving, sizes, 0.0)
-    component = labels == 1 + int(np.argmax(sizes))
+    chosen = int(np.argmax(sizes))
+    if side is not None:
+        femurs = np.flatnonzero(sizes >= 0.5 * sizes.max())
+        columns = [c for _, c in ndi.center_of_mass(closed, labels, femurs + 1)]
+        chosen = int(femurs[np.argmin(columns) if side == "right" else np.argmax(columns)])
+    component = labels == 1 + chosen
     femur = ndi.binary_fill_holes(component | _shaft_cut(component, round(5.0 / spacing)))
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
     cut = [name for name, touched in edges.items() if touched]
@@ -245,6 +257,7 @@ def lr_image(
         ``side``, ``greater_trochanter``, ``lesser_trochanter``), in the **scan's frame**: mm,
         ``x`` right from the image's left edge and ``y`` down from its top edge, so pixel
         ``(r, c)`` is centred at ``((c + 1/2) * column spacing, (r + 1/2) * row spacing)``.
+        A ``side`` given also picks that femur of a slice that holds both (:func:`segment`).
     marrow, tissue : float
         The calibration of :func:`density_from_hu`.
     psf_fwhm : float or "auto", optional
@@ -314,7 +327,9 @@ def lr_image(
     # ndi.zoom maps the centres of the first and last pixels onto each other.
     stretch = (np.array(resampled.shape) - 1) / (np.array(np.shape(scan.image)) - 1)
     to_resampled = _affine(np.diag(stretch[::-1] / scan.spacing[::-1]), -0.5 * stretch[::-1])
-    window, inside, corner, continued = _box_window(resampled, segment(outlined, spacing=pixel))
+    side = given.get("side")
+    mask = segment(outlined, spacing=pixel, side=side)
+    window, inside, corner, continued = _box_window(resampled, mask)
     to_box = _box_frame(corner) @ to_resampled
     (x, _), found_axis = _shaft_axis(inside, pixel)
     tilt = _tilt(found_axis, given.get("shaft_axis"), to_box)
@@ -335,7 +350,7 @@ def lr_image(
             )
             for image in (resampled, outlined)
         )
-        mask = segment(upright_outlined, spacing=pixel)
+        mask = segment(upright_outlined, spacing=pixel, side=side)
         window, inside, corner, continued = _box_window(upright, mask)
         to_box = _box_frame(corner) @ turn @ to_resampled
     else:

@@ -268,6 +268,15 @@ def test_segment_finds_the_phantom_femur_and_refuses_a_cut_one():
     beside[pelvis] = 1.0
     assert (scan.segment(beside, spacing=0.5)[:, : mask.shape[1]] == mask).mean() > 0.995
     assert not scan.segment(beside, spacing=0.5)[pelvis].any()
+    # both femurs of a slice: the patient's right one on the image's left
+    both = np.hstack([density, density[:, ::-1]])
+    width = mask.shape[1]
+    right = scan.segment(both, spacing=0.5, side="right")
+    assert (right[:, :width] == mask).mean() > 0.995 and not right[:, width:].any()
+    left = scan.segment(both, spacing=0.5, side="left")
+    assert (left[:, width:] == mask[:, ::-1]).mean() > 0.995 and not left[:, :width].any()
+    with pytest.raises(ValueError, match="side must be 'right' or 'left'"):
+        scan.segment(both, spacing=0.5, side="up")
     with pytest.raises(ValueError, match="no femur"):
         scan.segment(np.zeros((20, 20)))
     with pytest.raises(ValueError, match="right edge"):
@@ -515,6 +524,17 @@ def test_a_femur_scanned_at_a_tilt_is_turned_upright(tilt):
     inside = lr.density > 0
     outline = lr.femur.mask(0.5)
     assert 2 * (outline & inside).sum() / (outline.sum() + inside.sum()) > 0.95
+
+
+def test_a_slice_of_both_femurs_gives_the_side_asked_for():
+    density = clinical_density(Femur())[0]  # a right femur; mirrored, a left one beside it
+    ct = scan.synthetic_scan(np.hstack([density, density[:, ::-1]]), 0.1, pixel=0.6, fwhm=0.8)
+    middle = 15.0 + density.shape[1] * 0.1  # mm from the slice's left edge
+    for side in ("right", "left"):
+        lr = scan.lr_image(ct, landmarks={"side": side})
+        assert lr.femur.side == side
+        head = lr.meta["landmarks"]["head_centre"]
+        assert (head[0] < middle) == (side == "right")  # the patient's right on the left
 
 
 def test_landmarks_given_in_the_scans_frame_are_held(left_scan):
