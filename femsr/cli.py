@@ -740,6 +740,11 @@ def _reconstruct(args: argparse.Namespace) -> int:
         width = stats["psf_fwhm"]
         blur = f"of {width:.2f} mm FWHM" if width is not None else "not undone"
         print(f"the scanner's point-spread function: {blur}")
+        turned = f", turned upright by {stats['tilt']:.1f}°" if stats["tilt"] else ""
+        print(
+            f"the femur fitted: {stats['side']}, neck-shaft angle "
+            f"{stats['neck_shaft_angle']:.1f}°{turned}"
+        )
     (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
     print(
         f"{ny}x{nx} -> {my}x{mx} in {stats['total']:.2f} s (LR FE {stats['lr_fe']:.2f} s, "

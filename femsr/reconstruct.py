@@ -572,7 +572,8 @@ def reconstruct_file(
     :class:`femsr.io.FemurImage` (refined with the mass held over blocks as wide as its
     deblurring unless ``mass_block`` says otherwise). Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
-    not).
+    not), the fitted femur's ``side`` and ``neck_shaft_angle`` (degrees) and the ``tilt`` the
+    scan was turned upright from (degrees, :func:`femsr.scan.lr_image`).
 
     Raises
     ------
@@ -586,7 +587,7 @@ def reconstruct_file(
     stored: float | None
     bone: Femur | None
     lr: FemurImage | np.ndarray
-    deblurred: dict[str, Any] = {}
+    read_off: dict[str, Any] = {}  # what a scan's reading found
     on_scan: tuple[Scan, Any] | None = None  # the scan and its frame's map to the femur box
     if str(source).lower().endswith(SCAN_SUFFIXES) or Path(source).is_dir():
         if isinstance(landmarks, str | os.PathLike):
@@ -600,7 +601,9 @@ def reconstruct_file(
             psf_fwhm = _read_psf_fwhm(ct, source, hu)
         image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
-        deblurred["psf_fwhm"] = image.meta["psf_fwhm"]
+        read_off["psf_fwhm"] = image.meta["psf_fwhm"]
+        read_off["side"], read_off["tilt"] = bone.side, image.meta["tilt"]
+        read_off["neck_shaft_angle"] = bone.neck_shaft_angle
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])
         lr = image  # whole: its meta says how wide the refinement's blocks are
@@ -637,7 +640,7 @@ def reconstruct_file(
         scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density", affine=where))
     else:
         io.write_image(target, hr)
-    return {**stats, **deblurred, "lr_shape": density.shape, "hr_shape": hr.shape}
+    return {**stats, **read_off, "lr_shape": density.shape, "hr_shape": hr.shape}
 
 
 def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]:
