@@ -806,9 +806,10 @@ def is_dicom_series(path: str | os.PathLike[str]) -> bool:
         return False
     try:
         import pydicom
+        from pydicom.misc import is_dicom
     except ImportError:
         return False
-    files = [p for p in path.iterdir() if p.is_file() and pydicom.misc.is_dicom(p)]
+    files = [p for p in path.iterdir() if p.is_file() and is_dicom(p)]
     series = {
         pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).get(
             "SeriesInstanceUID"
