@@ -619,20 +619,27 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys,
     assert np.linalg.norm(hr_centre - scan_centre) < 0.5
 
 
-def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, monkeypatch, capsys, left_scan):
+@pytest.fixture
+def network_inputs(monkeypatch):
+    """``femsr.reconstruct``'s network replaced by one that draws nothing: the list of the
+    (input, femur) it is called with."""
     import importlib
 
     module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
     taken = []
 
-    def network(lr, *, femur, pixel_size, stats, **options):  # the input it takes
-        taken.append(lr.density)
+    def network(lr, *, femur, pixel_size, stats, **options):
+        taken.append((lr, femur))
         stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
         stats["device"] = "none"
         return np.zeros((2080, 1890), np.float32)
 
     monkeypatch.setattr(module, "_loaded", lambda model, device: None)
     monkeypatch.setattr(module, "reconstruct", network)
+    return taken
+
+
+def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, capsys, left_scan, network_inputs):
     ct = left_scan[1]
     scan.write_scan(tmp_path / "scan.nii.gz", ct)
     # the same slice from a scanner that reads water at 100 HU and bone tissue at 1200 HU
@@ -642,9 +649,10 @@ def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, monkeypatch, caps
     assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), out]) == 0
     command = ["reconstruct", str(tmp_path / "other.nii.gz"), out]
     assert cli.main([*command, "--calibration", "100", "1200"]) == 0
-    np.testing.assert_allclose(taken[1], taken[0], atol=1e-5)
+    (plain, _), (calibrated, _) = network_inputs
+    np.testing.assert_allclose(calibrated.density, plain.density, atol=1e-5)
     assert cli.main(command) == 0  # read with the default calibration: less bone
-    assert taken[2].sum() < 0.9 * taken[0].sum()
+    assert network_inputs[2][0].density.sum() < 0.9 * plain.density.sum()
     capsys.readouterr()
     assert cli.main([*command, "--calibration", "100", "100"]) == 2
     assert "tissue HU (100.0) must exceed marrow HU (100.0)" in capsys.readouterr().err
@@ -653,20 +661,7 @@ def test_femsr_reconstruct_takes_a_scans_calibration(tmp_path, monkeypatch, caps
     assert "a calibration is a scan's" in capsys.readouterr().err
 
 
-def test_femsr_reconstruct_takes_a_dicom_series_folder(tmp_path, monkeypatch, left_scan):
-    import importlib
-
-    module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
-    taken = []
-
-    def network(lr, *, femur, pixel_size, stats, **options):  # the input it takes
-        taken.append(lr.density)
-        stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
-        stats["device"] = "none"
-        return np.zeros((2080, 1890), np.float32)
-
-    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
-    monkeypatch.setattr(module, "reconstruct", network)
+def test_femsr_reconstruct_takes_a_dicom_series_folder(tmp_path, left_scan, network_inputs):
     ct = left_scan[1]
     hu = 2.0 * np.round(ct.image / 2.0)  # as DICOM stores it: (HU + 1024) / 2
     scan.write_scan(tmp_path / "scan.nii.gz", scan.Scan(hu, ct.spacing, "HU"))
@@ -679,29 +674,21 @@ def test_femsr_reconstruct_takes_a_dicom_series_folder(tmp_path, monkeypatch, le
     assert scan.is_dicom_series(series) and not scan.is_dicom_series(tmp_path)
     assert cli.main(["reconstruct", str(series), str(tmp_path / "hr.nii.gz")]) == 0
     assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npy")]) == 0
-    np.testing.assert_allclose(taken[0], taken[1], atol=1e-6)  # the series' slice as one scan
+    series_lr, slice_lr = (lr.density for lr, _ in network_inputs)
+    np.testing.assert_allclose(series_lr, slice_lr, atol=1e-6)  # the series' slice as one scan
 
 
-def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, monkeypatch, capsys, left_scan):
+def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, network_inputs):
     import importlib
 
     module = importlib.import_module("femsr.reconstruct")  # femsr.reconstruct is the function
-    taken = []
-
-    def network(density, *, femur, pixel_size, stats, **options):  # the femur it takes
-        taken.append(femur)
-        stats.update(dict.fromkeys(("total", "lr_fe", "inference", "quilting"), 0.0))
-        stats["device"] = "none"
-        return np.zeros((2080, 1890), np.float32)
-
-    monkeypatch.setattr(module, "_loaded", lambda model, device: None)
-    monkeypatch.setattr(module, "reconstruct", network)
     scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
     landmarks = tmp_path / "landmarks.json"
     landmarks.write_text(json.dumps({"neck_shaft_angle": 131.0, "side": "left"}))
     command = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.npy")]
     assert cli.main([*command, "--landmarks", str(landmarks)]) == 0
-    assert taken[0].neck_shaft_angle == 131.0 and taken[0].side == "left"
+    femur = network_inputs[0][1]
+    assert femur.neck_shaft_angle == 131.0 and femur.side == "left"
     landmarks.write_text(json.dumps({"neck_shaft_angle": 170.0}))
     assert cli.main([*command, "--landmarks", str(landmarks)]) == 2
     assert "landmarks.json': neck_shaft_angle must lie in [110, 150]" in capsys.readouterr().err
