@@ -24,6 +24,7 @@ import numpy as np
 
 from femsr.defaults import (
     BATCH_SIZE,
+    BLURRY_SCAN_NOISE_HU,
     DEBLURRED_MODEL_MAX_FWHM,
     EPOCHS,
     INFERENCE_BATCH,
@@ -740,6 +741,12 @@ def _reconstruct(args: argparse.Namespace) -> int:
         width = stats["psf_fwhm"]
         blur = f"of {width:.2f} mm FWHM" if width is not None else "not undone"
         print(f"the scanner's point-spread function: {blur}")
+        if stats["dither"]:
+            print(
+                f"noise: {stats['noise']:.0f} HU read off the soft tissue, "
+                f"{stats['dither']:.0f} HU added (a blurry scan is reconstructed at "
+                f"{BLURRY_SCAN_NOISE_HU:.0f} HU)"
+            )
         turned = f", turned upright by {stats['tilt']:.1f}°" if stats["tilt"] else ""
         print(
             f"the femur fitted: {stats['side']}, neck-shaft angle "
@@ -830,8 +837,9 @@ def _add_reconstruct(commands: _Commands) -> None:
         metavar="MM|auto|none",
         help="a scan's point-spread function, full width at half maximum in mm, to deblur it by "
         "before it is reconstructed; auto (the default) reads it "
-        "off the shaft's edges; none reconstructs the scan as it is with the scan model "
-        "(docs/reconstruct.md)",
+        "off the shaft's edges; none reconstructs the scan as it is with the scan model; a scan "
+        f"deblurred by {DEBLURRED_MODEL_MAX_FWHM} mm or more is first brought up to "
+        f"{BLURRY_SCAN_NOISE_HU:g} HU of noise (docs/reconstruct.md)",
     )
     command.add_argument(
         "--calibration",

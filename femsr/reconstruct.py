@@ -572,7 +572,8 @@ def reconstruct_file(
     :class:`femsr.io.FemurImage` (refined with the mass held over blocks as wide as its
     deblurring unless ``mass_block`` says otherwise). Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
-    not), the fitted femur's ``side`` and ``neck_shaft_angle`` (degrees) and the ``tilt`` the
+    not), the ``noise`` read off it and the ``dither`` added (HU, :func:`femsr.scan.lr_image`),
+    the fitted femur's ``side`` and ``neck_shaft_angle`` (degrees) and the ``tilt`` the
     scan was turned upright from (degrees, :func:`femsr.scan.lr_image`).
 
     Raises
@@ -593,7 +594,7 @@ def reconstruct_file(
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
         ct = scan.read_scan(source)
-        hu: dict[str, float] = {}
+        hu: dict[str, Any] = {}
         if calibration is not None:
             hu = dict(zip(("marrow", "tissue"), map(float, calibration), strict=True))
             scan.check_calibration(**hu)  # before the blur is read off the scan with it
@@ -602,6 +603,7 @@ def reconstruct_file(
         image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
         read_off["psf_fwhm"] = image.meta["psf_fwhm"]
+        read_off["noise"], read_off["dither"] = image.meta["noise"], image.meta["dither"]
         read_off["side"], read_off["tilt"] = bone.side, image.meta["tilt"]
         read_off["neck_shaft_angle"] = bone.neck_shaft_angle
         if model is None:

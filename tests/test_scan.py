@@ -591,6 +591,59 @@ def test_estimate_psf_fwhm_needs_a_shaft():
         scan.estimate_psf_fwhm(scan.Scan(disc, (0.5, 0.5), "HU"))
 
 
+@pytest.mark.parametrize("noise", [0.0, 20.0, 50.0])
+def test_estimate_noise_reads_a_scans_noise_off_the_soft_tissue(noise, left_scan):
+    """In HU, whether the scan holds HU or density."""
+    density = clinical_density(left_scan[0])[0]
+    ct = scan.synthetic_scan(density, 0.1, pixel=0.6, fwhm=0.8, noise=noise)
+    assert scan.estimate_noise(ct) == pytest.approx(noise, abs=0.05 * noise + 0.5)
+    calibrated = scan.Scan(ct.image / scan.TISSUE_HU, ct.spacing, "density")
+    assert scan.estimate_noise(calibrated) == pytest.approx(noise, abs=0.05 * noise + 0.5)
+
+
+def test_estimate_noise_needs_soft_tissue(left_scan):
+    ct = left_scan[1]
+    in_air = scan.Scan(np.where(ct.image < 300.0, -1000.0, ct.image), ct.spacing, "HU")
+    with pytest.raises(ValueError, match="no soft tissue"):
+        scan.estimate_noise(in_air)
+    with pytest.warns(UserWarning, match="no noise added to the scan: .* no soft tissue"):
+        lr = scan.lr_image(in_air, psf_fwhm=1.0)
+    assert (lr.meta["noise"], lr.meta["dither"]) == (None, 0.0)
+
+
+@pytest.mark.parametrize(("noise", "unit"), [(0.0, "HU"), (30.0, "HU"), (30.0, "density")])
+def test_a_scan_deblurred_by_a_wide_psf_is_brought_up_to_the_blurry_scans_noise(
+    noise, unit, left_scan
+):
+    from femsr.defaults import BLURRY_SCAN_NOISE_HU, DEBLURRED_MODEL_MAX_FWHM
+
+    density = clinical_density(left_scan[0])[0]
+    ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=1.0, noise=noise)
+    if unit == "density":
+        ct = scan.Scan(ct.image / scan.TISSUE_HU, ct.spacing, unit)
+    dithered, read, added = scan._dithered(ct, scan.MARROW_HU, scan.TISSUE_HU)
+    assert read == pytest.approx(noise, abs=0.05 * noise + 0.5)
+    assert np.hypot(read, added) == pytest.approx(BLURRY_SCAN_NOISE_HU)
+    assert scan.estimate_noise(dithered) == pytest.approx(BLURRY_SCAN_NOISE_HU, rel=0.05)
+    lr = scan.lr_image(ct, psf_fwhm=1.0)
+    assert (lr.meta["noise"], lr.meta["dither"]) == (read, added)
+    assert np.array_equal(lr.density, scan.lr_image(ct, psf_fwhm=1.0).density)  # seeded
+    plain = scan.lr_image(ct, psf_fwhm=1.0, dither=False)
+    assert (plain.meta["noise"], plain.meta["dither"]) == (None, 0.0)
+    assert np.abs(lr.density - plain.density).max() > 0.05
+    sharper = scan.lr_image(ct, psf_fwhm=DEBLURRED_MODEL_MAX_FWHM - 0.05)
+    assert (sharper.meta["noise"], sharper.meta["dither"]) == (None, 0.0)
+
+
+def test_a_scan_as_noisy_as_a_blurry_scans_noise_is_left_as_it_is(left_scan):
+    from femsr.defaults import BLURRY_SCAN_NOISE_HU
+
+    density = clinical_density(left_scan[0])[0]
+    ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=1.0, noise=1.2 * BLURRY_SCAN_NOISE_HU)
+    dithered, _, added = scan._dithered(ct, scan.MARROW_HU, scan.TISSUE_HU)
+    assert added == 0.0 and dithered is ct
+
+
 def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys, left_scan):
     scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])
     argv = ["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.nii.gz")]
@@ -700,8 +753,11 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert cli.main(command) == 0  # left_scan: FWHM 0.8 mm, read off by default
     said = capsys.readouterr().out.split("the scanner's point-spread function: of ")[1]
     assert float(said.split(" mm FWHM")[0]) == pytest.approx(0.8, abs=0.06)
+    assert "noise:" not in said  # nothing added below the blurry scans' width
     assert cli.main([*command, "--psf-fwhm", "none"]) == 0
     assert "the scanner's point-spread function: not undone" in capsys.readouterr().out
+    assert cli.main([*command, "--psf-fwhm", "1.0"]) == 0  # left_scan: 30 HU of noise
+    assert "noise: 30 HU read off the soft tissue, 40 HU added" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse's refusal
         cli.main([*command, "--psf-fwhm", "wide"])
     assert "--psf-fwhm: expected mm, auto or none, got 'wide'" in capsys.readouterr().err
