@@ -35,10 +35,12 @@ UP_WIDTH = 8
 DEBLURRED_MODEL_MAX_FWHM = 0.85
 
 # A scan deblurred by DEBLURRED_MODEL_MAX_FWHM or more is first brought up to this pixel noise
-# (HU; femsr.scan.lr_image): refined, the validation femurs' slices at 1.0 mm FWHM erred 259 % in
-# sum at 0 HU and 187 % at 50 HU, every femur less; the network and the refinement build struts
-# on the noise's grain and draw fog from a quiet slice.
-BLURRY_SCAN_NOISE_HU = 50.0
+# (HU; femsr.scan.lr_image): refined, the validation femurs' slices at 1.0 mm FWHM and 0.5 mm
+# pixels erred 259 / 187 / 151 / 223 % in sum at 0 / 50 / 80 / 120 HU; the block-mean model and
+# the refinement build struts on the noise's grain and draw fog from a quiet slice. At 0.7 mm
+# FWHM (the model for deblurred scans) a quiet slice errs less (104 % at 0 HU), so nothing is
+# added below DEBLURRED_MODEL_MAX_FWHM.
+BLURRY_SCAN_NOISE_HU = 80.0
 
 # A scan's calibration (femsr.scan.density_from_hu): the CT numbers of density 0, marrow and soft
 # tissue (water), and of density 1, fully mineralized bone tissue: cortical bone reads 1,500 to

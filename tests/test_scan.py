@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from femsr import cli, dataset, scan
-from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
+from femsr.defaults import BLURRY_SCAN_NOISE_HU, DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Femur
 from femsr.io import FemurImage
 
@@ -615,7 +615,6 @@ def test_estimate_noise_needs_soft_tissue(left_scan):
 def test_a_scan_deblurred_by_a_wide_psf_is_brought_up_to_the_blurry_scans_noise(
     noise, unit, left_scan
 ):
-    from femsr.defaults import BLURRY_SCAN_NOISE_HU, DEBLURRED_MODEL_MAX_FWHM
 
     density = clinical_density(left_scan[0])[0]
     ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=1.0, noise=noise)
@@ -636,7 +635,6 @@ def test_a_scan_deblurred_by_a_wide_psf_is_brought_up_to_the_blurry_scans_noise(
 
 
 def test_a_scan_as_noisy_as_a_blurry_scans_noise_is_left_as_it_is(left_scan):
-    from femsr.defaults import BLURRY_SCAN_NOISE_HU
 
     density = clinical_density(left_scan[0])[0]
     ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=1.0, noise=1.2 * BLURRY_SCAN_NOISE_HU)
@@ -757,7 +755,8 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert cli.main([*command, "--psf-fwhm", "none"]) == 0
     assert "the scanner's point-spread function: not undone" in capsys.readouterr().out
     assert cli.main([*command, "--psf-fwhm", "1.0"]) == 0  # left_scan: 30 HU of noise
-    assert "noise: 30 HU read off the soft tissue, 40 HU added" in capsys.readouterr().out
+    added = np.sqrt(BLURRY_SCAN_NOISE_HU**2 - 30.0**2)
+    assert f"noise: 30 HU read off the soft tissue, {added:.0f} HU added" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse's refusal
         cli.main([*command, "--psf-fwhm", "wide"])
     assert "--psf-fwhm: expected mm, auto or none, got 'wide'" in capsys.readouterr().err

@@ -22,7 +22,7 @@ instead of those as wide as the deblurring's FWHM); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
 ``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``); a slice
-deblurred by 0.85 mm or more is brought up to 50 HU of noise first, as ``lr_image`` does, unless
+deblurred by 0.85 mm or more is brought up to 80 HU of noise first, as ``lr_image`` does, unless
 ``--no-dither``.
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead.
