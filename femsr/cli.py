@@ -715,8 +715,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "calibration": args.calibration,
     }
     if args.input.is_dir() and not scan.is_dicom_series(args.input):
-        if args.landmarks is not None:
-            raise ValueError("--landmarks are one scan's: reconstruct a folder without them")
+        if args.landmarks is not None or args.side is not None:
+            raise ValueError(
+                "--landmarks and --side are one scan's: reconstruct a folder without them"
+            )
         sources = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not sources:
             raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
@@ -732,8 +734,11 @@ def _reconstruct(args: argparse.Namespace) -> int:
         return 0
     if args.workers is not None or args.scheduler is not None:
         raise ValueError("--workers and --scheduler reconstruct a folder of images")
+    landmarks = args.landmarks
+    if args.side is not None:  # over the side a landmarks file gives
+        landmarks = {**(scan.read_landmarks(landmarks) if landmarks else {}), "side": args.side}
     stats = reconstruct_file(
-        args.input, args.output, progress=args.progress, landmarks=args.landmarks, **options
+        args.input, args.output, progress=args.progress, landmarks=landmarks, **options
     )
     if args.preview is not None:
         io.write_image(args.preview, io.read_image(args.output)[0], bits=8)
@@ -829,6 +834,12 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="a scan's landmarks (JSON: head_centre, head_radius, shaft_axis, neck_shaft_angle, "
         "side, greater_trochanter, lesser_trochanter; mm, x right from the image's left edge, y "
         "down from its top) to use instead of those found (docs/reconstruct.md)",
+    )
+    command.add_argument(
+        "--side",
+        choices=("right", "left"),
+        help="a scan's femur: of a slice of both hips, the one to reconstruct (right: the "
+        "patient's, on the image's left), as the side of --landmarks",
     )
     command.add_argument(
         "--psf-fwhm",

@@ -276,16 +276,17 @@ def lr_image(
         Before a scan is deblurred by :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or
         more, add noise (white, seeded, so a scan always gives the same image) that brings
         its own (:func:`estimate_noise`) up to :data:`femsr.defaults.BLURRY_SCAN_NOISE_HU`:
-        from a quieter slice at that blur the block-mean model draws fog where the noise's
-        grain gives it and the refinement struts to build on ("Scans in"). Nothing is added
-        where the noise cannot be read (a warning says so).
+        at that blur the block-mean model draws fog from a quiet slice, and it and the
+        refinement build struts on the grain of a noisy one ("Scans in" in
+        ``benchmarks/RESULTS.md``). Nothing is added where the noise cannot be read (a
+        warning says so).
 
     Returns
     -------
     FemurImage
         Its ``meta`` holds the scan's ``spacing``, ``index`` and ``unit``, the ``psf_fwhm``
-        it was deblurred by (mm; None if not), the ``noise`` read off it and the noise
-        ``dither`` added (HU; None and 0 where none was added), the ``tilt`` of the
+        it was deblurred by (mm; None if not), the ``noise`` read off it (HU; None where it
+        was not read) and the ``dither`` added (HU; 0 if none), the ``tilt`` of the
         shaft that the image was turned back from (degrees, clockwise as displayed; 0 if it
         was not turned), the mm of shaft continued below the scan's end
         (``shaft_continued``), the ``landmarks`` the fit took (found, or given), in the scan's

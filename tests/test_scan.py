@@ -537,6 +537,24 @@ def test_a_slice_of_both_femurs_gives_the_side_asked_for():
         assert (head[0] < middle) == (side == "right")  # the patient's right on the left
 
 
+def test_femsr_reconstruct_takes_the_side_of_a_slice_of_both_femurs(tmp_path, network_inputs):
+    density = clinical_density(Femur())[0]  # a right femur; mirrored, a left one beside it
+    ct = scan.synthetic_scan(np.hstack([density, density[:, ::-1]]), 0.1, pixel=0.6, fwhm=0.8)
+    scan.write_scan(tmp_path / "both.nii.gz", ct)
+    command = ["reconstruct", str(tmp_path / "both.nii.gz"), str(tmp_path / "hr.npy")]
+    landmarks = tmp_path / "landmarks.json"
+    landmarks.write_text(json.dumps({"neck_shaft_angle": 131.0, "side": "right"}))
+    assert cli.main([*command, "--side", "left"]) == 0
+    assert cli.main([*command, "--side", "right"]) == 0
+    assert cli.main([*command, "--side", "left", "--landmarks", str(landmarks)]) == 0
+    (left, _), (right, _), (_, femur) = network_inputs
+    assert left.femur.side == "left" and right.femur.side == "right"
+    middle = 15.0 + density.shape[1] * 0.1  # mm from the slice's left edge
+    heads = [lr.meta["landmarks"]["head_centre"][0] for lr in (right, left)]
+    assert heads[0] < middle < heads[1]  # the patient's right on the image's left
+    assert femur.side == "left" and femur.neck_shaft_angle == 131.0  # --side over the file's
+
+
 def test_landmarks_given_in_the_scans_frame_are_held(left_scan):
     femur, ct = left_scan
     true = femur.landmarks()
@@ -745,7 +763,7 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert "landmarks.json': neck_shaft_angle must lie in [110, 150]" in capsys.readouterr().err
     folder = ["reconstruct", str(tmp_path), str(tmp_path / "out"), "--landmarks", str(landmarks)]
     assert cli.main(folder) == 2
-    assert "--landmarks are one scan's" in capsys.readouterr().err
+    assert "--landmarks and --side are one scan's" in capsys.readouterr().err
     with pytest.raises(ValueError, match="landmarks are a scan's"):
         module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
     assert cli.main(command) == 0  # left_scan: FWHM 0.8 mm, read off by default
