@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -306,12 +307,20 @@ def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, float | None, 
     return _plain_array(path, array) / _FULL_SCALE[mode], None, None
 
 
-def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int = 16) -> None:
+def write_image(
+    path: str | os.PathLike[str],
+    density: np.ndarray,
+    *,
+    bits: int = 16,
+    pixel_size: float | None = None,
+) -> None:
     """Write a density in [0, 1] as a PNG or TIFF (grayscale), ``.npy`` or ``.npz``, atomically.
 
     PNG and TIFF store ``round(density * (2**bits - 1))`` (16-bit: an error of at most
-    1/131070, what femur files keep; 8-bit for previews). ``.npy`` stores float32 and ``.npz``
-    a compressed float32 ``density`` array, both as given.
+    1/131070, what femur files keep; 8-bit for previews), and ``pixel_size`` as their
+    resolution (TIFF in pixels per centimetre, which :func:`femsr.scan.read_scan` reads back;
+    PNG in whole pixels per metre). ``.npy`` stores float32 and ``.npz`` a compressed float32
+    ``density`` array, both as given.
 
     Parameters
     ----------
@@ -321,6 +330,8 @@ def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int 
         Finite values in [0, 1].
     bits : {16, 8}
         Depth of PNG and TIFF files.
+    pixel_size : float, optional
+        The pixel side (mm) a PNG or TIFF file records.
 
     Raises
     ------
@@ -340,6 +351,8 @@ def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int 
     suffix = _suffix(path)
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, got {bits!r}")
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise ValueError(f"pixel_size must be a positive number of mm, got {pixel_size!r}")
     array = check_density(density)
     if suffix == ".npy":
         with atomic_write(path) as stream:
@@ -353,5 +366,10 @@ def write_image(path: str | os.PathLike[str], density: np.ndarray, *, bits: int 
     # uint8 becomes an "L" image, uint16 an "I;16" one.
     levels = np.round(array * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
     picture = Image.fromarray(levels)
+    resolution: dict[str, Any] = {}
+    if pixel_size is not None and suffix == ".png":
+        resolution["dpi"] = (25.4 / pixel_size,) * 2
+    elif pixel_size is not None:
+        resolution = {"resolution": 10.0 / pixel_size, "resolution_unit": 3}  # per cm
     with atomic_write(path) as stream:
-        picture.save(stream, format=_PILLOW_FORMATS[suffix])
+        picture.save(stream, format=_PILLOW_FORMATS[suffix], **resolution)

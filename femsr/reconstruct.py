@@ -636,12 +636,12 @@ def reconstruct_file(
         stats=stats,
         **options,
     )
+    hr_pixel = pixel / (hr.shape[0] // density.shape[0])
     if str(target).lower().endswith((".nii", ".nii.gz")):  # a scan's result, with its spacing
-        hr_pixel = pixel / (hr.shape[0] // density.shape[0])
         where = None if on_scan is None else scan.box_placement(*on_scan, hr.shape, hr_pixel)
         scan.write_scan(target, scan.Scan(hr, (hr_pixel, hr_pixel), "density", affine=where))
     else:
-        io.write_image(target, hr)
+        io.write_image(target, hr, pixel_size=hr_pixel)
     return {**stats, **read_off, "lr_shape": density.shape, "hr_shape": hr.shape}
 
 

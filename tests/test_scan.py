@@ -38,6 +38,24 @@ def test_written_scans_read_back_with_their_spacing(tmp_path, suffix):
     assert found.spacing == pytest.approx((0.6, 0.4))
 
 
+def test_density_images_record_their_pixel_size(tmp_path, left_scan, network_inputs):
+    from PIL import Image
+
+    from femsr import io
+
+    io.write_image(tmp_path / "d.tif", np.full((4, 6), 0.5), pixel_size=0.05)
+    assert scan.read_scan(tmp_path / "d.tif").spacing == pytest.approx((0.05, 0.05))
+    io.write_image(tmp_path / "d.png", np.full((4, 6), 0.5), pixel_size=0.05)
+    with Image.open(tmp_path / "d.png") as png:
+        assert png.info["dpi"] == pytest.approx((508.0, 508.0), rel=1e-4)
+    with pytest.raises(ValueError, match="pixel_size must be a positive number of mm"):
+        io.write_image(tmp_path / "e.png", np.zeros((2, 2)), pixel_size=0.0)
+    scan.write_scan(tmp_path / "scan.nii.gz", left_scan[1])  # its HR image as TIFF: 50 µm
+    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), str(tmp_path / "hr.tif")]) == 0
+    hr = scan.read_scan(tmp_path / "hr.tif")
+    assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05))
+
+
 def test_a_written_nifti_slice_keeps_its_place(tmp_path):
     path = tmp_path / "slice.nii.gz"
     scan.write_scan(path, scan.Scan(IMAGE, (0.6, 0.4), "HU"))
