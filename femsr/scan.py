@@ -229,7 +229,7 @@ def lr_image(
     marrow: float = MARROW_HU,
     tissue: float = TISSUE_HU,
     psf_fwhm: float | str | None = None,
-    dither: bool = True,
+    dither: bool = False,
 ) -> FemurImage:
     """A scan as the network's input: a 500 µm density on the femur box with its fitted femur.
 
@@ -275,9 +275,11 @@ def lr_image(
     dither : bool
         Before a scan is deblurred by :data:`femsr.defaults.DEBLURRED_MODEL_MAX_FWHM` or
         more, add noise (white, seeded, so a scan always gives the same image) that brings
-        its own (:func:`estimate_noise`) up to :data:`femsr.defaults.BLURRY_SCAN_NOISE_HU`:
-        at that blur the block-mean model draws fog from a quiet slice, and it and the
-        refinement build struts on the grain of a noisy one ("Scans in" in
+        its own (:func:`estimate_noise`) up to :data:`femsr.defaults.BLURRY_SCAN_NOISE_HU`,
+        for a reconstruction that is refined and not averaged (what ``femsr reconstruct``
+        does without ``--tta``): at that blur the block-mean model draws fog from a quiet
+        slice, and it and the refinement build struts on the grain of a noisy one; averaged
+        over the symmetries and refined, the added noise made it worse ("Scans in" in
         ``benchmarks/RESULTS.md``). Nothing is added where the noise cannot be read (a
         warning says so).
 

@@ -643,7 +643,7 @@ def test_estimate_noise_needs_soft_tissue(left_scan):
     with pytest.raises(ValueError, match="no soft tissue"):
         scan.estimate_noise(in_air)
     with pytest.warns(UserWarning, match="no noise added to the scan: .* no soft tissue"):
-        lr = scan.lr_image(in_air, psf_fwhm=1.0)
+        lr = scan.lr_image(in_air, psf_fwhm=1.0, dither=True)
     assert (lr.meta["noise"], lr.meta["dither"]) == (None, 0.0)
 
 
@@ -651,7 +651,6 @@ def test_estimate_noise_needs_soft_tissue(left_scan):
 def test_a_scan_deblurred_by_a_wide_psf_is_brought_up_to_the_blurry_scans_noise(
     noise, unit, left_scan
 ):
-
     density = clinical_density(left_scan[0])[0]
     ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=1.0, noise=noise)
     if unit == "density":
@@ -660,13 +659,14 @@ def test_a_scan_deblurred_by_a_wide_psf_is_brought_up_to_the_blurry_scans_noise(
     assert read == pytest.approx(noise, abs=0.05 * noise + 0.5)
     assert np.hypot(read, added) == pytest.approx(BLURRY_SCAN_NOISE_HU)
     assert scan.estimate_noise(dithered) == pytest.approx(BLURRY_SCAN_NOISE_HU, rel=0.05)
-    lr = scan.lr_image(ct, psf_fwhm=1.0)
+    lr = scan.lr_image(ct, psf_fwhm=1.0, dither=True)
     assert (lr.meta["noise"], lr.meta["dither"]) == (read, added)
-    assert np.array_equal(lr.density, scan.lr_image(ct, psf_fwhm=1.0).density)  # seeded
-    plain = scan.lr_image(ct, psf_fwhm=1.0, dither=False)
+    again = scan.lr_image(ct, psf_fwhm=1.0, dither=True)
+    assert np.array_equal(lr.density, again.density)  # seeded
+    plain = scan.lr_image(ct, psf_fwhm=1.0)  # by default nothing is added
     assert (plain.meta["noise"], plain.meta["dither"]) == (None, 0.0)
     assert np.abs(lr.density - plain.density).max() > 0.05
-    sharper = scan.lr_image(ct, psf_fwhm=DEBLURRED_MODEL_MAX_FWHM - 0.05)
+    sharper = scan.lr_image(ct, psf_fwhm=DEBLURRED_MODEL_MAX_FWHM - 0.05, dither=True)
     assert (sharper.meta["noise"], sharper.meta["dither"]) == (None, 0.0)
 
 
@@ -793,6 +793,8 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert cli.main([*command, "--psf-fwhm", "1.0"]) == 0  # left_scan: 30 HU of noise
     added = np.sqrt(BLURRY_SCAN_NOISE_HU**2 - 30.0**2)
     assert f"noise: 30 HU read off the soft tissue, {added:.0f} HU added" in capsys.readouterr().out
+    assert cli.main([*command, "--psf-fwhm", "1.0", "--tta"]) == 0  # averaged: none added
+    assert "noise:" not in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse's refusal
         cli.main([*command, "--psf-fwhm", "wide"])
     assert "--psf-fwhm: expected mm, auto or none, got 'wide'" in capsys.readouterr().err

@@ -22,8 +22,8 @@ instead of those as wide as the deblurring's FWHM); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
 ``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``); a slice
-deblurred by 0.85 mm or more is brought up to 80 HU of noise first, as ``lr_image`` does, unless
-``--no-dither``.
+deblurred by 0.85 mm or more is brought up to 80 HU of noise first, as ``femsr reconstruct`` does
+unless ``--tta`` (``lr_image(dither=True)``; ``--dither yes`` or ``no`` forces it either way).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead.
 ``--per-femur`` prints each femur's sum of the nine |errors| and its worst error after each
@@ -130,7 +130,10 @@ def main() -> None:
         help="deblur by the setting's FWHM, or by the one read off the slice (auto)",
     )
     parser.add_argument(
-        "--no-dither", action="store_true", help="add no noise to a blurry scan (lr_image(dither=))"
+        "--dither",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="add noise to a blurry scan (lr_image(dither=)): auto, unless --tta",
     )
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
@@ -175,7 +178,8 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
-                lr = scan.lr_image(ct, psf_fwhm=psf_fwhm, dither=not args.no_dither)
+                dither = {"auto": not args.tta, "yes": True, "no": False}[args.dither]
+                lr = scan.lr_image(ct, psf_fwhm=psf_fwhm, dither=dither)
             hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
             h, rois = image.pixel_size, image.femur.rois(image.pixel_size)
