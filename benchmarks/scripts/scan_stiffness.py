@@ -148,6 +148,7 @@ def main() -> None:
         "tta": args.tta,
     }
     images = [io.load_femur(path) for path in args.femurs]
+    dither = {"auto": not args.tta, "yes": True, "no": False}[args.dither]  # as femsr reconstruct
     inputs = [] if args.no_block_mean else [("block mean", None)]
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     for k in range(len(untilted)) if args.settings is None else args.settings:
@@ -178,7 +179,6 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
-                dither = {"auto": not args.tta, "yes": True, "no": False}[args.dither]
                 lr = scan.lr_image(ct, psf_fwhm=psf_fwhm, dither=dither)
             hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
