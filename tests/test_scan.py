@@ -637,6 +637,18 @@ def test_estimate_noise_reads_a_scans_noise_off_the_soft_tissue(noise, left_scan
     assert scan.estimate_noise(calibrated) == pytest.approx(noise, abs=0.05 * noise + 0.5)
 
 
+def test_estimate_noise_reads_noise_a_reconstruction_kernel_correlates(left_scan):
+    """White noise smoothed over 1 mm FWHM, as a CT kernel correlates it: neighbouring pixels
+    differ by 0.6 of its spread, pixels 2 mm apart by all of it."""
+    import scipy.ndimage as ndi
+
+    density = clinical_density(left_scan[0])[0]
+    ct = scan.synthetic_scan(density, 0.1, pixel=0.5, fwhm=0.8, noise=0.0)
+    grain = ndi.gaussian_filter(np.random.default_rng(3).normal(size=ct.image.shape), 0.85)
+    noisy = scan.Scan(ct.image + 40.0 * grain / grain.std(), ct.spacing, "HU")
+    assert scan.estimate_noise(noisy) == pytest.approx(40.0, rel=0.05)
+
+
 def test_estimate_noise_needs_soft_tissue(left_scan):
     ct = left_scan[1]
     in_air = scan.Scan(np.where(ct.image < 300.0, -1000.0, ct.image), ct.spacing, "HU")
