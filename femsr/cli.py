@@ -699,7 +699,7 @@ def _redraw(stats: dict[str, Any]) -> str:
 def _reconstruct(args: argparse.Namespace) -> int:
     """Super-resolve an LR density image (or a folder of them) x10 and write it."""
     from femsr import io, scan
-    from femsr.reconstruct import IMAGE_SUFFIXES, reconstruct_file, reconstruct_files
+    from femsr.reconstruct import IMAGE_SUFFIXES, SCAN_SUFFIXES, reconstruct_file, reconstruct_files
 
     options = {
         "pixel_size": args.pixel_size,
@@ -715,13 +715,16 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "calibration": args.calibration,
     }
     if args.input.is_dir() and not scan.is_dicom_series(args.input):
-        if args.landmarks is not None or args.side is not None:
-            raise ValueError(
-                "--landmarks and --side are one scan's: reconstruct a folder without them"
-            )
+        if args.landmarks is not None:
+            raise ValueError("--landmarks are one scan's: reconstruct a folder without them")
         sources = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not sources:
             raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
+        if args.side is not None:  # every scan's
+            other = next((p for p in sources if not p.name.lower().endswith(SCAN_SUFFIXES)), None)
+            if other is not None:
+                raise ValueError(f"--side picks the femur of a scan; {other.name!r} is none")
+            options["landmarks"] = {"side": args.side}
         targets = reconstruct_files(
             sources,
             args.output,
@@ -838,8 +841,8 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "--side",
         choices=("right", "left"),
-        help="a scan's femur: of a slice of both hips, the one to reconstruct (right: the "
-        "patient's, on the image's left), as the side of --landmarks",
+        help="a scan's femur: of a slice of both hips (of each, in a folder), the one to "
+        "reconstruct (right: the patient's, on the image's left), as the side of --landmarks",
     )
     command.add_argument(
         "--psf-fwhm",

@@ -555,7 +555,9 @@ def test_a_slice_of_both_femurs_gives_the_side_asked_for():
         assert (head[0] < middle) == (side == "right")  # the patient's right on the left
 
 
-def test_femsr_reconstruct_takes_the_side_of_a_slice_of_both_femurs(tmp_path, network_inputs):
+def test_femsr_reconstruct_takes_the_side_of_a_slice_of_both_femurs(
+    tmp_path, capsys, network_inputs
+):
     density = clinical_density(Femur())[0]  # a right femur; mirrored, a left one beside it
     ct = scan.synthetic_scan(np.hstack([density, density[:, ::-1]]), 0.1, pixel=0.6, fwhm=0.8)
     scan.write_scan(tmp_path / "both.nii.gz", ct)
@@ -571,6 +573,15 @@ def test_femsr_reconstruct_takes_the_side_of_a_slice_of_both_femurs(tmp_path, ne
     heads = [lr.meta["landmarks"]["head_centre"][0] for lr in (right, left)]
     assert heads[0] < middle < heads[1]  # the patient's right on the image's left
     assert femur.side == "left" and femur.neck_shaft_angle == 131.0  # --side over the file's
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a.nii.gz", "b.nii.gz"):
+        scan.write_scan(folder / name, ct)
+    assert cli.main(["reconstruct", str(folder), str(tmp_path / "out"), "--side", "left"]) == 0
+    assert [lr.femur.side for lr, _ in network_inputs[3:]] == ["left", "left"]
+    np.save(folder / "lr.npy", np.zeros((208, 189)))
+    assert cli.main(["reconstruct", str(folder), str(tmp_path / "more"), "--side", "left"]) == 2
+    assert "--side picks the femur of a scan; 'lr.npy' is none" in capsys.readouterr().err
 
 
 def test_landmarks_given_in_the_scans_frame_are_held(left_scan):
@@ -793,7 +804,7 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert "landmarks.json': neck_shaft_angle must lie in [110, 150]" in capsys.readouterr().err
     folder = ["reconstruct", str(tmp_path), str(tmp_path / "out"), "--landmarks", str(landmarks)]
     assert cli.main(folder) == 2
-    assert "--landmarks and --side are one scan's" in capsys.readouterr().err
+    assert "--landmarks are one scan's" in capsys.readouterr().err
     with pytest.raises(ValueError, match="landmarks are a scan's"):
         module.reconstruct_file(tmp_path / "hr.npy", tmp_path / "x.npy", landmarks={})
     assert cli.main(command) == 0  # left_scan: FWHM 0.8 mm, read off by default
