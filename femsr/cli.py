@@ -24,6 +24,7 @@ import numpy as np
 
 from femsr.defaults import (
     BATCH_SIZE,
+    BLURRY_FINE_PIXEL_MAX,
     BLURRY_SCAN_NOISE_HU,
     DEBLURRED_MODEL_MAX_FWHM,
     EPOCHS,
@@ -73,7 +74,7 @@ def _add_refine(
         min_fwhm=refine.DEBLURRED_REFINEMENT_MIN_FWHM,
         blurry_iterations=refine.BLURRY_UNAVERAGED_ITERATIONS,
         blurry_fwhm=DEBLURRED_MODEL_MAX_FWHM,
-        fine_pixel=refine.BLURRY_FINE_PIXEL_MAX,
+        fine_pixel=BLURRY_FINE_PIXEL_MAX,
     )
     command.add_argument(
         "--refine", type=int, nargs="?", const=const, default=0, metavar="N", help=help
@@ -852,7 +853,8 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="a scan's point-spread function, full width at half maximum in mm, to deblur it by "
         "before it is reconstructed; auto (the default) reads it "
         "off the shaft's edges; none reconstructs the scan as it is with the scan model; a scan "
-        f"deblurred by {DEBLURRED_MODEL_MAX_FWHM} mm or more is first brought up to "
+        f"of pixels finer than {BLURRY_FINE_PIXEL_MAX} mm deblurred by "
+        f"{DEBLURRED_MODEL_MAX_FWHM} mm or more is first brought up to "
         f"{BLURRY_SCAN_NOISE_HU:g} HU of noise unless --tta (docs/reconstruct.md)",
     )
     command.add_argument(

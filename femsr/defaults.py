@@ -5,6 +5,7 @@ Plain numbers, so the command can print them in its help without loading torch.
 
 __all__ = [
     "BATCH_SIZE",
+    "BLURRY_FINE_PIXEL_MAX",
     "BLURRY_SCAN_NOISE_HU",
     "DEBLURRED_MODEL_MAX_FWHM",
     "EPOCHS",
@@ -41,8 +42,14 @@ DEBLURRED_MODEL_MAX_FWHM = 0.85
 # grain and draw fog from a quiet slice. Averaged (--tta) and refined, the 8 test femurs' slices
 # at 50 HU erred more with it (213 against 168 %), so nothing is added there. At 0.7 mm FWHM
 # (the model for deblurred scans) a quiet slice errs less (104 % at 0 HU against 115 % at 30 HU),
-# so nothing is added below DEBLURRED_MODEL_MAX_FWHM.
+# so nothing is added below DEBLURRED_MODEL_MAX_FWHM. From pixels of BLURRY_FINE_PIXEL_MAX or
+# more, resampled to the 0.5 mm grid, the validation femurs' slices at 1.0 mm FWHM and 50 HU erred
+# more with it (213 against 195 %, unaveraged), so nothing is added there either.
 BLURRY_SCAN_NOISE_HU = 80.0
+
+# Scan pixels (mm, the larger side) from which a blurry scan is refined and dithered as a coarse
+# one (femsr.refine.settings, femsr.scan.lr_image's dither).
+BLURRY_FINE_PIXEL_MAX = 0.6
 
 # A scan's calibration (femsr.scan.density_from_hu): the CT numbers of density 0, marrow and soft
 # tissue (water), and of density 1, fully mineralized bone tissue: cortical bone reads 1,500 to

@@ -601,9 +601,9 @@ def reconstruct_file(
             scan.check_calibration(**hu)  # before the blur is read off the scan with it
         if psf_fwhm == "auto":
             psf_fwhm = _read_psf_fwhm(ct, source, hu)
-        # Noise is added to a blurry scan for an unaveraged reconstruction only, where it was
-        # chosen and helps (lr_image's dither).
-        dither = not options.get("tta", False)
+        # Noise is added to a blurry scan for an unaveraged reconstruction of fine pixels only,
+        # where it was chosen and helps (lr_image's dither).
+        dither = not options.get("tta", False) and max(ct.spacing) < defaults.BLURRY_FINE_PIXEL_MAX
         image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, dither=dither, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
         read_off["psf_fwhm"] = image.meta["psf_fwhm"]

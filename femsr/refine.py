@@ -25,11 +25,10 @@ import numpy as np
 from femsr import fem, generate, topopt
 from femsr.checks import check_density, check_int
 from femsr.crisp import draw_struts
-from femsr.defaults import DEBLURRED_MODEL_MAX_FWHM
+from femsr.defaults import BLURRY_FINE_PIXEL_MAX, DEBLURRED_MODEL_MAX_FWHM
 from femsr.femur import Problem
 
 __all__ = [
-    "BLURRY_FINE_PIXEL_MAX",
     "BLURRY_UNAVERAGED_ITERATIONS",
     "DEBLURRED_DENSITY_WEIGHT",
     "DEBLURRED_ITERATIONS",
@@ -70,7 +69,6 @@ DEBLURRED_REFINEMENT_MIN_FWHM = 0.6
 # 193 % from 0.3 mm pixels, 190 / 208 / 221 % from 0.5 mm, 209 / 205 / 212 % from 0.6 mm, and
 # 281 / 213 / 186 % from 0.7 mm, whose resampling leaves less for the refinement to build on.
 BLURRY_UNAVERAGED_ITERATIONS = 8
-BLURRY_FINE_PIXEL_MAX = 0.6
 
 # The growth's solver options, but with PARDISO direct up to 6M unknowns: the network's grey
 # result (a scan model's above all, whose faint bone fills the whole outline) leaves little void

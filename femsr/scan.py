@@ -277,11 +277,12 @@ def lr_image(
         more, add noise (white, seeded, so a scan always gives the same image) that brings
         its own (:func:`estimate_noise`) up to :data:`femsr.defaults.BLURRY_SCAN_NOISE_HU`,
         for a reconstruction that is refined and not averaged (what ``femsr reconstruct``
-        does without ``--tta``): at that blur the block-mean model draws fog from a quiet
-        slice, and it and the refinement build struts on the grain of a noisy one; averaged
-        over the symmetries and refined, the added noise made it worse ("Scans in" in
-        ``benchmarks/RESULTS.md``). Nothing is added where the noise cannot be read (a
-        warning says so).
+        does without ``--tta`` for a scan of pixels finer than
+        :data:`femsr.defaults.BLURRY_FINE_PIXEL_MAX`): at that blur the block-mean model
+        draws fog from a quiet slice, and it and the refinement build struts on the grain of
+        a noisy one; averaged over the symmetries and refined, or from coarser pixels, the
+        added noise made it worse ("Scans in" in ``benchmarks/RESULTS.md``). Nothing is added
+        where the noise cannot be read (a warning says so).
 
     Returns
     -------

@@ -813,10 +813,14 @@ def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, 
     assert "noise:" not in said  # nothing added below the blurry scans' width
     assert cli.main([*command, "--psf-fwhm", "none"]) == 0
     assert "the scanner's point-spread function: not undone" in capsys.readouterr().out
-    assert cli.main([*command, "--psf-fwhm", "1.0"]) == 0  # left_scan: 30 HU of noise
+    assert cli.main([*command, "--psf-fwhm", "1.0"]) == 0  # left_scan: 0.6 mm pixels
+    assert "noise:" not in capsys.readouterr().out  # nothing added to coarse pixels
+    scan.write_scan(tmp_path / "fine.nii.gz", clinical_scan(left_scan[0], pixel=0.5))
+    fine = ["reconstruct", str(tmp_path / "fine.nii.gz"), str(tmp_path / "hr.npy")]
+    assert cli.main([*fine, "--psf-fwhm", "1.0"]) == 0  # 30 HU of noise
     added = np.sqrt(BLURRY_SCAN_NOISE_HU**2 - 30.0**2)
     assert f"noise: 30 HU read off the soft tissue, {added:.0f} HU added" in capsys.readouterr().out
-    assert cli.main([*command, "--psf-fwhm", "1.0", "--tta"]) == 0  # averaged: none added
+    assert cli.main([*fine, "--psf-fwhm", "1.0", "--tta"]) == 0  # averaged: none added
     assert "noise:" not in capsys.readouterr().out
     with pytest.raises(SystemExit):  # argparse's refusal
         cli.main([*command, "--psf-fwhm", "wide"])

@@ -22,8 +22,9 @@ instead of those as wide as the deblurring's FWHM); with
 ``--deblur`` each slice is deblurred by its setting's FWHM (``lr_image(psf_fwhm=...)``), with
 ``--deblur auto`` by the FWHM read off the slice (``lr_image(psf_fwhm="auto")``), and so, without
 ``--model``, reconstructed by the bundled model for that width (``femsr.reconstruct``); a slice
-deblurred by 0.85 mm or more is brought up to 80 HU of noise first, as ``femsr reconstruct`` does
-unless ``--tta`` (``lr_image(dither=True)``; ``--dither yes`` or ``no`` forces it either way).
+deblurred by 0.85 mm or more from pixels finer than 0.6 mm is brought up to 80 HU of noise
+first, as ``femsr reconstruct`` does unless ``--tta`` (``lr_image(dither=True)``; ``--dither
+yes`` or ``no`` forces it either way).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
 too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead.
 ``--per-femur`` prints each femur's sum of the nine |errors| and its worst error after each
@@ -45,6 +46,7 @@ import numpy as np
 from scan_fit import BORDER, SETTINGS
 
 from femsr import agreement, dataset, evaluate, io, morphometry, scan
+from femsr.defaults import BLURRY_FINE_PIXEL_MAX
 from femsr.femur import BOX
 from femsr.reconstruct import reconstruct
 
@@ -133,7 +135,8 @@ def main() -> None:
         "--dither",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="add noise to a blurry scan (lr_image(dither=)): auto, unless --tta",
+        help="add noise to a blurry scan (lr_image(dither=)): auto, from pixels finer than "
+        "0.6 mm unless --tta",
     )
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
@@ -148,7 +151,7 @@ def main() -> None:
         "tta": args.tta,
     }
     images = [io.load_femur(path) for path in args.femurs]
-    dither = {"auto": not args.tta, "yes": True, "no": False}[args.dither]  # as femsr reconstruct
+    forced = {"yes": True, "no": False}.get(args.dither)
     inputs = [] if args.no_block_mean else [("block mean", None)]
     untilted = [(p, f, n) for p, f, n, tilt in SETTINGS if not tilt]
     for k in range(len(untilted)) if args.settings is None else args.settings:
@@ -179,6 +182,10 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
+                # auto: as femsr reconstruct decides
+                dither = (
+                    not args.tta and pixel < BLURRY_FINE_PIXEL_MAX if forced is None else forced
+                )
                 lr = scan.lr_image(ct, psf_fwhm=psf_fwhm, dither=dither)
             hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
