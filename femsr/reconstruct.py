@@ -60,6 +60,7 @@ __all__ = [
     "BUNDLED_DEBLURRED_MODEL",
     "BUNDLED_MODEL",
     "BUNDLED_SCAN_MODEL",
+    "adds_noise",
     "reconstruct",
     "reconstruct_file",
     "reconstruct_files",
@@ -601,9 +602,7 @@ def reconstruct_file(
             scan.check_calibration(**hu)  # before the blur is read off the scan with it
         if psf_fwhm == "auto":
             psf_fwhm = _read_psf_fwhm(ct, source, hu)
-        # Noise is added to a blurry scan for an unaveraged reconstruction of fine pixels only,
-        # where it was chosen and helps (lr_image's dither).
-        dither = not options.get("tta", False) and max(ct.spacing) < defaults.BLURRY_FINE_PIXEL_MAX
+        dither = adds_noise(ct.spacing, tta=options.get("tta", False))
         image = scan.lr_image(ct, landmarks=landmarks, psf_fwhm=psf_fwhm, dither=dither, **hu)
         density, stored, bone = image.density, image.pixel_size, image.femur
         read_off["psf_fwhm"] = image.meta["psf_fwhm"]
@@ -647,6 +646,15 @@ def reconstruct_file(
     else:
         io.write_image(target, hr, pixel_size=hr_pixel)
     return {**stats, **read_off, "lr_shape": density.shape, "hr_shape": hr.shape}
+
+
+def adds_noise(spacing: tuple[float, float], *, tta: bool) -> bool:
+    """Whether :func:`reconstruct_file` asks :func:`femsr.scan.lr_image` to bring a blurry scan
+    of this ``spacing`` (mm) up to :data:`femsr.defaults.BLURRY_SCAN_NOISE_HU` (its
+    ``dither``): for an unaveraged reconstruction of pixels finer than
+    :data:`femsr.defaults.BLURRY_FINE_PIXEL_MAX` only, where the noise was chosen and helps.
+    """
+    return not tta and max(spacing) < defaults.BLURRY_FINE_PIXEL_MAX
 
 
 def _file_job(job: tuple[Path, Path], options: dict[str, Any]) -> dict[str, Any]:

@@ -46,9 +46,8 @@ import numpy as np
 from scan_fit import BORDER, SETTINGS
 
 from femsr import agreement, dataset, evaluate, io, morphometry, scan
-from femsr.defaults import BLURRY_FINE_PIXEL_MAX
 from femsr.femur import BOX
-from femsr.reconstruct import reconstruct
+from femsr.reconstruct import adds_noise, reconstruct
 
 NAMES = [f"{r} {c}" for r in ("head", "neck", "IT") for c in evaluate.COMPONENTS]
 
@@ -182,10 +181,8 @@ def main() -> None:
                     seed=k, border=BORDER,
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
-                # auto: as femsr reconstruct decides
-                dither = (
-                    not args.tta and pixel < BLURRY_FINE_PIXEL_MAX if forced is None else forced
-                )
+                auto = adds_noise((pixel, pixel), tta=args.tta)  # as femsr reconstruct
+                dither = auto if forced is None else forced
                 lr = scan.lr_image(ct, psf_fwhm=psf_fwhm, dither=dither)
             hr, morph = reconstructed(image, lr, args.model, options)
             seconds += time.perf_counter() - start
