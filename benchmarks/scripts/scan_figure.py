@@ -8,7 +8,13 @@ point-spread function of 0.7 mm FWHM, 30 HU of noise, seed 0), read as ``femsr r
 reads a scan (``femsr.scan.lr_image``; for ``--deblurred`` models deblurred first by the FWHM
 read off the slice, ``psf_fwhm="auto"``); the ROIs are those of the femur fitted to the slice.
 With ``--refine N`` each reconstruction is refined by N iterations (``reconstruct(refine=N)``).
+With ``--settings K...`` the rows are instead the slices of those untilted settings of
+``scan_fit.py`` (pixel size, FWHM, noise; seed 0) reconstructed as ``femsr reconstruct --tta
+--refine`` reconstructs a scan: deblurred by the FWHM read off, by the bundled model for that
+width, averaged over the 8 symmetries and refined by the default iterations.
 The top row is the reference's ROIs, each panel titled with its mean density.
+
+    python benchmarks/scripts/scan_figure.py benchmarks/femurs/femur_00.npz out.png --settings 0 1 2
 """
 
 import argparse
@@ -17,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from scan_fit import BORDER
+from scan_fit import BORDER, SETTINGS
 
 from femsr import io, scan
 from femsr.reconstruct import reconstruct
@@ -30,19 +36,14 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[], metavar="LABEL=FILE")
     parser.add_argument("--deblurred", action="append", default=[], metavar="LABEL=FILE")
     parser.add_argument("--refine", type=int, default=0, metavar="N")
+    parser.add_argument("--settings", type=int, nargs="+", default=[], metavar="K")
     args = parser.parse_args()
     image = io.load_femur(args.femur)
-    ct = scan.synthetic_scan(
-        image.density, image.pixel_size, pixel=0.5, fwhm=0.7, noise=30.0, seed=0, border=BORDER
-    )
-    slices = {False: scan.lr_image(ct), True: scan.lr_image(ct, psf_fwhm="auto")}
     rows = [("reference", image.density, image.femur.rois(image.pixel_size))]
-    models = [(option, False) for option in args.model] + [(o, True) for o in args.deblurred]
-    for option, deblurred in models:
-        label, path = option.split("=", 1)
-        lr = slices[deblurred]
-        hr = reconstruct(lr, model=path, device="cpu", refine=args.refine)
-        rows.append((label, hr, lr.femur.rois(image.pixel_size)))
+    if args.settings:
+        rows += as_reconstructed(image, [SETTINGS[k][:3] for k in args.settings])
+    else:
+        rows += by_models(image, args)
     figure, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
     for row, (label, density, rois) in zip(axes, rows, strict=True):
         for axis, (name, window) in zip(row, rois.items(), strict=True):
@@ -52,6 +53,37 @@ def main() -> None:
             axis.axis("off")
     figure.tight_layout()
     figure.savefig(args.output, dpi=90)
+
+
+def as_reconstructed(image: io.FemurImage, settings: list[tuple[float, float, float]]) -> list:
+    """A row per setting: its slice reconstructed as ``femsr reconstruct --tta --refine`` does."""
+    rows = []
+    for pixel, fwhm, noise in settings:
+        ct = scan.synthetic_scan(
+            image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=0,
+            border=BORDER,
+        )  # fmt: skip
+        lr = scan.lr_image(ct, psf_fwhm="auto")
+        hr = reconstruct(lr, device="cpu", tta=True, refine=True)
+        label = f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU"
+        rows.append((label, hr, lr.femur.rois(image.pixel_size)))
+    return rows
+
+
+def by_models(image: io.FemurImage, args: argparse.Namespace) -> list:
+    """A row per ``--model`` and ``--deblurred``: the slice at 0.5 mm, FWHM 0.7 mm, 30 HU."""
+    ct = scan.synthetic_scan(
+        image.density, image.pixel_size, pixel=0.5, fwhm=0.7, noise=30.0, seed=0, border=BORDER
+    )
+    slices = {False: scan.lr_image(ct), True: scan.lr_image(ct, psf_fwhm="auto")}
+    rows = []
+    models = [(option, False) for option in args.model] + [(o, True) for o in args.deblurred]
+    for option, deblurred in models:
+        label, path = option.split("=", 1)
+        lr = slices[deblurred]
+        hr = reconstruct(lr, model=path, device="cpu", refine=args.refine)
+        rows.append((label, hr, lr.femur.rois(image.pixel_size)))
+    return rows
 
 
 if __name__ == "__main__":
