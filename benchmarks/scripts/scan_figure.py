@@ -55,15 +55,18 @@ def main() -> None:
     figure.savefig(args.output, dpi=90)
 
 
+def synthetic_slice(image: io.FemurImage, pixel: float, fwhm: float, noise: float) -> scan.Scan:
+    """The femur's slice at that pixel size (mm), FWHM (mm) and noise (HU), seed 0."""
+    return scan.synthetic_scan(
+        image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=0, border=BORDER
+    )
+
+
 def as_reconstructed(image: io.FemurImage, settings: list[tuple[float, float, float]]) -> list:
     """A row per setting: its slice reconstructed as ``femsr reconstruct --tta --refine`` does."""
     rows = []
     for pixel, fwhm, noise in settings:
-        ct = scan.synthetic_scan(
-            image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=0,
-            border=BORDER,
-        )  # fmt: skip
-        lr = scan.lr_image(ct, psf_fwhm="auto")
+        lr = scan.lr_image(synthetic_slice(image, pixel, fwhm, noise), psf_fwhm="auto")
         hr = reconstruct(lr, device="cpu", tta=True, refine=True)
         label = f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU"
         rows.append((label, hr, lr.femur.rois(image.pixel_size)))
@@ -72,9 +75,7 @@ def as_reconstructed(image: io.FemurImage, settings: list[tuple[float, float, fl
 
 def by_models(image: io.FemurImage, args: argparse.Namespace) -> list:
     """A row per ``--model`` and ``--deblurred``: the slice at 0.5 mm, FWHM 0.7 mm, 30 HU."""
-    ct = scan.synthetic_scan(
-        image.density, image.pixel_size, pixel=0.5, fwhm=0.7, noise=30.0, seed=0, border=BORDER
-    )
+    ct = synthetic_slice(image, 0.5, 0.7, 30.0)
     slices = {False: scan.lr_image(ct), True: scan.lr_image(ct, psf_fwhm="auto")}
     rows = []
     models = [(option, False) for option in args.model] + [(o, True) for o in args.deblurred]
