@@ -327,6 +327,63 @@ def clinical_density(femur):
     return density, trabecular
 
 
+@pytest.mark.parametrize("fwhm, gap", [(0.7, 1.0), (1.0, 2.0), (1.0, 3.0)])
+def test_segment_splits_a_pelvis_off_the_head_along_the_joint(fwhm, gap):
+    """A pelvis the field's top edge cuts off, joined to the head across the joint space at
+    threshold 0.2 after the 1 mm closing, is split off; the femur is found as it is alone."""
+    femur = Femur()
+    alone = scan.synthetic_scan(clinical_density(femur)[0], 0.1, fwhm=fwhm, noise=50.0)
+    density, pelvis = scan.with_pelvis(clinical_density(femur)[0], 0.1, femur, gap)
+    hip = scan.synthetic_scan(density, 0.1, fwhm=fwhm, noise=50.0, border=0.0)
+    assert hip.image.shape == alone.image.shape
+    from scipy import ndimage
+
+    want = scan.segment(scan.density_from_hu(alone.image), spacing=0.5)
+    read = scan.density_from_hu(hip.image)
+    disc = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2  # the closing's 1 mm disc
+    bodies = ndimage.label(ndimage.binary_closing(np.pad(read > 0.2, 2), disc)[2:-2, 2:-2])[0]
+    assert bodies[0].max() == bodies[-1].max() > 0  # one body from the top edge to the shaft
+    found = scan.segment(read, spacing=0.5)
+    assert (found & want).sum() / (found | want).sum() > 0.995
+    (rows, cols), (hr_rows, hr_cols) = hip.image.shape, pelvis.shape  # 0.5 mm, 0.1 mm
+    pelvis = np.pad(pelvis, ((0, 5 * rows - hr_rows), (0, 5 * cols - hr_cols)))
+    inside_pelvis = pelvis.reshape(rows, 5, cols, 5).all(axis=(1, 3))
+    assert inside_pelvis.sum() > 2000 and not (found & inside_pelvis).any()
+
+
+def test_a_slice_of_a_left_hip_is_fitted_as_its_femur_alone():
+    """The pelvis split off, the fitted femur is the one its slice alone gives."""
+    femur = Femur(side="left")
+    density = clinical_density(femur)[0]
+    alone = scan.lr_image(scan.synthetic_scan(density, 0.1, fwhm=0.7, noise=30.0))
+    hip = scan.synthetic_scan(
+        scan.with_pelvis(density, 0.1, femur, 1.0)[0], 0.1, fwhm=0.7, noise=30.0, border=0.0
+    )
+    found = scan.lr_image(hip)
+    want, got = alone.femur.landmarks(), found.femur.landmarks()
+    assert found.femur.side == "left"
+    assert np.hypot(*np.subtract(got.head_centre, want.head_centre)) < 0.5
+    assert got.head_radius == pytest.approx(want.head_radius, abs=0.3)
+    assert got.neck_shaft_angle == pytest.approx(want.neck_shaft_angle, abs=0.5)
+
+
+@pytest.mark.parametrize("gap", [0.5, 1.0])
+def test_segment_refuses_a_pelvis_the_blur_joins_to_the_head(gap):
+    density, _ = scan.with_pelvis(clinical_density(Femur())[0], 0.1, Femur(), gap)
+    hip = scan.synthetic_scan(density, 0.1, fwhm=1.0, noise=50.0, border=0.0)
+    with pytest.raises(ValueError, match=r"top edge: it is cut off .* joint space too narrow"):
+        scan.segment(scan.density_from_hu(hip.image), spacing=0.5)
+
+
+def test_segment_refuses_a_femur_whose_head_the_top_edge_cuts_off():
+    """Flooded from the cut, a head splits along no valley: it is refused, not split."""
+    density = clinical_density(Femur())[0]
+    for fwhm in (0.5, 1.0):
+        read = scan.density_from_hu(scan.synthetic_scan(density, 0.1, fwhm=fwhm).image)
+        with pytest.raises(ValueError, match="top edge"):
+            scan.segment(read[60:], spacing=0.5)  # 15 mm of field, 15 of the head's 44 mm
+
+
 def clinical_scan(femur, pixel=0.6, cut=0.0, fwhm=0.8):
     """A coronal scan of ``femur`` (:func:`clinical_density`), blurred by ``fwhm`` mm and noisy,
     ending ``cut`` mm above the femur box's bottom edge."""

@@ -1,0 +1,90 @@
+"""Slices of a hip: a pelvis above the femoral head, cut off by the slice's top edge, split off.
+
+Each femur's 50 µm density becomes a CT slice (``femsr.scan.synthetic_scan``) at each untilted
+setting of ``scan_fit.py``, alone and with a pelvis (``femsr.scan.with_pelvis``) at each joint
+space ``--gaps`` (mm); ``femsr.scan.lr_image`` segments and fits both. Per setting and joint
+space: how many slices have the pelvis joined to the femur by the segmentation's threshold and
+closing (one body from the slice's top edge to its bottom), how many have the femur found (the
+rest are refused: the femur touches the top edge), and over those the smallest intersection
+over union of the segmented femur with the femur segmented alone, and the largest difference of
+the fitted femur's head centre (mm), head radius (mm) and neck-shaft angle (degrees) from the
+fit alone.
+
+    cd benchmarks/scripts
+    python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz
+"""
+
+import argparse
+
+import numpy as np
+import scipy.ndimage as ndi
+from scan_fit import BORDER, SETTINGS
+
+from femsr import io, scan
+from femsr.scan import _closed
+
+
+def joined(density: np.ndarray, pixel: float) -> bool:
+    """Whether ``segment``'s threshold and closing make one body from the top edge to the
+    bottom."""
+    labels = ndi.label(_closed(density > 0.2, pixel))[0]
+    return bool(np.intersect1d(labels[0], labels[-1]).any())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
+    parser.add_argument("--gaps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
+    args = parser.parse_args()
+    images = [io.load_femur(path) for path in args.femurs]
+    print(
+        "| pixel (mm) | FWHM (mm) | noise (HU) | joint space (mm) | joined | found | IoU, least "
+        "| head centre (mm) | head radius (mm) | neck-shaft angle (°) |"
+    )
+    print("| --- " * 10 + "|")
+    for pixel, fwhm, noise, tilt in SETTINGS:
+        if tilt:
+            continue
+        alone = []
+        for k, image in enumerate(images):
+            ct = scan.synthetic_scan(
+                image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k
+            )
+            alone.append((scan.lr_image(ct), ct))
+        for gap in args.gaps:
+            iou, centre, radius, angle, bodies = [], [], [], [], 0
+            for k, (image, (lr, ct)) in enumerate(zip(images, alone, strict=True)):
+                density = scan.with_pelvis(
+                    image.density, image.pixel_size, image.femur, gap, border=BORDER, seed=k
+                )[0]
+                hip = scan.synthetic_scan(
+                    density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k,
+                    border=0.0,
+                )  # fmt: skip
+                bodies += joined(scan.density_from_hu(hip.image), pixel)
+                try:
+                    found = scan.lr_image(hip)
+                except ValueError:
+                    continue
+                want = scan.segment(scan.density_from_hu(ct.image), spacing=pixel)
+                got = scan.segment(scan.density_from_hu(hip.image), spacing=pixel)
+                iou.append((want & got).sum() / (want | got).sum())
+                a, b = lr.femur.landmarks(), found.femur.landmarks()
+                centre.append(float(np.hypot(*np.subtract(a.head_centre, b.head_centre))))
+                radius.append(abs(a.head_radius - b.head_radius))
+                angle.append(abs(a.neck_shaft_angle - b.neck_shaft_angle))
+            worst = (
+                f"{min(iou):.3f} | {max(centre):.2f} | {max(radius):.2f} | {max(angle):.1f}"
+                if iou
+                else "- | - | - | -"
+            )
+            print(
+                f"| {pixel} | {fwhm} | {noise:.0f} | {gap:g} | {bodies}/{len(images)} "
+                f"| {len(iou)}/{len(images)} "
+                f"| {worst} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
