@@ -327,27 +327,40 @@ def clinical_density(femur):
     return density, trabecular
 
 
+def soft_tissue_above(image, mm, pixel=0.5):
+    """``image`` (HU) with ``mm`` of noisy soft tissue above it: what it holds lies inside."""
+    rows = np.random.default_rng(5).normal(
+        scan.SOFT_TISSUE_HU, 50.0, (round(mm / pixel), image.shape[1])
+    )
+    return np.vstack([rows, image])
+
+
+@pytest.mark.parametrize("inside", [False, True])
 @pytest.mark.parametrize("fwhm, gap", [(0.7, 1.0), (1.0, 2.0), (1.0, 3.0)])
-def test_segment_splits_a_pelvis_off_the_head_along_the_joint(fwhm, gap):
-    """A pelvis the field's top edge cuts off, joined to the head across the joint space at
-    threshold 0.2 after the 1 mm closing, is split off; the femur is found as it is alone."""
-    femur = Femur()
-    alone = scan.synthetic_scan(clinical_density(femur)[0], 0.1, fwhm=fwhm, noise=50.0)
-    density, pelvis = scan.with_pelvis(clinical_density(femur)[0], 0.1, femur, gap)
-    hip = scan.synthetic_scan(density, 0.1, fwhm=fwhm, noise=50.0, border=0.0)
-    assert hip.image.shape == alone.image.shape
+def test_segment_splits_a_pelvis_off_the_head_along_the_joint(fwhm, gap, inside):
+    """A pelvis joined to the head across the joint space at threshold 0.2 after the 1 mm
+    closing, cut off by the field's top edge or wholly inside it, is split off; the femur is
+    found as it is alone."""
     from scipy import ndimage
 
-    want = scan.segment(scan.density_from_hu(alone.image), spacing=0.5)
-    read = scan.density_from_hu(hip.image)
-    disc = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2  # the closing's 1 mm disc
-    bodies = ndimage.label(ndimage.binary_closing(np.pad(read > 0.2, 2), disc)[2:-2, 2:-2])[0]
-    assert bodies[0].max() == bodies[-1].max() > 0  # one body from the top edge to the shaft
-    found = scan.segment(read, spacing=0.5)
-    assert (found & want).sum() / (found | want).sum() > 0.995
-    (rows, cols), (hr_rows, hr_cols) = hip.image.shape, pelvis.shape  # 0.5 mm, 0.1 mm
+    femur = Femur()
+    alone = scan.synthetic_scan(clinical_density(femur)[0], 0.1, fwhm=fwhm, noise=50.0).image
+    density, pelvis = scan.with_pelvis(clinical_density(femur)[0], 0.1, femur, gap)
+    hip = scan.synthetic_scan(density, 0.1, fwhm=fwhm, noise=50.0, border=0.0).image
+    assert hip.shape == alone.shape
+    (rows, cols), (hr_rows, hr_cols) = hip.shape, pelvis.shape  # 0.5 mm, 0.1 mm
     pelvis = np.pad(pelvis, ((0, 5 * rows - hr_rows), (0, 5 * cols - hr_cols)))
     inside_pelvis = pelvis.reshape(rows, 5, cols, 5).all(axis=(1, 3))
+    if inside:
+        alone, hip = soft_tissue_above(alone, 20.0), soft_tissue_above(hip, 20.0)
+        inside_pelvis = np.pad(inside_pelvis, ((40, 0), (0, 0)))
+    want = scan.segment(scan.density_from_hu(alone), spacing=0.5)
+    read = scan.density_from_hu(hip)
+    disc = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2  # the closing's 1 mm disc
+    bodies = ndimage.label(ndimage.binary_closing(np.pad(read > 0.2, 2), disc)[2:-2, 2:-2])[0]
+    assert bodies[inside_pelvis].max() == bodies[-1].max() > 0  # one body, pelvis and shaft
+    found = scan.segment(read, spacing=0.5)
+    assert (found & want).sum() / (found | want).sum() > 0.995
     assert inside_pelvis.sum() > 2000 and not (found & inside_pelvis).any()
 
 
@@ -367,12 +380,26 @@ def test_a_slice_of_a_left_hip_is_fitted_as_its_femur_alone():
     assert got.neck_shaft_angle == pytest.approx(want.neck_shaft_angle, abs=0.5)
 
 
+def test_a_femur_fitted_far_from_the_segmented_one_is_refused():
+    ct = clinical_scan(Femur(), pixel=0.5, fwhm=0.7)
+    fitted = scan.lr_image(ct)
+    assert fitted.meta["fit_dice"] > 0.98
+    x, y = fitted.meta["landmarks"]["head_centre"]
+    assert scan.lr_image(ct, landmarks={"head_centre": (x, y + 2.0)}).meta["fit_dice"] > 0.9
+    with pytest.raises(ValueError, match=r"Dice 0\.8\d \(at least 0\.9 is a femur\): landmarks"):
+        scan.lr_image(ct, landmarks={"head_centre": (x, y + 15.0)})  # 15 mm low
+
+
 @pytest.mark.parametrize("gap", [0.5, 1.0])
-def test_segment_refuses_a_pelvis_the_blur_joins_to_the_head(gap):
+def test_a_pelvis_the_blur_joins_to_the_head_is_refused(gap):
     density, _ = scan.with_pelvis(clinical_density(Femur())[0], 0.1, Femur(), gap)
     hip = scan.synthetic_scan(density, 0.1, fwhm=1.0, noise=50.0, border=0.0)
     with pytest.raises(ValueError, match=r"top edge: it is cut off .* joint space too narrow"):
         scan.segment(scan.density_from_hu(hip.image), spacing=0.5)
+    # wholly inside the slice it stays with the femur, which the femur box cannot hold
+    inside = scan.Scan(soft_tissue_above(hip.image, 20.0), hip.spacing, "HU")
+    with pytest.raises(ValueError, match=r"mm wide; the box holds .* pelvis joined to its head"):
+        scan.lr_image(inside)
 
 
 def test_segment_refuses_a_femur_whose_head_the_top_edge_cuts_off():

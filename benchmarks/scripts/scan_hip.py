@@ -1,17 +1,22 @@
-"""Slices of a hip: a pelvis above the femoral head, cut off by the slice's top edge, split off.
+"""Slices of a hip: a pelvis above the femoral head, joined to it by the segmentation, split off.
 
 Each femur's 50 µm density becomes a CT slice (``femsr.scan.synthetic_scan``) at each untilted
 setting of ``scan_fit.py``, alone and with a pelvis (``femsr.scan.with_pelvis``) at each joint
 space ``--gaps`` (mm); ``femsr.scan.lr_image`` segments and fits both. Per setting and joint
 space: how many slices have the pelvis joined to the femur by the segmentation's threshold and
-closing (one body from the slice's top edge to its bottom), how many have the femur found (the
-rest are refused: the femur touches the top edge), and over those the smallest intersection
-over union of the segmented femur with the femur segmented alone, and the largest difference of
-the fitted femur's head centre (mm), head radius (mm) and neck-shaft angle (degrees) from the
-fit alone.
+closing (one body from the slice's topmost bone to its bottom edge), how many have the femur
+found (the rest are refused), and over those the smallest intersection over union of the
+segmented femur with the femur segmented alone, and the largest difference of the fitted
+femur's head centre (mm), head radius (mm) and neck-shaft angle (degrees) from the fit alone.
+The slice's top edge cuts the pelvis off; ``--inside MM`` puts MM of soft tissue above the
+field, so the pelvis lies wholly inside the slice. Last, per setting, how many of the slices
+without a pelvis ``segment`` split (``pelvis=True``, against ``pelvis=False``): none should be,
+and the least Dice overlap of their fitted femur with the segmented one (``fit_dice``;
+``--gaps`` with no value measures only those).
 
     cd benchmarks/scripts
     python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz
+    python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz --inside 20
 """
 
 import argparse
@@ -25,32 +30,45 @@ from femsr.scan import _closed
 
 
 def joined(density: np.ndarray, pixel: float) -> bool:
-    """Whether ``segment``'s threshold and closing make one body from the top edge to the
-    bottom."""
+    """Whether ``segment``'s threshold and closing join the slice's topmost bone, the pelvis's,
+    to the body that leaves the slice at its bottom edge, the femur's."""
     labels = ndi.label(_closed(density > 0.2, pixel))[0]
-    return bool(np.intersect1d(labels[0], labels[-1]).any())
+    top = labels[np.flatnonzero(labels.any(axis=1))[0]]
+    return bool(np.intersect1d(top[top > 0], labels[-1]).any())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
-    parser.add_argument("--gaps", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
+    parser.add_argument("--gaps", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0])
+    parser.add_argument("--inside", type=float, default=0.0, help="mm of soft tissue above")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
+    above = [((round(args.inside / image.pixel_size), 0), (0, 0)) for image in images]
     print(
         "| pixel (mm) | FWHM (mm) | noise (HU) | joint space (mm) | joined | found | IoU, least "
         "| head centre (mm) | head radius (mm) | neck-shaft angle (°) |"
     )
     print("| --- " * 10 + "|")
+    splits: list[int] = []
+    dice: list[float] = []
     for pixel, fwhm, noise, tilt in SETTINGS:
         if tilt:
             continue
         alone = []
+        splits.append(0)
+        dice.append(1.0)
         for k, image in enumerate(images):
             ct = scan.synthetic_scan(
-                image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k
-            )
+                np.pad(image.density, above[k]), image.pixel_size, pixel=pixel, fwhm=fwhm,
+                noise=noise, seed=k,
+            )  # fmt: skip
             alone.append((scan.lr_image(ct), ct))
+            dice[-1] = min(dice[-1], alone[-1][0].meta["fit_dice"])
+            read = scan.density_from_hu(ct.image)
+            splits[-1] += not np.array_equal(
+                scan.segment(read, spacing=pixel), scan.segment(read, spacing=pixel, pelvis=False)
+            )
         for gap in args.gaps:
             iou, centre, radius, angle, bodies = [], [], [], [], 0
             for k, (image, (lr, ct)) in enumerate(zip(images, alone, strict=True)):
@@ -58,8 +76,8 @@ def main() -> None:
                     image.density, image.pixel_size, image.femur, gap, border=BORDER, seed=k
                 )[0]
                 hip = scan.synthetic_scan(
-                    density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=k,
-                    border=0.0,
+                    np.pad(density, above[k]), image.pixel_size, pixel=pixel, fwhm=fwhm,
+                    noise=noise, seed=k, border=0.0,
                 )  # fmt: skip
                 bodies += joined(scan.density_from_hu(hip.image), pixel)
                 try:
@@ -84,6 +102,9 @@ def main() -> None:
                 f"| {worst} |",
                 flush=True,
             )
+    counts = ", ".join(f"{count}/{len(images)}" for count in splits)
+    least = ", ".join(f"{value:.3f}" for value in dice)
+    print(f"\nslices without a pelvis, per setting: split {counts}; least fit Dice {least}")
 
 
 if __name__ == "__main__":
