@@ -759,7 +759,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         turned = f", turned upright by {stats['tilt']:.1f}°" if stats["tilt"] else ""
         print(
             f"the femur fitted: {stats['side']}, neck-shaft angle "
-            f"{stats['neck_shaft_angle']:.1f}°{turned}"
+            f"{stats['neck_shaft_angle']:.1f}°{turned}, its outline over the segmented "
+            f"femur's Dice {stats['fit_dice']:.3f}"
         )
     (ny, nx), (my, mx) = stats["lr_shape"], stats["hr_shape"]
     print(

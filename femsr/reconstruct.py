@@ -575,8 +575,9 @@ def reconstruct_file(
     with the LR and HR shapes, and for a scan the ``psf_fwhm`` it was deblurred by (None if
     not), the ``noise`` read off it and the ``dither`` added (HU; :func:`femsr.scan.lr_image`,
     whose ``dither`` it asks for unless ``tta``),
-    the fitted femur's ``side`` and ``neck_shaft_angle`` (degrees) and the ``tilt`` the
-    scan was turned upright from (degrees, :func:`femsr.scan.lr_image`).
+    the fitted femur's ``side``, ``neck_shaft_angle`` (degrees) and ``fit_dice`` (its
+    outline's overlap with the segmented femur) and the ``tilt`` the scan was turned upright
+    from (degrees, :func:`femsr.scan.lr_image`).
 
     Raises
     ------
@@ -608,6 +609,7 @@ def reconstruct_file(
         read_off["psf_fwhm"] = image.meta["psf_fwhm"]
         read_off["noise"], read_off["dither"] = image.meta["noise"], image.meta["dither"]
         read_off["side"], read_off["tilt"] = bone.side, image.meta["tilt"]
+        read_off["fit_dice"] = image.meta["fit_dice"]
         read_off["neck_shaft_angle"] = bone.neck_shaft_angle
         if model is None:
             model = _scan_model(image.meta["psf_fwhm"])

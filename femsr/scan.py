@@ -287,8 +287,9 @@ def _is_joint(density: np.ndarray, femur: np.ndarray, pelvis: np.ndarray, spacin
     On synthetic slices of the phantom with a pelvis (:func:`with_pelvis`; ``tests/test_scan.py``)
     a 1 mm joint space at FWHM 0.7 mm, which the blur joins above the threshold, reads 0.26 of
     the bone beside it and strays 0.12 mm from a circle of the head's radius plus half the
-    space; filled in by FWHM 1.0 mm, 0.82 and 1.5 mm; a femur cut off by the image's edge reads
-    0.35-1.15 and strays 0.97 mm or more, or runs straight.
+    space; filled in by FWHM 1.0 mm, 0.8 and 2.2 mm; a femur's head cut off by the image's edge
+    reads 0.73-0.84 and strays 4.7 mm or more, or, sharp and unblurred, 0.35 along a line
+    nearly straight (a circle of 63 mm).
     """
     import scipy.ndimage as ndi
 

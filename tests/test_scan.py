@@ -793,6 +793,7 @@ def test_femsr_reconstruct_takes_a_scan_with_no_other_argument(tmp_path, capsys,
     assert "208x189 -> 2080x1890" in out
     angle = float(out.split("the femur fitted: left, neck-shaft angle ")[1].split("°")[0])
     assert angle == pytest.approx(left_scan[0].neck_shaft_angle, abs=2.0)
+    assert float(out.split("segmented femur's Dice ")[1].split()[0]) > 0.98
     hr = scan.read_scan(tmp_path / "hr.nii.gz")  # 50 µm, stretched as the resampling did
     assert hr.image.shape == (2080, 1890) and hr.spacing == pytest.approx((0.05, 0.05), rel=2e-3)
     assert 0.0 <= hr.image.min() and hr.image.max() <= 1.0
