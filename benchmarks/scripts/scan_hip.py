@@ -12,7 +12,11 @@ The slice's top edge cuts the pelvis off; ``--inside MM`` puts MM of soft tissue
 field, so the pelvis lies wholly inside the slice. Last, per setting, how many of the slices
 without a pelvis ``segment`` split (``pelvis=True``, against ``pelvis=False``): none should be,
 and the least Dice overlap of their fitted femur with the segmented one (``fit_dice``;
-``--gaps`` with no value measures only those).
+``--gaps`` with no value measures only those). ``--figure PNG`` draws the first femur's slices
+of three cases instead, each with the outline of the femur segmented (red) and the verdict of
+``lr_image``.
+
+    python scan_hip.py ../femurs/femur_00.npz --figure ../figures/scan_hip.png
 
     cd benchmarks/scripts
     python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz
@@ -37,13 +41,60 @@ def joined(density: np.ndarray, pixel: float) -> bool:
     return bool(np.intersect1d(top[top > 0], labels[-1]).any())
 
 
+FIGURE_CASES = [  # pixel (mm), FWHM (mm), noise (HU), joint space (mm), mm of tissue above
+    (0.5, 0.7, 30.0, 1.0, 0.0),
+    (0.5, 1.0, 50.0, 1.5, 20.0),
+    (0.5, 1.0, 50.0, 1.0, 0.0),
+]
+
+
+def figure(image: io.FemurImage, path: str) -> None:
+    """The femur's slices of :data:`FIGURE_CASES`, each with the segmented femur's outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels, axes = plt.subplots(1, len(FIGURE_CASES), figsize=(4 * len(FIGURE_CASES), 5.4))
+    for axis, (pixel, fwhm, noise, gap, inside) in zip(axes, FIGURE_CASES, strict=True):
+        density = scan.with_pelvis(image.density, image.pixel_size, image.femur, gap)[0]
+        above = ((round(inside / image.pixel_size), 0), (0, 0))
+        hip = scan.synthetic_scan(
+            np.pad(density, above), image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
+            border=0.0,
+        )  # fmt: skip
+        axis.imshow(hip.image, cmap="gray", vmin=-200, vmax=1600)
+        try:
+            scan.lr_image(hip)
+            verdict = "femur found"
+        except ValueError as error:
+            verdict = "refused: " + str(error).split(":")[0]
+        try:
+            femur = scan.segment(scan.density_from_hu(hip.image), spacing=pixel)
+            axis.contour(femur, levels=[0.5], colors="red", linewidths=0.8)
+        except ValueError:
+            pass
+        where = "inside the slice" if inside else "cut off by the top edge"
+        axis.set_title(
+            f"FWHM {fwhm} mm, {noise:.0f} HU, joint space {gap} mm,\npelvis {where}\n{verdict}",
+            fontsize=8,
+        )
+        axis.axis("off")
+    panels.tight_layout()
+    panels.savefig(path, dpi=90)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--gaps", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0])
     parser.add_argument("--inside", type=float, default=0.0, help="mm of soft tissue above")
+    parser.add_argument("--figure", metavar="PNG", help="draw three cases of the first femur")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
+    if args.figure:
+        figure(images[0], args.figure)
+        return
     above = [((round(args.inside / image.pixel_size), 0), (0, 0)) for image in images]
     print(
         "| pixel (mm) | FWHM (mm) | noise (HU) | joint space (mm) | joined | found | IoU, least "
