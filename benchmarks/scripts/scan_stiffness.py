@@ -26,7 +26,9 @@ deblurred by 0.85 mm or more from pixels finer than 0.6 mm is brought up to 80 H
 first, as ``femsr reconstruct`` does unless ``--tta`` (``lr_image(dither=True)``; ``--dither
 yes`` or ``no`` forces it either way).
 ``--settings K...`` runs only those of the untilted settings (0-based), the block mean
-too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead.
+too unless ``--no-block-mean``; ``--noise HU`` gives their slices that noise instead;
+``--pelvis MM`` draws a pelvis above each head, MM from it, that the slice's top edge cuts off
+(``femsr.scan.with_pelvis``; the femur's pixels and the slice's frame as without).
 ``--per-femur`` prints each femur's sum of the nine |errors| and its worst error after each
 row. ``--fitted-rois`` adds two rows after each slice's: the
 errors the fitted ROIs' placement alone makes (the reference under the fitted femur's ROIs,
@@ -137,6 +139,7 @@ def main() -> None:
         help="add noise to a blurry scan (lr_image(dither=)): auto, from pixels finer than "
         "0.6 mm unless --tta",
     )
+    parser.add_argument("--pelvis", type=float, metavar="MM", help="a pelvis MM from the head")
     parser.add_argument("--no-block-mean", action="store_true", help="slices only")
     parser.add_argument("--per-femur", action="store_true", help="each femur's sum and worst")
     parser.add_argument(
@@ -176,9 +179,15 @@ def main() -> None:
                 lr = dataset.downscale_femur(image)
             else:
                 pixel, fwhm, noise = setting
+                density, border = image.density, BORDER
+                if args.pelvis is not None:
+                    density = scan.with_pelvis(
+                        density, image.pixel_size, image.femur, args.pelvis, border=BORDER, seed=k
+                    )[0]
+                    border = 0.0  # with_pelvis drew it
                 ct = scan.synthetic_scan(
-                    image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
-                    seed=k, border=BORDER,
+                    density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
+                    seed=k, border=border,
                 )  # fmt: skip
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
                 auto = adds_noise((pixel, pixel), tta=args.tta)  # as femsr reconstruct
