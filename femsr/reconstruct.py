@@ -673,11 +673,14 @@ def _scan_model(psf_fwhm: float | None) -> Path:
 def _read_psf_fwhm(
     ct: Scan, source: str | os.PathLike[str], calibration: dict[str, float]
 ) -> float | None:
-    """The scan's point-spread function read off its shaft, or None where it cannot be."""
-    from femsr.scan import estimate_psf_fwhm
+    """The scan's point-spread function read off its shaft, or None where it cannot be; a
+    scan with no femur to segment is refused here, as reading it would refuse it."""
+    from femsr.scan import SegmentationError, estimate_psf_fwhm
 
     try:
         return estimate_psf_fwhm(ct, **calibration)
+    except SegmentationError:
+        raise
     except ValueError as error:
         logger.warning(
             "%s: %s; reconstructed without deblurring, by the scan model (give the scanner's "

@@ -52,6 +52,7 @@ __all__ = [
     "SHAFT_CONTINUED",
     "TISSUE_HU",
     "Scan",
+    "SegmentationError",
     "box_placement",
     "check_calibration",
     "deblur",
@@ -143,6 +144,10 @@ def _density(scan: Scan, marrow: float, tissue: float) -> np.ndarray:
     return np.asarray(scan.image, dtype=float)
 
 
+class SegmentationError(ValueError):
+    """No femur can be segmented from the image (:func:`segment`): none in it, or one cut off."""
+
+
 def segment(
     density: np.ndarray,
     threshold: float = 0.2,
@@ -170,10 +175,12 @@ def segment(
 
     Raises
     ------
-    ValueError
+    SegmentationError
         If no pixel exceeds ``threshold`` (no femur), or the femur touches the top, left or
         right edge of the image (cut off, or joined to a pelvis across a joint space the blur
         has filled in).
+    ValueError
+        If ``density`` is not a 2-D image or ``side`` is neither ``"right"`` nor ``"left"``.
     """
     import scipy.ndimage as ndi
 
@@ -184,7 +191,9 @@ def segment(
         raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     bone = image > threshold
     if not bone.any():
-        raise ValueError(f"no pixel exceeds the threshold {threshold}: no femur in the image")
+        raise SegmentationError(
+            f"no pixel exceeds the threshold {threshold}: no femur in the image"
+        )
     closed = _closed(bone, spacing)
     labels, count = ndi.label(closed)
     sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
@@ -205,7 +214,7 @@ def segment(
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
     cut = [name for name, touched in edges.items() if touched]
     if cut:
-        raise ValueError(
+        raise SegmentationError(
             f"the femur touches the image's {' and '.join(cut)} edge: it is cut off (only the "
             "shaft may leave the image, at the bottom), or joined to a pelvis across a joint "
             "space too narrow to see"

@@ -945,6 +945,13 @@ def test_a_scan_is_deblurred_for_the_deblurred_scan_model_unless_told(
     monkeypatch.setattr(scan, "estimate_psf_fwhm", unreadable)
     assert module.reconstruct_file(ct, tmp_path / "f.npy")["psf_fwhm"] is None
     assert "no shaft; reconstructed without deblurring, by the scan model" in caplog.text
+    monkeypatch.undo()
+    caplog.clear()
+    cut = scan.read_scan(ct)
+    scan.write_scan(tmp_path / "cut.nii.gz", scan.Scan(cut.image[:, :-30], cut.spacing, "HU"))
+    with pytest.raises(scan.SegmentationError, match="right edge: it is cut off"):
+        module.reconstruct_file(tmp_path / "cut.nii.gz", tmp_path / "g.npy")
+    assert "without deblurring" not in caplog.text  # refused, not first read unblurred
     deblurred, blurred = str(module.BUNDLED_DEBLURRED_MODEL), str(module.BUNDLED_SCAN_MODEL)
     assert chosen == [deblurred, "mine.pt", None, deblurred, blurred, blurred]
     assert module.BUNDLED_SCAN_MODEL.is_file() and module.BUNDLED_DEBLURRED_MODEL.is_file()
