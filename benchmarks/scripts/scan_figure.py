@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from scan_fit import BORDER, SETTINGS
+from scan_fit import BORDER, SETTINGS, setting_label
 
 from femsr import io, scan
 from femsr.reconstruct import reconstruct
@@ -68,7 +68,7 @@ def as_reconstructed(image: io.FemurImage, settings: list[tuple[float, float, fl
     for pixel, fwhm, noise in settings:
         lr = scan.lr_image(synthetic_slice(image, pixel, fwhm, noise), psf_fwhm="auto")
         hr = reconstruct(lr, device="cpu", tta=True, refine=True)
-        label = f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU"
+        label = setting_label(pixel, fwhm, noise)
         rows.append((label, hr, lr.femur.rois(image.pixel_size)))
     return rows
 

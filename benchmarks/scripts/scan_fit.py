@@ -33,6 +33,13 @@ SETTINGS = [  # pixel (mm), FWHM (mm), noise (HU), tilt (degrees, counterclockwi
     (0.5, 0.7, 30.0, 3.0),
 ]
 BORDER = 15.0  # mm of soft tissue above and beside the femur box in the slice
+
+
+def setting_label(pixel: float, fwhm: float, noise: float) -> str:
+    """A setting as the tables of ``benchmarks/RESULTS.md`` name it."""
+    return f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU"
+
+
 SHAFT = 20.0  # mm of shaft below the femur box in the slice
 POINTS = ("head_centre", "greater_trochanter", "lesser_trochanter")
 

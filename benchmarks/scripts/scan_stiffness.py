@@ -45,7 +45,7 @@ import argparse
 import time
 
 import numpy as np
-from scan_fit import BORDER, SETTINGS
+from scan_fit import BORDER, SETTINGS, setting_label
 
 from femsr import agreement, dataset, evaluate, io, morphometry, scan
 from femsr.femur import BOX
@@ -159,7 +159,7 @@ def main() -> None:
     for k in range(len(untilted)) if args.settings is None else args.settings:
         pixel, fwhm, noise = untilted[k]
         noise = noise if args.noise is None else args.noise
-        inputs.append((f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU", (pixel, fwhm, noise)))
+        inputs.append((setting_label(pixel, fwhm, noise), (pixel, fwhm, noise)))
     reference = np.mean(
         [roi_morphometry(image.density, image.femur, image.pixel_size) for image in images],
         axis=(0, 1),
