@@ -19,7 +19,7 @@ import numpy as np
 
 from femsr.femur import NECK_SHAFT_LIMITS, Femur
 
-__all__ = ["LANDMARKS", "check_landmarks", "find_landmarks", "fit_femur"]
+__all__ = ["LANDMARKS", "check_landmarks", "find_landmarks", "fit_femur", "outline_dice"]
 
 LANDMARKS = (
     "head_centre",
@@ -383,6 +383,13 @@ _SHAPE = (
 )
 
 
+def outline_dice(femur: Femur, mask: np.ndarray, spacing: float) -> float:
+    """The Dice overlap of ``femur``'s outline at ``spacing`` mm with ``mask`` on the femur
+    box's grid: what :func:`fit_femur` maximizes."""
+    outline = femur.mask(spacing)
+    return float(2.0 * (outline & mask).sum() / (outline.sum() + mask.sum()))
+
+
 def fit_femur(
     mask: np.ndarray, spacing: float, *, landmarks: Mapping[str, Any] | None = None
 ) -> Femur:
@@ -465,8 +472,7 @@ def fit_femur(
         candidate = build(values)
         if candidate is None:
             return 1.0
-        outline = candidate.mask(spacing)
-        return 1.0 - 2.0 * (outline & mask).sum() / (outline.sum() + mask.sum())
+        return 1.0 - outline_dice(candidate, mask, spacing)
 
     start = np.array([getattr(base, name) for name in free], dtype=float)
     best = minimize(misfit, start, method="Nelder-Mead", options={"xatol": 0.1, "fatol": 1e-4})

@@ -38,7 +38,14 @@ import numpy as np
 
 from femsr.defaults import BLURRY_SCAN_NOISE_HU, DEBLURRED_MODEL_MAX_FWHM, MARROW_HU, TISSUE_HU
 from femsr.femur import BOX, Femur
-from femsr.femur_fit import LANDMARKS, _shaft_axis, check_landmarks, find_landmarks, fit_femur
+from femsr.femur_fit import (
+    LANDMARKS,
+    _shaft_axis,
+    check_landmarks,
+    find_landmarks,
+    fit_femur,
+    outline_dice,
+)
 from femsr.io import FemurImage, atomic_write
 
 __all__ = [
@@ -527,8 +534,7 @@ def lr_image(
     else:
         tilt = 0.0
     femur = fit_femur(inside, pixel, landmarks=_moved(given, to_box))
-    outline = femur.mask(pixel)
-    dice = 2.0 * (outline & inside).sum() / (outline.sum() + inside.sum())
+    dice = outline_dice(femur, inside, pixel)
     if dice < FIT_LEAST_DICE:
         raise ValueError(
             f"the fitted femur overlaps the segmented one with Dice {dice:.2f} (at least "
@@ -540,7 +546,7 @@ def lr_image(
     used = {name: found[name] for name in LANDMARKS} | given
     meta: dict[str, Any] = {"spacing": list(scan.spacing), "index": scan.index, "unit": scan.unit}
     meta |= {"psf_fwhm": psf_fwhm, "noise": noise, "dither": added, "tilt": tilt}
-    meta |= {"shaft_continued": continued, "landmarks": used, "fit_dice": float(dice)}
+    meta |= {"shaft_continued": continued, "landmarks": used, "fit_dice": dice}
     meta["to_box"] = to_box.tolist()
     return FemurImage(np.where(inside, window, 0.0), pixel, femur, meta)
 

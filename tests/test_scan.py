@@ -356,8 +356,7 @@ def test_segment_splits_a_pelvis_off_the_head_along_the_joint(fwhm, gap, inside)
         inside_pelvis = np.pad(inside_pelvis, ((40, 0), (0, 0)))
     want = scan.segment(scan.density_from_hu(alone), spacing=0.5)
     read = scan.density_from_hu(hip)
-    disc = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2  # the closing's 1 mm disc
-    bodies = ndimage.label(ndimage.binary_closing(np.pad(read > 0.2, 2), disc)[2:-2, 2:-2])[0]
+    bodies = ndimage.label(scan._closed(read > 0.2, 0.5))[0]  # segment's threshold and closing
     assert bodies[inside_pelvis].max() == bodies[-1].max() > 0  # one body, pelvis and shaft
     found = scan.segment(read, spacing=0.5)
     assert (found & want).sum() / (found | want).sum() > 0.995

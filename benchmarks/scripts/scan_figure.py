@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from scan_fit import BORDER, SETTINGS, setting_label
+from scan_fit import SETTINGS, setting_label, synthetic_slice
 
 from femsr import io, scan
 from femsr.reconstruct import reconstruct
@@ -53,13 +53,6 @@ def main() -> None:
             axis.axis("off")
     figure.tight_layout()
     figure.savefig(args.output, dpi=90)
-
-
-def synthetic_slice(image: io.FemurImage, pixel: float, fwhm: float, noise: float) -> scan.Scan:
-    """The femur's slice at that pixel size (mm), FWHM (mm) and noise (HU), seed 0."""
-    return scan.synthetic_scan(
-        image.density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=0, border=BORDER
-    )
 
 
 def as_reconstructed(image: io.FemurImage, settings: list[tuple[float, float, float]]) -> list:

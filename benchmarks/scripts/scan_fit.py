@@ -40,6 +40,33 @@ def setting_label(pixel: float, fwhm: float, noise: float) -> str:
     return f"CT {pixel} mm, FWHM {fwhm} mm, {noise:.0f} HU"
 
 
+def synthetic_slice(
+    image: io.FemurImage,
+    pixel: float,
+    fwhm: float,
+    noise: float,
+    *,
+    seed: int = 0,
+    pelvis: float | None = None,
+    above: float = 0.0,
+) -> scan.Scan:
+    """The femur's CT slice (``femsr.scan.synthetic_scan``, :data:`BORDER` mm of soft tissue at
+    the top and both sides) at that pixel size (mm), FWHM (mm) and noise (HU), ``seed``ed; with
+    a pelvis ``pelvis`` mm from the head that the field's top edge cuts off
+    (``femsr.scan.with_pelvis``, seeded alike), and ``above`` mm more of soft tissue above the
+    field. The femur's pixels and the slice's frame are the same with the pelvis as without."""
+    density, border = image.density, BORDER
+    if pelvis is not None:
+        density = scan.with_pelvis(
+            density, image.pixel_size, image.femur, pelvis, border=BORDER, seed=seed
+        )[0]
+        border = 0.0  # with_pelvis drew it
+    density = np.pad(density, ((round(above / image.pixel_size), 0), (0, 0)))
+    return scan.synthetic_scan(
+        density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise, seed=seed, border=border
+    )
+
+
 SHAFT = 20.0  # mm of shaft below the femur box in the slice
 POINTS = ("head_centre", "greater_trochanter", "lesser_trochanter")
 

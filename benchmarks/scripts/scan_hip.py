@@ -27,7 +27,7 @@ import argparse
 
 import numpy as np
 import scipy.ndimage as ndi
-from scan_fit import BORDER, SETTINGS
+from scan_fit import SETTINGS, synthetic_slice
 
 from femsr import io, scan
 from femsr.scan import _closed
@@ -57,12 +57,7 @@ def figure(image: io.FemurImage, path: str) -> None:
 
     panels, axes = plt.subplots(1, len(FIGURE_CASES), figsize=(4 * len(FIGURE_CASES), 5.4))
     for axis, (pixel, fwhm, noise, gap, inside) in zip(axes, FIGURE_CASES, strict=True):
-        density = scan.with_pelvis(image.density, image.pixel_size, image.femur, gap)[0]
-        above = ((round(inside / image.pixel_size), 0), (0, 0))
-        hip = scan.synthetic_scan(
-            np.pad(density, above), image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
-            border=0.0,
-        )  # fmt: skip
+        hip = synthetic_slice(image, pixel, fwhm, noise, pelvis=gap, above=inside)
         axis.imshow(hip.image, cmap="gray", vmin=-200, vmax=1600)
         try:
             scan.lr_image(hip)
@@ -95,7 +90,6 @@ def main() -> None:
     if args.figure:
         figure(images[0], args.figure)
         return
-    above = [((round(args.inside / image.pixel_size), 0), (0, 0)) for image in images]
     print(
         "| pixel (mm) | FWHM (mm) | noise (HU) | joint space (mm) | joined | found | IoU, least "
         "| head centre (mm) | head radius (mm) | neck-shaft angle (°) |"
@@ -110,33 +104,25 @@ def main() -> None:
         splits.append(0)
         dice.append(1.0)
         for k, image in enumerate(images):
-            ct = scan.synthetic_scan(
-                np.pad(image.density, above[k]), image.pixel_size, pixel=pixel, fwhm=fwhm,
-                noise=noise, seed=k,
-            )  # fmt: skip
-            alone.append((scan.lr_image(ct), ct))
-            dice[-1] = min(dice[-1], alone[-1][0].meta["fit_dice"])
-            read = scan.density_from_hu(ct.image)
-            splits[-1] += not np.array_equal(
-                scan.segment(read, spacing=pixel), scan.segment(read, spacing=pixel, pelvis=False)
-            )
+            ct = synthetic_slice(image, pixel, fwhm, noise, seed=k, above=args.inside)
+            lr, read = scan.lr_image(ct), scan.density_from_hu(ct.image)
+            want = scan.segment(read, spacing=pixel)
+            alone.append((lr, want))
+            dice[-1] = min(dice[-1], lr.meta["fit_dice"])
+            splits[-1] += not np.array_equal(want, scan.segment(read, spacing=pixel, pelvis=False))
         for gap in args.gaps:
             iou, centre, radius, angle, bodies = [], [], [], [], 0
-            for k, (image, (lr, ct)) in enumerate(zip(images, alone, strict=True)):
-                density = scan.with_pelvis(
-                    image.density, image.pixel_size, image.femur, gap, border=BORDER, seed=k
-                )[0]
-                hip = scan.synthetic_scan(
-                    np.pad(density, above[k]), image.pixel_size, pixel=pixel, fwhm=fwhm,
-                    noise=noise, seed=k, border=0.0,
-                )  # fmt: skip
-                bodies += joined(scan.density_from_hu(hip.image), pixel)
+            for k, (image, (lr, want)) in enumerate(zip(images, alone, strict=True)):
+                hip = synthetic_slice(
+                    image, pixel, fwhm, noise, seed=k, pelvis=gap, above=args.inside
+                )
+                read = scan.density_from_hu(hip.image)
+                bodies += joined(read, pixel)
                 try:
                     found = scan.lr_image(hip)
                 except ValueError:
                     continue
-                want = scan.segment(scan.density_from_hu(ct.image), spacing=pixel)
-                got = scan.segment(scan.density_from_hu(hip.image), spacing=pixel)
+                got = scan.segment(read, spacing=pixel)
                 iou.append((want & got).sum() / (want | got).sum())
                 a, b = lr.femur.landmarks(), found.femur.landmarks()
                 centre.append(float(np.hypot(*np.subtract(a.head_centre, b.head_centre))))

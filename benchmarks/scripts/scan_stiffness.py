@@ -45,7 +45,7 @@ import argparse
 import time
 
 import numpy as np
-from scan_fit import BORDER, SETTINGS, setting_label
+from scan_fit import BORDER, SETTINGS, setting_label, synthetic_slice
 
 from femsr import agreement, dataset, evaluate, io, morphometry, scan
 from femsr.femur import BOX
@@ -179,16 +179,7 @@ def main() -> None:
                 lr = dataset.downscale_femur(image)
             else:
                 pixel, fwhm, noise = setting
-                density, border = image.density, BORDER
-                if args.pelvis is not None:
-                    density = scan.with_pelvis(
-                        density, image.pixel_size, image.femur, args.pelvis, border=BORDER, seed=k
-                    )[0]
-                    border = 0.0  # with_pelvis drew it
-                ct = scan.synthetic_scan(
-                    density, image.pixel_size, pixel=pixel, fwhm=fwhm, noise=noise,
-                    seed=k, border=border,
-                )  # fmt: skip
+                ct = synthetic_slice(image, pixel, fwhm, noise, seed=k, pelvis=args.pelvis)
                 psf_fwhm = fwhm if args.deblur == "setting" else args.deblur  # or auto, None
                 auto = adds_noise((pixel, pixel), tta=args.tta)  # as femsr reconstruct
                 dither = auto if forced is None else forced
