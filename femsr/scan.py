@@ -177,8 +177,9 @@ def segment(
     bottom): the periosteal outline. The femur must lie wholly inside the image but for the
     shaft, which leaves it at the bottom. A pelvis that the closing or the blur joins to the
     head across a narrow joint space is split off along the joint (:func:`_femur_part`), cut
-    off by the image's top, left or right edge or lying wholly inside it; with ``pelvis=False``
-    the body is taken whole.
+    off by the image's top, left or right edge or lying wholly inside it, its ischium leaving
+    the image at the bottom beside the shaft or not; with ``pelvis=False`` the body is taken
+    whole.
 
     Raises
     ------
@@ -251,29 +252,45 @@ def _femur_part(
     other edges it reaches, or else from its top row, and the part flooded from the shaft is the
     femur's if the two were joined by the closing alone (no pixel of ``bone`` of one touches
     one of the other) or meet along a hip joint (:func:`_is_joint`); from the top row, also only
-    where the other part is at least :data:`PELVIS_LEAST_AREA`. Else (a femur alone, one cut off
-    by the edge, or a joint space the blur has filled in) there is none.
+    where the other part is at least :data:`PELVIS_LEAST_AREA`. Where the bottom edge also cuts
+    an ischium, the runs of the component along it (those nearer than the closing's 1 mm reach
+    taken as one) are not all the shaft's: failing a split with all of them, each shorter
+    stretch of neighbouring runs is tried as the shaft's cut, the longest first, flooded
+    against the other runs and the other edges (not the top row: a pelvis seen beside the head
+    need not rise above it). Else (a femur alone, one cut off by the edge, or a joint space the
+    blur has filled in) there is none.
     """
     import scipy.ndimage as ndi
 
     rim = np.zeros(component.shape, bool)
     rim[0] = rim[:, 0] = rim[:, -1] = True
-    pelvis_seeds, least = component & rim, 0.0
-    if not pelvis_seeds.any():
-        top = np.flatnonzero(component.any(axis=1))[0]
-        pelvis_seeds[top] = component[top]
-        least = PELVIS_LEAST_AREA / spacing**2
-    seeds = np.where(pelvis_seeds, 2, 0)
-    seeds[-1][component[-1]] = 1
-    if not (seeds == 2).any() or not (seeds == 1).any():
-        return None
+    # the body's runs along the bottom edge, those nearer than the closing's reach as one
+    bottom = component[-1]
+    reach = max(1, round(1.0 / spacing))
+    runs = ndi.label(ndi.binary_dilation(bottom, iterations=reach))[0] * bottom
+    count = runs.max()
     density = np.clip(image, 0.0, 1.0)
-    parts = _flooded(1.0 - density, seeds, component)
-    femur, pelvis = parts == 1, parts == 2
-    if pelvis.sum() < least:
-        return None
-    apart = not (bone & femur & ndi.binary_dilation(bone & pelvis)).any()
-    return femur if apart or _is_joint(density, femur, pelvis, spacing) else None
+    for length in range(count, 0, -1):
+        for first in range(1, count - length + 2):
+            shaft = (runs >= first) & (runs < first + length)
+            pelvis_seeds, least = component & rim, 0.0
+            pelvis_seeds[-1] = (runs > 0) & ~shaft
+            if not pelvis_seeds.any():
+                top = np.flatnonzero(component.any(axis=1))[0]
+                pelvis_seeds[top] = component[top]
+                least = PELVIS_LEAST_AREA / spacing**2
+            seeds = np.where(pelvis_seeds, 2, 0)
+            seeds[-1][shaft] = 1
+            if not (seeds == 2).any():
+                return None
+            parts = _flooded(1.0 - density, seeds, component)
+            femur, pelvis = parts == 1, parts == 2
+            if pelvis.sum() < least:
+                continue
+            apart = not (bone & femur & ndi.binary_dilation(bone & pelvis)).any()
+            if apart or _is_joint(density, femur, pelvis, spacing):
+                return femur
+    return None
 
 
 PELVIS_LEAST_AREA = 500.0
@@ -756,6 +773,7 @@ def with_pelvis(
     *,
     border: float = 15.0,
     seed: int = 0,
+    ischium: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``density``, an image of ``femur``'s box at ``pixel_size`` mm, in a field ``border`` mm
     wider at the top and both sides, with a pelvis above the head; and the pelvis's pixels.
@@ -763,7 +781,9 @@ def with_pelvis(
     The pelvis: an acetabulum 4 mm thick (a 1 mm plate of density 1 facing the head,
     trabecular bone of density 0.35 on average behind it) ``joint_space`` mm from the head,
     from 50° below the head's centre medially over the top to 40° above it laterally, and an
-    ilium above it that the field's top edge cuts off, as a slice cropped to the femur cuts it.
+    ilium above it that the field's top edge cuts off, as a slice cropped to the femur cuts it;
+    with ``ischium``, also an ischium 15 mm wide (1 mm walls of density 1) that descends from
+    the acetabulum's medial end to the field's bottom edge, as a slice cropped short cuts it.
     :func:`synthetic_scan` with ``border=0`` scans it; :func:`segment` splits it off.
     """
     pad = round(border / pixel_size)
@@ -780,6 +800,13 @@ def with_pelvis(
     pelvis = cup | ilium
     trabecular = np.random.default_rng(seed).random(field.shape) < 0.35
     field[pelvis] = np.where(depth < 1.0, 1.0, trabecular)[pelvis]
+    if ischium:
+        cup_end = np.radians(-50.0)
+        inner = (radius + joint_space) * np.cos(cup_end)
+        across = medial - inner  # from the ischium's lateral wall to its medial one
+        bar = (up < (radius + joint_space) * np.sin(cup_end)) & (across > 0) & (across < 15.0)
+        field[bar] = np.where((across < 1.0) | (across > 14.0), 1.0, trabecular)[bar]
+        pelvis = pelvis | bar
     return field, pelvis
 
 

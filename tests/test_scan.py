@@ -379,6 +379,38 @@ def test_a_slice_of_a_left_hip_is_fitted_as_its_femur_alone():
     assert got.neck_shaft_angle == pytest.approx(want.neck_shaft_angle, abs=0.5)
 
 
+@pytest.mark.parametrize("side, beside", [("right", False), ("left", False), ("right", True)])
+def test_a_pelvis_cut_off_by_the_bottom_edge_too_is_split_off(side, beside):
+    """An ischium leaving the slice at the bottom beside the shaft, joined through the pelvis to
+    the head, is not taken for the shaft: the femur is segmented and fitted as it is alone;
+    also where the slice holds only the pelvis below the head's centre, beside the head."""
+    from scipy import ndimage
+
+    femur = Femur(side=side)
+    density = clinical_density(femur)[0]
+    alone = scan.synthetic_scan(density, 0.1, fwhm=0.7, noise=30.0)
+    hip_density, pelvis = scan.with_pelvis(density, 0.1, femur, 1.5, ischium=True)
+    if beside:  # with_pelvis's field: 15 mm above the box
+        centre_row = round((15.0 + scan.BOX[0] - femur.landmarks().head_centre[1]) / 0.1)
+        hip_density[:centre_row][pelvis[:centre_row]] = 0.0
+        pelvis[:centre_row] = False
+    hip = scan.synthetic_scan(hip_density, 0.1, fwhm=0.7, noise=30.0, border=0.0)
+    read = scan.density_from_hu(hip.image)
+    want = scan.segment(scan.density_from_hu(alone.image), spacing=0.5)
+    bottom = ndimage.label(scan._closed(read > 0.2, 0.5))[0][-1]
+    columns = np.pad(pelvis[-1], (0, 5 * bottom.size - pelvis.shape[1]))  # 0.1 mm to 0.5 mm
+    ischium = columns.reshape(-1, 5).all(axis=1)
+    shaft = want[-1] & (bottom > 0)  # the walls, not the canal
+    assert ischium.any() and (bottom[ischium] > 0).all()
+    assert np.unique(bottom[ischium | shaft]).size == 1  # one body
+    found = scan.segment(read, spacing=0.5)
+    assert (found & want).sum() / (found | want).sum() > 0.995
+    assert not found[-1][ischium].any()
+    got, fitted = scan.lr_image(hip).femur.landmarks(), scan.lr_image(alone).femur.landmarks()
+    assert np.hypot(*np.subtract(got.head_centre, fitted.head_centre)) < 0.5
+    assert got.neck_shaft_angle == pytest.approx(fitted.neck_shaft_angle, abs=0.5)
+
+
 def test_a_femur_fitted_far_from_the_segmented_one_is_refused():
     ct = clinical_scan(Femur(), pixel=0.5, fwhm=0.7)
     fitted = scan.lr_image(ct)

@@ -48,17 +48,25 @@ def synthetic_slice(
     *,
     seed: int = 0,
     pelvis: float | None = None,
+    ischium: bool = False,
     above: float = 0.0,
 ) -> scan.Scan:
     """The femur's CT slice (``femsr.scan.synthetic_scan``, :data:`BORDER` mm of soft tissue at
     the top and both sides) at that pixel size (mm), FWHM (mm) and noise (HU), ``seed``ed; with
     a pelvis ``pelvis`` mm from the head that the field's top edge cuts off
-    (``femsr.scan.with_pelvis``, seeded alike), and ``above`` mm more of soft tissue above the
-    field. The femur's pixels and the slice's frame are the same with the pelvis as without."""
+    (``femsr.scan.with_pelvis``, seeded alike; with ``ischium``, one that the bottom edge cuts
+    off too), and ``above`` mm more of soft tissue above the field. The femur's pixels and the
+    slice's frame are the same with the pelvis as without."""
     density, border = image.density, BORDER
     if pelvis is not None:
         density = scan.with_pelvis(
-            density, image.pixel_size, image.femur, pelvis, border=BORDER, seed=seed
+            density,
+            image.pixel_size,
+            image.femur,
+            pelvis,
+            border=BORDER,
+            seed=seed,
+            ischium=ischium,
         )[0]
         border = 0.0  # with_pelvis drew it
     density = np.pad(density, ((round(above / image.pixel_size), 0), (0, 0)))

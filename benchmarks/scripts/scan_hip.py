@@ -4,16 +4,19 @@ Each femur's 50 µm density becomes a CT slice (``femsr.scan.synthetic_scan``) a
 setting of ``scan_fit.py``, alone and with a pelvis (``femsr.scan.with_pelvis``) at each joint
 space ``--gaps`` (mm); ``femsr.scan.lr_image`` segments and fits both. Per setting and joint
 space: how many slices have the pelvis joined to the femur by the segmentation's threshold and
-closing (one body from the slice's topmost bone to its bottom edge), how many have the femur
-found (the rest are refused), and over those the smallest intersection over union of the
-segmented femur with the femur segmented alone, and the largest difference of the fitted
-femur's head centre (mm), head radius (mm) and neck-shaft angle (degrees) from the fit alone.
+closing (one body from the slice's topmost bone to the shaft's cut), how many have the femur
+found (segmented at 0.5 mm and fitted by ``lr_image`` and segmented at the slice's own pixels;
+the rest are refused), and over those the smallest intersection over union of the femur
+segmented at the slice's pixels with the femur segmented alone, and the largest difference of
+the fitted femur's head centre (mm), head radius (mm) and neck-shaft angle (degrees) from the
+fit alone.
 The slice's top edge cuts the pelvis off; ``--inside MM`` puts MM of soft tissue above the
-field, so the pelvis lies wholly inside the slice. Last, per setting, how many of the slices
-without a pelvis ``segment`` split (``pelvis=True``, against ``pelvis=False``): none should be,
-and the least Dice overlap of their fitted femur with the segmented one (``fit_dice``;
+field, so the pelvis lies wholly inside the slice; with ``--ischium`` the pelvis also has an
+ischium that the slice's bottom edge cuts off beside the shaft. Last, per setting, how many of
+the slices without a pelvis ``segment`` split (``pelvis=True``, against ``pelvis=False``): none
+should be, and the least Dice overlap of their fitted femur with the segmented one (``fit_dice``;
 ``--gaps`` with no value measures only those). ``--figure PNG`` draws the first femur's slices
-of three cases instead, each with the outline of the femur segmented (red) and the verdict of
+of four cases instead, each with the outline of the femur segmented (red) and the verdict of
 ``lr_image``.
 
     python scan_hip.py ../femurs/femur_00.npz --figure ../figures/scan_hip.png
@@ -21,6 +24,7 @@ of three cases instead, each with the outline of the femur segmented (red) and t
     cd benchmarks/scripts
     python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz
     python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz --inside 20
+    python scan_hip.py ../femurs/femur_{00,04,06,10,13,15,16,25}.npz --ischium
 """
 
 import argparse
@@ -33,18 +37,21 @@ from femsr import io, scan
 from femsr.scan import _closed
 
 
-def joined(density: np.ndarray, pixel: float) -> bool:
+def joined(density: np.ndarray, pixel: float, femur: np.ndarray) -> bool:
     """Whether ``segment``'s threshold and closing join the slice's topmost bone, the pelvis's,
-    to the body that leaves the slice at its bottom edge, the femur's."""
+    to the shaft where it leaves the slice at its bottom edge (the bottom row of ``femur``, the
+    femur segmented from its slice alone)."""
     labels = ndi.label(_closed(density > 0.2, pixel))[0]
     top = labels[np.flatnonzero(labels.any(axis=1))[0]]
-    return bool(np.intersect1d(top[top > 0], labels[-1]).any())
+    return bool(np.intersect1d(top[top > 0], labels[-1][femur[-1]]).any())
 
 
-FIGURE_CASES = [  # pixel (mm), FWHM (mm), noise (HU), joint space (mm), mm of tissue above
-    (0.5, 0.7, 30.0, 1.0, 0.0),
-    (0.5, 1.0, 50.0, 1.5, 20.0),
-    (0.5, 1.0, 50.0, 1.0, 0.0),
+FIGURE_CASES = [  # pixel (mm), FWHM (mm), noise (HU), joint space (mm), mm of tissue above,
+    # an ischium cut off by the bottom edge
+    (0.5, 0.7, 30.0, 1.0, 0.0, False),
+    (0.5, 1.0, 50.0, 1.5, 20.0, False),
+    (0.5, 0.7, 30.0, 1.5, 0.0, True),
+    (0.5, 1.0, 50.0, 1.0, 0.0, False),
 ]
 
 
@@ -56,8 +63,8 @@ def figure(image: io.FemurImage, path: str) -> None:
     import matplotlib.pyplot as plt
 
     panels, axes = plt.subplots(1, len(FIGURE_CASES), figsize=(4 * len(FIGURE_CASES), 5.4))
-    for axis, (pixel, fwhm, noise, gap, inside) in zip(axes, FIGURE_CASES, strict=True):
-        hip = synthetic_slice(image, pixel, fwhm, noise, pelvis=gap, above=inside)
+    for axis, (pixel, fwhm, noise, gap, inside, ischium) in zip(axes, FIGURE_CASES, strict=True):
+        hip = synthetic_slice(image, pixel, fwhm, noise, pelvis=gap, ischium=ischium, above=inside)
         axis.imshow(hip.image, cmap="gray", vmin=-200, vmax=1600)
         try:
             scan.lr_image(hip)
@@ -70,6 +77,7 @@ def figure(image: io.FemurImage, path: str) -> None:
         except ValueError:
             pass
         where = "inside the slice" if inside else "cut off by the top edge"
+        where += ", the ischium by the bottom" if ischium else ""
         axis.set_title(
             f"FWHM {fwhm} mm, {noise:.0f} HU, joint space {gap} mm,\npelvis {where}\n{verdict}",
             fontsize=8,
@@ -84,7 +92,8 @@ def main() -> None:
     parser.add_argument("femurs", nargs="+", help="femur files (femsr.io.save_femur)")
     parser.add_argument("--gaps", type=float, nargs="*", default=[1.0, 1.5, 2.0, 3.0, 4.0])
     parser.add_argument("--inside", type=float, default=0.0, help="mm of soft tissue above")
-    parser.add_argument("--figure", metavar="PNG", help="draw three cases of the first femur")
+    parser.add_argument("--ischium", action="store_true", help="cut off by the bottom edge too")
+    parser.add_argument("--figure", metavar="PNG", help="draw four cases of the first femur")
     args = parser.parse_args()
     images = [io.load_femur(path) for path in args.femurs]
     if args.figure:
@@ -114,15 +123,22 @@ def main() -> None:
             iou, centre, radius, angle, bodies = [], [], [], [], 0
             for k, (image, (lr, want)) in enumerate(zip(images, alone, strict=True)):
                 hip = synthetic_slice(
-                    image, pixel, fwhm, noise, seed=k, pelvis=gap, above=args.inside
+                    image,
+                    pixel,
+                    fwhm,
+                    noise,
+                    seed=k,
+                    pelvis=gap,
+                    ischium=args.ischium,
+                    above=args.inside,
                 )
                 read = scan.density_from_hu(hip.image)
-                bodies += joined(read, pixel)
+                bodies += joined(read, pixel, want)
                 try:
                     found = scan.lr_image(hip)
+                    got = scan.segment(read, spacing=pixel)
                 except ValueError:
                     continue
-                got = scan.segment(read, spacing=pixel)
                 iou.append((want & got).sum() / (want | got).sum())
                 a, b = lr.femur.landmarks(), found.femur.landmarks()
                 centre.append(float(np.hypot(*np.subtract(a.head_centre, b.head_centre))))
