@@ -714,6 +714,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         "mass_block": args.mass_block,
         "psf_fwhm": args.psf_fwhm,
         "calibration": args.calibration,
+        "as_scan": args.scan,
     }
     if args.input.is_dir() and not scan.is_dicom_series(args.input):
         if args.landmarks is not None:
@@ -722,7 +723,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         if not sources:
             raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
         if args.side is not None:  # every scan's
-            other = next((p for p in sources if not p.name.lower().endswith(SCAN_SUFFIXES)), None)
+            scans = SCAN_SUFFIXES if not args.scan else IMAGE_SUFFIXES
+            other = next((p for p in sources if not p.name.lower().endswith(scans)), None)
             if other is not None:
                 raise ValueError(f"--side picks the femur of a scan; {other.name!r} is none")
             options["landmarks"] = {"side": args.side}
@@ -791,7 +793,8 @@ def _add_reconstruct(commands: _Commands) -> None:
         "displacement channels by LR FE, run the network on the overlapping windows, quilt the "
         "HR windows along minimum-error seams and write OUTPUT (.png/.tif 16-bit, .npy/.npz "
         "float32, .nii/.nii.gz with its 50 µm spacing, placed where a scan's femur lies). A scan "
-        "(DICOM .dcm or a folder of one DICOM series, NIfTI .nii/.nii.gz) is calibrated from HU, "
+        "(DICOM .dcm or a folder of one DICOM series, NIfTI .nii/.nii.gz; a TIFF with --scan) "
+        "is calibrated from HU, "
         "resampled to 0.5 mm, segmented and fitted with the parametric femur, which gives its "
         "loads and ROIs. INPUT may be a folder of images: "
         "each is written to the folder OUTPUT as "
@@ -829,7 +832,8 @@ def _add_reconstruct(commands: _Commands) -> None:
     command.add_argument(
         "--pixel-size",
         type=float,
-        help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid)",
+        help="LR pixel side in mm of a bare image (default 0.5, the femur's LR grid); of a "
+        "--scan TIFF without resolution tags, its pixel spacing",
     )
     command.add_argument("--preview", type=Path, metavar="PNG", help="also write an 8-bit preview")
     command.add_argument(
@@ -866,6 +870,13 @@ def _add_reconstruct(commands: _Commands) -> None:
         help="a scan's CT numbers of bone density 0 (marrow, soft tissue) and 1 (fully "
         f"mineralized tissue), e.g. from a calibration phantom ({MARROW_HU:g} and "
         f"{TISSUE_HU:g})",
+    )
+    command.add_argument(
+        "--scan",
+        action="store_true",
+        help="read INPUT (each image of a folder) as a scan, as DICOM and NIfTI are read: a "
+        "TIFF of a CT slice (HU, or density in [0, 1]; one page, or coronal pages front to "
+        "back), its spacing from its resolution tags, else --pixel-size",
     )
     command.set_defaults(run=_reconstruct)
 

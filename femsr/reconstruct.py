@@ -548,13 +548,16 @@ def reconstruct_file(
     landmarks: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     psf_fwhm: float | str | None = "auto",
     calibration: tuple[float, float] | None = None,
+    as_scan: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Reconstruct an LR image file (:func:`femsr.io.read_image`) into ``target``, atomically.
 
     A femur file carries its pixel size and femur; a bare image gets the default femur's load
     cases at ``pixel_size`` (default the 500 µm LR grid). A scan (DICOM ``.dcm`` or a folder
-    of one DICOM series, :func:`femsr.scan.read_scan`; NIfTI ``.nii``/``.nii.gz``) is read,
+    of one DICOM series, :func:`femsr.scan.read_scan`; NIfTI ``.nii``/``.nii.gz``; with
+    ``as_scan``, any file :func:`femsr.scan.read_scan` reads, such as a TIFF of a CT slice, its
+    spacing from its resolution tags or else ``pixel_size``) is read,
     calibrated (``calibration``: the HU of density 0 and 1, :func:`femsr.scan.density_from_hu`;
     default :data:`femsr.scan.MARROW_HU` and :data:`femsr.scan.TISSUE_HU`), resampled,
     segmented and fitted by
@@ -583,8 +586,8 @@ def reconstruct_file(
     ------
     ValueError
         If ``pixel_size`` contradicts the file's own, on bad ``landmarks``, ``psf_fwhm`` or
-        ``calibration``, or on ``landmarks``, a ``psf_fwhm`` in mm or a ``calibration`` for a
-        source that is no scan.
+        ``calibration``, on ``landmarks``, a ``psf_fwhm`` in mm or a ``calibration`` for a
+        source that is no scan, or on a bare image whose values are no density in [0, 1].
     """
     from femsr import femur, io, scan
 
@@ -593,10 +596,17 @@ def reconstruct_file(
     lr: FemurImage | np.ndarray
     read_off: dict[str, Any] = {}  # what a scan's reading found
     on_scan: tuple[Scan, Any] | None = None  # the scan and its frame's map to the femur box
-    if str(source).lower().endswith(SCAN_SUFFIXES) or Path(source).is_dir():
+    is_scan = as_scan or str(source).lower().endswith(SCAN_SUFFIXES) or Path(source).is_dir()
+    if is_scan:
         if isinstance(landmarks, str | os.PathLike):
             landmarks = scan.read_landmarks(landmarks)
-        ct = scan.read_scan(source)
+        given_spacing = None if pixel_size is None else (pixel_size, pixel_size)
+        ct = scan.read_scan(source, spacing=given_spacing)
+        if given_spacing is not None and not np.allclose(ct.spacing, given_spacing):
+            raise ValueError(
+                f"{str(source)!r} has pixels of {ct.spacing[0]:g} x {ct.spacing[1]:g} mm, "
+                f"not {pixel_size} mm"
+            )
         hu: dict[str, Any] = {}
         if calibration is not None:
             hu = dict(zip(("marrow", "tissue"), map(float, calibration), strict=True))
@@ -624,11 +634,18 @@ def reconstruct_file(
         given = next((name for name, passed in scan_only.items() if passed), None)
         if given is not None:
             raise ValueError(
-                f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}); {str(source)!r} is none"
+                f"{given} a scan's ({', '.join(SCAN_SUFFIXES)}, or any with as_scan); "
+                f"{str(source)!r} is none"
             )
         density, stored, bone = io.read_image(source)
         lr = density
-    if stored is not None and pixel_size is not None and stored != pixel_size:
+        if density.min() < 0.0 or density.max() > 1.0:
+            raise ValueError(
+                f"{str(source)!r} holds values in [{density.min():g}, {density.max():g}], no "
+                "bone density in [0, 1]; a CT slice (say, a TIFF of HU) is read as a scan "
+                "with as_scan (femsr reconstruct --scan)"
+            )
+    if not is_scan and stored is not None and pixel_size is not None and stored != pixel_size:
         raise ValueError(f"{str(source)!r} has a pixel size of {stored} mm, not {pixel_size} mm")
     pixel = stored or pixel_size or femur.LR_PIXEL
     stats: dict[str, Any] = {}

@@ -1350,7 +1350,8 @@ def _read_tiff(
         spacing = tuple(mm * r[1] / r[0] for r in resolution)  # type: ignore[index]
     if spacing is None:
         raise ValueError(
-            f"{str(path)!r} has no pixel spacing (no resolution in cm or inch): pass spacing="
+            f"{str(path)!r} has no pixel spacing (no resolution in cm or inch): give it "
+            "(spacing=; femsr reconstruct --pixel-size)"
         )
     if len(pages) == 1:
         return Scan(pages[0], (float(spacing[0]), float(spacing[1])), "stored")

@@ -904,6 +904,45 @@ def test_femsr_reconstruct_takes_a_dicom_series_folder(tmp_path, left_scan, netw
     np.testing.assert_allclose(series_lr, slice_lr, atol=1e-6)  # the series' slice as one scan
 
 
+def test_femsr_reconstruct_reads_a_tiff_as_a_scan(tmp_path, capsys, left_scan, network_inputs):
+    import tifffile
+
+    ct = left_scan[1]
+    scan.write_scan(tmp_path / "scan.nii.gz", ct)
+    scan.write_scan(tmp_path / "scan.tif", ct)  # with its spacing in the resolution tags
+    tifffile.imwrite(tmp_path / "bare.tif", ct.image.astype(np.float32))  # with none
+    out = str(tmp_path / "hr.npy")
+    assert cli.main(["reconstruct", str(tmp_path / "scan.nii.gz"), out]) == 0
+    tagged = ["reconstruct", str(tmp_path / "scan.tif"), out, "--scan"]
+    assert cli.main(tagged) == 0
+    pixel = str(ct.spacing[0])
+    bare = ["reconstruct", str(tmp_path / "bare.tif"), out, "--scan"]
+    assert cli.main([*bare, "--pixel-size", pixel]) == 0
+    (nifti, femur), *tiffs = network_inputs
+    for lr, fitted in tiffs:  # the same slice, read alike
+        np.testing.assert_allclose(lr.density, nifti.density, atol=1e-5)
+        assert fitted.neck_shaft_angle == pytest.approx(femur.neck_shaft_angle, abs=1e-6)
+    assert capsys.readouterr().out.count("the femur fitted: left") == 3
+    assert cli.main(["reconstruct", str(tmp_path / "scan.tif"), out]) == 2  # a bare image
+    said = capsys.readouterr().err
+    assert "holds values in [" in said and "no bone density in [0, 1]" in said
+    assert "femsr reconstruct --scan" in said
+    assert cli.main(bare) == 2
+    assert "has no pixel spacing" in capsys.readouterr().err
+    assert cli.main([*tagged, "--pixel-size", "0.7"]) == 2  # against its own spacing
+    assert f"has pixels of {ct.spacing[0]:g} x {ct.spacing[1]:g} mm, not 0.7 mm" in (
+        capsys.readouterr().err
+    )
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    (tmp_path / "scan.tif").rename(folder / "scan.tif")
+    each = ["reconstruct", str(folder), str(tmp_path / "out"), "--side", "left"]
+    assert cli.main(each) == 2
+    assert "--side picks the femur of a scan; 'scan.tif' is none" in capsys.readouterr().err
+    assert cli.main([*each, "--scan"]) == 0 and (tmp_path / "out" / "scan.npz").exists()
+    np.testing.assert_allclose(network_inputs[-1][0].density, nifti.density, atol=1e-5)
+
+
 def test_femsr_reconstruct_takes_a_scans_landmarks(tmp_path, capsys, left_scan, network_inputs):
     import importlib
 
