@@ -723,9 +723,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         if not sources:
             raise ValueError(f"{str(args.input)!r} holds no image ({', '.join(IMAGE_SUFFIXES)})")
         if args.side is not None:  # every scan's
-            scans = SCAN_SUFFIXES if not args.scan else IMAGE_SUFFIXES
-            other = next((p for p in sources if not p.name.lower().endswith(scans)), None)
-            if other is not None:
+            other = next((p for p in sources if not p.name.lower().endswith(SCAN_SUFFIXES)), None)
+            if other is not None and not args.scan:
                 raise ValueError(f"--side picks the femur of a scan; {other.name!r} is none")
             options["landmarks"] = {"side": args.side}
         targets = reconstruct_files(
