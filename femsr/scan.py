@@ -178,8 +178,9 @@ def segment(
     shaft, which leaves it at the bottom. A pelvis that the closing or the blur joins to the
     head across a narrow joint space is split off along the joint (:func:`_femur_part`), cut
     off by the image's top, left or right edge or lying wholly inside it, its ischium leaving
-    the image at the bottom beside the shaft or not; with ``pelvis=False`` the body is taken
-    whole.
+    the image at the bottom beside the shaft or not, and the femur is chosen again among what
+    is left (a pelvis spanning both hips of a slice joins both femurs); with ``pelvis=False``
+    the body is taken whole.
 
     Raises
     ------
@@ -202,22 +203,11 @@ def segment(
         raise SegmentationError(
             f"no pixel exceeds the threshold {threshold}: no femur in the image"
         )
-    closed = _closed(bone, spacing)
-    labels, count = ndi.label(closed)
-    sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
-    leaving = np.isin(np.arange(1, count + 1), labels[-1])
-    if leaving.any():
-        sizes = np.where(leaving, sizes, 0.0)
-    chosen = int(np.argmax(sizes))
-    if side is not None:
-        femurs = np.flatnonzero(sizes >= 0.5 * sizes.max())
-        columns = [c for _, c in ndi.center_of_mass(closed, labels, femurs + 1)]
-        chosen = int(femurs[np.argmin(columns) if side == "right" else np.argmax(columns)])
-    component = labels == 1 + chosen
+    component = _chosen(_closed(bone, spacing), side)
     part = _femur_part(image, bone, component, spacing) if pelvis else None
-    if part is not None:  # closed again alone, so the joint space the closing bridged stays out
-        rebuilt = ndi.label(_closed(bone & part, spacing))[0]
-        component = np.isin(rebuilt, rebuilt[-1][rebuilt[-1] > 0])
+    if part is not None:  # closed again alone, so the joint space the closing bridged stays out;
+        # chosen again, as a pelvis joining both hips of a slice leaves both femurs
+        component = _chosen(_closed(bone & part, spacing), side)
     femur = ndi.binary_fill_holes(component | _shaft_cut(component, round(5.0 / spacing)))
     edges = {"top": femur[0].any(), "left": femur[:, 0].any(), "right": femur[:, -1].any()}
     cut = [name for name, touched in edges.items() if touched]
@@ -228,6 +218,26 @@ def segment(
             "space too narrow to see"
         )
     return femur
+
+
+def _chosen(closed: np.ndarray, side: str | None) -> np.ndarray:
+    """The body of ``closed`` taken for the femur (:func:`segment`): the largest of those that
+    leave the image at its bottom edge, else of all; with ``side``, of the bodies leaving at
+    the bottom at least half as large as the largest, the leftmost (``"right"``) or the
+    rightmost (``"left"``)."""
+    import scipy.ndimage as ndi
+
+    labels, count = ndi.label(closed)
+    sizes = ndi.sum_labels(closed, labels, index=np.arange(1, count + 1))
+    leaving = np.isin(np.arange(1, count + 1), labels[-1])
+    if leaving.any():
+        sizes = np.where(leaving, sizes, 0.0)
+    chosen = int(np.argmax(sizes))
+    if side is not None:
+        femurs = np.flatnonzero(sizes >= 0.5 * sizes.max())
+        columns = [c for _, c in ndi.center_of_mass(closed, labels, femurs + 1)]
+        chosen = int(femurs[np.argmin(columns) if side == "right" else np.argmax(columns)])
+    return labels == 1 + chosen
 
 
 def _closed(mask: np.ndarray, spacing: float) -> np.ndarray:

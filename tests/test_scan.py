@@ -411,6 +411,31 @@ def test_a_pelvis_cut_off_by_the_bottom_edge_too_is_split_off(side, beside):
     assert got.neck_shaft_angle == pytest.approx(fitted.neck_shaft_angle, abs=0.5)
 
 
+def test_a_pelvis_joining_both_hips_of_a_slice_leaves_the_femur_of_the_side_asked():
+    """Split off a pelvis that spans both hips, the two femurs are apart: ``side`` picks one,
+    found as it is without the pelvis (before, both came back as one femur)."""
+    hips, alone = [], []
+    for side in ("right", "left"):
+        femur = Femur(side=side)
+        density = clinical_density(femur)[0]
+        hips.append(scan.with_pelvis(density, 0.1, femur, 1.5)[0])
+        alone.append(np.pad(density, ((150, 0), (150, 150))))  # with_pelvis's 15 mm field
+    both = np.hstack(hips)
+    middle = hips[0].shape[1]
+    both[:100, middle - 300 : middle + 300] = 1.0  # bone joining the two, cut by the top edge
+    read = scan.density_from_hu(
+        scan.synthetic_scan(both, 0.1, fwhm=0.7, noise=30.0, border=0.0).image
+    )
+    half = middle // 5  # at 0.5 mm
+    for k, (side, taken) in enumerate((("right", np.s_[:, :half]), ("left", np.s_[:, half:]))):
+        one = [a if j == k else np.zeros_like(a) for j, a in enumerate(alone)]
+        one_scan = scan.synthetic_scan(np.hstack(one), 0.1, fwhm=0.7, noise=30.0, border=0.0)
+        want = scan.segment(scan.density_from_hu(one_scan.image), spacing=0.5)
+        found = scan.segment(read, spacing=0.5, side=side)
+        assert found[taken].sum() == found.sum()  # that side's alone
+        assert (found & want).sum() / (found | want).sum() > 0.995
+
+
 def test_a_femur_fitted_far_from_the_segmented_one_is_refused():
     ct = clinical_scan(Femur(), pixel=0.5, fwhm=0.7)
     fitted = scan.lr_image(ct)
