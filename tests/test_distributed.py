@@ -6,6 +6,7 @@ import logging
 import re
 import subprocess
 import sys
+from subprocess import PIPE
 
 import numpy as np
 import pytest
@@ -148,10 +149,18 @@ Path(f"threads_{os.environ['RANK']}.json").write_text(json.dumps(threads))
 
 
 def torchrun(*argv, folder):
-    """``torchrun --standalone --nproc-per-node 2 ARGV`` in ``folder``: the finished process."""
+    """``torchrun --standalone --nproc-per-node 2 ARGV`` in ``folder``: the finished process.
+    Past 300 s it is stopped, and it stops its workers, so a hung run leaves none behind."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc-per-node", "2", *argv]
-    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300)
+    with subprocess.Popen(command, cwd=folder, stdout=PIPE, stderr=PIPE, text=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            process.terminate()  # killed, torchrun would leave its workers (own sessions) running
+            process.communicate(timeout=60)
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def final_weights(folder):
