@@ -274,26 +274,27 @@ def _femur_part(
 
     rim = np.zeros(component.shape, bool)
     rim[0] = rim[:, 0] = rim[:, -1] = True
+    top = np.flatnonzero(component.any(axis=1))[0]
     # the body's runs along the bottom edge, those nearer than the closing's reach as one
     bottom = component[-1]
     reach = max(1, round(1.0 / spacing))
     runs = ndi.label(ndi.binary_dilation(bottom, iterations=reach))[0] * bottom
     count = runs.max()
     density = np.clip(image, 0.0, 1.0)
+    elevation = 1.0 - density
     for length in range(count, 0, -1):
         for first in range(1, count - length + 2):
             shaft = (runs >= first) & (runs < first + length)
             pelvis_seeds, least = component & rim, 0.0
             pelvis_seeds[-1] = (runs > 0) & ~shaft
             if not pelvis_seeds.any():
-                top = np.flatnonzero(component.any(axis=1))[0]
                 pelvis_seeds[top] = component[top]
                 least = PELVIS_LEAST_AREA / spacing**2
             seeds = np.where(pelvis_seeds, 2, 0)
             seeds[-1][shaft] = 1
             if not (seeds == 2).any():
                 return None
-            parts = _flooded(1.0 - density, seeds, component)
+            parts = _flooded(elevation, seeds, component)
             femur, pelvis = parts == 1, parts == 2
             if pelvis.sum() < least:
                 continue
@@ -805,16 +806,17 @@ def with_pelvis(
     up = BOX[0] + border - (rows + 0.5) * pixel_size - hy
     depth = np.hypot(medial, up) - radius - joint_space  # into the pelvis from the joint
     angle = np.degrees(np.arctan2(up, medial))
-    cup = (depth > 0) & (depth < 4.0) & (angle > -50.0) & (angle < 140.0)
+    cup_end = -50.0  # degrees: the acetabulum's medial end, where an ischium leaves it
+    cup = (depth > 0) & (depth < 4.0) & (angle > cup_end) & (angle < 140.0)
     ilium = (depth > 0) & (up > 0.6 * radius) & (np.abs(medial - 0.4 * radius) < 1.1 * radius)
     pelvis = cup | ilium
     trabecular = np.random.default_rng(seed).random(field.shape) < 0.35
     field[pelvis] = np.where(depth < 1.0, 1.0, trabecular)[pelvis]
     if ischium:
-        cup_end = np.radians(-50.0)
-        inner = (radius + joint_space) * np.cos(cup_end)
+        end = np.radians(cup_end)
+        inner = (radius + joint_space) * np.cos(end)
         across = medial - inner  # from the ischium's lateral wall to its medial one
-        bar = (up < (radius + joint_space) * np.sin(cup_end)) & (across > 0) & (across < 15.0)
+        bar = (up < (radius + joint_space) * np.sin(end)) & (across > 0) & (across < 15.0)
         field[bar] = np.where((across < 1.0) | (across > 14.0), 1.0, trabecular)[bar]
         pelvis = pelvis | bar
     return field, pelvis
