@@ -479,7 +479,7 @@ def _add_train(commands: _Commands) -> None:
         "--stiffness-weight",
         type=float,
         default=0.0,
-        help="weight of the patch stiffness log-error term (0: off; about 20x a step on the CPU)",
+        help="weight of the patch stiffness log-error term (0: off; 4-8x a step on the CPU)",
     )
     command.add_argument(
         "--width", type=int, help=f"feature channels (the init model's, else {WIDTH})"

@@ -22,6 +22,7 @@ error (L2) over the HR patch, plus optional terms, each with its weight (0 leave
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "apparent_stiffness",
     "block_mean",
     "cldice_loss",
+    "forget_target_stiffness",
     "objective",
     "soft_skeleton",
     "stiffness_loss",
@@ -48,6 +50,11 @@ SOLVERS = ("auto", "cg", "direct")
 STIFFNESS_OPTIONS: dict[str, float] = {"E0": 1.0, "h": 1.0, "Emin": 1e-3, "tol": 1e-3}
 
 _EPS = 1e-6
+# The targets' apparent stiffness, by what the target is up to the patch's turns and flips (see
+# _reference_stiffness): a training pair's target comes back every epoch, turned or flipped by
+# the augmentation, and its solve is half the stiffness term's cost. About 0.3 kB an entry.
+_REFERENCES: dict[bytes, np.ndarray] = {}
+_REFERENCES_MAX = 1 << 18
 
 
 def _erode(x: torch.Tensor) -> torch.Tensor:
@@ -259,13 +266,64 @@ def stiffness_loss(
     """Mean ``|log C(prediction) - log C(target)|`` over the batch and ``C11, C22, C33``.
 
     The log makes an error of a soft patch weigh as much as one of a stiff patch, and a
-    halving as much as a doubling. ``options`` go to :func:`apparent_stiffness`.
+    halving as much as a doubling. ``options`` go to :func:`apparent_stiffness`. Each target's
+    stiffness is solved once per process, whichever way the augmentation turns or flips it,
+    and kept (about 0.3 kB a target, up to 2^18 targets; :func:`forget_target_stiffness`).
     """
     floor = 1e-9 * E0
     predicted = apparent_stiffness(prediction, E0=E0, h=h, **options).clamp_min(floor)
-    with torch.no_grad():
-        reference = apparent_stiffness(target, E0=E0, h=h, **options).clamp_min(floor)
+    reference = _reference_stiffness(target, E0=E0, h=h, **options).clamp_min(floor)
     return (predicted.log() - reference.log()).abs().mean()
+
+
+def _reference_stiffness(target: torch.Tensor, **options: Any) -> torch.Tensor:
+    """:func:`apparent_stiffness` of the targets ``(batch, 3)``, each solved once per process.
+
+    A patch turned by a quarter has the same stiffness with ``C11`` and ``C22`` swapped, and a
+    flipped one the same (the grid, the Q4 pixel and the macro-strains' energies map onto
+    themselves), so each target is kept under the least of its 8 forms' bytes.
+    """
+    rho = (target[:, 0] if target.ndim == 4 else target).detach()
+    setting = repr(sorted(options.items())).encode()
+    keys, swaps = [], []
+    for patch in rho.to("cpu").numpy():
+        form, swapped = _least_form(patch)
+        keys.append(hashlib.blake2b(setting + form, digest_size=16).digest())
+        swaps.append(swapped)
+    values = np.empty((len(keys), 3))
+    missing = []
+    for i, (key, swapped) in enumerate(zip(keys, swaps, strict=True)):
+        known = _REFERENCES.get(key)
+        if known is None:
+            missing.append(i)
+        else:
+            values[i] = known[[1, 0, 2]] if swapped else known
+    if missing:
+        with torch.no_grad():
+            solved = apparent_stiffness(rho[missing], **options)
+        values[missing] = solved.to("cpu", torch.float64).numpy()
+        for i in missing:
+            if len(_REFERENCES) < _REFERENCES_MAX:
+                _REFERENCES[keys[i]] = values[i][[1, 0, 2]] if swaps[i] else values[i].copy()
+    return torch.as_tensor(values, dtype=rho.dtype, device=rho.device)
+
+
+def forget_target_stiffness() -> None:
+    """Drop the targets' stiffness that :func:`stiffness_loss` keeps."""
+    _REFERENCES.clear()
+
+
+def _least_form(patch: np.ndarray) -> tuple[bytes, bool]:
+    """The least of a patch's 8 turns and flips (its shape and bytes), and whether it is an
+    odd number of quarter turns from the patch."""
+    forms = []
+    for mirrored in (patch, patch[:, ::-1]):
+        for quarters in range(4):
+            turned = np.ascontiguousarray(np.rot90(mirrored, quarters))
+            form = f"{turned.shape}{turned.dtype}".encode() + turned.tobytes()
+            forms.append((form, quarters % 2))
+    form, odd = min(forms)
+    return form, bool(odd)
 
 
 def block_mean(image: torch.Tensor, scale: int) -> torch.Tensor:

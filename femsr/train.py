@@ -416,7 +416,8 @@ def train(
         :func:`femsr.losses.objective`); 0 turns a term off. Both count in the validation loss
         too, which picks the best epoch. On one CPU core, at batch 64 of 12 x 12 patches, a step
         of the default network (forward and backward) takes about 0.3 s; the clDice term adds
-        about 3 times that, the stiffness term about 10 times.
+        about 3 times that, the stiffness term about 8 times in a pair's first epoch and 4 times
+        after (each target's stiffness is solved once and kept).
     epochs : int
         Total epochs, counting those of a resumed run.
     batch_size : int

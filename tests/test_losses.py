@@ -99,3 +99,29 @@ def test_the_stiffness_loss_is_zero_on_the_reference_and_pulls_towards_it():
     assert loss.item() > 0.1
     # Denser bone along the bar makes the too-soft prediction stiffer: the gradient says so.
     assert (prediction.grad[..., 4:8, :] < 0).all()
+
+
+def test_a_target_is_solved_once_whichever_way_it_is_turned_or_flipped(monkeypatch):
+    # Non-square, so a quarter turn changes the shape and swaps C11 and C22.
+    patch = torch.tensor(np.random.default_rng(7).uniform(0.0, 1.0, (7, 11)))
+    forms = [torch.rot90(p, k, dims=(0, 1)) for p in (patch, patch.flip(1)) for k in range(4)]
+    options = {"E0": E0, "h": H, "Emin": 1.0, "tol": 1e-12}
+    fresh = [losses.apparent_stiffness(form[None], **options)[0] for form in forms]
+    assert not torch.allclose(fresh[0][0], fresh[0][1], rtol=0.05)  # C11 and C22 differ
+    solved = []
+    solve = losses.apparent_stiffness
+
+    def counted(density, **kwargs):
+        solved.append(density)
+        return solve(density, **kwargs)
+
+    monkeypatch.setattr(losses, "_REFERENCES", {})
+    monkeypatch.setattr(losses, "apparent_stiffness", counted)
+    for form, expected in zip(forms, fresh, strict=True):
+        found = losses._reference_stiffness(form[None, None], **options)
+        torch.testing.assert_close(found[0], expected, rtol=1e-9, atol=0)
+    assert len(solved) == 1  # the first form alone was solved
+    # Another setting, or another patch, is solved anew.
+    losses._reference_stiffness(forms[3][None, None], **{**options, "Emin": 2.0})
+    losses._reference_stiffness((patch * 0.5)[None, None], **options)
+    assert len(solved) == 3

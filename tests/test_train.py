@@ -135,7 +135,8 @@ def test_objective_adds_the_weighted_cldice_and_stiffness_of_femsr_losses(loss):
 
 def test_stiffness_term_is_zero_for_the_target_and_ignores_the_material_scale():
     _, hr = TRAIN.tensors
-    assert float(stiffness_term(hr[:2], hr[:2])) == 0.0
+    # To float32 rounding: the target's stiffness may come from a solve in another batch.
+    assert float(stiffness_term(hr[:2], hr[:2])) == pytest.approx(0.0, abs=1e-6)
     prediction = soft_prediction(1)[:2]
     pooled = (F.avg_pool2d(prediction, 2), F.avg_pool2d(hr[:2], 2))
     scaled = stiffness_loss(*pooled, E0=15e3, h=0.1, Emin=15.0, tol=1e-3)
