@@ -261,32 +261,49 @@ def _cg(
 
 
 def stiffness_loss(
-    prediction: torch.Tensor, target: torch.Tensor, *, E0: float, h: float, **options: Any
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    E0: float,
+    h: float,
+    pool: int = 1,
+    **options: Any,
 ) -> torch.Tensor:
     """Mean ``|log C(prediction) - log C(target)|`` over the batch and ``C11, C22, C33``.
 
     The log makes an error of a soft patch weigh as much as one of a stiff patch, and a
-    halving as much as a doubling. ``options`` go to :func:`apparent_stiffness`. Each target's
-    stiffness is solved once per process, whichever way the augmentation turns or flips it,
-    and kept (about 0.3 kB a target, up to 2^18 targets; :func:`forget_target_stiffness`).
+    halving as much as a doubling. Both patches are average-pooled ``pool`` x ``pool`` first
+    (``h`` is the pooled pixel's side). ``options`` go to :func:`apparent_stiffness`. Each
+    target's stiffness is solved once per process, whichever way the augmentation turns or
+    flips it, and kept (about 0.3 kB a target, up to 2^18 targets;
+    :func:`forget_target_stiffness`).
     """
     floor = 1e-9 * E0
-    predicted = apparent_stiffness(prediction, E0=E0, h=h, **options).clamp_min(floor)
-    reference = _reference_stiffness(target, E0=E0, h=h, **options).clamp_min(floor)
+    pooled = F.avg_pool2d(prediction, pool) if pool > 1 else prediction
+    predicted = apparent_stiffness(pooled, E0=E0, h=h, **options).clamp_min(floor)
+    reference = _reference_stiffness(target, pool, E0=E0, h=h, **options).clamp_min(floor)
     return (predicted.log() - reference.log()).abs().mean()
 
 
-def _reference_stiffness(target: torch.Tensor, **options: Any) -> torch.Tensor:
-    """:func:`apparent_stiffness` of the targets ``(batch, 3)``, each solved once per process.
+def _reference_stiffness(target: torch.Tensor, pool: int, **options: Any) -> torch.Tensor:
+    """:func:`apparent_stiffness` of the ``pool`` x ``pool``-pooled targets ``(batch, 3)``,
+    each solved once per process.
 
     A patch turned by a quarter has the same stiffness with ``C11`` and ``C22`` swapped, and a
     flipped one the same (the grid, the Q4 pixel and the macro-strains' energies map onto
-    themselves), so each target is kept under the least of its 8 forms' bytes.
+    themselves), so each target is kept under the least of its 8 forms' bytes. The key is the
+    target before pooling, whose forms are exact permutations of one another (a pooled pixel's
+    sum is rounded in an order that turns with the patch), so the pooling's blocks must turn
+    with it: sides that ``pool`` does not divide are solved every time.
     """
-    rho = (target[:, 0] if target.ndim == 4 else target).detach()
-    setting = repr(sorted(options.items())).encode()
+    rho = (target[:, None] if target.ndim == 3 else target).detach()
+    pooled = F.avg_pool2d(rho, pool) if pool > 1 else rho
+    if rho.shape[-2] % pool or rho.shape[-1] % pool:
+        with torch.no_grad():
+            return apparent_stiffness(pooled, **options)
+    setting = repr((pool, sorted(options.items()))).encode()
     keys, swaps = [], []
-    for patch in rho.to("cpu").numpy():
+    for patch in rho[:, 0].to("cpu").numpy():
         form, swapped = _least_form(patch)
         keys.append(hashlib.blake2b(setting + form, digest_size=16).digest())
         swaps.append(swapped)
@@ -300,7 +317,7 @@ def _reference_stiffness(target: torch.Tensor, **options: Any) -> torch.Tensor:
             values[i] = known[[1, 0, 2]] if swapped else known
     if missing:
         with torch.no_grad():
-            solved = apparent_stiffness(rho[missing], **options)
+            solved = apparent_stiffness(pooled[missing], **options)
         values[missing] = solved.to("cpu", torch.float64).numpy()
         for i in missing:
             if len(_REFERENCES) < _REFERENCES_MAX:
@@ -372,7 +389,7 @@ def stiffness_term(prediction: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     >>> float(stiffness_term(hr, hr))
     0.0
     """
-    return stiffness_loss(F.avg_pool2d(prediction, 2), F.avg_pool2d(hr, 2), **STIFFNESS_OPTIONS)
+    return stiffness_loss(prediction, hr, pool=2, **STIFFNESS_OPTIONS)
 
 
 def objective(
