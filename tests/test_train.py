@@ -543,3 +543,56 @@ def test_each_dataset_of_a_concatenation_is_told_the_epoch(patches):
     parts = [PatchDataset(patches, "train", augment=True, seed=k) for k in range(2)]
     _set_epoch(Subset(ConcatDataset(parts), [0, 1]), 3)
     assert [part.epoch for part in parts] == [3, 3]
+
+
+def test_the_kept_target_stiffness_trains_as_a_solve_of_every_target_does(
+    patches, tmp_path, monkeypatch
+):
+    """Augmented pairs come back turned and flipped every epoch. Their kept stiffness must be
+    that of the form drawn (a quarter turn swaps C11 and C22), or the losses would part."""
+    from femsr import losses
+    from femsr.patch_dataset import PatchDataset
+
+    fit, check = (PatchDataset(patches, "train", augment=True), PatchDataset(patches, "train"))
+    cfg = ModelConfig(
+        in_channels=fit.in_channels,
+        width=4,
+        n_blocks=1,
+        up_width=2,
+        scale=4,
+        upsampling="4",
+        patch_size=4,
+    )
+    solved = []
+    solve = losses.apparent_stiffness
+
+    def counted(density, **options):
+        solved.append(len(density))
+        return solve(density, **options)
+
+    monkeypatch.setattr(losses, "apparent_stiffness", counted)
+    runs = {}
+    for kept in (0, 1 << 18):  # none kept: every target solved in every step
+        monkeypatch.setattr(losses, "_REFERENCES", {})
+        monkeypatch.setattr(losses, "_REFERENCES_MAX", kept)
+        solved.clear()
+        result = train(
+            cfg,
+            fit,
+            check,
+            out_dir=tmp_path / str(kept),
+            epochs=3,
+            batch_size=8,
+            lr=2e-3,
+            stiffness_weight=1.0,
+            progress=False,
+            device="cpu",
+        )
+        runs[kept] = result.history, sum(solved)
+    (plain, plain_solves), (kept, kept_solves) = runs.values()
+    assert len(kept) == 3
+    for a, b in zip(plain, kept, strict=True):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-5)
+    # The second and third epochs solved none of their targets, training or validation.
+    assert kept_solves <= plain_solves - 2 * (len(fit) + len(check))
