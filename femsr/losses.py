@@ -50,7 +50,7 @@ SOLVERS = ("auto", "cg", "direct")
 STIFFNESS_OPTIONS: dict[str, float] = {"E0": 1.0, "h": 1.0, "Emin": 1e-3, "tol": 1e-3}
 
 _EPS = 1e-6
-# The targets' apparent stiffness, by what the target is up to the patch's turns and flips (see
+# The targets' apparent stiffness, keyed by the target up to its turns and flips (see
 # _reference_stiffness): a training pair's target comes back every epoch, turned or flipped by
 # the augmentation, and its solve is half the stiffness term's cost. About 0.3 kB an entry.
 _REFERENCES: dict[bytes, np.ndarray] = {}
@@ -278,6 +278,8 @@ def stiffness_loss(
     flips it, and kept (about 0.3 kB a target, up to 2^18 targets;
     :func:`forget_target_stiffness`).
     """
+    if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+        raise ValueError(f"pool must be an integer >= 1, got {pool!r}")
     floor = 1e-9 * E0
     pooled = F.avg_pool2d(prediction, pool) if pool > 1 else prediction
     predicted = apparent_stiffness(pooled, E0=E0, h=h, **options).clamp_min(floor)

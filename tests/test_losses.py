@@ -99,6 +99,8 @@ def test_the_stiffness_loss_is_zero_on_the_reference_and_pulls_towards_it():
     assert loss.item() > 0.1
     # Denser bone along the bar makes the too-soft prediction stiffer: the gradient says so.
     assert (prediction.grad[..., 4:8, :] < 0).all()
+    with pytest.raises(ValueError, match="pool must be an integer >= 1, got 0"):
+        losses.stiffness_loss(prediction, target, pool=0, **options)
 
 
 @pytest.mark.parametrize("pool", [1, 2])
