@@ -558,31 +558,39 @@ def train(
             val_dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin
         )
         net = distributed.wrap(state.model, processes, device)
-        for epoch in range(state.epoch + 1, epochs + 1):
-            record = _epoch(
-                state,
-                net,
-                train_loader,
-                shares,
-                val_loader,
-                device,
-                amp_dtype,
-                epoch=epoch,
-                epochs=epochs,
-                progress=progress,
-                loss=loss,
-                weights=weights,
-                scale=cfg.scale,
-                seed=seed,
-            )
-            state.epoch = epoch
-            state.history.append(record)
-            improved = record["val_loss"] < state.best_loss
-            if improved:
-                state.best_epoch, state.best_loss = epoch, record["val_loss"]
-            save = partial(_save, state, settings, improved, checkpoint_path, best_path, log_path)
-            distributed.on_main(processes, save)  # every process waits for the files
-        best = distributed.on_main(processes, partial(_best_model, best_path))
+        try:
+            for epoch in range(state.epoch + 1, epochs + 1):
+                record = _epoch(
+                    state,
+                    net,
+                    train_loader,
+                    shares,
+                    val_loader,
+                    device,
+                    amp_dtype,
+                    epoch=epoch,
+                    epochs=epochs,
+                    progress=progress,
+                    loss=loss,
+                    weights=weights,
+                    scale=cfg.scale,
+                    seed=seed,
+                )
+                state.epoch = epoch
+                state.history.append(record)
+                improved = record["val_loss"] < state.best_loss
+                if improved:
+                    state.best_epoch, state.best_loss = epoch, record["val_loss"]
+                save = partial(
+                    _save, state, settings, improved, checkpoint_path, best_path, log_path
+                )
+                distributed.on_main(processes, save)  # every process waits for the files
+            best = distributed.on_main(processes, partial(_best_model, best_path))
+        finally:
+            # Gone before the group: DDP's reducer holds it, and as its last holder (freed with
+            # this frame) would destroy it holding the GIL, joining gloo's threads while one of
+            # them waits for the GIL to free a broadcast's tensor (a hang, seen under load).
+            del net
     return TrainResult(
         best.to(device), state.history, state.best_epoch, best_path, checkpoint_path, log_path
     )

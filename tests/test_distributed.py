@@ -137,6 +137,17 @@ class Interrupting(Dataset):
             raise KeyboardInterrupt
         return self.data[index]
 
+# The DDP wrappers alive as the process leaves its group (distributed._leave_gloo).
+import gc
+from torch.nn.parallel import DistributedDataParallel
+from femsr import distributed
+leave = distributed._leave_gloo
+def leaving(processes):
+    alive = sum(isinstance(item, DistributedDataParallel) for item in gc.get_objects())
+    Path(f"wrapped_{os.environ['RANK']}.json").write_text(json.dumps(alive))
+    leave(processes)
+distributed._leave_gloo = leaving
+
 data = TensorDataset(*torch.load(sys.argv[1]))
 options = json.loads(sys.argv[3])
 cfg = ModelConfig(**options.pop("config"))
@@ -196,6 +207,12 @@ def test_an_interrupted_two_process_run_resumes_to_the_network_of_one(tmp_path):
         threads = [json.loads((tmp_path / f"threads_{rank}.json").read_text()) for rank in (0, 1)]
         names = [name.strip() for names in threads for name in names]
         assert names and not [name for name in names if "gloo" in name]
+    # No DDP wrapper outlived the group: its reducer, the group's last holder, would destroy it
+    # holding the GIL while a gloo thread waits for the GIL (a hang under load).
+    assert [json.loads((tmp_path / f"wrapped_{rank}.json").read_text()) for rank in (0, 1)] == [
+        0,
+        0,
+    ]
     assert_same_network(final_weights(tmp_path / "two"), final_weights(one.checkpoint_path.parent))
     log = (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
