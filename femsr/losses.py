@@ -55,6 +55,8 @@ _EPS = 1e-6
 # the augmentation, and its solve is half the stiffness term's cost. About 0.3 kB an entry.
 _REFERENCES: dict[bytes, np.ndarray] = {}
 _REFERENCES_MAX = 1 << 18
+# C11, C22, C33 of a patch turned a quarter, from the patch's.
+_QUARTER_TURN = [1, 0, 2]
 
 
 def _erode(x: torch.Tensor) -> torch.Tensor:
@@ -316,14 +318,14 @@ def _reference_stiffness(target: torch.Tensor, pool: int, **options: Any) -> tor
         if known is None:
             missing.append(i)
         else:
-            values[i] = known[[1, 0, 2]] if swapped else known
+            values[i] = known[_QUARTER_TURN] if swapped else known
     if missing:
         with torch.no_grad():
             solved = apparent_stiffness(pooled[missing], **options)
         values[missing] = solved.to("cpu", torch.float64).numpy()
         for i in missing:
             if len(_REFERENCES) < _REFERENCES_MAX:
-                _REFERENCES[keys[i]] = values[i][[1, 0, 2]] if swaps[i] else values[i].copy()
+                _REFERENCES[keys[i]] = values[i][_QUARTER_TURN] if swaps[i] else values[i].copy()
     return torch.as_tensor(values, dtype=rho.dtype, device=rho.device)
 
 

@@ -116,10 +116,8 @@ def step_times(net, lr, hr, repeats):
     best_time(step, repeats, net, lr, hr, {})  # warm-up: the first steps are slower for a while
     times = {}
     for term, weights in TERMS.items():
-        if term.endswith("targets solved"):
-            times[term] = best_time(unknown_targets(step), repeats, net, lr, hr, weights)
-        else:
-            times[term] = best_time(step, repeats, net, lr, hr, weights)
+        timed = unknown_targets(step) if term.endswith("targets solved") else step
+        times[term] = best_time(timed, repeats, net, lr, hr, weights)
     alone = times["L2 loss only"]
     return {term: seconds - alone if TERMS[term] else seconds for term, seconds in times.items()}
 
