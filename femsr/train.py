@@ -38,6 +38,7 @@ import math
 import os
 import random
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -586,6 +587,10 @@ def train(
                 )
                 distributed.on_main(processes, save)  # every process waits for the files
             best = distributed.on_main(processes, partial(_best_model, best_path))
+        except BaseException as error:
+            if net is not state.model:  # the epoch's frame in the traceback holds the wrapper
+                traceback.clear_frames(error.__traceback__)
+            raise
         finally:
             # Gone before the group: DDP's reducer holds it, and as its last holder (freed with
             # this frame) would destroy it holding the GIL, joining gloo's threads while one of

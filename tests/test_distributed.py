@@ -174,6 +174,11 @@ def torchrun(*argv, folder):
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
+def wrapped(folder):
+    """The DDP wrappers alive in each process as it left its group (the worker's count)."""
+    return [json.loads((folder / f"wrapped_{rank}.json").read_text()) for rank in (0, 1)]
+
+
 def final_weights(folder):
     return torch.load(folder / "checkpoint.pt", weights_only=True)["model"]
 
@@ -199,6 +204,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_network_of_one(tmp_path):
     assert stopped.returncode != 0 and "KeyboardInterrupt" in stopped.stderr
     log = (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in log] == [1]
+    assert wrapped(tmp_path) == [0, 0]  # the traceback held none past the group
     resumed = torchrun(*argv, json.dumps(options), folder=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     # Leaving the group ended gloo's threads: none runs on as the process exits, which could
@@ -209,10 +215,7 @@ def test_an_interrupted_two_process_run_resumes_to_the_network_of_one(tmp_path):
         assert names and not [name for name in names if "gloo" in name]
     # No DDP wrapper outlived the group: its reducer, the group's last holder, would destroy it
     # holding the GIL while a gloo thread waits for the GIL (a hang under load).
-    assert [json.loads((tmp_path / f"wrapped_{rank}.json").read_text()) for rank in (0, 1)] == [
-        0,
-        0,
-    ]
+    assert wrapped(tmp_path) == [0, 0]
     assert_same_network(final_weights(tmp_path / "two"), final_weights(one.checkpoint_path.parent))
     log = (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in log]
