@@ -22,3 +22,21 @@ def patches(tmp_path_factory):
     out = tmp_path_factory.mktemp("patches")
     build_dataset(images, out, patch=4, stride=3, factor=4, progress=False)
     return out
+
+
+@pytest.fixture
+def stiffness_solves(monkeypatch):
+    """The density batches that femsr.losses solves for apparent stiffness from here on, with
+    no target's stiffness kept from before."""
+    from femsr import losses
+
+    solved = []
+    solve = losses.apparent_stiffness
+
+    def counted(density, **options):
+        solved.append(density)
+        return solve(density, **options)
+
+    monkeypatch.setattr(losses, "apparent_stiffness", counted)
+    monkeypatch.setattr(losses, "_REFERENCES", {})
+    return solved

@@ -104,7 +104,7 @@ def test_the_stiffness_loss_is_zero_on_the_reference_and_pulls_towards_it():
 
 
 @pytest.mark.parametrize("pool", [1, 2])
-def test_a_target_is_solved_once_whichever_way_it_is_turned_or_flipped(monkeypatch, pool):
+def test_a_target_is_solved_once_whichever_way_it_is_turned_or_flipped(stiffness_solves, pool):
     # Not square, so a quarter turn changes the shape and swaps C11 and C22.
     patch = torch.tensor(np.random.default_rng(7).uniform(0.0, 1.0, (8, 12)), dtype=torch.float32)
     forms = [torch.rot90(p, k, dims=(0, 1)) for p in (patch, patch.flip(1)) for k in range(4)]
@@ -112,15 +112,8 @@ def test_a_target_is_solved_once_whichever_way_it_is_turned_or_flipped(monkeypat
     pooled = [torch.nn.functional.avg_pool2d(form[None, None], pool) for form in forms]
     fresh = [losses.apparent_stiffness(form, **options)[0] for form in pooled]
     assert not torch.allclose(fresh[0][0], fresh[0][1], rtol=0.05)  # C11 and C22 differ
-    solved = []
-    solve = losses.apparent_stiffness
-
-    def counted(density, **kwargs):
-        solved.append(density)
-        return solve(density, **kwargs)
-
-    monkeypatch.setattr(losses, "_REFERENCES", {})
-    monkeypatch.setattr(losses, "apparent_stiffness", counted)
+    solved = stiffness_solves
+    solved.clear()  # the fresh solves above
     for form, expected in zip(forms, fresh, strict=True):
         found = losses._reference_stiffness(form[None, None], pool, **options)
         torch.testing.assert_close(found[0], expected, rtol=1e-5, atol=0)

@@ -546,7 +546,7 @@ def test_each_dataset_of_a_concatenation_is_told_the_epoch(patches):
 
 
 def test_the_kept_target_stiffness_trains_as_a_solve_of_every_target_does(
-    patches, tmp_path, monkeypatch
+    patches, tmp_path, monkeypatch, stiffness_solves
 ):
     """Augmented pairs come back turned and flipped every epoch. Their kept stiffness must be
     that of the form drawn (a quarter turn swaps C11 and C22), or the losses would part."""
@@ -563,14 +563,7 @@ def test_the_kept_target_stiffness_trains_as_a_solve_of_every_target_does(
         upsampling="4",
         patch_size=4,
     )
-    solved = []
-    solve = losses.apparent_stiffness
-
-    def counted(density, **options):
-        solved.append(len(density))
-        return solve(density, **options)
-
-    monkeypatch.setattr(losses, "apparent_stiffness", counted)
+    solved = stiffness_solves
     runs = {}
     for kept in (0, 1 << 18):  # none kept: every target solved in every step
         monkeypatch.setattr(losses, "_REFERENCES", {})
@@ -588,7 +581,7 @@ def test_the_kept_target_stiffness_trains_as_a_solve_of_every_target_does(
             progress=False,
             device="cpu",
         )
-        runs[kept] = result.history, sum(solved)
+        runs[kept] = result.history, sum(len(density) for density in solved)
     (plain, plain_solves), (kept, kept_solves) = runs.values()
     assert len(kept) == 3
     for a, b in zip(plain, kept, strict=True):
